@@ -1,0 +1,48 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one server's Raft node and state store. Built by the agent from its config.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This node's name; stored in the data dir and checked at every start.
+    pub node_name: String,
+    pub datacenter: String,
+    /// Where `raft.redb`, `state.redb` and the current snapshot live.
+    pub data_dir: PathBuf,
+    /// The address other servers reach this one's server RPC port at (`-advertise`:8300).
+    pub advertise_rpc: String,
+    /// Raft heartbeat interval. Election timeouts are derived from it.
+    pub heartbeat: Duration,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min: Duration,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_threshold: u64,
+    /// Log entries kept behind a snapshot so slightly lagging followers need no snapshot.
+    pub trailing_logs: u64,
+    /// How long a default-mode read may be served from local state while no leader is known.
+    /// Past it, such reads fail with `No cluster leader`. `?stale` reads are never refused.
+    pub max_stale: Duration,
+    /// Upper bound on waiting for a leader before a write fails with `No cluster leader`.
+    pub leader_wait: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults tuned for a LAN: elections finish well under a second.
+    pub fn new(node_name: &str, datacenter: &str, data_dir: PathBuf, advertise_rpc: &str) -> Self {
+        ServerConfig {
+            node_name: node_name.to_string(),
+            datacenter: datacenter.to_string(),
+            data_dir,
+            advertise_rpc: advertise_rpc.to_string(),
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            snapshot_threshold: 16_384,
+            trailing_logs: 10_240,
+            max_stale: Duration::from_secs(5),
+            leader_wait: Duration::from_secs(2),
+        }
+    }
+}

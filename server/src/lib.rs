@@ -1,0 +1,22 @@
+//! Muster's replicated state: the catalog (nodes, services, checks) and the KV store, kept
+//! in Raft (openraft) over redb files, with the server RPC port that carries Raft traffic and
+//! forwarded requests between agents.
+//!
+//! [`Server`] is the only way in: `write` applies a [`model::Command`] through Raft
+//! (forwarding to the leader), `read`/`barrier` give Consul's default, stale and consistent
+//! reads. openraft and redb types stay inside this crate.
+
+mod config;
+mod error;
+pub mod model;
+mod raft;
+mod server;
+mod store;
+
+pub use config::ServerConfig;
+pub use error::{Error, Result};
+pub use server::Server;
+pub use store::Catalog;
+
+#[cfg(test)]
+mod tests;

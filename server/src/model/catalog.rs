@@ -1,0 +1,98 @@
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A machine in the catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    /// Node ID (a UUID in Consul); empty when the registrant gave none.
+    pub id: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A service instance on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub tags: Vec<String>,
+    /// Empty means "use the node's address", as in Consul.
+    pub address: String,
+    pub port: u16,
+    pub meta: BTreeMap<String, String>,
+    pub weight_passing: u32,
+    pub weight_warning: u32,
+    pub enable_tag_override: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// Health of a check, ordered from best to worst so `max` gives the aggregate.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub enum HealthStatus {
+    Passing,
+    Warning,
+    #[default]
+    Critical,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Passing => "passing",
+            HealthStatus::Warning => "warning",
+            HealthStatus::Critical => "critical",
+        }
+    }
+
+    /// Parses Consul's spelling (`passing`, `warning`, `critical`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "passing" => Some(HealthStatus::Passing),
+            "warning" => Some(HealthStatus::Warning),
+            "critical" => Some(HealthStatus::Critical),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for HealthStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A health check, bound to a node and optionally to one of its services.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub node: String,
+    pub id: String,
+    pub name: String,
+    pub status: HealthStatus,
+    pub notes: String,
+    pub output: String,
+    /// Empty for node-level checks such as `serfHealth`.
+    pub service_id: String,
+    pub service_name: String,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A catalog registration: a node, optionally one service, and checks, applied together.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub node: Node,
+    /// Leave the node record as it is when it already exists (Consul's `SkipNodeUpdate`).
+    pub skip_node_update: bool,
+    pub service: Option<Service>,
+    pub checks: Vec<Check>,
+}

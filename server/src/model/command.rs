@@ -1,0 +1,29 @@
+use serde::{Deserialize, Serialize};
+
+use super::Registration;
+
+/// A state change, as carried in the Raft log. Every variant is deterministic: applying the
+/// same command at the same index on every server gives the same state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Set a key. `cas: Some(0)` creates only if absent; `Some(n)` writes only if the key's
+    /// ModifyIndex is `n`.
+    KvSet { key: String, value: Vec<u8>, flags: u64, cas: Option<u64> },
+    /// Delete a key; with `cas`, only if its ModifyIndex matches.
+    KvDelete { key: String, cas: Option<u64> },
+    /// Delete every key starting with `prefix`.
+    KvDeleteTree { prefix: String },
+    /// Register a node, and optionally a service and checks on it.
+    Register(Registration),
+    /// Remove a node (and everything on it), or one service (and its checks), or one check.
+    Deregister { node: String, service_id: Option<String>, check_id: Option<String> },
+}
+
+/// What applying a [`Command`] produced.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// The Raft index the command was applied at.
+    pub index: u64,
+    /// False when a condition (CAS) did not hold; nothing was changed then.
+    pub success: bool,
+}

@@ -1,0 +1,15 @@
+//! The replicated data model: what the Raft log carries and the state machine stores.
+//!
+//! Serde only, no I/O. These types are the on-disk and on-wire format between servers, so
+//! they avoid serde attributes that a non-self-describing codec (postcard) cannot handle.
+//! The Consul-shaped JSON seen by HTTP clients lives in `muster-api`, not here.
+
+mod catalog;
+mod command;
+mod kv;
+mod query;
+
+pub use catalog::{Check, HealthStatus, Node, Registration, Service};
+pub use command::{Command, CommandResult};
+pub use kv::KvEntry;
+pub use query::{Consistency, Query, QueryResult, ReadMeta};

@@ -1,0 +1,59 @@
+use serde::{Deserialize, Serialize};
+
+use super::{Check, KvEntry, Node, Service};
+
+/// Read consistency, as Consul's query parameters choose it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Consistency {
+    /// The leader's view (no quorum round trip). Muster serves it from local state once the
+    /// local state has caught up with the leader's applied index.
+    #[default]
+    Default,
+    /// Any server's local state; answers with no leader at all.
+    Stale,
+    /// Linearizable: the leader confirms its leadership with a quorum first.
+    Consistent,
+}
+
+impl Consistency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Default => "leader",
+            Consistency::Stale => "stale",
+            Consistency::Consistent => "consistent",
+        }
+    }
+}
+
+/// What a read reports besides its data (Consul's `X-Consul-*` headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadMeta {
+    /// The index of the data read: `X-Consul-Index`.
+    pub index: u64,
+    /// Whether a leader is currently known: `X-Consul-KnownLeader`.
+    pub known_leader: bool,
+    /// Milliseconds since the serving server last heard from the leader (0 on the leader).
+    pub last_contact_ms: u64,
+}
+
+/// A read that can be executed locally or shipped to a server (for client agents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    KvGet { key: String },
+    KvList { prefix: String },
+    KvKeys { prefix: String, separator: Option<String> },
+    Nodes,
+    Node { name: String },
+    NodeChecks { name: String },
+}
+
+/// The answer to a [`Query`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryResult {
+    Kv(Option<KvEntry>),
+    KvList(Vec<KvEntry>),
+    Keys(Vec<String>),
+    Nodes(Vec<Node>),
+    Node(Option<(Node, Vec<Service>)>),
+    Checks(Vec<Check>),
+}

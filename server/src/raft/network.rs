@@ -1,0 +1,89 @@
+//! openraft's network over the server RPC client.
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+
+use super::rpc::{Request, Response, RpcClient};
+use super::types::{NodeId, TypeConfig};
+
+pub(crate) struct Network {
+    pub(crate) rpc: RpcClient,
+}
+
+pub(crate) struct PeerConn {
+    rpc: RpcClient,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConn;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerConn {
+        PeerConn { rpc: self.rpc.clone(), target, addr: node.addr.clone() }
+    }
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+impl PeerConn {
+    async fn send<E: std::error::Error>(
+        &self,
+        req: Request,
+        option: &RPCOption,
+    ) -> Result<Response, RPCError<NodeId, BasicNode, E>> {
+        self.rpc
+            .call(&self.addr, &req, option.hard_ttl())
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
+        let e = std::io::Error::other(format!("unexpected reply from {}", self.addr));
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        match self.send(Request::AppendEntries(rpc), &option).await? {
+            Response::AppendEntries(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        match self.send(Request::InstallSnapshot(rpc), &option).await? {
+            Response::InstallSnapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcErr> {
+        match self.send(Request::Vote(rpc), &option).await? {
+            Response::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(self.unexpected()),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The server RPC port (8300): Raft peer traffic plus forwarded client requests, as
+//! length-prefixed postcard frames over TCP. Connections are pooled and reused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::types::{NodeId, TypeConfig};
+use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
+
+/// Largest frame accepted; snapshots travel in chunks well below it.
+const MAX_FRAME: usize = 64 << 20;
+/// Idle connections kept per peer.
+const POOL_SIZE: usize = 64;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A write from a client agent: the receiving server forwards it to the leader.
+    Write(Command),
+    /// A write forwarded by a server: only the leader applies it, no further forwarding.
+    Apply(Command),
+    /// Ask the leader for the index a read in this mode must wait for.
+    ReadIndex(Consistency),
+    /// A read from a client agent, executed by the receiving server.
+    Read(Consistency, Query),
+    AddVoter { id: NodeId, addr: String },
+    RemoveServer { id: NodeId },
+    Status,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum WireError {
+    NoLeader,
+    Invalid(String),
+    Other(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct StatusReply {
+    pub(crate) leader: Option<String>,
+    pub(crate) peers: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    Write(Result<CommandResult, WireError>),
+    ReadIndex(Result<u64, WireError>),
+    Read(Result<(QueryResult, ReadMeta), WireError>),
+    Done(Result<(), WireError>),
+    Status(StatusReply),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct TransportError(pub(crate) String);
+
+async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(body);
+    s.write_all(&buf).await
+}
+
+async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let len = s.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds limit")));
+    }
+    let mut buf = vec![0; len];
+    s.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// A pooled RPC client to the other servers.
+#[derive(Clone, Default)]
+pub(crate) struct RpcClient {
+    pools: Arc<Mutex<HashMap<String, Vec<TcpStream>>>>,
+}
+
+impl RpcClient {
+    fn take(&self, addr: &str) -> Option<TcpStream> {
+        self.pools.lock().ok()?.get_mut(addr)?.pop()
+    }
+
+    fn put(&self, addr: &str, s: TcpStream) {
+        if let Ok(mut p) = self.pools.lock() {
+            let v = p.entry(addr.to_string()).or_default();
+            if v.len() < POOL_SIZE {
+                v.push(s);
+            }
+        }
+    }
+
+    /// Sends one request and waits for its response, within `timeout`.
+    pub(crate) async fn call(
+        &self,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<Response, TransportError> {
+        let body = postcard::to_stdvec(req).map_err(|e| TransportError(e.to_string()))?;
+        let fut = async {
+            // A pooled connection may have been closed by the peer; retry once on a fresh one.
+            if let Some(mut s) = self.take(addr) {
+                if let Ok(r) = Self::exchange(&mut s, &body).await {
+                    self.put(addr, s);
+                    return Ok(r);
+                }
+            }
+            let mut s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            let r = Self::exchange(&mut s, &body).await?;
+            self.put(addr, s);
+            Ok::<_, std::io::Error>(r)
+        };
+        let bytes = match tokio::time::timeout(timeout, fut).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(TransportError(format!("{addr}: {e}"))),
+            Err(_) => return Err(TransportError(format!("{addr}: timed out after {timeout:?}"))),
+        };
+        postcard::from_bytes(&bytes).map_err(|e| TransportError(format!("{addr}: bad reply: {e}")))
+    }
+
+    async fn exchange(s: &mut TcpStream, body: &[u8]) -> std::io::Result<Vec<u8>> {
+        write_frame(s, body).await?;
+        read_frame(s).await
+    }
+}
+
+/// Serves one inbound connection until it closes: a frame in, a frame out.
+pub(crate) async fn serve_conn<F, Fut>(mut s: TcpStream, handle: F)
+where
+    F: Fn(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let _ = s.set_nodelay(true);
+    loop {
+        let buf = match read_frame(&mut s).await {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let req: Request = match postcard::from_bytes(&buf) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "malformed server RPC frame; closing connection");
+                return;
+            }
+        };
+        let resp = handle(req).await;
+        let out = match postcard::to_stdvec(&resp) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode server RPC reply");
+                return;
+            }
+        };
+        if write_frame(&mut s, &out).await.is_err() {
+            return;
+        }
+    }
+}

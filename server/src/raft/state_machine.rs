@@ -1,0 +1,259 @@
+//! The state machine in redb (`state.redb`), and its snapshots.
+//!
+//! Applied batches commit without fsync: after a crash the file falls back to its last
+//! durable commit and openraft re-applies the committed log from there. Every snapshot is
+//! taken right after a durable commit, so the log is never purged past what is on disk.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{Database, Durability, ReadableTable};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::types::*;
+use crate::model::CommandResult;
+use crate::store::tables::*;
+use crate::store::{apply_command, Catalog};
+
+/// What a snapshot file holds: the table rows plus the metadata they correspond to.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    tables: Vec<Vec<(String, Vec<u8>)>>,
+    indexes: Vec<(String, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotFile {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+#[derive(Clone)]
+pub(crate) struct StateMachine {
+    db: Arc<Database>,
+    snapshot_path: PathBuf,
+    /// Bumped with the last applied index after every applied batch.
+    applied: watch::Sender<u64>,
+}
+
+impl StateMachine {
+    pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
+        let txn = db.begin_write().map_err(sto_err)?;
+        for t in DATA_TABLES {
+            txn.open_table(t).map_err(sto_err)?;
+        }
+        txn.open_table(SM_META).map_err(sto_err)?;
+        txn.open_table(INDEXES).map_err(sto_err)?;
+        txn.commit().map_err(sto_err)?;
+        let sm = StateMachine { db, snapshot_path, applied: watch::channel(0).0 };
+        let last = sm.read_applied()?.0.map_or(0, |l| l.index);
+        sm.applied.send_replace(last);
+        Ok(sm)
+    }
+
+    pub(crate) fn catalog(&self) -> Catalog {
+        Catalog::new(self.db.clone())
+    }
+
+    pub(crate) fn applied_rx(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let txn = self.db.begin_read().map_err(sto_err)?;
+        let t = txn.open_table(SM_META).map_err(sto_err)?;
+        let last = match t.get(LAST_APPLIED).map_err(sto_err)? {
+            Some(v) => decode(v.value())?,
+            None => None,
+        };
+        let membership = match t.get(MEMBERSHIP).map_err(sto_err)? {
+            Some(v) => decode(v.value())?,
+            None => StoredMembership::default(),
+        };
+        Ok((last, membership))
+    }
+
+    /// Serializes the current state; runs on a blocking thread.
+    fn dump(db: &Database) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), StorageError> {
+        // Make every applied batch durable first: the snapshot must never describe state that a
+        // crash could take back, since the log before it may be purged.
+        let mut w = db.begin_write().map_err(sto_err)?;
+        w.set_durability(Durability::Immediate);
+        w.commit().map_err(sto_err)?;
+
+        let txn = db.begin_read().map_err(sto_err)?;
+        let mut tables = Vec::new();
+        for def in DATA_TABLES {
+            let t = txn.open_table(def).map_err(sto_err)?;
+            let mut rows = Vec::new();
+            for item in t.iter().map_err(sto_err)? {
+                let (k, v) = item.map_err(sto_err)?;
+                rows.push((k.value().to_string(), v.value().to_vec()));
+            }
+            tables.push(rows);
+        }
+        let mut indexes = Vec::new();
+        let t = txn.open_table(INDEXES).map_err(sto_err)?;
+        for item in t.iter().map_err(sto_err)? {
+            let (k, v) = item.map_err(sto_err)?;
+            indexes.push((k.value().to_string(), v.value()));
+        }
+        let meta = txn.open_table(SM_META).map_err(sto_err)?;
+        let last: Option<LogId> = match meta.get(LAST_APPLIED).map_err(sto_err)? {
+            Some(v) => decode(v.value())?,
+            None => None,
+        };
+        let membership: StoredMembership = match meta.get(MEMBERSHIP).map_err(sto_err)? {
+            Some(v) => decode(v.value())?,
+            None => StoredMembership::default(),
+        };
+        let data = encode(&SnapshotData { tables, indexes })?;
+        Ok((last, membership, data))
+    }
+
+    fn write_snapshot_file(path: &PathBuf, file: &SnapshotFile) -> Result<(), StorageError> {
+        let bytes = encode(file)?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &bytes).map_err(sto_err)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(sto_err)?;
+        std::fs::rename(&tmp, path).map_err(sto_err)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        let path = self.snapshot_path.clone();
+        tokio::task::spawn_blocking(move || {
+            let (last, membership, data) = Self::dump(&db)?;
+            let snapshot_id = match &last {
+                Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
+                None => format!("0-0-{}", rand::random::<u32>()),
+            };
+            let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id };
+            let file = SnapshotFile { meta: meta.clone(), data };
+            Self::write_snapshot_file(&path, &file)?;
+            tracing::info!(index = last.map_or(0, |l| l.index), "built snapshot");
+            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(file.data)) })
+        })
+        .await
+        .map_err(sto_err)?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.read_applied()
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = self.db.clone();
+        let (results, last) = tokio::task::spawn_blocking(move || {
+            let mut txn = db.begin_write().map_err(sto_err)?;
+            txn.set_durability(Durability::None);
+            let mut results = Vec::with_capacity(entries.len());
+            let mut last = None;
+            let mut membership = None;
+            for e in entries {
+                let index = e.log_id.index;
+                last = Some(e.log_id);
+                match e.payload {
+                    EntryPayload::Blank => results.push(CommandResult { index, success: true }),
+                    EntryPayload::Normal(cmd) => results.push(apply_command(&txn, index, cmd)?),
+                    EntryPayload::Membership(m) => {
+                        membership = Some(StoredMembership::new(Some(e.log_id), m));
+                        results.push(CommandResult { index, success: true });
+                    }
+                }
+            }
+            {
+                let mut meta = txn.open_table(SM_META).map_err(sto_err)?;
+                meta.insert(LAST_APPLIED, encode(&last)?.as_slice()).map_err(sto_err)?;
+                if let Some(m) = membership {
+                    meta.insert(MEMBERSHIP, encode(&m)?.as_slice()).map_err(sto_err)?;
+                }
+            }
+            txn.commit().map_err(sto_err)?;
+            Ok::<_, StorageError>((results, last))
+        })
+        .await
+        .map_err(sto_err)??;
+        if let Some(l) = last {
+            self.applied.send_replace(l.index);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let parsed: SnapshotData = decode(&data)?;
+        let db = self.db.clone();
+        let path = self.snapshot_path.clone();
+        let meta = meta.clone();
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        tokio::task::spawn_blocking(move || {
+            let mut txn = db.begin_write().map_err(sto_err)?;
+            txn.set_durability(Durability::Immediate);
+            for (def, rows) in DATA_TABLES.iter().zip(parsed.tables) {
+                let mut t = txn.open_table(*def).map_err(sto_err)?;
+                t.retain(|_, _| false).map_err(sto_err)?;
+                for (k, v) in rows {
+                    t.insert(k.as_str(), v.as_slice()).map_err(sto_err)?;
+                }
+            }
+            {
+                let mut t = txn.open_table(INDEXES).map_err(sto_err)?;
+                t.retain(|_, _| false).map_err(sto_err)?;
+                for (k, v) in parsed.indexes {
+                    t.insert(k.as_str(), v).map_err(sto_err)?;
+                }
+                let mut m = txn.open_table(SM_META).map_err(sto_err)?;
+                m.insert(LAST_APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(sto_err)?;
+                m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(sto_err)?;
+            }
+            txn.commit().map_err(sto_err)?;
+            Self::write_snapshot_file(&path, &SnapshotFile { meta, data })
+        })
+        .await
+        .map_err(sto_err)??;
+        tracing::info!(index, "installed snapshot");
+        self.applied.send_replace(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let bytes = match std::fs::read(&self.snapshot_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(sto_err(e)),
+        };
+        let file: SnapshotFile = decode(&bytes)?;
+        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+    }
+}

@@ -1,0 +1,35 @@
+use std::io::Cursor;
+
+use crate::model::{Command, CommandResult};
+
+openraft::declare_raft_types!(
+    /// Muster's Raft types: the log carries [`Command`]s; peers are addressed by their server
+    /// RPC address (`BasicNode::addr`).
+    pub(crate) TypeConfig:
+        D = Command,
+        R = CommandResult,
+);
+
+pub(crate) type NodeId = u64;
+pub(crate) type Raft = openraft::Raft<TypeConfig>;
+pub(crate) type Entry = openraft::Entry<TypeConfig>;
+pub(crate) type LogId = openraft::LogId<NodeId>;
+pub(crate) type Vote = openraft::Vote<NodeId>;
+pub(crate) type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub(crate) type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub(crate) type StorageError = openraft::StorageError<NodeId>;
+
+/// Wraps any error as an openraft storage error (openraft treats these as fatal).
+pub(crate) fn sto_err(e: impl std::fmt::Display) -> StorageError {
+    openraft::StorageIOError::<NodeId>::write(&std::io::Error::other(e.to_string())).into()
+}
+
+/// Encodes an internal value. postcard is compact and fast; all our wire/disk types derive
+/// plain serde without attributes it cannot handle.
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
+    postcard::to_stdvec(v).map_err(sto_err)
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
+    postcard::from_bytes(b).map_err(sto_err)
+}

@@ -1,0 +1,637 @@
+//! `Server`: the one handle the agent, HTTP and DNS use to write and read replicated state.
+//! On a server agent it drives the local Raft node; on a client agent it forwards every
+//! request to a known server over the server RPC port.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ServerState};
+use redb::Database;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
+use crate::raft::log_store::{get_meta, put_meta, LogStore, IDENTITY};
+use crate::raft::network::Network;
+use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::types::{NodeId, Raft};
+use crate::store::Catalog;
+use crate::{Error, Result, ServerConfig};
+
+/// Timeout of one forwarded request between servers.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What this server believes about leadership right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LeaderView {
+    Me,
+    Other(String),
+    Unknown,
+}
+
+/// A Raft server's identity, stored in `raft.redb` and checked at every start.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Identity {
+    node_name: String,
+    datacenter: String,
+    node_id: u64,
+}
+
+/// The local Raft node and its stores.
+struct Local {
+    id: NodeId,
+    config: ServerConfig,
+    raft: Raft,
+    catalog: Catalog,
+    applied: watch::Receiver<u64>,
+    rpc: RpcClient,
+    /// When this follower last accepted entries or a heartbeat from a leader.
+    leader_contact: Mutex<Option<Instant>>,
+    /// When this leader last heard from a quorum (its lease); refreshed from Raft metrics.
+    quorum_ack: Mutex<Option<Instant>>,
+}
+
+/// Read and write access to the replicated state. Cheap to clone.
+#[derive(Clone)]
+pub struct Server {
+    local: Option<Arc<Local>>,
+    rpc: RpcClient,
+    /// Server RPC addresses a client agent forwards to (learned through gossip).
+    servers: Arc<RwLock<Vec<String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn open_db(path: &Path) -> Result<Arc<Database>> {
+    match Database::create(path) {
+        Ok(db) => Ok(Arc::new(db)),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            Err(Error::DataDirInUse(path.parent().unwrap_or(path).to_path_buf()))
+        }
+        Err(e) => Err(Error::Open { path: path.to_path_buf(), reason: e.to_string() }),
+    }
+}
+
+fn wire(e: Error) -> WireError {
+    match e {
+        Error::NoLeader => WireError::NoLeader,
+        Error::InvalidRequest(m) => WireError::Invalid(m),
+        e => WireError::Other(e.to_string()),
+    }
+}
+
+fn unwire(e: WireError) -> Error {
+    match e {
+        WireError::NoLeader => Error::NoLeader,
+        WireError::Invalid(m) => Error::InvalidRequest(m),
+        WireError::Other(m) => Error::Storage(m),
+    }
+}
+
+impl Server {
+    /// Opens (or creates) the data dir, starts the Raft node and serves the server RPC port
+    /// on `listener` until `cancel` fires. The cluster is not formed yet: see
+    /// [`Server::bootstrap`] and [`Server::add_voter`].
+    pub async fn start(
+        config: ServerConfig,
+        listener: TcpListener,
+        cancel: CancellationToken,
+    ) -> Result<Server> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| Error::Open {
+            path: config.data_dir.clone(),
+            reason: e.to_string(),
+        })?;
+        let log_db = open_db(&config.data_dir.join("raft.redb"))?;
+        let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
+        let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
+            Some(found) => {
+                if found.node_name != config.node_name || found.datacenter != config.datacenter {
+                    return Err(Error::DataDirMismatch {
+                        dir: config.data_dir.clone(),
+                        found_node: found.node_name,
+                        found_dc: found.datacenter,
+                        node: config.node_name.clone(),
+                        dc: config.datacenter.clone(),
+                    });
+                }
+                found.node_id
+            }
+            None => {
+                let ident = Identity {
+                    node_name: config.node_name.clone(),
+                    datacenter: config.datacenter.clone(),
+                    node_id: rand::random::<u64>() >> 1,
+                };
+                put_meta(&log_db, IDENTITY, &ident).map_err(st)?;
+                ident.node_id
+            }
+        };
+        let sm_db = open_db(&config.data_dir.join("state.redb"))?;
+        let log_store = LogStore::new(log_db).map_err(st)?;
+        let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
+        let catalog = sm.catalog();
+        let applied = sm.applied_rx();
+
+        let raft_config = openraft::Config {
+            cluster_name: config.datacenter.clone(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.election_timeout_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+            max_in_snapshot_log_to_keep: config.trailing_logs,
+            max_payload_entries: 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
+        let rpc = RpcClient::default();
+        let network = Network { rpc: rpc.clone() };
+        let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?;
+        tracing::info!(node = %config.node_name, id, "raft node started");
+
+        let local = Arc::new(Local {
+            id,
+            config,
+            raft,
+            catalog,
+            applied,
+            rpc: rpc.clone(),
+            leader_contact: Mutex::new(None),
+            quorum_ack: Mutex::new(None),
+        });
+        tokio::spawn(track_lease(local.clone(), cancel.clone()));
+        tokio::spawn(accept_loop(local.clone(), listener, cancel.clone()));
+        {
+            let raft = local.raft.clone();
+            tokio::spawn(async move {
+                cancel.cancelled().await;
+                let _ = raft.shutdown().await;
+            });
+        }
+        Ok(Server { local: Some(local), rpc, servers: Arc::default() })
+    }
+
+    /// A handle for a client agent: no local state, every request goes to a server.
+    pub fn client() -> Server {
+        Server { local: None, rpc: RpcClient::default(), servers: Arc::default() }
+    }
+
+    /// Replaces the server RPC addresses a client agent forwards to.
+    pub fn set_servers(&self, addrs: Vec<String>) {
+        *self.servers.write().unwrap_or_else(|p| p.into_inner()) = addrs;
+    }
+
+    pub fn is_server(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The local state machine, on a server. Reads through it see local state only: call
+    /// [`Server::barrier`] first for the consistency a request asked for.
+    pub fn catalog(&self) -> Option<&Catalog> {
+        self.local.as_ref().map(|l| &l.catalog)
+    }
+
+    /// This server's Raft node ID.
+    pub fn node_id(&self) -> Option<u64> {
+        self.local.as_ref().map(|l| l.id)
+    }
+
+    fn pick_server(&self) -> Result<String> {
+        let servers = self.servers.read().unwrap_or_else(|p| p.into_inner());
+        if servers.is_empty() {
+            return Err(Error::NoServers);
+        }
+        Ok(servers[rand::random::<usize>() % servers.len()].clone())
+    }
+
+    /// Calls a server from a client agent, trying the others when one is unreachable.
+    async fn client_call(&self, req: Request) -> Result<Response> {
+        let n = self.servers.read().map(|s| s.len()).unwrap_or(0).max(1);
+        let mut last = Error::NoServers;
+        for _ in 0..n {
+            let addr = self.pick_server()?;
+            match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Error::Rpc { addr, reason: e.0 },
+            }
+        }
+        Err(last)
+    }
+
+    /// Applies a command through Raft, forwarding to the leader as needed. Waits up to
+    /// `leader_wait` for a leader during an election, then fails with [`Error::NoLeader`].
+    pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
+        match &self.local {
+            Some(l) => l.write(cmd, true).await,
+            None => match self.client_call(Request::Write(cmd)).await? {
+                Response::Write(r) => r.map_err(unwire),
+                _ => Err(Error::Storage("unexpected reply".into())),
+            },
+        }
+    }
+
+    /// Makes local state as fresh as `mode` asks, and tells how fresh it is. `index` in the
+    /// returned meta is zero: the caller fills it from the data it reads.
+    pub async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
+        match &self.local {
+            Some(l) => l.barrier(mode).await,
+            None => Err(Error::InvalidRequest("no local state on a client agent".into())),
+        }
+    }
+
+    /// Runs a read at the given consistency, locally on a server or on a server for a client.
+    pub async fn read(&self, mode: Consistency, q: Query) -> Result<(QueryResult, ReadMeta)> {
+        match &self.local {
+            Some(l) => l.read(mode, &q).await,
+            None => match self.client_call(Request::Read(mode, q)).await? {
+                Response::Read(r) => r.map_err(unwire),
+                _ => Err(Error::Storage("unexpected reply".into())),
+            },
+        }
+    }
+
+    /// Forms a new cluster from the given servers (ID → RPC address). A no-op when this node
+    /// already belongs to a cluster, so every server may call it with the same set.
+    pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<()> {
+        let l = self.local.as_ref().ok_or(Error::NoServers)?;
+        if l.raft.is_initialized().await.map_err(|e| Error::Stopped(e.to_string()))? {
+            return Ok(());
+        }
+        let members: BTreeMap<u64, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        match l.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(_)) => Ok(()),
+            Err(e) => Err(Error::Stopped(e.to_string())),
+        }
+    }
+
+    /// Whether this server has joined or formed a cluster.
+    pub async fn is_initialized(&self) -> bool {
+        match &self.local {
+            Some(l) => l.raft.is_initialized().await.unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Adds a server as a voter (on the leader; forwarded otherwise). Waits for it to catch up
+    /// as a learner first so the quorum never depends on an empty node.
+    pub async fn add_voter(&self, id: u64, addr: String) -> Result<()> {
+        let l = self.local.as_ref().ok_or(Error::NoServers)?;
+        l.admin(Request::AddVoter { id, addr }).await
+    }
+
+    /// Removes a server from the voters (graceful leave or force-leave).
+    pub async fn remove_server(&self, id: u64) -> Result<()> {
+        let l = self.local.as_ref().ok_or(Error::NoServers)?;
+        l.admin(Request::RemoveServer { id }).await
+    }
+
+    /// Whether this node is the leader holding a valid lease.
+    pub fn is_leader(&self) -> bool {
+        self.local.as_ref().is_some_and(|l| l.leader_view() == LeaderView::Me)
+    }
+
+    /// The leader's server RPC address (`""` in Consul's reply when unknown), and the voters'.
+    pub async fn status(&self) -> Result<(Option<String>, Vec<String>)> {
+        match &self.local {
+            Some(l) => {
+                let s = l.status();
+                Ok((s.leader, s.peers))
+            }
+            None => match self.client_call(Request::Status).await? {
+                Response::Status(s) => Ok((s.leader, s.peers)),
+                _ => Err(Error::Storage("unexpected reply".into())),
+            },
+        }
+    }
+
+    /// Voter IDs and addresses of the current membership.
+    pub fn voters(&self) -> BTreeMap<u64, String> {
+        match &self.local {
+            Some(l) => l.voters(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Stops the Raft node, waiting for it to finish.
+    pub async fn shutdown(&self) {
+        if let Some(l) = &self.local {
+            let _ = l.raft.shutdown().await;
+        }
+    }
+}
+
+async fn accept_loop(local: Arc<Local>, listener: TcpListener, cancel: CancellationToken) {
+    loop {
+        let conn = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = listener.accept() => c,
+        };
+        match conn {
+            Ok((s, _)) => {
+                let l = local.clone();
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = cancel.cancelled() => {}
+                        _ = crate::raft::rpc::serve_conn(s, |req| {
+                            let l = l.clone();
+                            async move { l.handle(req).await }
+                        }) => {}
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "server RPC accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Keeps the leader lease current from Raft metrics: a leader that has not heard from a
+/// quorum within the lease stops claiming leadership to readers and writers.
+async fn track_lease(local: Arc<Local>, cancel: CancellationToken) {
+    let mut rx = local.raft.metrics();
+    loop {
+        {
+            let m = rx.borrow_and_update();
+            if m.state == ServerState::Leader {
+                if let Some(ms) = m.millis_since_quorum_ack {
+                    let at = Instant::now().checked_sub(Duration::from_millis(ms));
+                    *lock(&local.quorum_ack) = at;
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = rx.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+impl Local {
+    fn lease(&self) -> Duration {
+        self.config.election_timeout_max * 2
+    }
+
+    fn voters(&self) -> BTreeMap<u64, String> {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        mem.voter_ids()
+            .filter_map(|id| mem.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect()
+    }
+
+    fn leader_view(&self) -> LeaderView {
+        let m = self.raft.metrics().borrow().clone();
+        let Some(leader) = m.current_leader else {
+            return LeaderView::Unknown;
+        };
+        let mem = m.membership_config.membership();
+        if leader == self.id {
+            if m.state != ServerState::Leader {
+                return LeaderView::Unknown;
+            }
+            let single = mem.voter_ids().count() <= 1;
+            let fresh = lock(&self.quorum_ack).is_some_and(|t| t.elapsed() < self.lease());
+            return if single || fresh { LeaderView::Me } else { LeaderView::Unknown };
+        }
+        // A follower trusts a leader it heard from recently.
+        let fresh = lock(&self.leader_contact).is_some_and(|t| t.elapsed() < self.lease());
+        match mem.get_node(&leader) {
+            Some(n) if fresh => LeaderView::Other(n.addr.clone()),
+            _ => LeaderView::Unknown,
+        }
+    }
+
+    fn last_contact_ms(&self) -> u64 {
+        match self.leader_view() {
+            LeaderView::Me => 0,
+            _ => lock(&self.leader_contact)
+                .map_or(u64::MAX, |t| t.elapsed().as_millis() as u64),
+        }
+    }
+
+    fn status(&self) -> StatusReply {
+        let leader = match self.leader_view() {
+            LeaderView::Me => Some(self.config.advertise_rpc.clone()),
+            LeaderView::Other(a) => Some(a),
+            LeaderView::Unknown => None,
+        };
+        StatusReply { leader, peers: self.voters().into_values().collect() }
+    }
+
+    /// Waits for the leader view to change or `step` to pass, whichever first.
+    async fn settle(&self, step: Duration) {
+        let mut rx = self.raft.metrics();
+        let _ = tokio::time::timeout(step, rx.changed()).await;
+    }
+
+    async fn write(&self, cmd: Command, forward: bool) -> Result<CommandResult> {
+        let deadline = Instant::now() + self.config.leader_wait;
+        loop {
+            match self.leader_view() {
+                LeaderView::Me => {
+                    let w = self.raft.client_write(cmd.clone());
+                    match tokio::time::timeout(self.config.leader_wait + FORWARD_TIMEOUT, w).await {
+                        Ok(Ok(resp)) => return Ok(resp.data),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                        Ok(Err(e)) => return Err(Error::Stopped(e.to_string())),
+                        Err(_) => return Err(Error::NoLeader),
+                    }
+                }
+                LeaderView::Other(addr) if forward => {
+                    let req = Request::Apply(cmd.clone());
+                    match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
+                        Ok(Response::Write(Err(WireError::NoLeader))) => {}
+                        Ok(Response::Write(r)) => return r.map_err(unwire),
+                        Ok(_) => return Err(Error::Storage("unexpected reply".into())),
+                        Err(e) => tracing::debug!(error = %e, "forwarding write failed"),
+                    }
+                }
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            self.settle(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_applied(&self, index: u64) -> Result<()> {
+        let mut rx = self.applied.clone();
+        let ok = matches!(
+            tokio::time::timeout(FORWARD_TIMEOUT, rx.wait_for(|&i| i >= index)).await,
+            Ok(Ok(_))
+        );
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::NoLeader)
+        }
+    }
+
+    /// On the leader: the index a read in `mode` must observe.
+    async fn read_index(&self, mode: Consistency) -> Result<u64> {
+        if self.leader_view() != LeaderView::Me {
+            return Err(Error::NoLeader);
+        }
+        match mode {
+            Consistency::Consistent => {
+                let fut = self.raft.ensure_linearizable();
+                match tokio::time::timeout(self.lease(), fut).await {
+                    Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
+                    _ => Err(Error::NoLeader),
+                }
+            }
+            _ => Ok(*self.applied.borrow()),
+        }
+    }
+
+    async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
+        let view = self.leader_view();
+        let known_leader = view != LeaderView::Unknown;
+        let meta = |known_leader| ReadMeta { index: 0, known_leader, last_contact_ms: self.last_contact_ms() };
+        match (mode, view) {
+            (Consistency::Stale, _) => Ok(meta(known_leader)),
+            (_, LeaderView::Me) => {
+                let idx = self.read_index(mode).await?;
+                self.wait_applied(idx).await?;
+                Ok(meta(true))
+            }
+            (_, LeaderView::Other(addr)) => {
+                let req = Request::ReadIndex(mode);
+                match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
+                    Ok(Response::ReadIndex(Ok(idx))) => {
+                        self.wait_applied(idx).await?;
+                        Ok(meta(true))
+                    }
+                    Ok(Response::ReadIndex(Err(e))) if mode == Consistency::Consistent => {
+                        Err(unwire(e))
+                    }
+                    _ if mode == Consistency::Consistent => Err(Error::NoLeader),
+                    _ => self.leaderless_read(),
+                }
+            }
+            (Consistency::Consistent, LeaderView::Unknown) => Err(Error::NoLeader),
+            (_, LeaderView::Unknown) => self.leaderless_read(),
+        }
+    }
+
+    /// A default-mode read with no reachable leader: served from local state while the last
+    /// leader contact is within `max_stale` (elections take well under a second), refused
+    /// after that as Consul does.
+    fn leaderless_read(&self) -> Result<ReadMeta> {
+        let since = lock(&self.leader_contact)
+            .into_iter()
+            .chain(*lock(&self.quorum_ack))
+            .map(|t| t.elapsed())
+            .min();
+        match since {
+            Some(d) if d <= self.config.max_stale => Ok(ReadMeta {
+                index: 0,
+                known_leader: false,
+                last_contact_ms: d.as_millis() as u64,
+            }),
+            _ => Err(Error::NoLeader),
+        }
+    }
+
+    async fn read(&self, mode: Consistency, q: &Query) -> Result<(QueryResult, ReadMeta)> {
+        let mut meta = self.barrier(mode).await?;
+        let (res, index) = self.catalog.query(q)?;
+        meta.index = index;
+        Ok((res, meta))
+    }
+
+    async fn admin(&self, req: Request) -> Result<()> {
+        let deadline = Instant::now() + self.config.leader_wait;
+        loop {
+            match self.leader_view() {
+                LeaderView::Me => return self.admin_local(&req).await,
+                LeaderView::Other(addr) => {
+                    match self.rpc.call(&addr, &req, FORWARD_TIMEOUT * 6).await {
+                        Ok(Response::Done(Err(WireError::NoLeader))) => {}
+                        Ok(Response::Done(r)) => return r.map_err(unwire),
+                        Ok(_) => return Err(Error::Storage("unexpected reply".into())),
+                        Err(e) => tracing::debug!(error = %e, "forwarding admin request failed"),
+                    }
+                }
+                LeaderView::Unknown => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            self.settle(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn admin_local(&self, req: &Request) -> Result<()> {
+        let voters = self.voters();
+        let fail = |e: RaftError<u64, ClientWriteError<u64, BasicNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => Error::NoLeader,
+            e => Error::Stopped(e.to_string()),
+        };
+        match req {
+            Request::AddVoter { id, addr } => {
+                if voters.get(id) == Some(addr) {
+                    return Ok(());
+                }
+                tracing::info!(id, %addr, "adding server as voter");
+                self.raft.add_learner(*id, BasicNode { addr: addr.clone() }, true).await.map_err(fail)?;
+                let ids: BTreeSet<u64> = voters.keys().copied().chain([*id]).collect();
+                self.raft.change_membership(ids, false).await.map_err(fail)?;
+                Ok(())
+            }
+            Request::RemoveServer { id } => {
+                if !voters.contains_key(id) {
+                    return Ok(());
+                }
+                tracing::info!(id, "removing server from voters");
+                let ids: BTreeSet<u64> = voters.keys().copied().filter(|v| v != id).collect();
+                self.raft.change_membership(ids, false).await.map_err(fail)?;
+                Ok(())
+            }
+            _ => Err(Error::InvalidRequest("not an admin request".into())),
+        }
+    }
+
+    async fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::AppendEntries(r) => {
+                let res = self.raft.append_entries(r).await;
+                if matches!(&res, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+                    *lock(&self.leader_contact) = Some(Instant::now());
+                }
+                Response::AppendEntries(res)
+            }
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                let res = self.raft.install_snapshot(r).await;
+                if res.is_ok() {
+                    *lock(&self.leader_contact) = Some(Instant::now());
+                }
+                Response::InstallSnapshot(res)
+            }
+            Request::Write(cmd) => Response::Write(self.write(cmd, true).await.map_err(wire)),
+            Request::Apply(cmd) => Response::Write(self.write(cmd, false).await.map_err(wire)),
+            Request::ReadIndex(mode) => Response::ReadIndex(self.read_index(mode).await.map_err(wire)),
+            Request::Read(mode, q) => Response::Read(self.read(mode, &q).await.map_err(wire)),
+            r @ (Request::AddVoter { .. } | Request::RemoveServer { .. }) => {
+                Response::Done(self.admin_local(&r).await.map_err(wire))
+            }
+            Request::Status => Response::Status(self.status()),
+        }
+    }
+}
