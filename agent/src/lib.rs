@@ -1,1 +1,16 @@
-//! placeholder
+//! The `muster` agent: configuration, wiring of the server, HTTP and DNS components, gossip
+//! membership, cluster formation and shutdown, plus the command-line client commands. The only
+//! crate that knows all the others.
+
+pub mod agent;
+pub mod commands;
+pub mod config;
+pub mod flags;
+pub mod gossip;
+mod reconcile;
+
+pub use agent::run;
+pub use config::Config;
+
+/// The version `muster version` and `/v1/agent/self` report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

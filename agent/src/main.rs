@@ -1,1 +1,101 @@
-fn main() {}
+//! `muster`: the agent and its client commands in one binary.
+
+use anyhow::anyhow;
+use muster_agent::{commands, config, flags, VERSION};
+use tokio_util::sync::CancellationToken;
+
+const USAGE: &str = "Usage: muster <command> [args]
+
+Commands:
+    agent        Runs a Muster agent
+    members      Lists the members of the cluster
+    join         Tells the local agent to join a cluster
+    leave        Gracefully leaves the cluster and shuts the local agent down
+    force-leave  Forces a member of the cluster to enter the \"left\" state
+    kv           Reads and writes the KV store (get, put, delete)
+    version      Prints the version";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match args.split_first() {
+        None => {
+            eprintln!("{USAGE}");
+            1
+        }
+        Some((cmd, rest)) => match cmd.trim_start_matches('-') {
+            "version" => {
+                println!("Muster v{VERSION}");
+                0
+            }
+            "help" | "h" => {
+                println!("{USAGE}");
+                0
+            }
+            "agent" => exit_code(agent(rest)),
+            _ => exit_code(client(cmd, rest)),
+        },
+    };
+    std::process::exit(code);
+}
+
+fn exit_code(r: anyhow::Result<i32>) -> i32 {
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            1
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| anyhow!("start runtime: {e}"))
+}
+
+fn client(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
+    runtime()?.block_on(commands::run(cmd, args))
+}
+
+fn agent(args: &[String]) -> anyhow::Result<i32> {
+    let parsed = flags::parse(args, config::AGENT_FLAGS).map_err(|e| anyhow!(e))?;
+    if let Some(extra) = parsed.positional.first() {
+        return Err(anyhow!("unexpected argument {extra:?}"));
+    }
+    let (cfg, warnings) = config::load(&parsed).map_err(|e| anyhow!(e))?;
+    let filter = tracing_subscriber::EnvFilter::try_new(format!(
+        "{},openraft=warn,hickory_server=warn,hickory_proto=warn",
+        match cfg.log_level.to_ascii_lowercase().as_str() {
+            "err" => "error".to_string(),
+            l => l.to_string(),
+        }
+    ))
+    .map_err(|e| anyhow!("invalid -log-level {:?}: {e}", cfg.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("caught signal; leaving gracefully");
+            s.cancel();
+        });
+        muster_agent::run(cfg, shutdown).await
+    })?;
+    Ok(0)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

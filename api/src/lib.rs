@@ -1,1 +1,45 @@
-//! placeholder
+//! Consul's `/v1` HTTP API over Muster's state: routes, parameter parsing, Consul-shaped JSON
+//! and the `X-Consul-*` headers. [`router`] does no I/O of its own, so tests can drive it with
+//! `oneshot`; the agent serves it on the HTTP port.
+
+mod agent;
+mod catalog;
+mod error;
+mod kv;
+mod params;
+mod router;
+mod status;
+pub mod types;
+
+use std::sync::Arc;
+
+pub use error::ApiError;
+pub use router::router;
+use muster_server::Server;
+
+/// Largest KV value accepted, as Consul (512 KiB).
+pub const MAX_VALUE_SIZE: usize = 512 * 1024;
+
+/// What the agent exposes to the HTTP layer: membership and agent-local operations. Defined
+/// here and implemented by the agent, so `api` never depends on `agent`.
+pub trait AgentControl: Send + Sync + 'static {
+    /// Gossip members as `/v1/agent/members` reports them.
+    fn members(&self) -> Vec<types::Member>;
+    /// `/v1/agent/self`.
+    fn self_info(&self) -> serde_json::Value;
+    /// Joins the gossip pool through `addr`.
+    fn join(&self, addr: String) -> futures::future::BoxFuture<'static, Result<(), String>>;
+    /// Leaves the cluster gracefully and shuts the agent down.
+    fn leave(&self);
+    /// Marks a failed member as left.
+    fn force_leave(&self, node: &str) -> Result<(), String>;
+    /// This agent's datacenter.
+    fn datacenter(&self) -> String;
+}
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub server: Server,
+    pub agent: Arc<dyn AgentControl>,
+}

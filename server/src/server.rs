@@ -110,6 +110,7 @@ impl Server {
         })?;
         let log_db = open_db(&config.data_dir.join("raft.redb"))?;
         let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
+        let log_store = LogStore::new(log_db.clone()).map_err(st)?;
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
             Some(found) => {
                 if found.node_name != config.node_name || found.datacenter != config.datacenter {
@@ -134,7 +135,6 @@ impl Server {
             }
         };
         let sm_db = open_db(&config.data_dir.join("state.redb"))?;
-        let log_store = LogStore::new(log_db).map_err(st)?;
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
@@ -200,6 +200,21 @@ impl Server {
         self.local.as_ref().map(|l| &l.catalog)
     }
 
+    /// The advertised server RPC address, on a server.
+    pub fn rpc_addr(&self) -> Option<String> {
+        self.local.as_ref().map(|l| l.config.advertise_rpc.clone())
+    }
+
+    /// Asks another server for its view of the leader and voters (used before bootstrapping,
+    /// to join an existing cluster instead of forming a second one).
+    pub async fn remote_status(&self, addr: &str) -> Result<(Option<String>, Vec<String>)> {
+        match self.rpc.call(addr, &Request::Status, Duration::from_secs(2)).await {
+            Ok(Response::Status(s)) => Ok((s.leader, s.peers)),
+            Ok(_) => Err(Error::Storage("unexpected reply".into())),
+            Err(e) => Err(Error::Rpc { addr: addr.to_string(), reason: e.0 }),
+        }
+    }
+
     /// This server's Raft node ID.
     pub fn node_id(&self) -> Option<u64> {
         self.local.as_ref().map(|l| l.id)
@@ -210,7 +225,7 @@ impl Server {
         if servers.is_empty() {
             return Err(Error::NoServers);
         }
-        Ok(servers[rand::random::<usize>() % servers.len()].clone())
+        Ok(servers[rand::random_range(0..servers.len())].clone())
     }
 
     /// Calls a server from a client agent, trying the others when one is unreachable.

@@ -1,0 +1,217 @@
+//! Cluster formation and the leader's reconciliation of gossip membership into Raft and the
+//! catalog, as Consul's leader loop does.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use muster_server::model::{Check, Command, HealthStatus, Node, Registration, Service};
+use muster_server::Server;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{TAG_DC, TAG_PORT, TAG_RAFT_ID, TAG_ROLE};
+use crate::config::Config;
+use crate::gossip::{Gossip, Member, Status};
+
+pub(crate) const SERF_CHECK: &str = "serfHealth";
+pub(crate) const TAG_ID: &str = "id";
+
+/// A server as gossip describes it.
+struct ServerMember {
+    name: String,
+    raft_id: u64,
+    rpc: String,
+    status: Status,
+}
+
+fn server_of(m: &Member, dc: &str) -> Option<ServerMember> {
+    let t = &m.id.tags;
+    if t.get(TAG_ROLE).map(String::as_str) != Some("consul") || t.get(TAG_DC).map(String::as_str) != Some(dc) {
+        return None;
+    }
+    let raft_id = t.get(TAG_RAFT_ID)?.parse().ok()?;
+    let port: u16 = t.get(TAG_PORT)?.parse().ok()?;
+    Some(ServerMember {
+        name: m.id.name.clone(),
+        raft_id,
+        rpc: SocketAddr::new(m.id.addr.ip(), port).to_string(),
+        status: m.status,
+    })
+}
+
+pub(crate) async fn run(
+    config: Config,
+    server: Server,
+    gossip: Gossip,
+    _node_id: String,
+    cancel: CancellationToken,
+) {
+    let mut changed = gossip.changed.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut bootstrapped = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = changed.changed() => {}
+            _ = tick.tick() => {}
+        }
+        let members = gossip.snapshot();
+        let servers: Vec<ServerMember> =
+            members.iter().filter_map(|m| server_of(m, &config.datacenter)).collect();
+        if !server.is_server() {
+            let addrs = servers.iter().filter(|s| s.status == Status::Alive).map(|s| s.rpc.clone()).collect();
+            server.set_servers(addrs);
+            continue;
+        }
+        if !bootstrapped {
+            bootstrapped = maybe_bootstrap(&config, &server, &servers).await;
+        }
+        if server.is_leader() {
+            reconcile_raft(&server, &servers).await;
+            if let Err(e) = reconcile_catalog(&config, &server, &members).await {
+                tracing::debug!(error = %e, "catalog reconciliation incomplete; will retry");
+            }
+        }
+    }
+}
+
+/// Forms the cluster once `bootstrap_expect` servers are seen, unless one of them already
+/// belongs to a cluster (then its leader adds us). Returns true once nothing is left to do.
+async fn maybe_bootstrap(config: &Config, server: &Server, servers: &[ServerMember]) -> bool {
+    if server.is_initialized().await {
+        return true;
+    }
+    let expect = config.bootstrap_expect as usize;
+    if expect == 0 {
+        return false;
+    }
+    let alive: Vec<&ServerMember> = servers.iter().filter(|s| s.status == Status::Alive).collect();
+    if alive.len() < expect {
+        return false;
+    }
+    let me = server.rpc_addr().unwrap_or_default();
+    for s in &alive {
+        if s.rpc == me {
+            continue;
+        }
+        match server.remote_status(&s.rpc).await {
+            Ok((_, peers)) if !peers.is_empty() => {
+                tracing::info!(server = %s.name, "existing cluster found; waiting to be added by its leader");
+                return true;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::info!(server = %s.name, error = %e, "cannot ask server about its peers yet");
+                return false;
+            }
+        }
+    }
+    let members: BTreeMap<u64, String> = alive.iter().map(|s| (s.raft_id, s.rpc.clone())).collect();
+    tracing::info!(servers = alive.len(), "bootstrap-expect reached; forming the cluster");
+    match server.bootstrap(members).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "bootstrap failed; will retry");
+            false
+        }
+    }
+}
+
+/// Adds alive servers that are not voters; removes voters whose server left.
+async fn reconcile_raft(server: &Server, servers: &[ServerMember]) {
+    let voters = server.voters();
+    for s in servers {
+        let is_voter = voters.get(&s.raft_id) == Some(&s.rpc);
+        match s.status {
+            Status::Alive if !is_voter => {
+                if let Err(e) = server.add_voter(s.raft_id, s.rpc.clone()).await {
+                    tracing::warn!(server = %s.name, error = %e, "cannot add server to raft");
+                }
+            }
+            Status::Left if voters.contains_key(&s.raft_id) && voters.len() > 1 => {
+                if let Err(e) = server.remove_server(s.raft_id).await {
+                    tracing::warn!(server = %s.name, error = %e, "cannot remove server from raft");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every live member is a catalog node with a `serfHealth` check; failed members' checks go
+/// critical; members that left are removed. Servers carry the `consul` service.
+async fn reconcile_catalog(config: &Config, server: &Server, members: &[Member]) -> muster_server::Result<()> {
+    let Some(catalog) = server.catalog() else { return Ok(()) };
+    for m in members {
+        let name = &m.id.name;
+        if m.status == Status::Left {
+            if catalog.node(name)?.is_some() {
+                server.write(Command::Deregister { node: name.clone(), service_id: None, check_id: None }).await?;
+            }
+            continue;
+        }
+        let (status, output) = match m.status {
+            Status::Failed => (HealthStatus::Critical, "Agent not live or unreachable"),
+            _ => (HealthStatus::Passing, "Agent alive and reachable"),
+        };
+        let address = m.id.addr.ip().to_string();
+        let node = catalog.node(name)?;
+        let checks = catalog.node_checks(name)?;
+        let serf_ok = checks.iter().any(|c| c.id == SERF_CHECK && c.status == status);
+        let node_ok = node.as_ref().is_some_and(|n| n.address == address);
+        let server_member = server_of(m, &config.datacenter);
+        let service = server_member.as_ref().map(|s| Service {
+            id: "consul".into(),
+            name: "consul".into(),
+            port: s.rpc.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(8300),
+            weight_passing: 1,
+            weight_warning: 1,
+            ..Default::default()
+        });
+        let service_ok = match &service {
+            None => true,
+            Some(want) => catalog.node_services(name)?.iter().any(|s| s.id == want.id && s.port == want.port),
+        };
+        if serf_ok && node_ok && service_ok {
+            continue;
+        }
+        let reg = Registration {
+            node: Node {
+                name: name.clone(),
+                id: m.id.tags.get(TAG_ID).cloned().unwrap_or_default(),
+                address,
+                datacenter: config.datacenter.clone(),
+                tagged_addresses: BTreeMap::new(),
+                meta: BTreeMap::new(),
+                ..Default::default()
+            },
+            skip_node_update: false,
+            service,
+            checks: vec![Check {
+                node: name.clone(),
+                id: SERF_CHECK.into(),
+                name: "Serf Health Status".into(),
+                status,
+                output: output.into(),
+                ..Default::default()
+            }],
+        };
+        server.write(Command::Register(reg)).await?;
+    }
+    Ok(())
+}
+
+/// On a graceful leave, a server takes itself out of the voters so the remaining servers keep
+/// their quorum arithmetic right.
+pub(crate) async fn leave_raft(server: &Server) {
+    let Some(id) = server.node_id() else { return };
+    let voters = server.voters();
+    if voters.len() <= 1 || !voters.contains_key(&id) {
+        return;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), server.remove_server(id)).await {
+        Ok(Ok(())) => tracing::info!("removed this server from the raft configuration"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not remove this server from raft"),
+        Err(_) => tracing::warn!("timed out removing this server from raft"),
+    }
+}

@@ -1,0 +1,166 @@
+//! Consul's JSON shapes, apart from the Raft model so either can change alone.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use muster_server::model::{Check, KvEntry, Node, Service};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KvPair {
+    pub lock_index: u64,
+    pub key: String,
+    pub flags: u64,
+    /// Base64; `null` for an empty value, as Consul.
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl From<KvEntry> for KvPair {
+    fn from(e: KvEntry) -> Self {
+        KvPair {
+            lock_index: e.lock_index,
+            key: e.key,
+            flags: e.flags,
+            value: (!e.value.is_empty())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&e.value)),
+            session: e.session,
+            create_index: e.create_index,
+            modify_index: e.modify_index,
+        }
+    }
+}
+
+/// A gossip member, as `/v1/agent/members`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Member {
+    pub name: String,
+    pub addr: String,
+    pub port: u16,
+    pub tags: BTreeMap<String, String>,
+    /// 1 alive, 2 leaving, 3 left, 4 failed.
+    pub status: u8,
+    pub protocol_min: u8,
+    pub protocol_max: u8,
+    pub protocol_cur: u8,
+    pub delegate_min: u8,
+    pub delegate_max: u8,
+    pub delegate_cur: u8,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CatalogNode {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub meta: BTreeMap<String, String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl From<Node> for CatalogNode {
+    fn from(n: Node) -> Self {
+        CatalogNode {
+            id: n.id,
+            node: n.name,
+            address: n.address,
+            datacenter: n.datacenter,
+            tagged_addresses: n.tagged_addresses,
+            meta: n.meta,
+            create_index: n.create_index,
+            modify_index: n.modify_index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Weights {
+    pub passing: u32,
+    pub warning: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    pub tags: Vec<String>,
+    pub address: String,
+    pub meta: BTreeMap<String, String>,
+    pub port: u16,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl From<Service> for AgentService {
+    fn from(s: Service) -> Self {
+        AgentService {
+            id: s.id,
+            service: s.name,
+            tags: s.tags,
+            address: s.address,
+            meta: s.meta,
+            port: s.port,
+            weights: Weights { passing: s.weight_passing, warning: s.weight_warning },
+            enable_tag_override: s.enable_tag_override,
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthCheck {
+    pub node: String,
+    #[serde(rename = "CheckID")]
+    pub check_id: String,
+    pub name: String,
+    pub status: String,
+    pub notes: String,
+    pub output: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl From<Check> for HealthCheck {
+    fn from(c: Check) -> Self {
+        HealthCheck {
+            node: c.node,
+            check_id: c.id,
+            name: c.name,
+            status: c.status.as_str().to_string(),
+            notes: c.notes,
+            output: c.output,
+            service_id: c.service_id,
+            service_name: c.service_name,
+            service_tags: Vec::new(),
+            create_index: c.create_index,
+            modify_index: c.modify_index,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeServices {
+    pub node: CatalogNode,
+    pub services: BTreeMap<String, AgentService>,
+}
