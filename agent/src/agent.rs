@@ -242,6 +242,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if !config.retry_join.is_empty() {
         tasks.spawn(retry_join(gossip.clone(), config.retry_join.clone(), cancel.clone()));
     }
+    // Like Serf's snapshot: rejoin the members known before a restart, so a restarted agent
+    // (even the one everybody else joined through) finds its cluster again by itself.
+    let known_path = data_dir.join("known-members.json");
+    let known: Vec<String> = std::fs::read(&known_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if !known.is_empty() {
+        tracing::info!(members = known.len(), "rejoining members known before restart");
+        tasks.spawn(retry_join(gossip.clone(), known, cancel.clone()));
+    }
+    tasks.spawn(remember_members(gossip.clone(), known_path, cancel.clone()));
 
     print_banner(&config, http_addr, dns_addr, serf_addr, &server).await;
 
@@ -262,6 +274,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 async fn server_rpc_port(server: &Server) -> u16 {
     server.rpc_addr().and_then(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).unwrap_or(8300)
+}
+
+/// Keeps the addresses of other live members in the data dir for the next start.
+async fn remember_members(gossip: Gossip, path: PathBuf, cancel: CancellationToken) {
+    let mut changed = gossip.changed.clone();
+    let mut last: Vec<String> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = changed.changed() => if r.is_err() { return },
+        }
+        let mut addrs: Vec<String> = gossip
+            .snapshot()
+            .into_iter()
+            .filter(|m| m.status == crate::gossip::Status::Alive && m.id.name != gossip.local.name)
+            .map(|m| m.id.addr.to_string())
+            .collect();
+        addrs.sort();
+        if addrs.is_empty() || addrs == last {
+            continue;
+        }
+        let tmp = path.with_extension("tmp");
+        let body = serde_json::to_vec(&addrs).unwrap_or_default();
+        if let Err(e) = std::fs::write(&tmp, body).and_then(|_| std::fs::rename(&tmp, &path)) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot save known members");
+        }
+        last = addrs;
+    }
 }
 
 async fn retry_join(gossip: Gossip, addrs: Vec<String>, cancel: CancellationToken) {

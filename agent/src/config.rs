@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(c.retry_join, ["a", "b"]);
         assert_eq!(c.node_name, "n2", "flags override files");
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("performance, telemetry, ports.grpc"), "{}", w[0]);
+        assert!(w[0].contains("performance, ports.grpc, telemetry"), "{}", w[0]);
     }
 
     #[test]

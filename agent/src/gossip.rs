@@ -375,8 +375,9 @@ impl Driver {
             }
             OwnedNotification::MemberDown(id) => {
                 let status = if self.leaving.contains_key(&id.name) { Status::Left } else { Status::Failed };
-                // A newer incarnation may already be up under the same name.
-                if m.get(&id.name).is_some_and(|cur| cur.id.incarnation > id.incarnation) {
+                // The same agent may already be back under a new address or incarnation: a
+                // Down only applies to the identity currently recorded under its name.
+                if m.get(&id.name).is_some_and(|cur| cur.id != id && cur.status == Status::Alive) {
                     return false;
                 }
                 tracing::info!(member = %id.name, status = status.as_str(), "member down");

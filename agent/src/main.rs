@@ -63,7 +63,7 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
     }
     let (cfg, warnings) = config::load(&parsed).map_err(|e| anyhow!(e))?;
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{},openraft=warn,hickory_server=warn,hickory_proto=warn",
+        "{},openraft=warn,foca=info,hickory_server=warn,hickory_proto=warn",
         match cfg.log_level.to_ascii_lowercase().as_str() {
             "err" => "error".to_string(),
             l => l.to_string(),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ServerState};
+use openraft::{BasicNode, ChangeMembers, ServerState};
 use redb::Database;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -603,8 +603,19 @@ impl Local {
                 if voters.get(id) == Some(addr) {
                     return Ok(());
                 }
+                let node = BasicNode { addr: addr.clone() };
+                let known = self.raft.metrics().borrow().membership_config.membership().get_node(id).cloned();
+                if known.is_some_and(|n| n.addr != *addr) {
+                    // The server came back on another address: update it in place.
+                    tracing::info!(id, %addr, "server address changed; updating raft membership");
+                    let set = ChangeMembers::SetNodes(BTreeMap::from([(*id, node.clone())]));
+                    self.raft.change_membership(set, true).await.map_err(fail)?;
+                    if voters.contains_key(id) {
+                        return Ok(());
+                    }
+                }
                 tracing::info!(id, %addr, "adding server as voter");
-                self.raft.add_learner(*id, BasicNode { addr: addr.clone() }, true).await.map_err(fail)?;
+                self.raft.add_learner(*id, node, true).await.map_err(fail)?;
                 let ids: BTreeSet<u64> = voters.keys().copied().chain([*id]).collect();
                 self.raft.change_membership(ids, false).await.map_err(fail)?;
                 Ok(())

@@ -1,0 +1,199 @@
+//! Server clusters on loopback: formation through gossip, replication, failover, quorum loss,
+//! snapshots. Every test runs real `muster` processes with their own redb data dirs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use muster_tests::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let servers = start_servers(root.path(), 3, &[]).await?;
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?.expect("leader is a server");
+    let peers = get(&servers[0].url("/v1/status/peers")).await?.json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(3), "three voters: {peers}");
+
+    // Write through a follower; read it back from every server.
+    let follower = &servers[(leader + 1) % 3];
+    let w = put(&follower.url("/v1/kv/web/config"), b"v1").await?;
+    assert_eq!((w.status, w.text().as_str()), (200, "true"));
+    for s in &servers {
+        let r = get(&s.url("/v1/kv/web/config")).await?;
+        assert_eq!(r.status, 200, "{} default read", s.name);
+        let v = r.json();
+        assert_eq!(v[0]["Key"], "web/config");
+        assert_eq!(v[0]["Value"], "djE=", "base64 of v1");
+        assert_eq!(r.header("x-consul-knownleader").as_deref(), Some("true"));
+        let idx: u64 = r.header("x-consul-index").unwrap_or_default().parse()?;
+        assert_eq!(idx, v[0]["ModifyIndex"].as_u64().unwrap_or(0));
+        let raw = get(&s.url("/v1/kv/web/config?raw&consistent")).await?;
+        assert_eq!(raw.body, b"v1", "{} consistent raw read", s.name);
+    }
+    // Every server is a catalog node running the consul service.
+    let nodes = wait_until("3 catalog nodes", Duration::from_secs(10), || async {
+        let n = get(&servers[0].url("/v1/catalog/nodes")).await.ok()?.json();
+        (n.as_array()?.len() == 3).then_some(n)
+    })
+    .await?;
+    for s in &servers {
+        assert!(nodes.as_array().is_some_and(|a| a.iter().any(|n| n["Node"] == s.name.as_str())));
+        let node = get(&servers[0].url(&format!("/v1/catalog/node/{}", s.name))).await?.json();
+        let port: u16 = s.rpc.as_deref().and_then(|r| r.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
+        assert_eq!(node["Services"]["consul"]["Port"], port, "{node}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?.expect("leader");
+
+    // A writer spreading PUTs over all three servers, recording what was acknowledged.
+    let urls: Vec<String> = servers.iter().map(|s| s.url("/v1/kv/")).collect();
+    let acked = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let client = http();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let url = format!("{}stream/{i:06}", urls[i as usize % urls.len()]);
+                if let Ok(r) = client.put(&url).body(format!("v{i}")).send().await {
+                    if r.status().as_u16() == 200 && r.text().await.is_ok_and(|t| t == "true") {
+                        acked.lock().expect("lock").push(i);
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_until("writes flowing", Duration::from_secs(10), || async {
+        (acked.lock().expect("lock").len() >= 50).then_some(())
+    })
+    .await?;
+    let before = acked.lock().expect("lock").len();
+    let killed_at = Instant::now();
+    servers[leader].kill9();
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    // Writes resume through the survivors under a new leader.
+    wait_until("writes resuming after failover", Duration::from_secs(15), || async {
+        (acked.lock().expect("lock").len() >= before + 100).then_some(())
+    })
+    .await?;
+    eprintln!("writes resumed {:?} after kill -9 of the leader", killed_at.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    writer.await?;
+    let new_leader = leader_of(&servers[survivors[0]]).await.expect("new leader");
+    assert_ne!(Some(new_leader.as_str()), servers[leader].rpc.as_deref());
+
+    let acked = acked.lock().expect("lock").clone();
+    let keys = get(&servers[survivors[0]].url("/v1/kv/stream/?keys&consistent")).await?.json();
+    let have: std::collections::HashSet<String> =
+        keys.as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_string)).collect();
+    for i in &acked {
+        assert!(have.contains(&format!("stream/{i:06}")), "acknowledged write {i} lost");
+    }
+
+    // The killed server restarts from its data dir and catches up.
+    servers[leader].restart()?;
+    let want = have.len();
+    let restarted = &servers[leader];
+    wait_until("restarted server caught up", Duration::from_secs(30), || async {
+        let k = get(&restarted.url("/v1/kv/stream/?keys&stale")).await.ok()?.json();
+        (k.as_array()?.len() == want).then_some(())
+    })
+    .await
+    .map_err(|e| {
+        let logs: Vec<String> = servers.iter().map(|s| format!("--- {}\n{}", s.name, s.logs())).collect();
+        anyhow::anyhow!("{e}\n{}", logs.join("\n"))
+    })?;
+    wait_for_agreed_leader(&servers, Duration::from_secs(15)).await?;
+    let peers = get(&servers[leader].url("/v1/status/peers")).await?.json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(3), "rejoined as a voter: {peers}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    let w = put(&servers[0].url("/v1/kv/app/x"), b"1").await?;
+    assert_eq!(w.status, 200);
+    // The value must be on the survivor before the others die.
+    let survivor = 2;
+    wait_until("value replicated", Duration::from_secs(10), || async {
+        let r = get(&servers[survivor].url("/v1/kv/app/x?stale")).await.ok()?;
+        (r.status == 200).then_some(())
+    })
+    .await?;
+    servers[0].kill9();
+    servers[1].kill9();
+    let s = &servers[survivor];
+
+    // Writes fail with Consul's message, each within a bounded time.
+    wait_until("writes refused with No cluster leader", Duration::from_secs(20), || async {
+        let t = Instant::now();
+        let r = put(&s.url("/v1/kv/app/y"), b"2").await.ok()?;
+        let took = t.elapsed();
+        assert!(took < Duration::from_secs(12), "a write hung for {took:?}");
+        (r.status == 500 && r.text() == "No cluster leader").then_some(())
+    })
+    .await?;
+    let t = Instant::now();
+    let r = put(&s.url("/v1/kv/app/y"), b"2").await?;
+    assert_eq!((r.status, r.text().as_str()), (500, "No cluster leader"));
+    assert!(t.elapsed() < Duration::from_secs(5), "write took {:?}", t.elapsed());
+
+    // Default reads fail once past max_stale; consistent reads fail at once.
+    wait_until("default reads refused", Duration::from_secs(20), || async {
+        let r = get(&s.url("/v1/kv/app/x")).await.ok()?;
+        (r.status == 500 && r.text() == "No cluster leader").then_some(())
+    })
+    .await?;
+    let r = get(&s.url("/v1/kv/app/x?consistent")).await?;
+    assert_eq!((r.status, r.text().as_str()), (500, "No cluster leader"));
+
+    // Stale reads still answer from local state, saying there is no known leader.
+    let r = get(&s.url("/v1/kv/app/x?stale")).await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()[0]["Value"], "MQ==");
+    assert_eq!(r.header("x-consul-knownleader").as_deref(), Some("false"));
+    let leader = get(&s.url("/v1/status/leader")).await?.json();
+    assert_eq!(leader, "");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_brings_a_new_server_up_to_date() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("raft.json");
+    std::fs::write(&cfg, r#"{"raft_snapshot_threshold": 50, "raft_trailing_logs": 0}"#)?;
+    let cfg = cfg.display().to_string();
+    let s1 = Agent::start("s1", &root.path().join("s1"), &["-server", "-bootstrap-expect", "1", "-config-file", &cfg])?;
+    wait_until("s1 leader", Duration::from_secs(10), || leader_of(&s1)).await?;
+    for i in 0..300 {
+        let r = put(&s1.url(&format!("/v1/kv/bulk/{i:04}")), format!("value-{i}").as_bytes()).await?;
+        assert_eq!(r.status, 200);
+    }
+    wait_until("s1 built a snapshot", Duration::from_secs(10), || async {
+        s1.logs().contains("built snapshot").then_some(())
+    })
+    .await?;
+    let s2 = Agent::start("s2", &root.path().join("s2"), &["-server", "-retry-join", &s1.serf.to_string(), "-config-file", &cfg])?;
+    wait_until("s2 has every key", Duration::from_secs(30), || async {
+        let k = get(&s2.url("/v1/kv/bulk/?keys&stale")).await.ok()?.json();
+        (k.as_array()?.len() == 300).then_some(())
+    })
+    .await?;
+    assert!(s2.logs().contains("installed snapshot"), "s2 caught up without a snapshot:\n{}", s2.logs());
+    let r = get(&s2.url("/v1/kv/bulk/0123?raw&stale")).await?;
+    assert_eq!(r.body, b"value-123");
+    let peers = get(&s1.url("/v1/status/peers")).await?.json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(2), "s2 added as a voter: {peers}");
+    Ok(())
+}
