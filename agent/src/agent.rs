@@ -25,7 +25,11 @@ pub(crate) const TAG_BUILD: &str = "build";
 pub(crate) const TAG_RAFT_ID: &str = "raft_id";
 pub(crate) const TAG_EXPECT: &str = "expect";
 
-async fn bind_tcp(ip: IpAddr, port: PortSetting, what: &str) -> anyhow::Result<Option<TcpListener>> {
+async fn bind_tcp(
+    ip: IpAddr,
+    port: PortSetting,
+    what: &str,
+) -> anyhow::Result<Option<TcpListener>> {
     if port < 0 {
         return Ok(None);
     }
@@ -38,7 +42,9 @@ async fn bind_tcp(ip: IpAddr, port: PortSetting, what: &str) -> anyhow::Result<O
 
 async fn bind_udp(ip: IpAddr, port: u16, what: &str) -> anyhow::Result<UdpSocket> {
     let addr = SocketAddr::new(ip, port);
-    UdpSocket::bind(addr).await.map_err(|e| anyhow!("cannot listen for {what} on {addr}: {e}"))
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|e| anyhow!("cannot listen for {what} on {addr}: {e}"))
 }
 
 /// State behind `AgentControl`.
@@ -129,7 +135,14 @@ fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
     }
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let id = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    );
     std::fs::write(&path, &id).with_context(|| format!("write {}", path.display()))?;
     Ok(id)
 }
@@ -141,7 +154,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let (_tmp, data_dir): (Option<tempfile::TempDir>, PathBuf) = match &config.data_dir {
         Some(d) => (None, d.clone()),
         None => {
-            let t = tempfile::Builder::new().prefix("muster-dev-").tempdir().context("create temp data dir")?;
+            let t = tempfile::Builder::new()
+                .prefix("muster-dev-")
+                .tempdir()
+                .context("create temp data dir")?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
@@ -155,7 +171,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let dns = match config.dns_port {
         p if p < 0 => None,
         p => {
-            let tcp = bind_tcp(config.client_addr, p, "DNS (TCP)").await?.expect("enabled");
+            let tcp = bind_tcp(config.client_addr, p, "DNS (TCP)")
+                .await?
+                .expect("enabled");
             // UDP on the same port TCP got, so an ephemeral port is the same for both.
             let port = tcp.local_addr()?.port();
             Some((bind_udp(config.client_addr, port, "DNS (UDP)").await?, tcp))
@@ -170,17 +188,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let serf_port = config.serf_lan_port.max(0) as u16;
     let serf = bind_udp(config.bind_addr, serf_port, "gossip (serf LAN)").await?;
 
-    let advertise = config.advertise_addr.unwrap_or(if config.bind_addr.is_unspecified() {
-        IpAddr::from([127, 0, 0, 1])
-    } else {
-        config.bind_addr
-    });
+    let advertise = config
+        .advertise_addr
+        .unwrap_or(if config.bind_addr.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            config.bind_addr
+        });
     let serf_addr = SocketAddr::new(advertise, serf.local_addr()?.port());
 
     let server = match rpc {
         Some(listener) => {
             let rpc_addr = SocketAddr::new(advertise, listener.local_addr()?.port());
-            let mut sc = ServerConfig::new(&config.node_name, &config.datacenter, data_dir.clone(), &rpc_addr.to_string());
+            let mut sc = ServerConfig::new(
+                &config.node_name,
+                &config.datacenter,
+                data_dir.clone(),
+                &rpc_addr.to_string(),
+            );
             sc.snapshot_threshold = config.raft_snapshot_threshold;
             sc.trailing_logs = config.raft_trailing_logs;
             Server::start(sc, listener, cancel.clone()).await?
@@ -189,7 +214,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     };
 
     let mut tags = BTreeMap::new();
-    tags.insert(TAG_ROLE.into(), if config.server { "consul" } else { "node" }.to_string());
+    tags.insert(
+        TAG_ROLE.into(),
+        if config.server { "consul" } else { "node" }.to_string(),
+    );
     tags.insert(TAG_DC.into(), config.datacenter.clone());
     tags.insert(TAG_BUILD.into(), VERSION.to_string());
     tags.insert(crate::reconcile::TAG_ID.into(), node_id.clone());
@@ -201,11 +229,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             tags.insert(TAG_EXPECT.into(), config.bootstrap_expect.to_string());
         }
     }
-    let local = MemberId { addr: serf_addr, name: config.node_name.clone(), tags, incarnation: 0 };
+    let local = MemberId {
+        addr: serf_addr,
+        name: config.node_name.clone(),
+        tags,
+        incarnation: 0,
+    };
     let gossip = Gossip::start(serf, local, cancel.clone());
 
-    let control = Arc::new(Control { config: config.clone(), gossip: gossip.clone(), node_id: node_id.clone(), cancel: cancel.clone() });
-    let state = ApiState { server: server.clone(), agent: control };
+    let control = Arc::new(Control {
+        config: config.clone(),
+        gossip: gossip.clone(),
+        node_id: node_id.clone(),
+        cancel: cancel.clone(),
+    });
+    let state = ApiState {
+        server: server.clone(),
+        agent: control,
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     let http_addr = match http {
@@ -214,7 +255,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let app = muster_api::router(state.clone());
             let c = cancel.clone();
             tasks.spawn(async move {
-                let r = axum::serve(listener, app).with_graceful_shutdown(c.cancelled_owned()).await;
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(c.cancelled_owned())
+                    .await;
                 if let Err(e) = r {
                     tracing::error!(error = %e, "HTTP server failed");
                 }
@@ -226,21 +269,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let dns_addr = match dns {
         Some((udp, tcp)) => {
             let addr = tcp.local_addr()?;
-            let handler = muster_dns::DnsHandler::new(server.clone(), muster_dns::DnsConfig { domain: config.domain.clone() });
+            let handler = muster_dns::DnsHandler::new(
+                server.clone(),
+                muster_dns::DnsConfig {
+                    domain: config.domain.clone(),
+                },
+            );
             tasks.spawn(muster_dns::serve(handler, udp, tcp, cancel.clone()));
             Some(addr)
         }
         None => None,
     };
 
-    tasks.spawn(reconcile::run(config.clone(), server.clone(), gossip.clone(), node_id, cancel.clone()));
+    tasks.spawn(reconcile::run(
+        config.clone(),
+        server.clone(),
+        gossip.clone(),
+        node_id,
+        cancel.clone(),
+    ));
     for addr in config.start_join.clone() {
         if let Err(e) = gossip.join(&addr).await {
             tracing::warn!(%addr, error = %e, "join failed");
         }
     }
     if !config.retry_join.is_empty() {
-        tasks.spawn(retry_join(gossip.clone(), config.retry_join.clone(), cancel.clone()));
+        tasks.spawn(retry_join(
+            gossip.clone(),
+            config.retry_join.clone(),
+            cancel.clone(),
+        ));
     }
     // Like Serf's snapshot: rejoin the members known before a restart, so a restarted agent
     // (even the one everybody else joined through) finds its cluster again by itself.
@@ -250,7 +308,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     if !known.is_empty() {
-        tracing::info!(members = known.len(), "rejoining members known before restart");
+        tracing::info!(
+            members = known.len(),
+            "rejoining members known before restart"
+        );
         tasks.spawn(retry_join(gossip.clone(), known, cancel.clone()));
     }
     tasks.spawn(remember_members(gossip.clone(), known_path, cancel.clone()));
@@ -264,7 +325,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     gossip.leave().await;
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("some tasks did not stop in time; aborting them");
     }
     server.shutdown().await;
@@ -273,7 +337,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 }
 
 async fn server_rpc_port(server: &Server) -> u16 {
-    server.rpc_addr().and_then(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok())).unwrap_or(8300)
+    server
+        .rpc_addr()
+        .and_then(|a| a.rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
+        .unwrap_or(8300)
 }
 
 /// Keeps the addresses of other live members in the data dir for the next start.
@@ -336,8 +403,21 @@ async fn print_banner(
     println!("           Version: '{VERSION}'");
     println!("         Node name: '{}'", config.node_name);
     println!("        Datacenter: '{}'", config.datacenter);
-    println!("            Server: {} (Bootstrap expect: {})", config.server, config.bootstrap_expect);
-    println!("       Client Addr: [{}] (HTTP: {}, DNS: {})", config.client_addr, port(http), port(dns));
-    println!("      Cluster Addr: {} (LAN: {}, Server RPC: {})", serf.ip(), serf.port(), rpc);
+    println!(
+        "            Server: {} (Bootstrap expect: {})",
+        config.server, config.bootstrap_expect
+    );
+    println!(
+        "       Client Addr: [{}] (HTTP: {}, DNS: {})",
+        config.client_addr,
+        port(http),
+        port(dns)
+    );
+    println!(
+        "      Cluster Addr: {} (LAN: {}, Server RPC: {})",
+        serf.ip(),
+        serf.port(),
+        rpc
+    );
     println!("==> Log data will now stream in as it occurs:");
 }

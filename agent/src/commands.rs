@@ -10,7 +10,12 @@ use serde_json::Value;
 use crate::flags::{self, Kind, Parsed};
 
 /// Flags every client command accepts.
-const COMMON: &[(&str, Kind)] = &[("http-addr", Kind::Value), ("stale", Kind::Bool), ("token", Kind::Value), ("datacenter", Kind::Value)];
+const COMMON: &[(&str, Kind)] = &[
+    ("http-addr", Kind::Value),
+    ("stale", Kind::Bool),
+    ("token", Kind::Value),
+    ("datacenter", Kind::Value),
+];
 
 fn spec(extra: &[(&'static str, Kind)]) -> Vec<(&'static str, Kind)> {
     COMMON.iter().chain(extra).copied().collect()
@@ -35,29 +40,48 @@ impl Client {
         } else {
             format!("http://{addr}")
         };
-        Client { base, http: reqwest::Client::new() }
+        Client {
+            base,
+            http: reqwest::Client::new(),
+        }
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Vec<u8>)> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let url = format!("{}{}", self.base, path);
         let mut req = self.http.request(method, &url);
         if let Some(b) = body {
             req = req.body(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow!("cannot reach the agent at {}: {}", self.base, root_cause(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the agent at {}: {}",
+                self.base,
+                root_cause(&e)
+            )
+        })?;
         let code = resp.status().as_u16();
         let bytes = resp.bytes().await.context("read agent response")?.to_vec();
         Ok((code, bytes))
     }
 
     /// Sends a request and fails with the agent's message unless it answered 2xx.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<Vec<u8>> {
         let (code, bytes) = self.send(method, path, body).await?;
         if !(200..300).contains(&code) {
-            bail!("Unexpected response code: {code} ({})", String::from_utf8_lossy(&bytes).trim());
+            bail!(
+                "Unexpected response code: {code} ({})",
+                String::from_utf8_lossy(&bytes).trim()
+            );
         }
         Ok(bytes)
     }
@@ -86,7 +110,11 @@ fn qs(p: &Parsed, extra: &[(&str, String)]) -> String {
             parts.push(format!("{k}={v}"));
         }
     }
-    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
 }
 
 /// Runs a client command; returns the process exit code.
@@ -102,13 +130,25 @@ pub async fn run(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
 }
 
 async fn members(args: &[String]) -> anyhow::Result<i32> {
-    let p = flags::parse(args, &spec(&[("status", Kind::Value), ("detailed", Kind::Bool), ("wan", Kind::Bool)])).map_err(|e| anyhow!(e))?;
+    let p = flags::parse(
+        args,
+        &spec(&[
+            ("status", Kind::Value),
+            ("detailed", Kind::Bool),
+            ("wan", Kind::Bool),
+        ]),
+    )
+    .map_err(|e| anyhow!(e))?;
     let re = match p.value("status") {
-        Some(s) => Some(regex::Regex::new(s).map_err(|e| anyhow!("invalid -status regex {s:?}: {e}"))?),
+        Some(s) => {
+            Some(regex::Regex::new(s).map_err(|e| anyhow!("invalid -status regex {s:?}: {e}"))?)
+        }
         None => None,
     };
     let c = Client::new(&p);
-    let body = c.call(reqwest::Method::GET, "/v1/agent/members", None).await?;
+    let body = c
+        .call(reqwest::Method::GET, "/v1/agent/members", None)
+        .await?;
     let list: Vec<Value> = serde_json::from_slice(&body).context("decode members")?;
     let status_name = |n: u64| match n {
         1 => "alive",
@@ -124,14 +164,39 @@ async fn members(args: &[String]) -> anyhow::Result<i32> {
             continue;
         }
         let tags = m["Tags"].as_object().cloned().unwrap_or_default();
-        let tag = |k: &str| tags.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let tag = |k: &str| {
+            tags.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
         let addr = format!("{}:{}", m["Addr"].as_str().unwrap_or(""), m["Port"]);
         let row = if p.bool("detailed") {
-            let t: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect();
-            vec![m["Name"].as_str().unwrap_or("").to_string(), addr, status.into(), t.join(",")]
+            let t: Vec<String> = tags
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            vec![
+                m["Name"].as_str().unwrap_or("").to_string(),
+                addr,
+                status.into(),
+                t.join(","),
+            ]
         } else {
-            let kind = if tag("role") == "consul" { "server" } else { "client" };
-            vec![m["Name"].as_str().unwrap_or("").to_string(), addr, status.into(), kind.into(), tag("build"), "2".into(), tag("dc")]
+            let kind = if tag("role") == "consul" {
+                "server"
+            } else {
+                "client"
+            };
+            vec![
+                m["Name"].as_str().unwrap_or("").to_string(),
+                addr,
+                status.into(),
+                kind.into(),
+                tag("build"),
+                "2".into(),
+                tag("dc"),
+            ]
         };
         rows.push(row);
     }
@@ -140,9 +205,15 @@ async fn members(args: &[String]) -> anyhow::Result<i32> {
         return Ok(2);
     }
     let header: Vec<String> = if p.bool("detailed") {
-        ["Node", "Address", "Status", "Tags"].map(String::from).to_vec()
+        ["Node", "Address", "Status", "Tags"]
+            .map(String::from)
+            .to_vec()
     } else {
-        ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC"].map(String::from).to_vec()
+        [
+            "Node", "Address", "Status", "Type", "Build", "Protocol", "DC",
+        ]
+        .map(String::from)
+        .to_vec()
     };
     print_table(&header, &rows);
     Ok(0)
@@ -156,7 +227,11 @@ fn print_table(header: &[String], rows: &[Vec<String>]) {
         }
     }
     let line = |r: &[String]| {
-        let cells: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let cells: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         cells.join("  ").trim_end().to_string()
     };
     let mut out = std::io::stdout().lock();
@@ -174,7 +249,10 @@ async fn join(args: &[String]) -> anyhow::Result<i32> {
     let c = Client::new(&p);
     let mut joined = 0;
     for a in &p.positional {
-        match c.call(reqwest::Method::PUT, &format!("/v1/agent/join/{a}"), None).await {
+        match c
+            .call(reqwest::Method::PUT, &format!("/v1/agent/join/{a}"), None)
+            .await
+        {
             Ok(_) => joined += 1,
             Err(e) => eprintln!("Error joining address '{a}': {e}"),
         }
@@ -188,7 +266,9 @@ async fn join(args: &[String]) -> anyhow::Result<i32> {
 
 async fn leave(args: &[String]) -> anyhow::Result<i32> {
     let p = flags::parse(args, &spec(&[])).map_err(|e| anyhow!(e))?;
-    Client::new(&p).call(reqwest::Method::PUT, "/v1/agent/leave", None).await?;
+    Client::new(&p)
+        .call(reqwest::Method::PUT, "/v1/agent/leave", None)
+        .await?;
     println!("Graceful leave complete");
     Ok(0)
 }
@@ -198,7 +278,13 @@ async fn force_leave(args: &[String]) -> anyhow::Result<i32> {
     let [node] = p.positional.as_slice() else {
         bail!("a single node name must be specified");
     };
-    Client::new(&p).call(reqwest::Method::PUT, &format!("/v1/agent/force-leave/{node}"), None).await?;
+    Client::new(&p)
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/agent/force-leave/{node}"),
+            None,
+        )
+        .await?;
     Ok(0)
 }
 
@@ -219,12 +305,25 @@ fn one_key(p: &Parsed, allow_empty: bool) -> anyhow::Result<String> {
         [k] => Ok(k.trim_start_matches('/').to_string()),
         [] if allow_empty => Ok(String::new()),
         [] => bail!("missing KEY argument"),
-        _ => bail!("too many arguments (expected 1, got {})", p.positional.len()),
+        _ => bail!(
+            "too many arguments (expected 1, got {})",
+            p.positional.len()
+        ),
     }
 }
 
 async fn kv_get(args: &[String]) -> anyhow::Result<i32> {
-    let p = flags::parse(args, &spec(&[("recurse", Kind::Bool), ("keys", Kind::Bool), ("separator", Kind::Value), ("detailed", Kind::Bool), ("base64", Kind::Bool)])).map_err(|e| anyhow!(e))?;
+    let p = flags::parse(
+        args,
+        &spec(&[
+            ("recurse", Kind::Bool),
+            ("keys", Kind::Bool),
+            ("separator", Kind::Value),
+            ("detailed", Kind::Bool),
+            ("base64", Kind::Bool),
+        ]),
+    )
+    .map_err(|e| anyhow!(e))?;
     let key = one_key(&p, p.bool("recurse") || p.bool("keys"))?;
     let c = Client::new(&p);
     let mut extra = Vec::new();
@@ -234,7 +333,13 @@ async fn kv_get(args: &[String]) -> anyhow::Result<i32> {
     } else if p.bool("recurse") {
         extra.push(("recurse", String::new()));
     }
-    let (code, body) = c.send(reqwest::Method::GET, &format!("/v1/kv/{key}{}", qs(&p, &extra)), None).await?;
+    let (code, body) = c
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/kv/{key}{}", qs(&p, &extra)),
+            None,
+        )
+        .await?;
     if code == 404 {
         if p.bool("recurse") || p.bool("keys") {
             return Ok(0);
@@ -243,7 +348,10 @@ async fn kv_get(args: &[String]) -> anyhow::Result<i32> {
         return Ok(1);
     }
     if code != 200 {
-        bail!("Unexpected response code: {code} ({})", String::from_utf8_lossy(&body).trim());
+        bail!(
+            "Unexpected response code: {code} ({})",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     let v: Value = serde_json::from_slice(&body).context("decode kv reply")?;
     let mut out = std::io::stdout().lock();
@@ -254,12 +362,17 @@ async fn kv_get(args: &[String]) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let decode = |e: &Value| -> Vec<u8> {
-        e["Value"].as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()).unwrap_or_default()
+        e["Value"]
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            .unwrap_or_default()
     };
     for e in v.as_array().into_iter().flatten() {
         let value = decode(e);
         let shown = if p.bool("base64") {
-            base64::engine::general_purpose::STANDARD.encode(&value).into_bytes()
+            base64::engine::general_purpose::STANDARD
+                .encode(&value)
+                .into_bytes()
         } else {
             value
         };
@@ -273,21 +386,39 @@ async fn kv_get(args: &[String]) -> anyhow::Result<i32> {
 }
 
 async fn kv_put(args: &[String]) -> anyhow::Result<i32> {
-    let p = flags::parse(args, &spec(&[("cas", Kind::Bool), ("modify-index", Kind::Value), ("flags", Kind::Value), ("base64", Kind::Bool)])).map_err(|e| anyhow!(e))?;
+    let p = flags::parse(
+        args,
+        &spec(&[
+            ("cas", Kind::Bool),
+            ("modify-index", Kind::Value),
+            ("flags", Kind::Value),
+            ("base64", Kind::Bool),
+        ]),
+    )
+    .map_err(|e| anyhow!(e))?;
     let (key, value) = match p.positional.as_slice() {
         [k] => (k.clone(), Vec::new()),
         [k, v] if v == "-" => {
             let mut b = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("read value from stdin")?;
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)
+                .context("read value from stdin")?;
             (k.clone(), b)
         }
-        [k, v] if v.starts_with('@') => (k.clone(), std::fs::read(&v[1..]).with_context(|| format!("read {}", &v[1..]))?),
+        [k, v] if v.starts_with('@') => (
+            k.clone(),
+            std::fs::read(&v[1..]).with_context(|| format!("read {}", &v[1..]))?,
+        ),
         [k, v] => (k.clone(), v.clone().into_bytes()),
         [] => bail!("missing KEY argument"),
-        _ => bail!("too many arguments (expected 1 or 2, got {})", p.positional.len()),
+        _ => bail!(
+            "too many arguments (expected 1 or 2, got {})",
+            p.positional.len()
+        ),
     };
     let value = if p.bool("base64") {
-        base64::engine::general_purpose::STANDARD.decode(&value).map_err(|e| anyhow!("-base64: invalid value: {e}"))?
+        base64::engine::general_purpose::STANDARD
+            .decode(&value)
+            .map_err(|e| anyhow!("-base64: invalid value: {e}"))?
     } else {
         value
     };
@@ -296,11 +427,20 @@ async fn kv_put(args: &[String]) -> anyhow::Result<i32> {
         extra.push(("flags", f.to_string()));
     }
     if p.bool("cas") {
-        let idx = p.num::<u64>("modify-index").map_err(|e| anyhow!(e))?.ok_or_else(|| anyhow!("-cas requires -modify-index"))?;
+        let idx = p
+            .num::<u64>("modify-index")
+            .map_err(|e| anyhow!(e))?
+            .ok_or_else(|| anyhow!("-cas requires -modify-index"))?;
         extra.push(("cas", idx.to_string()));
     }
     let key = key.trim_start_matches('/').to_string();
-    let body = Client::new(&p).call(reqwest::Method::PUT, &format!("/v1/kv/{key}{}", qs(&p, &extra)), Some(value)).await?;
+    let body = Client::new(&p)
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/kv/{key}{}", qs(&p, &extra)),
+            Some(value),
+        )
+        .await?;
     if body.starts_with(b"true") {
         println!("Success! Data written to: {key}");
         Ok(0)
@@ -311,17 +451,34 @@ async fn kv_put(args: &[String]) -> anyhow::Result<i32> {
 }
 
 async fn kv_delete(args: &[String]) -> anyhow::Result<i32> {
-    let p = flags::parse(args, &spec(&[("recurse", Kind::Bool), ("cas", Kind::Bool), ("modify-index", Kind::Value)])).map_err(|e| anyhow!(e))?;
+    let p = flags::parse(
+        args,
+        &spec(&[
+            ("recurse", Kind::Bool),
+            ("cas", Kind::Bool),
+            ("modify-index", Kind::Value),
+        ]),
+    )
+    .map_err(|e| anyhow!(e))?;
     let key = one_key(&p, p.bool("recurse"))?;
     let mut extra = Vec::new();
     if p.bool("recurse") {
         extra.push(("recurse", String::new()));
     }
     if p.bool("cas") {
-        let idx = p.num::<u64>("modify-index").map_err(|e| anyhow!(e))?.ok_or_else(|| anyhow!("-cas requires -modify-index"))?;
+        let idx = p
+            .num::<u64>("modify-index")
+            .map_err(|e| anyhow!(e))?
+            .ok_or_else(|| anyhow!("-cas requires -modify-index"))?;
         extra.push(("cas", idx.to_string()));
     }
-    let body = Client::new(&p).call(reqwest::Method::DELETE, &format!("/v1/kv/{key}{}", qs(&p, &extra)), None).await?;
+    let body = Client::new(&p)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/kv/{key}{}", qs(&p, &extra)),
+            None,
+        )
+        .await?;
     if body.starts_with(b"true") {
         println!("Success! Deleted key: {key}");
         Ok(0)

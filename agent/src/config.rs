@@ -115,26 +115,103 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
 
 /// Consul settings Muster does not have yet: accepted with one warning so existing files load.
 const UNSUPPORTED: &[&str] = &[
-    "acl", "acl_datacenter", "acl_default_policy", "acl_down_policy", "acl_master_token",
-    "acl_token", "addresses", "advertise_addr_wan", "advertise_addr_ipv4", "advertise_addr_ipv6",
-    "alt_domain", "audit", "auto_config", "auto_encrypt", "autopilot", "bind_addr_wan",
-    "ca_file", "ca_path", "cert_file", "check", "checks", "check_update_interval",
-    "client_addr_wan", "config_entries", "connect", "disable_anonymous_signature",
-    "disable_host_node_id", "disable_keyring_file", "disable_remote_exec",
-    "disable_update_check", "discard_check_output", "discovery_max_stale", "dns_config",
-    "enable_central_service_config", "enable_debug", "enable_syslog", "encrypt",
-    "encrypt_verify_incoming", "encrypt_verify_outgoing", "http_config", "key_file", "leave_on_terminate",
-    "license_path", "limits", "log_file", "log_json", "log_rotate_bytes", "log_rotate_duration",
-    "log_rotate_max_files", "node_id", "node_meta", "partition", "peering", "performance",
-    "pid_file", "primary_datacenter", "protocol", "raft_protocol", "reconnect_timeout",
-    "recursor", "recursors", "rejoin_after_leave", "retry_interval", "retry_interval_wan",
-    "retry_join_wan", "retry_max", "rpc", "segment", "serf_lan", "serf_wan", "service",
-    "services", "session_ttl_min", "skip_leave_on_interrupt", "syslog_facility", "telemetry",
-    "tls", "translate_wan_addrs", "ui", "ui_config", "ui_dir", "unix_sockets",
-    "verify_incoming", "verify_outgoing", "verify_server_hostname", "watches",
+    "acl",
+    "acl_datacenter",
+    "acl_default_policy",
+    "acl_down_policy",
+    "acl_master_token",
+    "acl_token",
+    "addresses",
+    "advertise_addr_wan",
+    "advertise_addr_ipv4",
+    "advertise_addr_ipv6",
+    "alt_domain",
+    "audit",
+    "auto_config",
+    "auto_encrypt",
+    "autopilot",
+    "bind_addr_wan",
+    "ca_file",
+    "ca_path",
+    "cert_file",
+    "check",
+    "checks",
+    "check_update_interval",
+    "client_addr_wan",
+    "config_entries",
+    "connect",
+    "disable_anonymous_signature",
+    "disable_host_node_id",
+    "disable_keyring_file",
+    "disable_remote_exec",
+    "disable_update_check",
+    "discard_check_output",
+    "discovery_max_stale",
+    "dns_config",
+    "enable_central_service_config",
+    "enable_debug",
+    "enable_syslog",
+    "encrypt",
+    "encrypt_verify_incoming",
+    "encrypt_verify_outgoing",
+    "http_config",
+    "key_file",
+    "leave_on_terminate",
+    "license_path",
+    "limits",
+    "log_file",
+    "log_json",
+    "log_rotate_bytes",
+    "log_rotate_duration",
+    "log_rotate_max_files",
+    "node_id",
+    "node_meta",
+    "partition",
+    "peering",
+    "performance",
+    "pid_file",
+    "primary_datacenter",
+    "protocol",
+    "raft_protocol",
+    "reconnect_timeout",
+    "recursor",
+    "recursors",
+    "rejoin_after_leave",
+    "retry_interval",
+    "retry_interval_wan",
+    "retry_join_wan",
+    "retry_max",
+    "rpc",
+    "segment",
+    "serf_lan",
+    "serf_wan",
+    "service",
+    "services",
+    "session_ttl_min",
+    "skip_leave_on_interrupt",
+    "syslog_facility",
+    "telemetry",
+    "tls",
+    "translate_wan_addrs",
+    "ui",
+    "ui_config",
+    "ui_dir",
+    "unix_sockets",
+    "verify_incoming",
+    "verify_outgoing",
+    "verify_server_hostname",
+    "watches",
 ];
-const UNSUPPORTED_PORTS: &[&str] = &["https", "grpc", "grpc_tls", "serf_wan", "sidecar_min_port",
-    "sidecar_max_port", "expose_min_port", "expose_max_port"];
+const UNSUPPORTED_PORTS: &[&str] = &[
+    "https",
+    "grpc",
+    "grpc_tls",
+    "serf_wan",
+    "sidecar_min_port",
+    "sidecar_max_port",
+    "expose_min_port",
+    "expose_max_port",
+];
 
 /// Loads config files and flags. Returns the config and the warnings to log once logging is up.
 pub fn load(p: &Parsed) -> Result<(Config, Vec<String>), String> {
@@ -161,7 +238,9 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>), String> {
     }
     apply_flags(&mut cfg, p)?;
     if cfg.data_dir.is_none() && !cfg.dev {
-        return Err("data_dir is required: pass -data-dir DIR (or -dev for a throwaway agent)".into());
+        return Err(
+            "data_dir is required: pass -data-dir DIR (or -dev for a throwaway agent)".into(),
+        );
     }
     if cfg.bootstrap_expect > 0 && !cfg.server {
         return Err("-bootstrap-expect requires -server".into());
@@ -172,10 +251,12 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>), String> {
 fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Result<(), String> {
     let name = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("config file {name}: {e}"))?;
-    let v: Value =
-        serde_json::from_str(&text).map_err(|e| format!("config file {name}: invalid JSON: {e}"))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("config file {name}: invalid JSON: {e}"))?;
     let Value::Object(obj) = v else {
-        return Err(format!("config file {name}: top level must be a JSON object"));
+        return Err(format!(
+            "config file {name}: top level must be a JSON object"
+        ));
     };
     let mut ignored = Vec::new();
     for (k, v) in &obj {
@@ -187,23 +268,48 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                     cfg.bootstrap_expect = 1;
                 }
             }
-            "bootstrap_expect" => cfg.bootstrap_expect = as_u64(v).ok_or_else(|| err("expected a number"))? as u32,
-            "data_dir" => cfg.data_dir = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into()),
-            "node_name" => cfg.node_name = as_str(v).ok_or_else(|| err("expected a string"))?.into(),
-            "datacenter" => cfg.datacenter = as_str(v).ok_or_else(|| err("expected a string"))?.into(),
+            "bootstrap_expect" => {
+                cfg.bootstrap_expect = as_u64(v).ok_or_else(|| err("expected a number"))? as u32
+            }
+            "data_dir" => {
+                cfg.data_dir = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into())
+            }
+            "node_name" => {
+                cfg.node_name = as_str(v).ok_or_else(|| err("expected a string"))?.into()
+            }
+            "datacenter" => {
+                cfg.datacenter = as_str(v).ok_or_else(|| err("expected a string"))?.into()
+            }
             "domain" => cfg.domain = as_str(v).ok_or_else(|| err("expected a string"))?.into(),
             "bind_addr" => cfg.bind_addr = as_ip(v).ok_or_else(|| err("expected an IP address"))?,
-            "advertise_addr" => cfg.advertise_addr = Some(as_ip(v).ok_or_else(|| err("expected an IP address"))?),
-            "client_addr" => cfg.client_addr = as_ip(v).ok_or_else(|| err("expected an IP address"))?,
-            "retry_join" => cfg.retry_join.extend(as_strings(v).ok_or_else(|| err("expected a list of strings"))?),
-            "start_join" => cfg.start_join.extend(as_strings(v).ok_or_else(|| err("expected a list of strings"))?),
-            "log_level" => cfg.log_level = as_str(v).ok_or_else(|| err("expected a string"))?.into(),
-            "enable_script_checks" => cfg.enable_script_checks = as_bool(v).ok_or_else(|| err("expected a boolean"))?,
-            "enable_local_script_checks" => {
-                cfg.enable_local_script_checks = as_bool(v).ok_or_else(|| err("expected a boolean"))?
+            "advertise_addr" => {
+                cfg.advertise_addr = Some(as_ip(v).ok_or_else(|| err("expected an IP address"))?)
             }
-            "raft_snapshot_threshold" => cfg.raft_snapshot_threshold = as_u64(v).ok_or_else(|| err("expected a number"))?,
-            "raft_trailing_logs" => cfg.raft_trailing_logs = as_u64(v).ok_or_else(|| err("expected a number"))?,
+            "client_addr" => {
+                cfg.client_addr = as_ip(v).ok_or_else(|| err("expected an IP address"))?
+            }
+            "retry_join" => cfg
+                .retry_join
+                .extend(as_strings(v).ok_or_else(|| err("expected a list of strings"))?),
+            "start_join" => cfg
+                .start_join
+                .extend(as_strings(v).ok_or_else(|| err("expected a list of strings"))?),
+            "log_level" => {
+                cfg.log_level = as_str(v).ok_or_else(|| err("expected a string"))?.into()
+            }
+            "enable_script_checks" => {
+                cfg.enable_script_checks = as_bool(v).ok_or_else(|| err("expected a boolean"))?
+            }
+            "enable_local_script_checks" => {
+                cfg.enable_local_script_checks =
+                    as_bool(v).ok_or_else(|| err("expected a boolean"))?
+            }
+            "raft_snapshot_threshold" => {
+                cfg.raft_snapshot_threshold = as_u64(v).ok_or_else(|| err("expected a number"))?
+            }
+            "raft_trailing_logs" => {
+                cfg.raft_trailing_logs = as_u64(v).ok_or_else(|| err("expected a number"))?
+            }
             "ports" => apply_ports(cfg, v, &name.to_string(), &mut ignored)?,
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => return Err(format!("config file {name}: unknown key {k:?}")),
@@ -218,15 +324,24 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
     Ok(())
 }
 
-fn apply_ports(cfg: &mut Config, v: &Value, name: &str, ignored: &mut Vec<String>) -> Result<(), String> {
+fn apply_ports(
+    cfg: &mut Config,
+    v: &Value,
+    name: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), String> {
     let Value::Object(ports) = v else {
-        return Err(format!("config file {name}: key \"ports\": expected an object"));
+        return Err(format!(
+            "config file {name}: key \"ports\": expected an object"
+        ));
     };
     for (k, v) in ports {
         let port = || -> Result<i32, String> {
             match v.as_i64() {
                 Some(n) if (-1..=65535).contains(&n) => Ok(n as i32),
-                _ => Err(format!("config file {name}: key \"ports.{k}\": expected -1 or a port number")),
+                _ => Err(format!(
+                    "config file {name}: key \"ports.{k}\": expected -1 or a port number"
+                )),
             }
         };
         match k.as_str() {
@@ -244,12 +359,17 @@ fn apply_ports(cfg: &mut Config, v: &Value, name: &str, ignored: &mut Vec<String
 fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<(), String> {
     let ip = |flag: &str| -> Result<Option<IpAddr>, String> {
         p.value(flag)
-            .map(|v| v.parse().map_err(|_| format!("invalid IP address {v:?} for flag -{flag}")))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| format!("invalid IP address {v:?} for flag -{flag}"))
+            })
             .transpose()
     };
     let port = |flag: &str| -> Result<Option<i32>, String> {
         match p.num::<i32>(flag)? {
-            Some(n) if !(-1..=65535).contains(&n) => Err(format!("invalid port {n} for flag -{flag}")),
+            Some(n) if !(-1..=65535).contains(&n) => {
+                Err(format!("invalid port {n} for flag -{flag}"))
+            }
             n => Ok(n),
         }
     };
@@ -332,7 +452,6 @@ fn as_strings(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,7 +483,11 @@ mod tests {
         assert_eq!(c.retry_join, ["a", "b"]);
         assert_eq!(c.node_name, "n2", "flags override files");
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("performance, ports.grpc, telemetry"), "{}", w[0]);
+        assert!(
+            w[0].contains("performance, ports.grpc, telemetry"),
+            "{}",
+            w[0]
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@ pub struct Parsed {
 
 impl Parsed {
     pub fn bool(&self, name: &str) -> bool {
-        self.values.get(name).and_then(|v| v.last()).is_some_and(|v| v == "true")
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .is_some_and(|v| v == "true")
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -31,7 +34,10 @@ impl Parsed {
     }
 
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.values.get(name).and_then(|v| v.last()).map(String::as_str)
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(String::as_str)
     }
 
     pub fn all(&self, name: &str) -> &[String] {
@@ -111,13 +117,19 @@ mod tests {
         s.split_whitespace().map(str::to_string).collect()
     }
 
-    const SPEC: &[(&str, Kind)] =
-        &[("enable", Kind::Bool), ("status", Kind::Value), ("retry-join", Kind::Multi)];
+    const SPEC: &[(&str, Kind)] = &[
+        ("enable", Kind::Bool),
+        ("status", Kind::Value),
+        ("retry-join", Kind::Multi),
+    ];
 
     #[test]
     fn accepts_go_and_gnu_spellings() {
-        let p = parse(&args("-enable --status=alive -retry-join a --retry-join=b x -y"), SPEC)
-            .expect("parses");
+        let p = parse(
+            &args("-enable --status=alive -retry-join a --retry-join=b x -y"),
+            SPEC,
+        )
+        .expect("parses");
         assert!(p.bool("enable"));
         assert_eq!(p.value("status"), Some("alive"));
         assert_eq!(p.all("retry-join"), ["a", "b"]);
@@ -133,7 +145,10 @@ mod tests {
             parse(&args("-bogus"), SPEC).unwrap_err(),
             "flag provided but not defined: -bogus"
         );
-        assert_eq!(parse(&args("-status"), SPEC).unwrap_err(), "flag needs an argument: -status");
+        assert_eq!(
+            parse(&args("-status"), SPEC).unwrap_err(),
+            "flag needs an argument: -status"
+        );
         assert_eq!(
             parse(&args("-enable=maybe"), SPEC).unwrap_err(),
             "invalid boolean value \"maybe\" for -enable"

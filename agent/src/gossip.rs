@@ -31,7 +31,10 @@ impl foca::Identity for MemberId {
     type Addr = SocketAddr;
 
     fn renew(&self) -> Option<Self> {
-        Some(MemberId { incarnation: self.incarnation.wrapping_add(1), ..self.clone() })
+        Some(MemberId {
+            incarnation: self.incarnation.wrapping_add(1),
+            ..self.clone()
+        })
     }
 
     fn addr(&self) -> SocketAddr {
@@ -131,7 +134,11 @@ impl Gossip {
         let members: Members = Arc::default();
         members.write().unwrap_or_else(|p| p.into_inner()).insert(
             local.name.clone(),
-            Member { id: local.clone(), status: Status::Alive, since: Instant::now() },
+            Member {
+                id: local.clone(),
+                status: Status::Alive,
+                since: Instant::now(),
+            },
         );
         let (changed_tx, changed_rx) = watch::channel(0);
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
@@ -147,14 +154,22 @@ impl Gossip {
             pending_joins: Vec::new(),
         };
         tokio::spawn(driver.run(cmd_rx, timer_rx, cancel));
-        Gossip { cmd: cmd_tx, members, changed: changed_rx, local }
+        Gossip {
+            cmd: cmd_tx,
+            members,
+            changed: changed_rx,
+            local,
+        }
     }
 
     /// Joins the cluster through `addr` (host:port); waits up to a few seconds for an answer.
     pub async fn join(&self, addr: &str) -> Result<(), String> {
         let sa = resolve(addr).await?;
         let (tx, rx) = oneshot::channel();
-        self.cmd.send(Cmd::Join(sa, tx)).await.map_err(|_| "agent is shutting down".to_string())?;
+        self.cmd
+            .send(Cmd::Join(sa, tx))
+            .await
+            .map_err(|_| "agent is shutting down".to_string())?;
         rx.await.map_err(|_| "agent is shutting down".to_string())?
     }
 
@@ -177,15 +192,24 @@ impl Gossip {
     }
 
     pub fn snapshot(&self) -> Vec<Member> {
-        let mut v: Vec<Member> =
-            self.members.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let mut v: Vec<Member> = self
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| a.id.name.cmp(&b.id.name));
         v
     }
 }
 
 async fn resolve(addr: &str) -> Result<SocketAddr, String> {
-    let with_port = if addr.parse::<SocketAddr>().is_ok() || addr.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok()) {
+    let with_port = if addr.parse::<SocketAddr>().is_ok()
+        || addr
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
+    {
         addr.to_string()
     } else {
         format!("{addr}:8301")
@@ -312,7 +336,8 @@ impl Driver {
                     .map(|m| m.status);
                 match known {
                     None => {
-                        let _ = reply.send(Err(format!("No node named {name:?} in the member list")));
+                        let _ =
+                            reply.send(Err(format!("No node named {name:?} in the member list")));
                     }
                     Some(_) => {
                         self.broadcast_control(KIND_LEAVE, name.as_bytes()).await;
@@ -326,8 +351,10 @@ impl Driver {
 
     fn expire_joins(&mut self) {
         let timeout = Duration::from_secs(5);
-        let (expired, keep): (Vec<_>, Vec<_>) =
-            self.pending_joins.drain(..).partition(|(t, _)| t.elapsed() > timeout);
+        let (expired, keep): (Vec<_>, Vec<_>) = self
+            .pending_joins
+            .drain(..)
+            .partition(|(t, _)| t.elapsed() > timeout);
         self.pending_joins = keep;
         for (_, r) in expired {
             let _ = r.send(Err("no response from the join address within 5s".into()));
@@ -365,7 +392,14 @@ impl Driver {
             OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
                 tracing::info!(member = %id.name, addr = %id.addr, "member alive");
                 self.leaving.remove(&id.name);
-                m.insert(id.name.clone(), Member { id, status: Status::Alive, since: Instant::now() });
+                m.insert(
+                    id.name.clone(),
+                    Member {
+                        id,
+                        status: Status::Alive,
+                        since: Instant::now(),
+                    },
+                );
                 if !self.pending_joins.is_empty() {
                     for (_, r) in self.pending_joins.drain(..) {
                         let _ = r.send(Ok(()));
@@ -374,14 +408,27 @@ impl Driver {
                 true
             }
             OwnedNotification::MemberDown(id) => {
-                let status = if self.leaving.contains_key(&id.name) { Status::Left } else { Status::Failed };
+                let status = if self.leaving.contains_key(&id.name) {
+                    Status::Left
+                } else {
+                    Status::Failed
+                };
                 // The same agent may already be back under a new address or incarnation: a
                 // Down only applies to the identity currently recorded under its name.
-                if m.get(&id.name).is_some_and(|cur| cur.id != id && cur.status == Status::Alive) {
+                if m.get(&id.name)
+                    .is_some_and(|cur| cur.id != id && cur.status == Status::Alive)
+                {
                     return false;
                 }
                 tracing::info!(member = %id.name, status = status.as_str(), "member down");
-                m.insert(id.name.clone(), Member { id, status, since: Instant::now() });
+                m.insert(
+                    id.name.clone(),
+                    Member {
+                        id,
+                        status,
+                        since: Instant::now(),
+                    },
+                );
                 true
             }
             _ => false,

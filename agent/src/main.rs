@@ -49,7 +49,10 @@ fn exit_code(r: anyhow::Result<i32>) -> i32 {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| anyhow!("start runtime: {e}"))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow!("start runtime: {e}"))
 }
 
 fn client(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
@@ -70,7 +73,10 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
         }
     ))
     .map_err(|e| anyhow!("invalid -log-level {:?}: {e}", cfg.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     for w in warnings {
         tracing::warn!("{w}");
     }
@@ -90,7 +96,10 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -26,7 +26,9 @@ struct ServerMember {
 
 fn server_of(m: &Member, dc: &str) -> Option<ServerMember> {
     let t = &m.id.tags;
-    if t.get(TAG_ROLE).map(String::as_str) != Some("consul") || t.get(TAG_DC).map(String::as_str) != Some(dc) {
+    if t.get(TAG_ROLE).map(String::as_str) != Some("consul")
+        || t.get(TAG_DC).map(String::as_str) != Some(dc)
+    {
         return None;
     }
     let raft_id = t.get(TAG_RAFT_ID)?.parse().ok()?;
@@ -56,10 +58,16 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
         }
         let members = gossip.snapshot();
-        let servers: Vec<ServerMember> =
-            members.iter().filter_map(|m| server_of(m, &config.datacenter)).collect();
+        let servers: Vec<ServerMember> = members
+            .iter()
+            .filter_map(|m| server_of(m, &config.datacenter))
+            .collect();
         if !server.is_server() {
-            let addrs = servers.iter().filter(|s| s.status == Status::Alive).map(|s| s.rpc.clone()).collect();
+            let addrs = servers
+                .iter()
+                .filter(|s| s.status == Status::Alive)
+                .map(|s| s.rpc.clone())
+                .collect();
             server.set_servers(addrs);
             continue;
         }
@@ -85,7 +93,10 @@ async fn maybe_bootstrap(config: &Config, server: &Server, servers: &[ServerMemb
     if expect == 0 {
         return false;
     }
-    let alive: Vec<&ServerMember> = servers.iter().filter(|s| s.status == Status::Alive).collect();
+    let alive: Vec<&ServerMember> = servers
+        .iter()
+        .filter(|s| s.status == Status::Alive)
+        .collect();
     if alive.len() < expect {
         return false;
     }
@@ -107,7 +118,10 @@ async fn maybe_bootstrap(config: &Config, server: &Server, servers: &[ServerMemb
         }
     }
     let members: BTreeMap<u64, String> = alive.iter().map(|s| (s.raft_id, s.rpc.clone())).collect();
-    tracing::info!(servers = alive.len(), "bootstrap-expect reached; forming the cluster");
+    tracing::info!(
+        servers = alive.len(),
+        "bootstrap-expect reached; forming the cluster"
+    );
     match server.bootstrap(members).await {
         Ok(()) => true,
         Err(e) => {
@@ -140,13 +154,25 @@ async fn reconcile_raft(server: &Server, servers: &[ServerMember]) {
 
 /// Every live member is a catalog node with a `serfHealth` check; failed members' checks go
 /// critical; members that left are removed. Servers carry the `consul` service.
-async fn reconcile_catalog(config: &Config, server: &Server, members: &[Member]) -> muster_server::Result<()> {
-    let Some(catalog) = server.catalog() else { return Ok(()) };
+async fn reconcile_catalog(
+    config: &Config,
+    server: &Server,
+    members: &[Member],
+) -> muster_server::Result<()> {
+    let Some(catalog) = server.catalog() else {
+        return Ok(());
+    };
     for m in members {
         let name = &m.id.name;
         if m.status == Status::Left {
             if catalog.node(name)?.is_some() {
-                server.write(Command::Deregister { node: name.clone(), service_id: None, check_id: None }).await?;
+                server
+                    .write(Command::Deregister {
+                        node: name.clone(),
+                        service_id: None,
+                        check_id: None,
+                    })
+                    .await?;
             }
             continue;
         }
@@ -157,20 +183,29 @@ async fn reconcile_catalog(config: &Config, server: &Server, members: &[Member])
         let address = m.id.addr.ip().to_string();
         let node = catalog.node(name)?;
         let checks = catalog.node_checks(name)?;
-        let serf_ok = checks.iter().any(|c| c.id == SERF_CHECK && c.status == status);
+        let serf_ok = checks
+            .iter()
+            .any(|c| c.id == SERF_CHECK && c.status == status);
         let node_ok = node.as_ref().is_some_and(|n| n.address == address);
         let server_member = server_of(m, &config.datacenter);
         let service = server_member.as_ref().map(|s| Service {
             id: "consul".into(),
             name: "consul".into(),
-            port: s.rpc.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(8300),
+            port: s
+                .rpc
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(8300),
             weight_passing: 1,
             weight_warning: 1,
             ..Default::default()
         });
         let service_ok = match &service {
             None => true,
-            Some(want) => catalog.node_services(name)?.iter().any(|s| s.id == want.id && s.port == want.port),
+            Some(want) => catalog
+                .node_services(name)?
+                .iter()
+                .any(|s| s.id == want.id && s.port == want.port),
         };
         if serf_ok && node_ok && service_ok {
             continue;
@@ -196,7 +231,7 @@ async fn reconcile_catalog(config: &Config, server: &Server, members: &[Member])
                 ..Default::default()
             }],
         };
-        server.write(Command::Register(reg)).await?;
+        server.write(Command::Register(Box::new(reg))).await?;
     }
     Ok(())
 }

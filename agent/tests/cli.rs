@@ -12,26 +12,52 @@ fn muster() -> Command {
 fn version_prints_a_plain_version() {
     let out = muster().arg("version").output().expect("run");
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("Muster v{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("Muster v{}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn unknown_flag_is_named() {
-    let out = muster().args(["agent", "-dev", "-bogus-flag"]).output().expect("run");
+    let out = muster()
+        .args(["agent", "-dev", "-bogus-flag"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error: flag provided but not defined: -bogus-flag");
-    let out = muster().args(["members", "--no-such"]).output().expect("run");
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "Error: flag provided but not defined: -no-such");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error: flag provided but not defined: -bogus-flag"
+    );
+    let out = muster()
+        .args(["members", "--no-such"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "Error: flag provided but not defined: -no-such"
+    );
 }
 
 #[test]
 fn unreachable_agent_is_a_clear_error() {
     // Bind and drop to find a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port();
-    let out = muster().args(["members", "-http-addr", &format!("127.0.0.1:{port}")]).output().expect("run");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let out = muster()
+        .args(["members", "-http-addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("Error: cannot reach the agent at http://127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "Error: cannot reach the agent at http://127.0.0.1:{port}"
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -42,7 +68,18 @@ fn port_in_use_is_one_line_and_nonzero() {
     let out = muster()
         .args(["agent", "-server", "-bootstrap-expect", "1", "-data-dir"])
         .arg(dir.path())
-        .args(["-bind", "127.0.0.1", "-http-port", &port, "-dns-port", "0", "-server-port", "0", "-serf-lan-port", "0"])
+        .args([
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            &port,
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -58,11 +95,18 @@ fn config_file_with_unknown_key_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = dir.path().join("bad.json");
     std::fs::write(&f, r#"{"server": true, "bootstrap_expct": 3}"#).expect("write");
-    let out = muster().args(["agent", "-dev", "-config-file"]).arg(&f).output().expect("run");
+    let out = muster()
+        .args(["agent", "-dev", "-config-file"])
+        .arg(&f)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
-        format!("Error: config file {}: unknown key \"bootstrap_expct\"", f.display())
+        format!(
+            "Error: config file {}: unknown key \"bootstrap_expct\"",
+            f.display()
+        )
     );
 }
 
@@ -71,7 +115,18 @@ fn start(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, u16
     let mut child = muster()
         .args(["agent", "-node", "n1", "-data-dir"])
         .arg(data_dir)
-        .args(["-bind", "127.0.0.1", "-http-port", "0", "-dns-port", "0", "-server-port", "0", "-serf-lan-port", "0"])
+        .args([
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -82,7 +137,11 @@ fn start(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, u16
     for line in BufReader::new(stdout).lines() {
         let line = line.expect("line");
         if let Some(i) = line.find("HTTP: ") {
-            port = line[i + 6..].split(',').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            port = line[i + 6..]
+                .split(',')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
         }
         if line.starts_with("==> Log data") {
             break;
@@ -102,23 +161,60 @@ fn data_dir_of_another_node_is_refused_and_corrupt_files_are_reported() {
     let out = muster()
         .args(["agent", "-node", "other", "-data-dir"])
         .arg(dir.path())
-        .args(["-server", "-bind", "127.0.0.1", "-http-port", "0", "-dns-port", "0", "-server-port", "0", "-serf-lan-port", "0"])
+        .args([
+            "-server",
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("belongs to node \"n1\" in datacenter \"dc1\", not to node \"other\""), "{err}");
+    assert!(
+        err.contains("belongs to node \"n1\" in datacenter \"dc1\", not to node \"other\""),
+        "{err}"
+    );
 
-    std::fs::write(dir.path().join("raft.redb"), b"this is not a redb file at all, just junk bytes").expect("corrupt");
+    std::fs::write(
+        dir.path().join("raft.redb"),
+        b"this is not a redb file at all, just junk bytes",
+    )
+    .expect("corrupt");
     let out = muster()
         .args(["agent", "-node", "n1", "-data-dir"])
         .arg(dir.path())
-        .args(["-server", "-bind", "127.0.0.1", "-http-port", "0", "-dns-port", "0", "-server-port", "0", "-serf-lan-port", "0"])
+        .args([
+            "-server",
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("Error: cannot open {}", dir.path().join("raft.redb").display())), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "Error: cannot open {}",
+            dir.path().join("raft.redb").display()
+        )),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
@@ -132,7 +228,12 @@ fn sigterm_leaves_and_exits_and_state_survives_restart() {
     // Ready: a leader, then an acknowledged write.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ok = client.put(format!("{base}/v1/kv/durable")).body("yes").send().ok().is_some_and(|r| r.status().as_u16() == 200);
+        let ok = client
+            .put(format!("{base}/v1/kv/durable"))
+            .body("yes")
+            .send()
+            .ok()
+            .is_some_and(|r| r.status().as_u16() == 200);
         if ok {
             break;
         }
@@ -140,17 +241,28 @@ fn sigterm_leaves_and_exits_and_state_survives_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("agent ready for writes {:?} after spawn", started.elapsed());
-    let self_info: serde_json::Value = client.get(format!("{base}/v1/agent/self")).send().expect("self").json().expect("json");
+    let self_info: serde_json::Value = client
+        .get(format!("{base}/v1/agent/self"))
+        .send()
+        .expect("self")
+        .json()
+        .expect("json");
     assert_eq!(self_info["Config"]["Version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(self_info["Config"]["NodeName"], "n1");
 
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
     let deadline = Instant::now() + Duration::from_secs(8);
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
             break s;
         }
-        assert!(Instant::now() < deadline, "agent did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "agent did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
@@ -166,7 +278,10 @@ fn sigterm_leaves_and_exits_and_state_survives_restart() {
             assert_eq!(r.text().expect("body"), "yes");
             break;
         }
-        assert!(Instant::now() < deadline, "value did not survive the restart");
+        assert!(
+            Instant::now() < deadline,
+            "value did not survive the restart"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();

@@ -36,9 +36,17 @@ pub(crate) async fn catalog_node(
     let (res, meta) = st.server.read(mode, Query::Node { name }).await?;
     let resp = match res {
         QueryResult::Node(Some((node, services))) => {
-            let services =
-                services.into_iter().map(|s| (s.id.clone(), AgentService::from(s))).collect();
-            json(&NodeServices { node: node.into(), services }, p.pretty())
+            let services = services
+                .into_iter()
+                .map(|s| (s.id.clone(), AgentService::from(s)))
+                .collect();
+            json(
+                &NodeServices {
+                    node: node.into(),
+                    services,
+                },
+                p.pretty(),
+            )
         }
         _ => StatusCode::NOT_FOUND.into_response(),
     };

@@ -25,7 +25,10 @@ pub(crate) async fn kv_get(
     let mode = p.consistency()?;
     let key = key_of(path);
     let query = if p.has("keys") {
-        Query::KvKeys { prefix: key, separator: p.get("separator").map(str::to_string) }
+        Query::KvKeys {
+            prefix: key,
+            separator: p.get("separator").map(str::to_string),
+        }
     } else if p.has("recurse") {
         Query::KvList { prefix: key }
     } else {
@@ -35,9 +38,10 @@ pub(crate) async fn kv_get(
     let resp = match res {
         QueryResult::Kv(Some(e)) if p.has("raw") => e.value.into_response(),
         QueryResult::Kv(Some(e)) => json(&[KvPair::from(e)], p.pretty()),
-        QueryResult::KvList(l) if !l.is_empty() => {
-            json(&l.into_iter().map(KvPair::from).collect::<Vec<_>>(), p.pretty())
-        }
+        QueryResult::KvList(l) if !l.is_empty() => json(
+            &l.into_iter().map(KvPair::from).collect::<Vec<_>>(),
+            p.pretty(),
+        ),
         QueryResult::Keys(k) if !k.is_empty() => json(&k, p.pretty()),
         _ => StatusCode::NOT_FOUND.into_response(),
     };
@@ -63,11 +67,21 @@ pub(crate) async fn kv_put(
         )));
     }
     if p.has("acquire") || p.has("release") {
-        return Err(ApiError::BadRequest("Sessions (acquire/release) are not supported yet".into()));
+        return Err(ApiError::BadRequest(
+            "Sessions (acquire/release) are not supported yet".into(),
+        ));
     }
     let flags = p.u64("flags")?.unwrap_or(0);
     let cas = p.u64("cas")?;
-    let r = st.server.write(Command::KvSet { key, value: body.to_vec(), flags, cas }).await?;
+    let r = st
+        .server
+        .write(Command::KvSet {
+            key,
+            value: body.to_vec(),
+            flags,
+            cas,
+        })
+        .await?;
     Ok(write_reply(r.success, r.index, p.pretty()))
 }
 
@@ -85,7 +99,10 @@ pub(crate) async fn kv_delete(
         if key.is_empty() {
             return Err(ApiError::BadRequest("Missing key name".into()));
         }
-        Command::KvDelete { key, cas: p.u64("cas")? }
+        Command::KvDelete {
+            key,
+            cas: p.u64("cas")?,
+        }
     };
     let r = st.server.write(cmd).await?;
     Ok(write_reply(r.success, r.index, p.pretty()))
@@ -94,7 +111,15 @@ pub(crate) async fn kv_delete(
 /// `true`/`false`, with the index the write was applied at.
 fn write_reply(ok: bool, index: u64, pretty: bool) -> Response {
     let mut resp = json(&ok, pretty);
-    let meta = muster_server::model::ReadMeta { index, known_leader: true, last_contact_ms: 0 };
-    set_meta(resp.headers_mut(), &meta, muster_server::model::Consistency::Default);
+    let meta = muster_server::model::ReadMeta {
+        index,
+        known_leader: true,
+        last_contact_ms: 0,
+    };
+    set_meta(
+        resp.headers_mut(),
+        &meta,
+        muster_server::model::Consistency::Default,
+    );
     resp
 }

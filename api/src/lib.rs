@@ -14,8 +14,8 @@ pub mod types;
 use std::sync::Arc;
 
 pub use error::ApiError;
-pub use router::router;
 use muster_server::Server;
+pub use router::router;
 
 /// Largest KV value accepted, as Consul (512 KiB).
 pub const MAX_VALUE_SIZE: usize = 512 * 1024;

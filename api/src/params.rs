@@ -35,10 +35,9 @@ impl Params {
     pub(crate) fn u64(&self, k: &str) -> ApiResult<Option<u64>> {
         match self.get(k) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::BadRequest(format!("Invalid {k} value {v:?}: not a number"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::BadRequest(format!("Invalid {k} value {v:?}: not a number"))
+            }),
         }
     }
 
@@ -70,7 +69,11 @@ impl Params {
 
 /// Serializes `v` as JSON, indented with `?pretty`.
 pub(crate) fn json<T: Serialize>(v: &T, pretty: bool) -> Response {
-    let body = if pretty { serde_json::to_vec_pretty(v) } else { serde_json::to_vec(v) };
+    let body = if pretty {
+        serde_json::to_vec_pretty(v)
+    } else {
+        serde_json::to_vec(v)
+    };
     match body {
         Ok(b) => ([("content-type", "application/json")], b).into_response(),
         Err(e) => ApiError::Unavailable(format!("encode response: {e}")).into_response(),
@@ -87,7 +90,14 @@ pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
     h.insert("x-consul-index", HeaderValue::from(meta.index.max(1)));
     let known = if meta.known_leader { "true" } else { "false" };
     h.insert("x-consul-knownleader", HeaderValue::from_static(known));
-    let contact = if meta.last_contact_ms == u64::MAX { 0 } else { meta.last_contact_ms };
+    let contact = if meta.last_contact_ms == u64::MAX {
+        0
+    } else {
+        meta.last_contact_ms
+    };
     h.insert("x-consul-lastcontact", HeaderValue::from(contact));
-    h.insert("x-consul-effective-consistency", HeaderValue::from_static(mode.as_str()));
+    h.insert(
+        "x-consul-effective-consistency",
+        HeaderValue::from_static(mode.as_str()),
+    );
 }

@@ -114,7 +114,10 @@ impl From<Service> for AgentService {
             address: s.address,
             meta: s.meta,
             port: s.port,
-            weights: Weights { passing: s.weight_passing, warning: s.weight_warning },
+            weights: Weights {
+                passing: s.weight_passing,
+                warning: s.weight_warning,
+            },
             enable_tag_override: s.enable_tag_override,
             create_index: s.create_index,
             modify_index: s.modify_index,

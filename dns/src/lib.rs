@@ -41,7 +41,11 @@ impl DnsHandler {
 
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
-    async fn handle_request<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
         let code = match request.request_info() {
             Ok(info) => {
                 let name = info.query.name().to_string().to_ascii_lowercase();
@@ -68,7 +72,12 @@ impl RequestHandler for DnsHandler {
 }
 
 /// Serves DNS on already-bound sockets until `cancel` fires.
-pub async fn serve(handler: DnsHandler, udp: UdpSocket, tcp: TcpListener, cancel: CancellationToken) {
+pub async fn serve(
+    handler: DnsHandler,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    cancel: CancellationToken,
+) {
     let mut server = ServerFuture::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5));

@@ -22,7 +22,13 @@ pub enum Error {
          {node:?} in {dc:?}: start with -node {found_node} -datacenter {found_dc}, or use another \
          -data-dir"
     )]
-    DataDirMismatch { dir: PathBuf, found_node: String, found_dc: String, node: String, dc: String },
+    DataDirMismatch {
+        dir: PathBuf,
+        found_node: String,
+        found_dc: String,
+        node: String,
+        dc: String,
+    },
     /// Another process holds the data directory's database files.
     #[error("data dir {0} is in use by another muster process")]
     DataDirInUse(PathBuf),

@@ -9,8 +9,12 @@
 mod config;
 mod error;
 pub mod model;
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at
+// every internal call would only add allocations on the write path.
+#[allow(clippy::result_large_err)]
 mod raft;
 mod server;
+#[allow(clippy::result_large_err)]
 mod store;
 
 pub use config::ServerConfig;
@@ -19,4 +23,5 @@ pub use server::Server;
 pub use store::Catalog;
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests;

@@ -72,10 +72,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn open_db(path: &Path) -> Result<Arc<Database>> {
     match Database::create(path) {
         Ok(db) => Ok(Arc::new(db)),
-        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-            Err(Error::DataDirInUse(path.parent().unwrap_or(path).to_path_buf()))
-        }
-        Err(e) => Err(Error::Open { path: path.to_path_buf(), reason: e.to_string() }),
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::DataDirInUse(
+            path.parent().unwrap_or(path).to_path_buf(),
+        )),
+        Err(e) => Err(Error::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -177,12 +180,20 @@ impl Server {
                 let _ = raft.shutdown().await;
             });
         }
-        Ok(Server { local: Some(local), rpc, servers: Arc::default() })
+        Ok(Server {
+            local: Some(local),
+            rpc,
+            servers: Arc::default(),
+        })
     }
 
     /// A handle for a client agent: no local state, every request goes to a server.
     pub fn client() -> Server {
-        Server { local: None, rpc: RpcClient::default(), servers: Arc::default() }
+        Server {
+            local: None,
+            rpc: RpcClient::default(),
+            servers: Arc::default(),
+        }
     }
 
     /// Replaces the server RPC addresses a client agent forwards to.
@@ -208,10 +219,17 @@ impl Server {
     /// Asks another server for its view of the leader and voters (used before bootstrapping,
     /// to join an existing cluster instead of forming a second one).
     pub async fn remote_status(&self, addr: &str) -> Result<(Option<String>, Vec<String>)> {
-        match self.rpc.call(addr, &Request::Status, Duration::from_secs(2)).await {
+        match self
+            .rpc
+            .call(addr, &Request::Status, Duration::from_secs(2))
+            .await
+        {
             Ok(Response::Status(s)) => Ok((s.leader, s.peers)),
             Ok(_) => Err(Error::Storage("unexpected reply".into())),
-            Err(e) => Err(Error::Rpc { addr: addr.to_string(), reason: e.0 }),
+            Err(e) => Err(Error::Rpc {
+                addr: addr.to_string(),
+                reason: e.0,
+            }),
         }
     }
 
@@ -259,7 +277,9 @@ impl Server {
     pub async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
         match &self.local {
             Some(l) => l.barrier(mode).await,
-            None => Err(Error::InvalidRequest("no local state on a client agent".into())),
+            None => Err(Error::InvalidRequest(
+                "no local state on a client agent".into(),
+            )),
         }
     }
 
@@ -278,11 +298,17 @@ impl Server {
     /// already belongs to a cluster, so every server may call it with the same set.
     pub async fn bootstrap(&self, members: BTreeMap<u64, String>) -> Result<()> {
         let l = self.local.as_ref().ok_or(Error::NoServers)?;
-        if l.raft.is_initialized().await.map_err(|e| Error::Stopped(e.to_string()))? {
+        if l.raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::Stopped(e.to_string()))?
+        {
             return Ok(());
         }
-        let members: BTreeMap<u64, BasicNode> =
-            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        let members: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
         match l.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(_)) => Ok(()),
@@ -313,7 +339,9 @@ impl Server {
 
     /// Whether this node is the leader holding a valid lease.
     pub fn is_leader(&self) -> bool {
-        self.local.as_ref().is_some_and(|l| l.leader_view() == LeaderView::Me)
+        self.local
+            .as_ref()
+            .is_some_and(|l| l.leader_view() == LeaderView::Me)
     }
 
     /// The leader's server RPC address (`""` in Consul's reply when unknown), and the voters'.
@@ -420,7 +448,11 @@ impl Local {
             }
             let single = mem.voter_ids().count() <= 1;
             let fresh = lock(&self.quorum_ack).is_some_and(|t| t.elapsed() < self.lease());
-            return if single || fresh { LeaderView::Me } else { LeaderView::Unknown };
+            return if single || fresh {
+                LeaderView::Me
+            } else {
+                LeaderView::Unknown
+            };
         }
         // A follower trusts a leader it heard from recently.
         let fresh = lock(&self.leader_contact).is_some_and(|t| t.elapsed() < self.lease());
@@ -433,8 +465,7 @@ impl Local {
     fn last_contact_ms(&self) -> u64 {
         match self.leader_view() {
             LeaderView::Me => 0,
-            _ => lock(&self.leader_contact)
-                .map_or(u64::MAX, |t| t.elapsed().as_millis() as u64),
+            _ => lock(&self.leader_contact).map_or(u64::MAX, |t| t.elapsed().as_millis() as u64),
         }
     }
 
@@ -444,7 +475,10 @@ impl Local {
             LeaderView::Other(a) => Some(a),
             LeaderView::Unknown => None,
         };
-        StatusReply { leader, peers: self.voters().into_values().collect() }
+        StatusReply {
+            leader,
+            peers: self.voters().into_values().collect(),
+        }
     }
 
     /// Waits for the leader view to change or `step` to pass, whichever first.
@@ -517,7 +551,11 @@ impl Local {
     async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
         let view = self.leader_view();
         let known_leader = view != LeaderView::Unknown;
-        let meta = |known_leader| ReadMeta { index: 0, known_leader, last_contact_ms: self.last_contact_ms() };
+        let meta = |known_leader| ReadMeta {
+            index: 0,
+            known_leader,
+            last_contact_ms: self.last_contact_ms(),
+        };
         match (mode, view) {
             (Consistency::Stale, _) => Ok(meta(known_leader)),
             (_, LeaderView::Me) => {
@@ -604,7 +642,14 @@ impl Local {
                     return Ok(());
                 }
                 let node = BasicNode { addr: addr.clone() };
-                let known = self.raft.metrics().borrow().membership_config.membership().get_node(id).cloned();
+                let known = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(id)
+                    .cloned();
                 if known.is_some_and(|n| n.addr != *addr) {
                     // The server came back on another address: update it in place.
                     tracing::info!(id, %addr, "server address changed; updating raft membership");
@@ -617,7 +662,10 @@ impl Local {
                 tracing::info!(id, %addr, "adding server as voter");
                 self.raft.add_learner(*id, node, true).await.map_err(fail)?;
                 let ids: BTreeSet<u64> = voters.keys().copied().chain([*id]).collect();
-                self.raft.change_membership(ids, false).await.map_err(fail)?;
+                self.raft
+                    .change_membership(ids, false)
+                    .await
+                    .map_err(fail)?;
                 Ok(())
             }
             Request::RemoveServer { id } => {
@@ -626,7 +674,10 @@ impl Local {
                 }
                 tracing::info!(id, "removing server from voters");
                 let ids: BTreeSet<u64> = voters.keys().copied().filter(|v| v != id).collect();
-                self.raft.change_membership(ids, false).await.map_err(fail)?;
+                self.raft
+                    .change_membership(ids, false)
+                    .await
+                    .map_err(fail)?;
                 Ok(())
             }
             _ => Err(Error::InvalidRequest("not an admin request".into())),
@@ -652,7 +703,9 @@ impl Local {
             }
             Request::Write(cmd) => Response::Write(self.write(cmd, true).await.map_err(wire)),
             Request::Apply(cmd) => Response::Write(self.write(cmd, false).await.map_err(wire)),
-            Request::ReadIndex(mode) => Response::ReadIndex(self.read_index(mode).await.map_err(wire)),
+            Request::ReadIndex(mode) => {
+                Response::ReadIndex(self.read_index(mode).await.map_err(wire))
+            }
             Request::Read(mode, q) => Response::Read(self.read(mode, &q).await.map_err(wire)),
             r @ (Request::AddVoter { .. } | Request::RemoveServer { .. }) => {
                 Response::Done(self.admin_local(&r).await.map_err(wire))

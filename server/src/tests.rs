@@ -27,4 +27,3 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
 fn redb_stores_pass_openraft_suite() -> Result<(), StorageError> {
     Suite::test_all(RedbBuilder)
 }
-

@@ -44,9 +44,25 @@ impl Agent {
     /// Starts `muster agent -node NAME -data-dir DIR ARGS...` with every port ephemeral.
     pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> anyhow::Result<Agent> {
         let mut all: Vec<String> = [
-            "agent", "-node", name, "-data-dir", &data_dir.display().to_string(), "-bind", "127.0.0.1",
-            "-client", "127.0.0.1", "-http-port", "0", "-dns-port", "0", "-server-port", "0",
-            "-serf-lan-port", "0", "-log-level", "debug",
+            "agent",
+            "-node",
+            name,
+            "-data-dir",
+            &data_dir.display().to_string(),
+            "-bind",
+            "127.0.0.1",
+            "-client",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+            "-log-level",
+            "debug",
         ]
         .iter()
         .map(|s| s.to_string())
@@ -58,7 +74,10 @@ impl Agent {
     fn spawn(name: &str, data_dir: &Path, args: Vec<String>) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(data_dir)?;
         let log = data_dir.with_extension("log");
-        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let mut child = Command::new(muster_bin())
             .args(&args)
             .env("NO_COLOR", "1")
@@ -106,7 +125,9 @@ impl Agent {
         agent.http = format!("{host}:{}", field(client, "HTTP: ").unwrap_or("0")).parse()?;
         agent.dns = field(client, "DNS: ").and_then(|p| format!("{host}:{p}").parse().ok());
         agent.serf = format!("{host}:{}", field(cluster, "LAN: ").unwrap_or("0")).parse()?;
-        agent.rpc = field(cluster, "Server RPC: ").filter(|s| *s != "-").map(str::to_string);
+        agent.rpc = field(cluster, "Server RPC: ")
+            .filter(|s| *s != "-")
+            .map(str::to_string);
         Ok(agent)
     }
 
@@ -124,8 +145,12 @@ impl Agent {
 
     /// Sends SIGTERM to the agent's PID and waits up to `timeout` for it to exit.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(mut c) = self.child.take() else { bail!("not running") };
-        Command::new("kill").args(["-TERM", &c.id().to_string()]).status()?;
+        let Some(mut c) = self.child.take() else {
+            bail!("not running")
+        };
+        Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()?;
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = c.try_wait()? {
@@ -142,7 +167,9 @@ impl Agent {
 
     /// Waits for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
-        let Some(c) = self.child.as_mut() else { bail!("not running") };
+        let Some(c) = self.child.as_mut() else {
+            bail!("not running")
+        };
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = c.try_wait()? {
@@ -208,15 +235,25 @@ impl Resp {
     }
 
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     }
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(15)).build().expect("client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client")
 }
 
-pub async fn req(method: reqwest::Method, url: &str, body: Option<Vec<u8>>) -> anyhow::Result<Resp> {
+pub async fn req(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Resp> {
     let mut r = http().request(method, url);
     if let Some(b) = body {
         r = r.body(b);
@@ -225,7 +262,11 @@ pub async fn req(method: reqwest::Method, url: &str, body: Option<Vec<u8>>) -> a
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.bytes().await?.to_vec();
-    Ok(Resp { status, headers, body })
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
 }
 
 pub async fn get(url: &str) -> anyhow::Result<Resp> {
@@ -268,7 +309,8 @@ pub async fn start_servers(root: &Path, n: usize, extra: &[&str]) -> anyhow::Res
     let mut agents: Vec<Agent> = Vec::new();
     for i in 0..n {
         let name = format!("s{}", i + 1);
-        let mut args: Vec<String> = vec!["-server".into(), "-bootstrap-expect".into(), expect.clone()];
+        let mut args: Vec<String> =
+            vec!["-server".into(), "-bootstrap-expect".into(), expect.clone()];
         if let Some(first) = agents.first() {
             args.push("-retry-join".into());
             args.push(first.serf.to_string());
@@ -283,7 +325,10 @@ pub async fn start_servers(root: &Path, n: usize, extra: &[&str]) -> anyhow::Res
 
 /// Waits until every given agent reports the same leader; returns its index among them when
 /// it is one of them.
-pub async fn wait_for_agreed_leader(agents: &[Agent], timeout: Duration) -> anyhow::Result<Option<usize>> {
+pub async fn wait_for_agreed_leader(
+    agents: &[Agent],
+    timeout: Duration,
+) -> anyhow::Result<Option<usize>> {
     let leader = wait_until("a leader all servers agree on", timeout, || async {
         let mut seen = None;
         for a in agents {
@@ -295,5 +340,7 @@ pub async fn wait_for_agreed_leader(agents: &[Agent], timeout: Duration) -> anyh
         seen
     })
     .await?;
-    Ok(agents.iter().position(|a| a.rpc.as_deref() == Some(leader.as_str())))
+    Ok(agents
+        .iter()
+        .position(|a| a.rpc.as_deref() == Some(leader.as_str())))
 }

@@ -11,9 +11,15 @@ use muster_tests::*;
 async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let servers = start_servers(root.path(), 3, &[]).await?;
-    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?.expect("leader is a server");
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10))
+        .await?
+        .expect("leader is a server");
     let peers = get(&servers[0].url("/v1/status/peers")).await?.json();
-    assert_eq!(peers.as_array().map(Vec::len), Some(3), "three voters: {peers}");
+    assert_eq!(
+        peers.as_array().map(Vec::len),
+        Some(3),
+        "three voters: {peers}"
+    );
 
     // Write through a follower; read it back from every server.
     let follower = &servers[(leader + 1) % 3];
@@ -38,9 +44,18 @@ async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()>
     })
     .await?;
     for s in &servers {
-        assert!(nodes.as_array().is_some_and(|a| a.iter().any(|n| n["Node"] == s.name.as_str())));
-        let node = get(&servers[0].url(&format!("/v1/catalog/node/{}", s.name))).await?.json();
-        let port: u16 = s.rpc.as_deref().and_then(|r| r.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()).unwrap_or(0);
+        assert!(nodes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["Node"] == s.name.as_str())));
+        let node = get(&servers[0].url(&format!("/v1/catalog/node/{}", s.name)))
+            .await?
+            .json();
+        let port: u16 = s
+            .rpc
+            .as_deref()
+            .and_then(|r| r.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(0);
         assert_eq!(node["Services"]["consul"]["Port"], port, "{node}");
     }
     Ok(())
@@ -50,7 +65,9 @@ async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()>
 async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let mut servers = start_servers(root.path(), 3, &[]).await?;
-    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?.expect("leader");
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10))
+        .await?
+        .expect("leader");
 
     // A writer spreading PUTs over all three servers, recording what was acknowledged.
     let urls: Vec<String> = servers.iter().map(|s| s.url("/v1/kv/")).collect();
@@ -81,40 +98,68 @@ async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Res
     servers[leader].kill9();
     let survivors: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
     // Writes resume through the survivors under a new leader.
-    wait_until("writes resuming after failover", Duration::from_secs(15), || async {
-        (acked.lock().expect("lock").len() >= before + 100).then_some(())
-    })
+    wait_until(
+        "writes resuming after failover",
+        Duration::from_secs(15),
+        || async { (acked.lock().expect("lock").len() >= before + 100).then_some(()) },
+    )
     .await?;
-    eprintln!("writes resumed {:?} after kill -9 of the leader", killed_at.elapsed());
+    eprintln!(
+        "writes resumed {:?} after kill -9 of the leader",
+        killed_at.elapsed()
+    );
     stop.store(true, Ordering::Relaxed);
     writer.await?;
     let new_leader = leader_of(&servers[survivors[0]]).await.expect("new leader");
     assert_ne!(Some(new_leader.as_str()), servers[leader].rpc.as_deref());
 
     let acked = acked.lock().expect("lock").clone();
-    let keys = get(&servers[survivors[0]].url("/v1/kv/stream/?keys&consistent")).await?.json();
-    let have: std::collections::HashSet<String> =
-        keys.as_array().into_iter().flatten().filter_map(|k| k.as_str().map(str::to_string)).collect();
+    let keys = get(&servers[survivors[0]].url("/v1/kv/stream/?keys&consistent"))
+        .await?
+        .json();
+    let have: std::collections::HashSet<String> = keys
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
     for i in &acked {
-        assert!(have.contains(&format!("stream/{i:06}")), "acknowledged write {i} lost");
+        assert!(
+            have.contains(&format!("stream/{i:06}")),
+            "acknowledged write {i} lost"
+        );
     }
 
     // The killed server restarts from its data dir and catches up.
     servers[leader].restart()?;
     let want = have.len();
     let restarted = &servers[leader];
-    wait_until("restarted server caught up", Duration::from_secs(30), || async {
-        let k = get(&restarted.url("/v1/kv/stream/?keys&stale")).await.ok()?.json();
-        (k.as_array()?.len() == want).then_some(())
-    })
+    wait_until(
+        "restarted server caught up",
+        Duration::from_secs(30),
+        || async {
+            let k = get(&restarted.url("/v1/kv/stream/?keys&stale"))
+                .await
+                .ok()?
+                .json();
+            (k.as_array()?.len() == want).then_some(())
+        },
+    )
     .await
     .map_err(|e| {
-        let logs: Vec<String> = servers.iter().map(|s| format!("--- {}\n{}", s.name, s.logs())).collect();
+        let logs: Vec<String> = servers
+            .iter()
+            .map(|s| format!("--- {}\n{}", s.name, s.logs()))
+            .collect();
         anyhow::anyhow!("{e}\n{}", logs.join("\n"))
     })?;
     wait_for_agreed_leader(&servers, Duration::from_secs(15)).await?;
     let peers = get(&servers[leader].url("/v1/status/peers")).await?.json();
-    assert_eq!(peers.as_array().map(Vec::len), Some(3), "rejoined as a voter: {peers}");
+    assert_eq!(
+        peers.as_array().map(Vec::len),
+        Some(3),
+        "rejoined as a voter: {peers}"
+    );
     Ok(())
 }
 
@@ -127,7 +172,9 @@ async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()>
     // The value must be on the survivor before the others die.
     let survivor = 2;
     wait_until("value replicated", Duration::from_secs(10), || async {
-        let r = get(&servers[survivor].url("/v1/kv/app/x?stale")).await.ok()?;
+        let r = get(&servers[survivor].url("/v1/kv/app/x?stale"))
+            .await
+            .ok()?;
         (r.status == 200).then_some(())
     })
     .await?;
@@ -136,18 +183,26 @@ async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()>
     let s = &servers[survivor];
 
     // Writes fail with Consul's message, each within a bounded time.
-    wait_until("writes refused with No cluster leader", Duration::from_secs(20), || async {
-        let t = Instant::now();
-        let r = put(&s.url("/v1/kv/app/y"), b"2").await.ok()?;
-        let took = t.elapsed();
-        assert!(took < Duration::from_secs(12), "a write hung for {took:?}");
-        (r.status == 500 && r.text() == "No cluster leader").then_some(())
-    })
+    wait_until(
+        "writes refused with No cluster leader",
+        Duration::from_secs(20),
+        || async {
+            let t = Instant::now();
+            let r = put(&s.url("/v1/kv/app/y"), b"2").await.ok()?;
+            let took = t.elapsed();
+            assert!(took < Duration::from_secs(12), "a write hung for {took:?}");
+            (r.status == 500 && r.text() == "No cluster leader").then_some(())
+        },
+    )
     .await?;
     let t = Instant::now();
     let r = put(&s.url("/v1/kv/app/y"), b"2").await?;
     assert_eq!((r.status, r.text().as_str()), (500, "No cluster leader"));
-    assert!(t.elapsed() < Duration::from_secs(5), "write took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "write took {:?}",
+        t.elapsed()
+    );
 
     // Default reads fail once past max_stale; consistent reads fail at once.
     wait_until("default reads refused", Duration::from_secs(20), || async {
@@ -172,28 +227,57 @@ async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()>
 async fn snapshot_brings_a_new_server_up_to_date() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let cfg = root.path().join("raft.json");
-    std::fs::write(&cfg, r#"{"raft_snapshot_threshold": 50, "raft_trailing_logs": 0}"#)?;
+    std::fs::write(
+        &cfg,
+        r#"{"raft_snapshot_threshold": 50, "raft_trailing_logs": 0}"#,
+    )?;
     let cfg = cfg.display().to_string();
-    let s1 = Agent::start("s1", &root.path().join("s1"), &["-server", "-bootstrap-expect", "1", "-config-file", &cfg])?;
+    let s1 = Agent::start(
+        "s1",
+        &root.path().join("s1"),
+        &["-server", "-bootstrap-expect", "1", "-config-file", &cfg],
+    )?;
     wait_until("s1 leader", Duration::from_secs(10), || leader_of(&s1)).await?;
     for i in 0..300 {
-        let r = put(&s1.url(&format!("/v1/kv/bulk/{i:04}")), format!("value-{i}").as_bytes()).await?;
+        let r = put(
+            &s1.url(&format!("/v1/kv/bulk/{i:04}")),
+            format!("value-{i}").as_bytes(),
+        )
+        .await?;
         assert_eq!(r.status, 200);
     }
     wait_until("s1 built a snapshot", Duration::from_secs(10), || async {
         s1.logs().contains("built snapshot").then_some(())
     })
     .await?;
-    let s2 = Agent::start("s2", &root.path().join("s2"), &["-server", "-retry-join", &s1.serf.to_string(), "-config-file", &cfg])?;
+    let s2 = Agent::start(
+        "s2",
+        &root.path().join("s2"),
+        &[
+            "-server",
+            "-retry-join",
+            &s1.serf.to_string(),
+            "-config-file",
+            &cfg,
+        ],
+    )?;
     wait_until("s2 has every key", Duration::from_secs(30), || async {
         let k = get(&s2.url("/v1/kv/bulk/?keys&stale")).await.ok()?.json();
         (k.as_array()?.len() == 300).then_some(())
     })
     .await?;
-    assert!(s2.logs().contains("installed snapshot"), "s2 caught up without a snapshot:\n{}", s2.logs());
+    assert!(
+        s2.logs().contains("installed snapshot"),
+        "s2 caught up without a snapshot:\n{}",
+        s2.logs()
+    );
     let r = get(&s2.url("/v1/kv/bulk/0123?raw&stale")).await?;
     assert_eq!(r.body, b"value-123");
     let peers = get(&s1.url("/v1/status/peers")).await?.json();
-    assert_eq!(peers.as_array().map(Vec::len), Some(2), "s2 added as a voter: {peers}");
+    assert_eq!(
+        peers.as_array().map(Vec::len),
+        Some(2),
+        "s2 added as a voter: {peers}"
+    );
     Ok(())
 }

@@ -9,17 +9,31 @@ fn member_status(members: &serde_json::Value, name: &str) -> Option<u64> {
 }
 
 fn serf_health(checks: &serde_json::Value) -> Option<String> {
-    let c = checks.as_array()?.iter().find(|c| c["CheckID"] == "serfHealth")?;
+    let c = checks
+        .as_array()?
+        .iter()
+        .find(|c| c["CheckID"] == "serfHealth")?;
     c["Status"].as_str().map(str::to_string)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_agent_forwards_reads_and_writes() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let server = Agent::start("srv", &root.path().join("srv"), &["-server", "-bootstrap-expect", "1"])?;
+    let server = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
     wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
-    let client = Agent::start("cli", &root.path().join("cli"), &["-join", &server.serf.to_string()])?;
-    assert!(client.rpc.is_none(), "a client agent has no server RPC port");
+    let client = Agent::start(
+        "cli",
+        &root.path().join("cli"),
+        &["-join", &server.serf.to_string()],
+    )?;
+    assert!(
+        client.rpc.is_none(),
+        "a client agent has no server RPC port"
+    );
     // The client learns the server through gossip, then forwards.
     let w = wait_until("client write accepted", Duration::from_secs(15), || async {
         let r = put(&client.url("/v1/kv/via/client"), b"hello").await.ok()?;
@@ -35,7 +49,11 @@ async fn client_agent_forwards_reads_and_writes() -> anyhow::Result<()> {
     assert_eq!(leader.as_str(), server.rpc.as_deref());
     // The CLI through the client agent.
     let out = client.cli(&["kv", "put", "cli/key", "from-cli"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = client.cli(&["kv", "get", "cli/key"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-cli\n");
     Ok(())
@@ -44,49 +62,92 @@ async fn client_agent_forwards_reads_and_writes() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_and_left_members_are_told_apart() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let server = Agent::start("srv", &root.path().join("srv"), &["-server", "-bootstrap-expect", "1"])?;
+    let server = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
     wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
     let join = server.serf.to_string();
     let mut doomed = Agent::start("doomed", &root.path().join("doomed"), &["-join", &join])?;
-    let leaver = Agent::start("leaver", &root.path().join("leaver"), &["-retry-join", &join])?;
-    wait_until("both clients alive with passing serfHealth", Duration::from_secs(15), || async {
-        let m = get(&server.url("/v1/agent/members")).await.ok()?.json();
-        let ok = member_status(&m, "doomed") == Some(1) && member_status(&m, "leaver") == Some(1);
-        let c = get(&server.url("/v1/health/node/doomed")).await.ok()?.json();
-        (ok && serf_health(&c).as_deref() == Some("passing")).then_some(())
-    })
+    let leaver = Agent::start(
+        "leaver",
+        &root.path().join("leaver"),
+        &["-retry-join", &join],
+    )?;
+    wait_until(
+        "both clients alive with passing serfHealth",
+        Duration::from_secs(15),
+        || async {
+            let m = get(&server.url("/v1/agent/members")).await.ok()?.json();
+            let ok =
+                member_status(&m, "doomed") == Some(1) && member_status(&m, "leaver") == Some(1);
+            let c = get(&server.url("/v1/health/node/doomed"))
+                .await
+                .ok()?
+                .json();
+            (ok && serf_health(&c).as_deref() == Some("passing")).then_some(())
+        },
+    )
     .await?;
     let members = get(&server.url("/v1/agent/members")).await?.json();
-    let me = members.as_array().and_then(|a| a.iter().find(|m| m["Name"] == "srv")).cloned().unwrap_or_default();
+    let me = members
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["Name"] == "srv"))
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(me["Tags"]["role"], "consul");
     assert_eq!(me["Tags"]["dc"], "dc1");
     assert_eq!(me["Port"], server.serf.port());
 
     doomed.kill9();
-    wait_until("killed member failed, its serfHealth critical", Duration::from_secs(20), || async {
-        let m = get(&server.url("/v1/agent/members")).await.ok()?.json();
-        let c = get(&server.url("/v1/health/node/doomed")).await.ok()?.json();
-        (member_status(&m, "doomed") == Some(4) && serf_health(&c).as_deref() == Some("critical")).then_some(())
-    })
+    wait_until(
+        "killed member failed, its serfHealth critical",
+        Duration::from_secs(20),
+        || async {
+            let m = get(&server.url("/v1/agent/members")).await.ok()?.json();
+            let c = get(&server.url("/v1/health/node/doomed"))
+                .await
+                .ok()?
+                .json();
+            (member_status(&m, "doomed") == Some(4)
+                && serf_health(&c).as_deref() == Some("critical"))
+            .then_some(())
+        },
+    )
     .await?;
     let out = server.cli(&["members", "-status=failed"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.starts_with("Node"), "{text}");
-    assert!(text.lines().any(|l| l.starts_with("doomed") && l.contains("failed")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("doomed") && l.contains("failed")),
+        "{text}"
+    );
     assert!(!text.contains("leaver"), "{text}");
 
     let mut leaver = leaver;
     let out = leaver.cli(&["leave"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let status = leaver.wait_exit(Duration::from_secs(10))?;
     assert!(status.success());
-    wait_until("leaver shown as left and deregistered", Duration::from_secs(15), || async {
-        let m = get(&server.url("/v1/agent/members")).await.ok()?.json();
-        let n = get(&server.url("/v1/catalog/node/leaver")).await.ok()?;
-        (member_status(&m, "leaver") == Some(3) && n.status == 404).then_some(())
-    })
+    wait_until(
+        "leaver shown as left and deregistered",
+        Duration::from_secs(15),
+        || async {
+            let m = get(&server.url("/v1/agent/members")).await.ok()?.json();
+            let n = get(&server.url("/v1/catalog/node/leaver")).await.ok()?;
+            (member_status(&m, "leaver") == Some(3) && n.status == 404).then_some(())
+        },
+    )
     .await?;
     let out = server.cli(&["members", "-status", "left"]);
-    assert!(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("leaver") && l.contains("left")));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.starts_with("leaver") && l.contains("left")));
     Ok(())
 }

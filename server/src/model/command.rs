@@ -8,15 +8,24 @@ use super::Registration;
 pub enum Command {
     /// Set a key. `cas: Some(0)` creates only if absent; `Some(n)` writes only if the key's
     /// ModifyIndex is `n`.
-    KvSet { key: String, value: Vec<u8>, flags: u64, cas: Option<u64> },
+    KvSet {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        cas: Option<u64>,
+    },
     /// Delete a key; with `cas`, only if its ModifyIndex matches.
     KvDelete { key: String, cas: Option<u64> },
     /// Delete every key starting with `prefix`.
     KvDeleteTree { prefix: String },
     /// Register a node, and optionally a service and checks on it.
-    Register(Registration),
+    Register(Box<Registration>),
     /// Remove a node (and everything on it), or one service (and its checks), or one check.
-    Deregister { node: String, service_id: Option<String>, check_id: Option<String> },
+    Deregister {
+        node: String,
+        service_id: Option<String>,
+        check_id: Option<String>,
+    },
 }
 
 /// What applying a [`Command`] produced.

@@ -39,12 +39,23 @@ pub struct ReadMeta {
 /// A read that can be executed locally or shipped to a server (for client agents).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Query {
-    KvGet { key: String },
-    KvList { prefix: String },
-    KvKeys { prefix: String, separator: Option<String> },
+    KvGet {
+        key: String,
+    },
+    KvList {
+        prefix: String,
+    },
+    KvKeys {
+        prefix: String,
+        separator: Option<String>,
+    },
     Nodes,
-    Node { name: String },
-    NodeChecks { name: String },
+    Node {
+        name: String,
+    },
+    NodeChecks {
+        name: String,
+    },
 }
 
 /// The answer to a [`Query`].

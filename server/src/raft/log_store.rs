@@ -32,7 +32,10 @@ impl LogStore {
         Ok(LogStore { db })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError> {
         get_meta(&self.db, key)
     }
 
@@ -74,7 +77,9 @@ pub(crate) fn put_meta<T: serde::Serialize>(
     txn.set_durability(Durability::Immediate);
     {
         let mut table = txn.open_table(META).map_err(sto_err)?;
-        table.insert(key, encode(value)?.as_slice()).map_err(sto_err)?;
+        table
+            .insert(key, encode(value)?.as_slice())
+            .map_err(sto_err)?;
     }
     txn.commit().map_err(sto_err)
 }
@@ -106,7 +111,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, v)) => Some(decode::<Entry>(v.value())?.log_id),
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -144,7 +152,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -187,7 +199,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 m.insert(PURGED, bytes.as_slice()).map_err(sto_err)?;
             }
             let mut t = txn.open_table(LOGS).map_err(sto_err)?;
-            t.retain_in(..=log_id.index, |_, _| false).map_err(sto_err)?;
+            t.retain_in(..=log_id.index, |_, _| false)
+                .map_err(sto_err)?;
             Ok(())
         })
         .await

@@ -35,8 +35,13 @@ pub(crate) enum Request {
     ReadIndex(Consistency),
     /// A read from a client agent, executed by the receiving server.
     Read(Consistency, Query),
-    AddVoter { id: NodeId, addr: String },
-    RemoveServer { id: NodeId },
+    AddVoter {
+        id: NodeId,
+        addr: String,
+    },
+    RemoveServer {
+        id: NodeId,
+    },
     Status,
 }
 
@@ -57,7 +62,9 @@ pub(crate) struct StatusReply {
 pub(crate) enum Response {
     AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
-    InstallSnapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
     Write(Result<CommandResult, WireError>),
     ReadIndex(Result<u64, WireError>),
     Read(Result<(QueryResult, ReadMeta), WireError>),
@@ -79,7 +86,9 @@ async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
 async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let len = s.read_u32().await? as usize;
     if len > MAX_FRAME {
-        return Err(std::io::Error::other(format!("frame of {len} bytes exceeds limit")));
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes exceeds limit"
+        )));
     }
     let mut buf = vec![0; len];
     s.read_exact(&mut buf).await?;
@@ -131,7 +140,11 @@ impl RpcClient {
         let bytes = match tokio::time::timeout(timeout, fut).await {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => return Err(TransportError(format!("{addr}: {e}"))),
-            Err(_) => return Err(TransportError(format!("{addr}: timed out after {timeout:?}"))),
+            Err(_) => {
+                return Err(TransportError(format!(
+                    "{addr}: timed out after {timeout:?}"
+                )))
+            }
         };
         postcard::from_bytes(&bytes).map_err(|e| TransportError(format!("{addr}: bad reply: {e}")))
     }

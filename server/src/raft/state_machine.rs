@@ -49,7 +49,11 @@ impl StateMachine {
         txn.open_table(SM_META).map_err(sto_err)?;
         txn.open_table(INDEXES).map_err(sto_err)?;
         txn.commit().map_err(sto_err)?;
-        let sm = StateMachine { db, snapshot_path, applied: watch::channel(0).0 };
+        let sm = StateMachine {
+            db,
+            snapshot_path,
+            applied: watch::channel(0).0,
+        };
         let last = sm.read_applied()?.0.map_or(0, |l| l.index);
         sm.applied.send_replace(last);
         Ok(sm)
@@ -119,7 +123,9 @@ impl StateMachine {
         let bytes = encode(file)?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &bytes).map_err(sto_err)?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(sto_err)?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(sto_err)?;
         std::fs::rename(&tmp, path).map_err(sto_err)
     }
 }
@@ -134,11 +140,21 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
                 None => format!("0-0-{}", rand::random::<u32>()),
             };
-            let meta = SnapshotMeta { last_log_id: last, last_membership: membership, snapshot_id };
-            let file = SnapshotFile { meta: meta.clone(), data };
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: membership,
+                snapshot_id,
+            };
+            let file = SnapshotFile {
+                meta: meta.clone(),
+                data,
+            };
             Self::write_snapshot_file(&path, &file)?;
             tracing::info!(index = last.map_or(0, |l| l.index), "built snapshot");
-            Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(file.data)) })
+            Ok(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(file.data)),
+            })
         })
         .await
         .map_err(sto_err)?
@@ -172,19 +188,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = e.log_id.index;
                 last = Some(e.log_id);
                 match e.payload {
-                    EntryPayload::Blank => results.push(CommandResult { index, success: true }),
+                    EntryPayload::Blank => results.push(CommandResult {
+                        index,
+                        success: true,
+                    }),
                     EntryPayload::Normal(cmd) => results.push(apply_command(&txn, index, cmd)?),
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(e.log_id), m));
-                        results.push(CommandResult { index, success: true });
+                        results.push(CommandResult {
+                            index,
+                            success: true,
+                        });
                     }
                 }
             }
             {
                 let mut meta = txn.open_table(SM_META).map_err(sto_err)?;
-                meta.insert(LAST_APPLIED, encode(&last)?.as_slice()).map_err(sto_err)?;
+                meta.insert(LAST_APPLIED, encode(&last)?.as_slice())
+                    .map_err(sto_err)?;
                 if let Some(m) = membership {
-                    meta.insert(MEMBERSHIP, encode(&m)?.as_slice()).map_err(sto_err)?;
+                    meta.insert(MEMBERSHIP, encode(&m)?.as_slice())
+                        .map_err(sto_err)?;
                 }
             }
             txn.commit().map_err(sto_err)?;
@@ -234,8 +258,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     t.insert(k.as_str(), v).map_err(sto_err)?;
                 }
                 let mut m = txn.open_table(SM_META).map_err(sto_err)?;
-                m.insert(LAST_APPLIED, encode(&meta.last_log_id)?.as_slice()).map_err(sto_err)?;
-                m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice()).map_err(sto_err)?;
+                m.insert(LAST_APPLIED, encode(&meta.last_log_id)?.as_slice())
+                    .map_err(sto_err)?;
+                m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice())
+                    .map_err(sto_err)?;
             }
             txn.commit().map_err(sto_err)?;
             Self::write_snapshot_file(&path, &SnapshotFile { meta, data })
@@ -254,6 +280,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Err(e) => return Err(sto_err(e)),
         };
         let file: SnapshotFile = decode(&bytes)?;
-        Ok(Some(Snapshot { meta: file.meta, snapshot: Box::new(Cursor::new(file.data)) }))
+        Ok(Some(Snapshot {
+            meta: file.meta,
+            snapshot: Box::new(Cursor::new(file.data)),
+        }))
     }
 }

@@ -10,13 +10,26 @@ type R<T> = Result<T, StorageError>;
 
 pub(crate) fn apply_command(txn: &WriteTransaction, index: u64, cmd: Command) -> R<CommandResult> {
     let success = match cmd {
-        Command::KvSet { key, value, flags, cas } => kv_set(txn, index, key, value, flags, cas)?,
+        Command::KvSet {
+            key,
+            value,
+            flags,
+            cas,
+        } => kv_set(txn, index, key, value, flags, cas)?,
         Command::KvDelete { key, cas } => kv_delete(txn, index, &key, cas)?,
         Command::KvDeleteTree { prefix } => kv_delete_tree(txn, index, &prefix)?,
-        Command::Register(reg) => register(txn, index, reg)?,
-        Command::Deregister { node, service_id, check_id } => {
-            deregister(txn, index, &node, service_id.as_deref(), check_id.as_deref())?
-        }
+        Command::Register(reg) => register(txn, index, *reg)?,
+        Command::Deregister {
+            node,
+            service_id,
+            check_id,
+        } => deregister(
+            txn,
+            index,
+            &node,
+            service_id.as_deref(),
+            check_id.as_deref(),
+        )?,
     };
     Ok(CommandResult { index, success })
 }
@@ -51,7 +64,12 @@ fn kv_set(
         }
     }
     let entry = match old {
-        Some(old) => KvEntry { value, flags, modify_index: index, ..old },
+        Some(old) => KvEntry {
+            value,
+            flags,
+            modify_index: index,
+            ..old
+        },
         None => KvEntry {
             key: key.clone(),
             value,
@@ -62,7 +80,8 @@ fn kv_set(
             lock_index: 0,
         },
     };
-    t.insert(key.as_str(), encode(&entry)?.as_slice()).map_err(sto_err)?;
+    t.insert(key.as_str(), encode(&entry)?.as_slice())
+        .map_err(sto_err)?;
     drop(t);
     bump(txn, IDX_KV, index)?;
     Ok(true)
@@ -107,7 +126,12 @@ fn kv_delete_tree(txn: &WriteTransaction, index: u64, prefix: &str) -> R<bool> {
 }
 
 fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
-    let Registration { node, skip_node_update, service, checks } = reg;
+    let Registration {
+        node,
+        skip_node_update,
+        service,
+        checks,
+    } = reg;
     {
         let mut nodes = txn.open_table(NODES).map_err(sto_err)?;
         let old: Option<Node> = get(&nodes, &node.name)?;
@@ -124,8 +148,14 @@ fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
         };
         if write {
             let create_index = old.map_or(index, |o| o.create_index);
-            let n = Node { create_index, modify_index: index, ..node.clone() };
-            nodes.insert(node.name.as_str(), encode(&n)?.as_slice()).map_err(sto_err)?;
+            let n = Node {
+                create_index,
+                modify_index: index,
+                ..node.clone()
+            };
+            nodes
+                .insert(node.name.as_str(), encode(&n)?.as_slice())
+                .map_err(sto_err)?;
             drop(nodes);
             bump(txn, IDX_NODES, index)?;
         }
@@ -136,14 +166,26 @@ fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
         let key = node_key(&node.name, &svc.id);
         let old: Option<Service> = get(&t, &key)?;
         let unchanged = old.as_ref().is_some_and(|o| {
-            Service { create_index: 0, modify_index: 0, ..o.clone() }
-                == Service { create_index: 0, modify_index: 0, ..svc.clone() }
+            Service {
+                create_index: 0,
+                modify_index: 0,
+                ..o.clone()
+            } == Service {
+                create_index: 0,
+                modify_index: 0,
+                ..svc.clone()
+            }
         });
         service_name = Some((svc.id.clone(), svc.name.clone()));
         if !unchanged {
             let create_index = old.map_or(index, |o| o.create_index);
-            let s = Service { create_index, modify_index: index, ..svc };
-            t.insert(key.as_str(), encode(&s)?.as_slice()).map_err(sto_err)?;
+            let s = Service {
+                create_index,
+                modify_index: index,
+                ..svc
+            };
+            t.insert(key.as_str(), encode(&s)?.as_slice())
+                .map_err(sto_err)?;
             drop(t);
             bump(txn, IDX_SERVICES, index)?;
         }
@@ -162,23 +204,36 @@ fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
                 }
             }
             if !c.service_id.is_empty() {
-                let svc: Option<Service> = match services.get(node_key(&node.name, &c.service_id).as_str()) {
-                    Ok(Some(v)) => Some(decode(v.value())?),
-                    Ok(None) => None,
-                    Err(e) => return Err(sto_err(e)),
-                };
+                let svc: Option<Service> =
+                    match services.get(node_key(&node.name, &c.service_id).as_str()) {
+                        Ok(Some(v)) => Some(decode(v.value())?),
+                        Ok(None) => None,
+                        Err(e) => return Err(sto_err(e)),
+                    };
                 c.service_name = svc.map(|s| s.name).unwrap_or_default();
             }
             let key = node_key(&node.name, &c.id);
             let old: Option<Check> = get(&t, &key)?;
             let unchanged = old.as_ref().is_some_and(|o| {
-                Check { create_index: 0, modify_index: 0, ..o.clone() }
-                    == Check { create_index: 0, modify_index: 0, ..c.clone() }
+                Check {
+                    create_index: 0,
+                    modify_index: 0,
+                    ..o.clone()
+                } == Check {
+                    create_index: 0,
+                    modify_index: 0,
+                    ..c.clone()
+                }
             });
             if !unchanged {
                 let create_index = old.map_or(index, |o| o.create_index);
-                let c = Check { create_index, modify_index: index, ..c };
-                t.insert(key.as_str(), encode(&c)?.as_slice()).map_err(sto_err)?;
+                let c = Check {
+                    create_index,
+                    modify_index: index,
+                    ..c
+                };
+                t.insert(key.as_str(), encode(&c)?.as_slice())
+                    .map_err(sto_err)?;
                 changed = true;
             }
         }
@@ -217,13 +272,18 @@ fn deregister(
         (Some(sid), _) => {
             let removed = {
                 let mut t = txn.open_table(SERVICES).map_err(sto_err)?;
-                let r = t.remove(node_key(node, sid).as_str()).map_err(sto_err)?.is_some();
+                let r = t
+                    .remove(node_key(node, sid).as_str())
+                    .map_err(sto_err)?
+                    .is_some();
                 r
             };
             let checks_removed = {
                 let mut t = txn.open_table(CHECKS).map_err(sto_err)?;
                 remove_range(&mut t, node, |v| {
-                    decode::<Check>(v).map(|c| c.service_id == sid).unwrap_or(false)
+                    decode::<Check>(v)
+                        .map(|c| c.service_id == sid)
+                        .unwrap_or(false)
                 })?
             };
             if removed {
@@ -236,7 +296,10 @@ fn deregister(
         (None, Some(cid)) => {
             let removed = {
                 let mut t = txn.open_table(CHECKS).map_err(sto_err)?;
-                let r = t.remove(node_key(node, cid).as_str()).map_err(sto_err)?.is_some();
+                let r = t
+                    .remove(node_key(node, cid).as_str())
+                    .map_err(sto_err)?
+                    .is_some();
                 r
             };
             if removed {

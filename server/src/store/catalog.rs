@@ -161,18 +161,24 @@ impl Catalog {
                 let keys = self.kv_keys(prefix, separator.as_deref())?;
                 (QueryResult::Keys(keys), self.table_index(IDX_KV)?)
             }
-            Query::Nodes => (QueryResult::Nodes(self.nodes()?), self.table_index(IDX_NODES)?),
+            Query::Nodes => (
+                QueryResult::Nodes(self.nodes()?),
+                self.table_index(IDX_NODES)?,
+            ),
             Query::Node { name } => {
                 let n = match self.node(name)? {
                     Some(n) => Some((n, self.node_services(name)?)),
                     None => None,
                 };
-                let idx = self.table_index(IDX_NODES)?.max(self.table_index(IDX_SERVICES)?);
+                let idx = self
+                    .table_index(IDX_NODES)?
+                    .max(self.table_index(IDX_SERVICES)?);
                 (QueryResult::Node(n), idx)
             }
-            Query::NodeChecks { name } => {
-                (QueryResult::Checks(self.node_checks(name)?), self.table_index(IDX_CHECKS)?)
-            }
+            Query::NodeChecks { name } => (
+                QueryResult::Checks(self.node_checks(name)?),
+                self.table_index(IDX_CHECKS)?,
+            ),
         })
     }
 }
