@@ -108,15 +108,9 @@ impl AgentControl for Control {
         self.cancel.cancel();
     }
 
-    fn force_leave(&self, node: &str) -> Result<(), String> {
+    fn force_leave(&self, node: String) -> BoxFuture<'static, Result<(), String>> {
         let g = self.gossip.clone();
-        let node = node.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = g.force_leave(&node).await {
-                tracing::warn!(error = %e, "force-leave failed");
-            }
-        });
-        Ok(())
+        Box::pin(async move { g.force_leave(&node).await })
     }
 
     fn datacenter(&self) -> String {
@@ -149,7 +143,10 @@ fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
 
 /// Runs an agent until it is told to leave or `shutdown` fires.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // `cancel` means "leave": HTTP, DNS and the reconcile loop stop at once. `core` (gossip,
+    // server RPC, Raft) stays up until the leave steps have run, then stops too.
     let cancel = shutdown.child_token();
+    let core = CancellationToken::new();
     // -dev keeps its state in a temp dir removed on exit.
     let (_tmp, data_dir): (Option<tempfile::TempDir>, PathBuf) = match &config.data_dir {
         Some(d) => (None, d.clone()),
@@ -208,7 +205,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             );
             sc.snapshot_threshold = config.raft_snapshot_threshold;
             sc.trailing_logs = config.raft_trailing_logs;
-            Server::start(sc, listener, cancel.clone()).await?
+            Server::start(sc, listener, core.clone()).await?
         }
         None => Server::client(),
     };
@@ -235,7 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tags,
         incarnation: 0,
     };
-    let gossip = Gossip::start(serf, local, cancel.clone());
+    let gossip = Gossip::start(serf, local, core.clone());
 
     let control = Arc::new(Control {
         config: config.clone(),
@@ -324,6 +321,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         reconcile::leave_raft(&server).await;
     }
     gossip.leave().await;
+    core.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(Duration::from_secs(5), drain)
         .await

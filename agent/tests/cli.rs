@@ -287,3 +287,83 @@ fn sigterm_leaves_and_exits_and_state_survives_restart() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, port) = start(&["-server", "-bootstrap-expect", "1"], dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut acked = 0;
+    while acked < 200 {
+        let r = client
+            .put(format!("{base}/v1/kv/k/{acked:04}"))
+            .body(format!("v{acked}"))
+            .send();
+        if r.ok().is_some_and(|r| r.status().as_u16() == 200) {
+            acked += 1;
+        } else {
+            assert!(Instant::now() < deadline, "agent never accepted writes");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let (mut child, port) = start(&["-server", "-bootstrap-expect", "1"], dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let keys = loop {
+        let r = client
+            .get(format!("{base}/v1/kv/k/?keys"))
+            .send()
+            .ok()
+            .filter(|r| r.status().as_u16() == 200);
+        if let Some(r) = r {
+            break r.json::<Vec<String>>().expect("keys");
+        }
+        assert!(Instant::now() < deadline, "no answer after restart");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(keys.len(), 200, "every acknowledged write is back");
+    let last = client
+        .get(format!("{base}/v1/kv/k/0199?raw"))
+        .send()
+        .expect("get")
+        .text()
+        .expect("body");
+    assert_eq!(last, "v199");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn unusable_data_dir_is_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let out = muster()
+        .args(["agent", "-server", "-data-dir"])
+        .arg(&file)
+        .args([
+            "-bind",
+            "127.0.0.1",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("Error: cannot create data dir {}", file.display())),
+        "{err}"
+    );
+}

@@ -34,6 +34,9 @@ pub(crate) async fn agent_force_leave(
     State(st): State<ApiState>,
     Path(node): Path<String>,
 ) -> ApiResult<Response> {
-    st.agent.force_leave(&node).map_err(ApiError::BadRequest)?;
+    st.agent
+        .force_leave(node)
+        .await
+        .map_err(ApiError::BadRequest)?;
     Ok(().into_response())
 }

@@ -32,7 +32,7 @@ pub trait AgentControl: Send + Sync + 'static {
     /// Leaves the cluster gracefully and shuts the agent down.
     fn leave(&self);
     /// Marks a failed member as left.
-    fn force_leave(&self, node: &str) -> Result<(), String>;
+    fn force_leave(&self, node: String) -> futures::future::BoxFuture<'static, Result<(), String>>;
     /// This agent's datacenter.
     fn datacenter(&self) -> String;
 }

@@ -151,3 +151,60 @@ async fn failed_and_left_members_are_told_apart() -> anyhow::Result<()> {
         .any(|l| l.starts_with("leaver") && l.contains("left")));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_leaves_is_removed_from_raft_and_force_leave_works() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    // s3 leaves gracefully (SIGTERM): the others drop it from the voters and mark it left.
+    let status = servers[2].terminate(Duration::from_secs(10))?;
+    assert!(status.success(), "{status}");
+    wait_until(
+        "s3 removed from the voters and left",
+        Duration::from_secs(15),
+        || async {
+            let peers = get(&servers[0].url("/v1/status/peers")).await.ok()?.json();
+            let m = get(&servers[0].url("/v1/agent/members")).await.ok()?.json();
+            (peers.as_array()?.len() == 2 && member_status(&m, "s3") == Some(3)).then_some(())
+        },
+    )
+    .await?;
+    // Two voters out of two: the cluster still takes writes.
+    let w = put(&servers[0].url("/v1/kv/after/leave"), b"ok").await?;
+    assert_eq!((w.status, w.text().as_str()), (200, "true"));
+
+    // A client that dies is failed until force-leave makes it left.
+    let mut c = Agent::start(
+        "c1",
+        &root.path().join("c1"),
+        &["-join", &servers[0].serf.to_string()],
+    )?;
+    wait_until("c1 alive", Duration::from_secs(10), || async {
+        let m = get(&servers[0].url("/v1/agent/members")).await.ok()?.json();
+        (member_status(&m, "c1") == Some(1)).then_some(())
+    })
+    .await?;
+    c.kill9();
+    wait_until("c1 failed", Duration::from_secs(20), || async {
+        let m = get(&servers[1].url("/v1/agent/members")).await.ok()?.json();
+        (member_status(&m, "c1") == Some(4)).then_some(())
+    })
+    .await?;
+    let out = servers[0].cli(&["force-leave", "c1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in &servers[..2] {
+        wait_until("c1 left everywhere", Duration::from_secs(10), || async {
+            let m = get(&s.url("/v1/agent/members")).await.ok()?.json();
+            (member_status(&m, "c1") == Some(3)).then_some(())
+        })
+        .await?;
+    }
+    let out = servers[0].cli(&["force-leave", "nobody"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No node named \"nobody\""));
+    Ok(())
+}
