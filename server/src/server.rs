@@ -19,12 +19,71 @@ use crate::raft::log_store::{get_meta, put_meta, LogStore, IDENTITY};
 use crate::raft::network::Network;
 use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::types::{NodeId, Raft};
+use crate::raft::types::{Batch, NodeId, Raft};
 use crate::store::Catalog;
 use crate::{Error, Result, ServerConfig};
 
 /// Timeout of one forwarded request between servers.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most commands packed into one log entry.
+const MAX_BATCH: usize = 1024;
+/// Log entries proposed but not yet committed, at most: later writes queue up and form the
+/// next, larger batch meanwhile.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// What became of one command handed to the batcher.
+enum Outcome {
+    Done(CommandResult),
+    NotLeader,
+    Failed(String),
+}
+
+type Pending = (Command, tokio::sync::oneshot::Sender<Outcome>);
+
+/// Group commit: packs every queued command into one Raft entry, with a few entries in flight.
+async fn batch_loop(raft: Raft, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut cmds = vec![first.0];
+        let mut waiters = vec![first.1];
+        while cmds.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok((c, w)) => {
+                    cmds.push(c);
+                    waiters.push(w);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let res = raft.client_write(Batch(cmds)).await;
+            drop(permit);
+            match res {
+                Ok(resp) => {
+                    for (w, r) in waiters.into_iter().zip(resp.data.0) {
+                        let _ = w.send(Outcome::Done(r));
+                    }
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    for w in waiters {
+                        let _ = w.send(Outcome::NotLeader);
+                    }
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    for w in waiters {
+                        let _ = w.send(Outcome::Failed(msg.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
 
 /// What this server believes about leadership right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +113,11 @@ struct Local {
     leader_contact: Mutex<Option<Instant>>,
     /// When this leader last heard from a quorum (its lease); refreshed from Raft metrics.
     quorum_ack: Mutex<Option<Instant>>,
+    /// Commands waiting to be packed into the next log entry.
+    batcher: tokio::sync::mpsc::Sender<Pending>,
+    /// Commands waiting to be forwarded to the leader, many per RPC.
+    forwarder: tokio::sync::mpsc::Sender<Forward>,
+    metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
 }
 
 /// Read and write access to the replicated state. Cheap to clone.
@@ -69,8 +133,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn open_db(path: &Path) -> Result<Arc<Database>> {
-    match Database::create(path) {
+/// Opens a redb file with a bounded page cache (redb's default is 1 GiB).
+fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> {
+    match Database::builder().set_cache_size(cache_bytes).create(path) {
         Ok(db) => Ok(Arc::new(db)),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::DataDirInUse(
             path.parent().unwrap_or(path).to_path_buf(),
@@ -111,7 +176,7 @@ impl Server {
             path: config.data_dir.clone(),
             reason: e.to_string(),
         })?;
-        let log_db = open_db(&config.data_dir.join("raft.redb"))?;
+        let log_db = open_db(&config.data_dir.join("raft.redb"), 8 << 20)?;
         let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
         let log_store = LogStore::new(log_db.clone()).map_err(st)?;
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
@@ -137,7 +202,7 @@ impl Server {
                 ident.node_id
             }
         };
-        let sm_db = open_db(&config.data_dir.join("state.redb"))?;
+        let sm_db = open_db(&config.data_dir.join("state.redb"), 24 << 20)?;
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
@@ -161,7 +226,14 @@ impl Server {
             .map_err(|e| Error::Stopped(e.to_string()))?;
         tracing::info!(node = %config.node_name, id, "raft node started");
 
+        let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
+        tokio::spawn(batch_loop(raft.clone(), batch_rx));
+        let (fwd_tx, fwd_rx) = tokio::sync::mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
+        tokio::spawn(forward_loop(rpc.clone(), fwd_rx));
         let local = Arc::new(Local {
+            metrics: raft.metrics(),
+            forwarder: fwd_tx,
+            batcher: batch_tx,
             id,
             config,
             raft,
@@ -374,6 +446,61 @@ impl Server {
     }
 }
 
+/// A write on its way to the leader at `addr`; `None` back means "could not deliver".
+type Forward = (
+    String,
+    Command,
+    tokio::sync::oneshot::Sender<Option<Result<CommandResult, WireError>>>,
+);
+
+/// Ships queued writes to the leader, many per RPC, a few RPCs in flight.
+async fn forward_loop(rpc: RpcClient, mut rx: tokio::sync::mpsc::Receiver<Forward>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let addr = first.0.clone();
+        let mut batch = vec![first];
+        let mut other = Vec::new();
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(f) if f.0 == addr => batch.push(f),
+                Ok(f) => other.push(f),
+                Err(_) => break,
+            }
+        }
+        let rpc = rpc.clone();
+        tokio::spawn(async move {
+            for group in [batch, other] {
+                let Some(addr) = group.first().map(|f| f.0.clone()) else {
+                    continue;
+                };
+                let (cmds, waiters): (Vec<Command>, Vec<_>) =
+                    group.into_iter().map(|(_, c, w)| (c, w)).unzip();
+                match rpc
+                    .call(&addr, &Request::ApplyMany(cmds), FORWARD_TIMEOUT)
+                    .await
+                {
+                    Ok(Response::WriteMany(results)) if results.len() == waiters.len() => {
+                        for (w, r) in waiters.into_iter().zip(results) {
+                            let _ = w.send(Some(r));
+                        }
+                    }
+                    other => {
+                        tracing::debug!(?other, %addr, "forwarding writes failed");
+                        for w in waiters {
+                            let _ = w.send(None);
+                        }
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
 async fn accept_loop(local: Arc<Local>, listener: TcpListener, cancel: CancellationToken) {
     loop {
         let conn = tokio::select! {
@@ -429,7 +556,7 @@ impl Local {
     }
 
     fn voters(&self) -> BTreeMap<u64, String> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics.borrow();
         let mem = m.membership_config.membership();
         mem.voter_ids()
             .filter_map(|id| mem.get_node(&id).map(|n| (id, n.addr.clone())))
@@ -437,7 +564,7 @@ impl Local {
     }
 
     fn leader_view(&self) -> LeaderView {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.metrics.borrow();
         let Some(leader) = m.current_leader else {
             return LeaderView::Unknown;
         };
@@ -492,21 +619,28 @@ impl Local {
         loop {
             match self.leader_view() {
                 LeaderView::Me => {
-                    let w = self.raft.client_write(cmd.clone());
-                    match tokio::time::timeout(self.config.leader_wait + FORWARD_TIMEOUT, w).await {
-                        Ok(Ok(resp)) => return Ok(resp.data),
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
-                        Ok(Err(e)) => return Err(Error::Stopped(e.to_string())),
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if self.batcher.send((cmd.clone(), tx)).await.is_err() {
+                        return Err(Error::Stopped("raft stopped".into()));
+                    }
+                    match tokio::time::timeout(self.config.leader_wait + FORWARD_TIMEOUT, rx).await
+                    {
+                        Ok(Ok(Outcome::Done(r))) => return Ok(r),
+                        Ok(Ok(Outcome::NotLeader)) => {}
+                        Ok(Ok(Outcome::Failed(e))) => return Err(Error::Stopped(e)),
+                        Ok(Err(_)) => return Err(Error::Stopped("raft stopped".into())),
                         Err(_) => return Err(Error::NoLeader),
                     }
                 }
                 LeaderView::Other(addr) if forward => {
-                    let req = Request::Apply(cmd.clone());
-                    match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
-                        Ok(Response::Write(Err(WireError::NoLeader))) => {}
-                        Ok(Response::Write(r)) => return r.map_err(unwire),
-                        Ok(_) => return Err(Error::Storage("unexpected reply".into())),
-                        Err(e) => tracing::debug!(error = %e, "forwarding write failed"),
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    if self.forwarder.send((addr, cmd.clone(), tx)).await.is_err() {
+                        return Err(Error::Stopped("raft stopped".into()));
+                    }
+                    match rx.await {
+                        Ok(Some(Err(WireError::NoLeader))) | Ok(None) => {}
+                        Ok(Some(r)) => return r.map_err(unwire),
+                        Err(_) => return Err(Error::Stopped("raft stopped".into())),
                     }
                 }
                 _ => {}
@@ -702,7 +836,11 @@ impl Local {
                 Response::InstallSnapshot(res)
             }
             Request::Write(cmd) => Response::Write(self.write(cmd, true).await.map_err(wire)),
-            Request::Apply(cmd) => Response::Write(self.write(cmd, false).await.map_err(wire)),
+            Request::ApplyMany(cmds) => {
+                let writes = cmds.into_iter().map(|c| self.write(c, false));
+                let results = futures::future::join_all(writes).await;
+                Response::WriteMany(results.into_iter().map(|r| r.map_err(wire)).collect())
+            }
             Request::ReadIndex(mode) => {
                 Response::ReadIndex(self.read_index(mode).await.map_err(wire))
             }

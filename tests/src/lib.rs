@@ -121,10 +121,20 @@ impl Agent {
             let logs = std::fs::read_to_string(&log).unwrap_or_default();
             bail!("agent {name} did not start; banner {banner:?}; log:\n{logs}");
         };
-        let host = "127.0.0.1";
+        // "Client Addr: [127.0.0.1] (HTTP: 8500, DNS: 8600)", "Cluster Addr: 127.0.0.1 (LAN: ..."
+        let host = client
+            .split(['[', ']'])
+            .nth(1)
+            .unwrap_or("127.0.0.1")
+            .to_string();
+        let chost = cluster
+            .split("Addr: ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or("127.0.0.1");
         agent.http = format!("{host}:{}", field(client, "HTTP: ").unwrap_or("0")).parse()?;
         agent.dns = field(client, "DNS: ").and_then(|p| format!("{host}:{p}").parse().ok());
-        agent.serf = format!("{host}:{}", field(cluster, "LAN: ").unwrap_or("0")).parse()?;
+        agent.serf = format!("{chost}:{}", field(cluster, "LAN: ").unwrap_or("0")).parse()?;
         agent.rpc = field(cluster, "Server RPC: ")
             .filter(|s| *s != "-")
             .map(str::to_string);

@@ -29,8 +29,8 @@ pub(crate) enum Request {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A write from a client agent: the receiving server forwards it to the leader.
     Write(Command),
-    /// A write forwarded by a server: only the leader applies it, no further forwarding.
-    Apply(Command),
+    /// Writes forwarded by a server: only the leader applies them, no further forwarding.
+    ApplyMany(Vec<Command>),
     /// Ask the leader for the index a read in this mode must wait for.
     ReadIndex(Consistency),
     /// A read from a client agent, executed by the receiving server.
@@ -66,6 +66,7 @@ pub(crate) enum Response {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     Write(Result<CommandResult, WireError>),
+    WriteMany(Vec<Result<CommandResult, WireError>>),
     ReadIndex(Result<u64, WireError>),
     Read(Result<(QueryResult, ReadMeta), WireError>),
     Done(Result<(), WireError>),

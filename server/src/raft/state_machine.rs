@@ -15,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::*;
-use crate::model::CommandResult;
 use crate::store::tables::*;
 use crate::store::{apply_command, Catalog};
 
@@ -168,7 +167,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.read_applied()
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -188,17 +187,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = e.log_id.index;
                 last = Some(e.log_id);
                 match e.payload {
-                    EntryPayload::Blank => results.push(CommandResult {
-                        index,
-                        success: true,
-                    }),
-                    EntryPayload::Normal(cmd) => results.push(apply_command(&txn, index, cmd)?),
+                    EntryPayload::Blank => results.push(BatchResult::default()),
+                    EntryPayload::Normal(Batch(cmds)) => {
+                        let mut out = Vec::with_capacity(cmds.len());
+                        for cmd in cmds {
+                            out.push(apply_command(&txn, index, cmd)?);
+                        }
+                        results.push(BatchResult(out));
+                    }
                     EntryPayload::Membership(m) => {
                         membership = Some(StoredMembership::new(Some(e.log_id), m));
-                        results.push(CommandResult {
-                            index,
-                            success: true,
-                        });
+                        results.push(BatchResult::default());
                     }
                 }
             }

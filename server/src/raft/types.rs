@@ -1,13 +1,25 @@
 use std::io::Cursor;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Command, CommandResult};
 
+/// One log entry's payload: the commands the leader collected while the previous entries were
+/// in flight. Group commit: many client writes share one append, one fsync and one apply
+/// transaction. They also share the entry's index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Batch(pub(crate) Vec<Command>);
+
+/// One result per command of a [`Batch`], in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct BatchResult(pub(crate) Vec<CommandResult>);
+
 openraft::declare_raft_types!(
-    /// Muster's Raft types: the log carries [`Command`]s; peers are addressed by their server
-    /// RPC address (`BasicNode::addr`).
+    /// Muster's Raft types: the log carries [`Batch`]es of commands; peers are addressed by
+    /// their server RPC address (`BasicNode::addr`).
     pub(crate) TypeConfig:
-        D = Command,
-        R = CommandResult,
+        D = Batch,
+        R = BatchResult,
 );
 
 pub(crate) type NodeId = u64;

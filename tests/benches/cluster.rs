@@ -1,0 +1,509 @@
+//! Cluster benchmarks: Muster against etcd (Debian's `etcd-server`) in the same run, driven by
+//! the same load generator, so only the ratios matter on a shared, noisy machine.
+//!
+//! ```sh
+//! cargo build --release --bin muster
+//! cargo bench -p muster-tests --bench cluster               # everything
+//! cargo bench -p muster-tests --bench cluster -- kv-put      # one of: kv-put failover memory
+//! cargo bench -p muster-tests --bench cluster -- --secs 5    # shorter load phases
+//! cargo bench -p muster-tests --bench cluster -- kv-put --servers 1   # single-node ceiling
+//! ```
+//!
+//! - kv-put: three servers on 127.0.0.1, .2 and .3, each with its own data dir and fsync on
+//!   every commit; 64 connections spread over the three; 100-byte values to random keys among
+//!   100,000.
+//! - failover: `kill -9` of the leader, then the time to the first successful write through a
+//!   survivor; 10 trials, median.
+//! - memory: RSS of one idle server, then holding 100,000 keys of 100 bytes.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use muster_tests::{get, wait_for_agreed_leader, wait_until, Agent};
+use rand::Rng;
+
+const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+const CONNS: usize = 64;
+const KEYS: u32 = 100_000;
+
+#[derive(Clone)]
+enum Target {
+    /// `PUT /v1/kv/<key>` on a Muster agent.
+    Muster(String),
+    /// `POST /v3/kv/put` on etcd's JSON gateway.
+    Etcd(String),
+}
+
+impl Target {
+    async fn put(&self, client: &reqwest::Client, key: &str, value: &[u8]) -> bool {
+        let req = match self {
+            Target::Muster(base) => client
+                .put(format!("{base}/v1/kv/{key}"))
+                .body(value.to_vec()),
+            Target::Etcd(base) => {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let body = serde_json::json!({"key": b64.encode(key), "value": b64.encode(value)});
+                client.post(format!("{base}/v3/kv/put")).json(&body)
+            }
+        };
+        match req.send().await {
+            Ok(r) if r.status().is_success() => match self {
+                Target::Muster(_) => r.text().await.is_ok_and(|t| t == "true"),
+                Target::Etcd(_) => r.bytes().await.is_ok(),
+            },
+            _ => false,
+        }
+    }
+}
+
+struct Stats {
+    ok: usize,
+    failed: usize,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+impl Stats {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+}
+
+/// `CONNS` connections, each pinned to one target, PUTting random keys for `secs`.
+async fn load(targets: &[Target], secs: u64) -> Stats {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..CONNS {
+        let t = targets[i % targets.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let mut lat = Vec::new();
+            let mut failed = 0;
+            let mut value = vec![0u8; 100];
+            while Instant::now() < deadline {
+                let (key, fill) = {
+                    let mut rng = rand::rng();
+                    (
+                        format!("bench/{:06}", rng.random_range(0..KEYS)),
+                        rng.random_range(b'a'..=b'z'),
+                    )
+                };
+                value.fill(fill);
+                let t0 = Instant::now();
+                if t.put(&client, &key, &value).await {
+                    lat.push(t0.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        let (l, f) = t.await.expect("load task");
+        all.extend(l);
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Stats {
+        ok: all.len(),
+        failed,
+        secs,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+async fn start_muster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for (i, ip) in IPS.iter().enumerate().take(n) {
+        let name = format!("s{}", i + 1);
+        let expect = n.to_string();
+        let mut args = vec![
+            "-server",
+            "-bootstrap-expect",
+            &expect,
+            "-bind",
+            ip,
+            "-client",
+            ip,
+            "-log-level",
+            "warn",
+        ];
+        let join = agents.first().map(|a| a.serf.to_string());
+        if let Some(j) = &join {
+            args.extend(["-retry-join", j]);
+        }
+        agents.push(Agent::start(&name, &root.join(&name), &args)?);
+    }
+    wait_for_agreed_leader(&agents, Duration::from_secs(30)).await?;
+    Ok(agents)
+}
+
+/// A child process killed (by its PID) on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Etcd {
+    procs: Vec<Option<Proc>>,
+    urls: Vec<String>,
+}
+
+fn etcd_available() -> bool {
+    Command::new("etcd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn start_etcd(root: &Path, n: usize) -> anyhow::Result<Etcd> {
+    let (client_port, peer_port) = (23790, 23800);
+    let cluster: Vec<String> = IPS
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, ip)| format!("e{}=http://{ip}:{peer_port}", i + 1))
+        .collect();
+    let mut procs = Vec::new();
+    let mut urls = Vec::new();
+    for (i, ip) in IPS.iter().enumerate().take(n) {
+        let name = format!("e{}", i + 1);
+        let url = format!("http://{ip}:{client_port}");
+        let log = std::fs::File::create(root.join(format!("{name}.log")))?;
+        let child = Command::new("etcd")
+            .args(["--name", &name, "--data-dir"])
+            .arg(root.join(&name))
+            .args([
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args(["--listen-peer-urls", &format!("http://{ip}:{peer_port}")])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{ip}:{peer_port}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster.join(","),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .args(["--log-level", "error"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        procs.push(Some(Proc(child)));
+        urls.push(url);
+    }
+    let client = reqwest::Client::new();
+    for u in &urls {
+        wait_until("etcd ready", Duration::from_secs(30), || async {
+            let r = client
+                .post(format!("{u}/v3/kv/put"))
+                .json(&serde_json::json!({"key": "cmVhZHk=", "value": "MQ=="}))
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await?;
+    }
+    Ok(Etcd { procs, urls })
+}
+
+impl Etcd {
+    /// Index of the current leader, from `/v3/maintenance/status`.
+    async fn leader(&self) -> Option<usize> {
+        let client = reqwest::Client::new();
+        for (i, u) in self.urls.iter().enumerate() {
+            if self.procs[i].is_none() {
+                continue;
+            }
+            let Ok(r) = client
+                .post(format!("{u}/v3/maintenance/status"))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(v) = r.json::<serde_json::Value>().await else {
+                continue;
+            };
+            if v["leader"].is_string() && v["leader"] == v["header"]["member_id"] {
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn report(name: &str, s: &Stats) {
+    println!(
+        "  {name:<8} {:>9.0} PUT/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} failed in {:.1} s)",
+        s.rate(),
+        s.p50_ms,
+        s.p99_ms,
+        s.ok,
+        s.failed,
+        s.secs
+    );
+}
+
+async fn bench_kv_put(secs: u64, servers: usize) -> anyhow::Result<()> {
+    println!(
+        "== KV PUT: {servers} servers, {CONNS} connections, 100-byte values, {KEYS} keys, {secs} s"
+    );
+    let root = tempfile::tempdir()?;
+    let muster = {
+        let agents = start_muster(root.path(), servers).await?;
+        let targets: Vec<Target> = agents
+            .iter()
+            .map(|a| Target::Muster(format!("http://{}", a.http)))
+            .collect();
+        load(&targets, secs).await
+    };
+    report("muster", &muster);
+    if etcd_available() {
+        let etcd_root = tempfile::tempdir()?;
+        let etcd = start_etcd(etcd_root.path(), servers).await?;
+        let targets: Vec<Target> = etcd.urls.iter().cloned().map(Target::Etcd).collect();
+        let e = load(&targets, secs).await;
+        report("etcd", &e);
+        println!(
+            "  ratio muster/etcd: {:.2}x throughput, p99 {:.2}x",
+            muster.rate() / e.rate(),
+            muster.p99_ms / e.p99_ms
+        );
+    } else {
+        println!("  etcd not installed (apt-get install etcd-server): no comparison");
+    }
+    Ok(())
+}
+
+/// Kills the leader and times the first successful write through a survivor. A new probe
+/// starts every 25 ms (each may wait for the election), so the figure does not depend on a
+/// client timeout.
+async fn first_write_after(targets: &[Target], kill: impl FnOnce()) -> Duration {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let t0 = Instant::now();
+    kill();
+    let mut probes = tokio::task::JoinSet::new();
+    let mut i = 0;
+    loop {
+        let t = targets[i % targets.len()].clone();
+        let tx = tx.clone();
+        probes.spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("client");
+            if t.put(&client, "failover/probe", b"x").await {
+                let _ = tx.send(t0.elapsed());
+            }
+        });
+        i += 1;
+        tokio::select! {
+            Some(d) = rx.recv() => return d,
+            _ = tokio::time::sleep(Duration::from_millis(25)) => {}
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return t0.elapsed();
+        }
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+async fn bench_failover(trials: usize) -> anyhow::Result<()> {
+    println!(
+        "== Leader failover: kill -9 of the leader -> first successful write, {trials} trials"
+    );
+    let mut m = Vec::new();
+    for _ in 0..trials {
+        let root = tempfile::tempdir()?;
+        let mut agents = start_muster(root.path(), 3).await?;
+        let leader = wait_for_agreed_leader(&agents, Duration::from_secs(10))
+            .await?
+            .unwrap_or(0);
+        let survivors: Vec<Target> = (0..3)
+            .filter(|&i| i != leader)
+            .map(|i| Target::Muster(format!("http://{}", agents[i].http)))
+            .collect();
+        let d = first_write_after(&survivors, || agents[leader].kill9()).await;
+        m.push(d);
+    }
+    let mm = median(m.clone());
+    println!(
+        "  muster   median {:>6.0} ms  (trials: {:?})",
+        mm.as_secs_f64() * 1000.0,
+        m.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+    );
+    if etcd_available() {
+        let mut e = Vec::new();
+        for _ in 0..trials {
+            let root = tempfile::tempdir()?;
+            let mut etcd = start_etcd(root.path(), 3).await?;
+            let leader =
+                wait_until("etcd leader", Duration::from_secs(10), || etcd.leader()).await?;
+            let survivors: Vec<Target> = (0..3)
+                .filter(|&i| i != leader)
+                .map(|i| Target::Etcd(etcd.urls[i].clone()))
+                .collect();
+            let d = first_write_after(&survivors, || drop(etcd.procs[leader].take())).await;
+            e.push(d);
+        }
+        let em = median(e.clone());
+        println!(
+            "  etcd     median {:>6.0} ms  (trials: {:?})",
+            em.as_secs_f64() * 1000.0,
+            e.iter().map(|d| d.as_millis()).collect::<Vec<_>>()
+        );
+        println!(
+            "  ratio muster/etcd: {:.2}x",
+            mm.as_secs_f64() / em.as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Writes every key of 0..KEYS once (100-byte values), 64 at a time.
+async fn fill(target: Target) {
+    let mut tasks = Vec::new();
+    for c in 0..CONNS as u32 {
+        let t = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut k = c;
+            while k < KEYS {
+                let key = format!("bench/{k:06}");
+                while !t.put(&client, &key, &[b'm'; 100]).await {}
+                k += CONNS as u32;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn bench_memory() -> anyhow::Result<()> {
+    println!("== Memory: one server idle, then holding {KEYS} keys of 100 bytes (VmRSS)");
+    let settle = Duration::from_secs(3);
+    let root = tempfile::tempdir()?;
+    let agents = start_muster(root.path(), 1).await?;
+    let pid = agents[0].pid().expect("pid");
+    tokio::time::sleep(settle).await;
+    let idle = rss_kb(pid);
+    fill(Target::Muster(format!("http://{}", agents[0].http))).await;
+    tokio::time::sleep(settle).await;
+    let loaded = rss_kb(pid);
+    let n = get(&format!("http://{}/v1/kv/bench/?keys", agents[0].http))
+        .await?
+        .json()
+        .as_array()
+        .map_or(0, Vec::len);
+    println!(
+        "  muster   idle {:>6.1} MB  loaded {:>6.1} MB  ({n} keys)",
+        idle as f64 / 1024.0,
+        loaded as f64 / 1024.0
+    );
+    drop(agents);
+    if etcd_available() {
+        let root = tempfile::tempdir()?;
+        let etcd = start_etcd(root.path(), 1).await?;
+        let pid = etcd.procs[0].as_ref().map(|p| p.0.id()).expect("pid");
+        tokio::time::sleep(settle).await;
+        let eidle = rss_kb(pid);
+        fill(Target::Etcd(etcd.urls[0].clone())).await;
+        tokio::time::sleep(settle).await;
+        let eloaded = rss_kb(pid);
+        println!(
+            "  etcd     idle {:>6.1} MB  loaded {:>6.1} MB",
+            eidle as f64 / 1024.0,
+            eloaded as f64 / 1024.0
+        );
+        println!(
+            "  ratio muster/etcd: idle {:.2}x, loaded {:.2}x",
+            idle as f64 / eidle as f64,
+            loaded as f64 / eloaded as f64
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let secs = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let want = |name: &str| {
+        !args
+            .iter()
+            .any(|a| ["kv-put", "failover", "memory"].contains(&a.as_str()))
+            || args.iter().any(|a| a == name)
+    };
+    println!("muster binary: {}", muster_tests::muster_bin().display());
+    if want("kv-put") {
+        let servers = args
+            .iter()
+            .position(|a| a == "--servers")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3);
+        bench_kv_put(secs, servers).await?;
+    }
+    if want("failover") {
+        bench_failover(10).await?;
+    }
+    if want("memory") {
+        bench_memory().await?;
+    }
+    Ok(())
+}
