@@ -21,6 +21,9 @@ pub(crate) const IDENTITY: &str = "identity";
 #[derive(Clone)]
 pub(crate) struct LogStore {
     db: Arc<Database>,
+    /// The latest committed log id, persisted with the next append rather than on its own:
+    /// a stale value only means re-applying a few entries after a crash.
+    committed: Arc<std::sync::Mutex<Option<LogId>>>,
 }
 
 impl LogStore {
@@ -29,7 +32,10 @@ impl LogStore {
         txn.open_table(LOGS).map_err(sto_err)?;
         txn.open_table(META).map_err(sto_err)?;
         txn.commit().map_err(sto_err)?;
-        Ok(LogStore { db })
+        Ok(LogStore {
+            db,
+            committed: Arc::default(),
+        })
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -137,19 +143,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not fsynced on its own: a stale committed index only means re-applying a few
-        // entries after a crash; it rides along with the next durable append.
-        let bytes = encode(&committed)?;
-        self.write(Durability::None, move |txn| {
-            let mut t = txn.open_table(META).map_err(sto_err)?;
-            t.insert(COMMITTED, bytes.as_slice()).map_err(sto_err)?;
-            Ok(())
-        })
-        .await
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+        let mem = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        match mem {
+            Some(c) => Ok(Some(c)),
+            None => Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten()),
+        }
     }
 
     async fn append<I>(
@@ -166,11 +169,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for e in entries {
             rows.push((e.log_id.index, encode(&e)?));
         }
+        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = committed.map(|c| encode(&Some(c))).transpose()?;
         let res = self
             .write(Durability::Immediate, move |txn| {
                 let mut t = txn.open_table(LOGS).map_err(sto_err)?;
                 for (i, b) in &rows {
                     t.insert(*i, b.as_slice()).map_err(sto_err)?;
+                }
+                if let Some(c) = &committed {
+                    let mut m = txn.open_table(META).map_err(sto_err)?;
+                    m.insert(COMMITTED, c.as_slice()).map_err(sto_err)?;
                 }
                 Ok(())
             })
