@@ -116,6 +116,10 @@ impl AgentControl for Control {
     fn datacenter(&self) -> String {
         self.config.datacenter.clone()
     }
+
+    fn node_name(&self) -> String {
+        self.config.node_name.clone()
+    }
 }
 
 /// The node ID (a UUID, as Consul's), kept in the data dir.

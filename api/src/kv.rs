@@ -4,10 +4,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use muster_server::model::{Command, Query, QueryResult};
+use muster_server::model::{Command, LockOp, Query, QueryResult};
 
 use crate::error::{ApiError, ApiResult};
-use crate::params::{json, set_meta, with_meta, Params};
+use crate::params::{json, read, set_meta, with_meta, Params};
 use crate::types::KvPair;
 use crate::{ApiState, MAX_VALUE_SIZE};
 
@@ -21,8 +21,6 @@ pub(crate) async fn kv_get(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    p.check_dc(&st.agent.datacenter())?;
-    let mode = p.consistency()?;
     let key = key_of(path);
     let query = if p.has("keys") {
         Query::KvKeys {
@@ -34,7 +32,7 @@ pub(crate) async fn kv_get(
     } else {
         Query::KvGet { key }
     };
-    let (res, meta) = st.server.read(mode, query).await?;
+    let (res, meta, mode) = read(&st, &p, query).await?;
     let resp = match res {
         QueryResult::Kv(Some(e)) if p.has("raw") => e.value.into_response(),
         QueryResult::Kv(Some(e)) => json(&[KvPair::from(e)], p.pretty()),
@@ -66,22 +64,26 @@ pub(crate) async fn kv_put(
             body.len()
         )));
     }
-    if p.has("acquire") || p.has("release") {
-        return Err(ApiError::BadRequest(
-            "Sessions (acquire/release) are not supported yet".into(),
-        ));
-    }
+    let lock = match (p.get("acquire"), p.get("release")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "Conflicting flags: acquire and release".into(),
+            ))
+        }
+        (Some(s), None) => Some(LockOp::Acquire(session_id(s)?)),
+        (None, Some(s)) => Some(LockOp::Release(session_id(s)?)),
+        (None, None) => None,
+    };
     let flags = p.u64("flags")?.unwrap_or(0);
     let cas = p.u64("cas")?;
-    let r = st
-        .server
-        .write(Command::KvSet {
-            key,
-            value: body.to_vec(),
-            flags,
-            cas,
-        })
-        .await?;
+    let cmd = Command::KvSet {
+        key,
+        value: body.to_vec(),
+        flags,
+        cas,
+        lock,
+    };
+    let r = st.server.write(cmd).await?;
     Ok(write_reply(r.success, r.index, p.pretty()))
 }
 
@@ -122,4 +124,18 @@ fn write_reply(ok: bool, index: u64, pretty: bool) -> Response {
         muster_server::model::Consistency::Default,
     );
     resp
+}
+
+/// A session ID as Consul issues them (a UUID).
+fn session_id(s: &str) -> ApiResult<String> {
+    let ok = s.len() == 36
+        && s.chars().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if ok {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(ApiError::BadRequest(format!("Invalid session ID {s:?}")))
+    }
 }

@@ -5,9 +5,11 @@
 mod agent;
 mod catalog;
 mod error;
+mod filter;
 mod kv;
 mod params;
 mod router;
+mod session;
 mod status;
 pub mod types;
 
@@ -35,6 +37,8 @@ pub trait AgentControl: Send + Sync + 'static {
     fn force_leave(&self, node: String) -> futures::future::BoxFuture<'static, Result<(), String>>;
     /// This agent's datacenter.
     fn datacenter(&self) -> String;
+    /// This agent's node name (the default node of a new session).
+    fn node_name(&self) -> String;
 }
 
 /// Everything a handler needs. Cheap to clone.

@@ -28,6 +28,11 @@ impl Params {
         self.map.contains_key(k)
     }
 
+    /// Every value of a repeatable parameter (`?tag=a&tag=b`).
+    pub(crate) fn all(&self, k: &str) -> &[String] {
+        self.map.get(k).map(Vec::as_slice).unwrap_or(&[])
+    }
+
     pub(crate) fn get(&self, k: &str) -> Option<&str> {
         self.map.get(k).and_then(|v| v.first()).map(String::as_str)
     }
@@ -100,4 +105,86 @@ pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
         "x-consul-effective-consistency",
         HeaderValue::from_static(mode.as_str()),
     );
+}
+
+/// Parses a Go duration (`10s`, `5m`, `1m30s`, `500ms`, `1h`); a bare `0` is zero.
+pub(crate) fn go_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            return None;
+        }
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Some(std::time::Duration::from_secs_f64(total))
+}
+
+/// Consul's blocking-query defaults: 5 minutes, at most 10.
+const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Params {
+    /// `?index=N&wait=D`: the index to wait past and how long, with Consul's jitter of up to
+    /// wait/16 so many watchers do not all return at once.
+    pub(crate) fn block(&self) -> ApiResult<Option<(u64, std::time::Duration)>> {
+        let Some(index) = self.u64("index")? else {
+            return Ok(None);
+        };
+        let wait = match self.get("wait") {
+            None => DEFAULT_WAIT,
+            Some(w) => go_duration(w)
+                .ok_or_else(|| ApiError::BadRequest(format!("Invalid wait time {w:?}")))?,
+        };
+        let wait = wait.min(MAX_WAIT);
+        let jitter = if wait.is_zero() {
+            0.0
+        } else {
+            rand::random::<f64>() * wait.as_secs_f64() / 16.0
+        };
+        Ok(Some((
+            index,
+            wait + std::time::Duration::from_secs_f64(jitter),
+        )))
+    }
+}
+
+/// Runs a read with the request's consistency, `?dc` and blocking parameters.
+pub(crate) async fn read(
+    st: &crate::ApiState,
+    p: &Params,
+    q: muster_server::model::Query,
+) -> ApiResult<(muster_server::model::QueryResult, ReadMeta, Consistency)> {
+    p.check_dc(&st.agent.datacenter())?;
+    let mode = p.consistency()?;
+    let (res, meta) = match p.block()? {
+        Some((index, wait)) if index > 0 => st.server.read_blocking(mode, q, index, wait).await?,
+        _ => st.server.read(mode, q).await?,
+    };
+    Ok((res, meta, mode))
 }

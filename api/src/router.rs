@@ -7,6 +7,7 @@ use axum::Router;
 use crate::agent::*;
 use crate::catalog::*;
 use crate::kv::*;
+use crate::session::*;
 use crate::status::*;
 use crate::{ApiState, MAX_VALUE_SIZE};
 
@@ -23,9 +24,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/join/{addr}", put(agent_join))
         .route("/v1/agent/leave", put(agent_leave))
         .route("/v1/agent/force-leave/{node}", put(agent_force_leave))
+        .route("/v1/catalog/register", put(catalog_register))
+        .route("/v1/catalog/deregister", put(catalog_deregister))
+        .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/catalog/node/{node}", get(catalog_node))
+        .route("/v1/catalog/services", get(catalog_services))
+        .route("/v1/catalog/service/{name}", get(catalog_service))
         .route("/v1/health/node/{node}", get(health_node))
+        .route("/v1/health/checks/{service}", get(health_checks_of))
+        .route("/v1/health/service/{name}", get(health_service))
+        .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/session/create", put(session_create))
+        .route("/v1/session/destroy/{id}", put(session_destroy))
+        .route("/v1/session/renew/{id}", put(session_renew))
+        .route("/v1/session/info/{id}", get(session_info))
+        .route("/v1/session/node/{node}", get(session_node))
+        .route("/v1/session/list", get(session_list))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
         .with_state(state)

@@ -167,3 +167,122 @@ pub struct NodeServices {
     pub node: CatalogNode,
     pub services: BTreeMap<String, AgentService>,
 }
+
+/// `/v1/catalog/service/<name>` entries.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CatalogService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub datacenter: String,
+    pub tagged_addresses: BTreeMap<String, String>,
+    pub node_meta: BTreeMap<String, String>,
+    pub service_kind: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    pub service_name: String,
+    pub service_tags: Vec<String>,
+    pub service_address: String,
+    pub service_weights: Weights,
+    pub service_meta: BTreeMap<String, String>,
+    pub service_port: u16,
+    pub service_enable_tag_override: bool,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+impl CatalogService {
+    pub fn new(n: Node, s: Service) -> Self {
+        CatalogService {
+            id: n.id,
+            node: n.name,
+            address: n.address,
+            datacenter: n.datacenter,
+            tagged_addresses: n.tagged_addresses,
+            node_meta: n.meta,
+            service_kind: String::new(),
+            service_id: s.id,
+            service_name: s.name,
+            service_tags: s.tags,
+            service_address: s.address,
+            service_weights: Weights {
+                passing: s.weight_passing,
+                warning: s.weight_warning,
+            },
+            service_meta: s.meta,
+            service_port: s.port,
+            service_enable_tag_override: s.enable_tag_override,
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}
+
+/// `/v1/health/service/<name>` entries.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceEntry {
+    pub node: CatalogNode,
+    pub service: AgentService,
+    pub checks: Vec<HealthCheck>,
+}
+
+/// A session as Consul reports it: `LockDelay` in nanoseconds, `TTL` as a duration string.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SessionOut {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub lock_delay: u64,
+    pub behavior: String,
+    #[serde(rename = "TTL")]
+    pub ttl: String,
+    pub node_checks: Vec<String>,
+    pub service_checks: Vec<ServiceCheckRef>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceCheckRef {
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(default)]
+    pub namespace: String,
+}
+
+impl From<muster_server::model::Session> for SessionOut {
+    fn from(s: muster_server::model::Session) -> Self {
+        SessionOut {
+            id: s.id,
+            name: s.name,
+            node: s.node,
+            lock_delay: s.lock_delay_ms * 1_000_000,
+            behavior: match s.behavior {
+                muster_server::model::SessionBehavior::Release => "release".into(),
+                muster_server::model::SessionBehavior::Delete => "delete".into(),
+            },
+            ttl: if s.ttl_ms == 0 {
+                String::new()
+            } else {
+                format!("{}s", s.ttl_ms / 1000)
+            },
+            node_checks: s.node_checks,
+            service_checks: s
+                .service_checks
+                .into_iter()
+                .map(|id| ServiceCheckRef {
+                    id,
+                    namespace: String::new(),
+                })
+                .collect(),
+            create_index: s.create_index,
+            modify_index: s.modify_index,
+        }
+    }
+}

@@ -20,6 +20,7 @@ use crate::raft::network::Network;
 use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::types::{Batch, NodeId, Raft};
+use crate::store::watch::{Topic, WatchHub};
 use crate::store::Catalog;
 use crate::{Error, Result, ServerConfig};
 
@@ -118,6 +119,11 @@ struct Local {
     /// Commands waiting to be forwarded to the leader, many per RPC.
     forwarder: tokio::sync::mpsc::Sender<Forward>,
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    hub: Arc<WatchHub>,
+    lock_delays: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
+    /// Session TTL deadlines, kept by the leader only (as Consul): a new leader starts every
+    /// session's TTL afresh.
+    session_deadlines: Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// Read and write access to the replicated state. Cheap to clone.
@@ -206,6 +212,8 @@ impl Server {
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
+        let hub = sm.hub.clone();
+        let lock_delays = sm.lock_delays.clone();
 
         let raft_config = openraft::Config {
             cluster_name: config.datacenter.clone(),
@@ -231,6 +239,9 @@ impl Server {
         let (fwd_tx, fwd_rx) = tokio::sync::mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
         tokio::spawn(forward_loop(rpc.clone(), fwd_rx));
         let local = Arc::new(Local {
+            hub,
+            lock_delays,
+            session_deadlines: Mutex::default(),
             metrics: raft.metrics(),
             forwarder: fwd_tx,
             batcher: batch_tx,
@@ -244,6 +255,7 @@ impl Server {
             quorum_ack: Mutex::new(None),
         });
         tokio::spawn(track_lease(local.clone(), cancel.clone()));
+        tokio::spawn(session_reaper(local.clone(), cancel.clone()));
         tokio::spawn(accept_loop(local.clone(), listener, cancel.clone()));
         {
             let raft = local.raft.clone();
@@ -318,13 +330,17 @@ impl Server {
         Ok(servers[rand::random_range(0..servers.len())].clone())
     }
 
-    /// Calls a server from a client agent, trying the others when one is unreachable.
     async fn client_call(&self, req: Request) -> Result<Response> {
+        self.client_call_timeout(req, FORWARD_TIMEOUT).await
+    }
+
+    /// Calls a server from a client agent, trying the others when one is unreachable.
+    async fn client_call_timeout(&self, req: Request, timeout: Duration) -> Result<Response> {
         let n = self.servers.read().map(|s| s.len()).unwrap_or(0).max(1);
         let mut last = Error::NoServers;
         for _ in 0..n {
             let addr = self.pick_server()?;
-            match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
+            match self.rpc.call(&addr, &req, timeout).await {
                 Ok(r) => return Ok(r),
                 Err(e) => last = Error::Rpc { addr, reason: e.0 },
             }
@@ -361,6 +377,52 @@ impl Server {
             Some(l) => l.read(mode, &q).await,
             None => match self.client_call(Request::Read(mode, q)).await? {
                 Response::Read(r) => r.map_err(unwire),
+                _ => Err(Error::Storage("unexpected reply".into())),
+            },
+        }
+    }
+
+    /// A blocking read (Consul's `?index=N&wait=D`): answers once the data's index is past
+    /// `min_index`, or when `wait` has passed. Only changes to what the query reads wake it.
+    pub async fn read_blocking(
+        &self,
+        mode: Consistency,
+        q: Query,
+        min_index: u64,
+        wait: Duration,
+    ) -> Result<(QueryResult, ReadMeta)> {
+        match &self.local {
+            Some(l) => l.read_blocking(mode, &q, min_index, wait).await,
+            None => {
+                let req = Request::ReadBlocking(mode, q, min_index, wait.as_millis() as u64);
+                match self
+                    .client_call_timeout(req, wait + FORWARD_TIMEOUT)
+                    .await?
+                {
+                    Response::Read(r) => r.map_err(unwire),
+                    _ => Err(Error::Storage("unexpected reply".into())),
+                }
+            }
+        }
+    }
+
+    /// Restarts a session's TTL on the leader. `Ok(false)`: no such session.
+    pub async fn session_renew(&self, id: &str) -> Result<bool> {
+        let req = Request::SessionRenew(id.to_string());
+        match &self.local {
+            Some(l) => match l.leader_view() {
+                LeaderView::Me => l.session_renew(id),
+                LeaderView::Other(addr) => {
+                    match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
+                        Ok(Response::Renewed(r)) => r.map_err(unwire),
+                        Ok(_) => Err(Error::Storage("unexpected reply".into())),
+                        Err(e) => Err(Error::Rpc { addr, reason: e.0 }),
+                    }
+                }
+                LeaderView::Unknown => Err(Error::NoLeader),
+            },
+            None => match self.client_call(req).await? {
+                Response::Renewed(r) => r.map_err(unwire),
                 _ => Err(Error::Storage("unexpected reply".into())),
             },
         }
@@ -550,7 +612,106 @@ async fn track_lease(local: Arc<Local>, cancel: CancellationToken) {
     }
 }
 
+/// On the leader: destroys sessions whose TTL (doubled, as Consul's grace) ran out.
+async fn session_reaper(local: Arc<Local>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if local.leader_view() != LeaderView::Me {
+            lock(&local.session_deadlines).clear();
+            continue;
+        }
+        let Ok(sessions) = local.catalog.sessions() else {
+            continue;
+        };
+        let now = Instant::now();
+        let expired: Vec<String> = {
+            let mut d = lock(&local.session_deadlines);
+            d.retain(|id, _| sessions.iter().any(|s| &s.id == id));
+            sessions
+                .iter()
+                .filter(|s| s.ttl_ms > 0)
+                .filter(|s| {
+                    let ttl = Duration::from_millis(s.ttl_ms * 2);
+                    *d.entry(s.id.clone()).or_insert(now + ttl) <= now
+                })
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        for id in expired {
+            tracing::info!(session = %id, "session TTL expired; invalidating");
+            if let Err(e) = local
+                .write(Command::SessionDestroy { id: id.clone() }, false)
+                .await
+            {
+                tracing::warn!(session = %id, error = %e, "cannot invalidate expired session");
+            } else {
+                lock(&local.session_deadlines).remove(&id);
+            }
+        }
+    }
+}
+
 impl Local {
+    fn session_renew(&self, id: &str) -> Result<bool> {
+        let Some(s) = self.catalog.session(id)? else {
+            return Ok(false);
+        };
+        if s.ttl_ms > 0 {
+            let until = Instant::now() + Duration::from_millis(s.ttl_ms * 2);
+            lock(&self.session_deadlines).insert(id.to_string(), until);
+        }
+        Ok(true)
+    }
+
+    /// A lock released by an invalidated session stays unlockable for its lock delay.
+    fn lock_delayed(&self, cmd: &Command) -> bool {
+        let Command::KvSet {
+            key,
+            lock: Some(crate::model::LockOp::Acquire(_)),
+            ..
+        } = cmd
+        else {
+            return false;
+        };
+        lock(&self.lock_delays)
+            .get(key)
+            .is_some_and(|until| *until > Instant::now())
+    }
+
+    async fn read_blocking(
+        &self,
+        mode: Consistency,
+        q: &Query,
+        min_index: u64,
+        wait: Duration,
+    ) -> Result<(QueryResult, ReadMeta)> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for wake-ups before reading, so a write between the read and the wait
+            // is not missed.
+            let mut woken: Vec<_> = Topic::of(q)
+                .into_iter()
+                .map(|t| {
+                    let mut n = Box::pin(self.hub.subscribe(t).notified_owned());
+                    n.as_mut().enable();
+                    n
+                })
+                .collect();
+            let (res, meta) = self.read(mode, q).await?;
+            if min_index == 0 || meta.index > min_index || tokio::time::Instant::now() >= deadline {
+                return Ok((res, meta));
+            }
+            tokio::select! {
+                _ = futures::future::select_all(woken.iter_mut()) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+
     fn lease(&self) -> Duration {
         self.config.election_timeout_max * 2
     }
@@ -619,6 +780,12 @@ impl Local {
         loop {
             match self.leader_view() {
                 LeaderView::Me => {
+                    if self.lock_delayed(&cmd) {
+                        return Ok(CommandResult {
+                            index: *self.applied.borrow(),
+                            success: false,
+                        });
+                    }
                     let (tx, rx) = tokio::sync::oneshot::channel();
                     if self.batcher.send((cmd.clone(), tx)).await.is_err() {
                         return Err(Error::Stopped("raft stopped".into()));
@@ -845,6 +1012,14 @@ impl Local {
                 Response::ReadIndex(self.read_index(mode).await.map_err(wire))
             }
             Request::Read(mode, q) => Response::Read(self.read(mode, &q).await.map_err(wire)),
+            Request::ReadBlocking(mode, q, min, wait_ms) => {
+                let wait = Duration::from_millis(wait_ms);
+                Response::Read(self.read_blocking(mode, &q, min, wait).await.map_err(wire))
+            }
+            Request::SessionRenew(id) => Response::Renewed(match self.leader_view() {
+                LeaderView::Me => self.session_renew(&id).map_err(wire),
+                _ => Err(WireError::NoLeader),
+            }),
             r @ (Request::AddVoter { .. } | Request::RemoveServer { .. }) => {
                 Response::Done(self.admin_local(&r).await.map_err(wire))
             }

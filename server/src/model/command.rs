@@ -1,18 +1,19 @@
 use serde::{Deserialize, Serialize};
 
-use super::Registration;
+use super::{LockOp, Registration, Session};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Set a key. `cas: Some(0)` creates only if absent; `Some(n)` writes only if the key's
-    /// ModifyIndex is `n`.
+    /// ModifyIndex is `n`. With a lock op, the write also takes or gives up the key's lock.
     KvSet {
         key: String,
         value: Vec<u8>,
         flags: u64,
         cas: Option<u64>,
+        lock: Option<LockOp>,
     },
     /// Delete a key; with `cas`, only if its ModifyIndex matches.
     KvDelete { key: String, cas: Option<u64> },
@@ -26,6 +27,10 @@ pub enum Command {
         service_id: Option<String>,
         check_id: Option<String>,
     },
+    /// Create a session (its ID chosen by the proposer, so every server agrees).
+    SessionCreate(Box<Session>),
+    /// Destroy a session, releasing or deleting its locks per its behavior.
+    SessionDestroy { id: String },
 }
 
 /// What applying a [`Command`] produced.
@@ -33,6 +38,6 @@ pub enum Command {
 pub struct CommandResult {
     /// The Raft index the command was applied at.
     pub index: u64,
-    /// False when a condition (CAS) did not hold; nothing was changed then.
+    /// False when a condition (CAS, lock, missing session) did not hold; nothing changed.
     pub success: bool,
 }

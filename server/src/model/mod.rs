@@ -8,8 +8,10 @@ mod catalog;
 mod command;
 mod kv;
 mod query;
+mod session;
 
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use kv::KvEntry;
-pub use query::{Consistency, Query, QueryResult, ReadMeta};
+pub use query::{Consistency, Query, QueryResult, ReadMeta, ServiceHealth};
+pub use session::{LockOp, Session, SessionBehavior};

@@ -1,6 +1,8 @@
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::{Check, KvEntry, Node, Service};
+use super::{Check, HealthStatus, KvEntry, Node, Service, Session};
 
 /// Read consistency, as Consul's query parameters choose it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +58,40 @@ pub enum Query {
     NodeChecks {
         name: String,
     },
+    /// Every service name with the union of its instances' tags.
+    Services,
+    /// The instances of one service, with their nodes (not health-filtered).
+    ServiceNodes {
+        name: String,
+    },
+    /// The instances of one service with their nodes and all checks that apply to them.
+    ServiceHealth {
+        name: String,
+    },
+    /// The service-level checks of one service.
+    ServiceChecks {
+        name: String,
+    },
+    /// Checks in a state; `None` means any.
+    ChecksInState {
+        state: Option<HealthStatus>,
+    },
+    Session {
+        id: String,
+    },
+    Sessions,
+    NodeSessions {
+        node: String,
+    },
+}
+
+/// One instance in a health query: its node, the service, and every check that applies
+/// (node-level checks such as `serfHealth` and maintenance included).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceHealth {
+    pub node: Node,
+    pub service: Service,
+    pub checks: Vec<Check>,
 }
 
 /// The answer to a [`Query`].
@@ -67,4 +103,8 @@ pub enum QueryResult {
     Nodes(Vec<Node>),
     Node(Option<(Node, Vec<Service>)>),
     Checks(Vec<Check>),
+    Services(BTreeMap<String, Vec<String>>),
+    ServiceNodes(Vec<(Node, Service)>),
+    ServiceHealth(Vec<ServiceHealth>),
+    Sessions(Vec<Session>),
 }

@@ -35,6 +35,10 @@ pub(crate) enum Request {
     ReadIndex(Consistency),
     /// A read from a client agent, executed by the receiving server.
     Read(Consistency, Query),
+    /// A blocking read from a client agent: min index and wait in ms.
+    ReadBlocking(Consistency, Query, u64, u64),
+    /// Restart a session's TTL (leader only).
+    SessionRenew(String),
     AddVoter {
         id: NodeId,
         addr: String,
@@ -70,6 +74,7 @@ pub(crate) enum Response {
     ReadIndex(Result<u64, WireError>),
     Read(Result<(QueryResult, ReadMeta), WireError>),
     Done(Result<(), WireError>),
+    Renewed(Result<bool, WireError>),
     Status(StatusReply),
 }
 

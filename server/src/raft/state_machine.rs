@@ -4,9 +4,11 @@
 //! durable commit and openraft re-applies the committed log from there. Every snapshot is
 //! taken right after a durable commit, so the log is never purged past what is on disk.
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
@@ -16,7 +18,8 @@ use tokio::sync::watch;
 
 use super::types::*;
 use crate::store::tables::*;
-use crate::store::{apply_command, Catalog};
+use crate::store::watch::WatchHub;
+use crate::store::{apply_command, Catalog, Changes};
 
 /// What a snapshot file holds: the table rows plus the metadata they correspond to.
 #[derive(Serialize, Deserialize)]
@@ -37,6 +40,10 @@ pub(crate) struct StateMachine {
     snapshot_path: PathBuf,
     /// Bumped with the last applied index after every applied batch.
     applied: watch::Sender<u64>,
+    /// Blocking queries waiting on what the next batches change.
+    pub(crate) hub: Arc<WatchHub>,
+    /// Keys whose lock was released by a session invalidation, until when they stay unlockable.
+    pub(crate) lock_delays: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
 
 impl StateMachine {
@@ -52,6 +59,8 @@ impl StateMachine {
             db,
             snapshot_path,
             applied: watch::channel(0).0,
+            hub: Arc::default(),
+            lock_delays: Arc::default(),
         };
         let last = sm.read_applied()?.0.map_or(0, |l| l.index);
         sm.applied.send_replace(last);
@@ -177,10 +186,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
-        let (results, last) = tokio::task::spawn_blocking(move || {
+        let (results, last, changes) = tokio::task::spawn_blocking(move || {
             let mut txn = db.begin_write().map_err(sto_err)?;
             txn.set_durability(Durability::None);
             let mut results = Vec::with_capacity(entries.len());
+            let mut changes = Changes::default();
             let mut last = None;
             let mut membership = None;
             for e in entries {
@@ -191,7 +201,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(Batch(cmds)) => {
                         let mut out = Vec::with_capacity(cmds.len());
                         for cmd in cmds {
-                            out.push(apply_command(&txn, index, cmd)?);
+                            out.push(apply_command(&txn, index, cmd, &mut changes)?);
                         }
                         results.push(BatchResult(out));
                     }
@@ -211,13 +221,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
             }
             txn.commit().map_err(sto_err)?;
-            Ok::<_, StorageError>((results, last))
+            Ok::<_, StorageError>((results, last, changes))
         })
         .await
         .map_err(sto_err)??;
+        let (results, last, changes) = (results, last, changes);
+        if !changes.lock_delays.is_empty() {
+            let mut d = self.lock_delays.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            d.retain(|_, until| *until > now);
+            for (k, ms) in &changes.lock_delays {
+                d.insert(k.clone(), now + Duration::from_millis(*ms));
+            }
+        }
         if let Some(l) = last {
             self.applied.send_replace(l.index);
         }
+        self.hub.publish(&changes);
         Ok(results)
     }
 
@@ -269,6 +289,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(sto_err)??;
         tracing::info!(index, "installed snapshot");
         self.applied.send_replace(index);
+        self.hub.publish_all();
         Ok(())
     }
 

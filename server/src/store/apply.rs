@@ -1,43 +1,57 @@
 //! Applying one command to the state machine's tables, inside the caller's transaction.
+//! Every change is recorded in [`Changes`], so watchers of exactly that data are woken.
+
+use std::collections::BTreeSet;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::tables::*;
-use crate::model::{Check, Command, CommandResult, KvEntry, Node, Registration, Service};
+use crate::model::{
+    Check, Command, CommandResult, HealthStatus, KvEntry, LockOp, Node, Registration, Service,
+    Session, SessionBehavior,
+};
 use crate::raft::types::{decode, encode, sto_err, StorageError};
 
 type R<T> = Result<T, StorageError>;
 
-pub(crate) fn apply_command(txn: &WriteTransaction, index: u64, cmd: Command) -> R<CommandResult> {
+/// What a batch of commands touched.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) kv: BTreeSet<String>,
+    pub(crate) services: BTreeSet<String>,
+    pub(crate) tables: BTreeSet<&'static str>,
+    /// Keys whose lock was released by a session invalidation, with that session's lock
+    /// delay in ms: they cannot be re-acquired until it passes.
+    pub(crate) lock_delays: Vec<(String, u64)>,
+}
+
+pub(crate) fn apply_command(
+    txn: &WriteTransaction,
+    index: u64,
+    cmd: Command,
+    ch: &mut Changes,
+) -> R<CommandResult> {
+    let mut a = Apply { txn, index, ch };
     let success = match cmd {
         Command::KvSet {
             key,
             value,
             flags,
             cas,
-        } => kv_set(txn, index, key, value, flags, cas)?,
-        Command::KvDelete { key, cas } => kv_delete(txn, index, &key, cas)?,
-        Command::KvDeleteTree { prefix } => kv_delete_tree(txn, index, &prefix)?,
-        Command::Register(reg) => register(txn, index, *reg)?,
+            lock,
+        } => a.kv_set(key, value, flags, cas, lock)?,
+        Command::KvDelete { key, cas } => a.kv_delete(&key, cas)?,
+        Command::KvDeleteTree { prefix } => a.kv_delete_tree(&prefix)?,
+        Command::Register(reg) => a.register(*reg)?,
         Command::Deregister {
             node,
             service_id,
             check_id,
-        } => deregister(
-            txn,
-            index,
-            &node,
-            service_id.as_deref(),
-            check_id.as_deref(),
-        )?,
+        } => a.deregister(&node, service_id.as_deref(), check_id.as_deref())?,
+        Command::SessionCreate(s) => a.session_create(*s)?,
+        Command::SessionDestroy { id } => a.session_destroy(&id)?,
     };
     Ok(CommandResult { index, success })
-}
-
-fn bump(txn: &WriteTransaction, table: &str, index: u64) -> R<()> {
-    let mut t = txn.open_table(INDEXES).map_err(sto_err)?;
-    t.insert(table, index).map_err(sto_err)?;
-    Ok(())
 }
 
 fn get<T: serde::de::DeserializeOwned>(t: &Table<&str, &[u8]>, key: &str) -> R<Option<T>> {
@@ -47,94 +61,195 @@ fn get<T: serde::de::DeserializeOwned>(t: &Table<&str, &[u8]>, key: &str) -> R<O
     }
 }
 
-fn kv_set(
-    txn: &WriteTransaction,
+fn put<T: serde::Serialize>(t: &mut Table<&str, &[u8]>, key: &str, v: &T) -> R<()> {
+    t.insert(key, encode(v)?.as_slice()).map_err(sto_err)?;
+    Ok(())
+}
+
+struct Apply<'a> {
+    txn: &'a WriteTransaction,
     index: u64,
-    key: String,
-    value: Vec<u8>,
-    flags: u64,
-    cas: Option<u64>,
-) -> R<bool> {
-    let mut t = txn.open_table(KV).map_err(sto_err)?;
-    let old: Option<KvEntry> = get(&t, &key)?;
-    if let Some(cas) = cas {
-        let current = old.as_ref().map_or(0, |e| e.modify_index);
-        if current != cas {
-            return Ok(false);
-        }
-    }
-    let entry = match old {
-        Some(old) => KvEntry {
-            value,
-            flags,
-            modify_index: index,
-            ..old
-        },
-        None => KvEntry {
-            key: key.clone(),
-            value,
-            flags,
-            session: None,
-            create_index: index,
-            modify_index: index,
-            lock_index: 0,
-        },
-    };
-    t.insert(key.as_str(), encode(&entry)?.as_slice())
-        .map_err(sto_err)?;
-    drop(t);
-    bump(txn, IDX_KV, index)?;
-    Ok(true)
+    ch: &'a mut Changes,
 }
 
-fn kv_delete(txn: &WriteTransaction, index: u64, key: &str, cas: Option<u64>) -> R<bool> {
-    let mut t = txn.open_table(KV).map_err(sto_err)?;
-    if let Some(cas) = cas {
-        let old: Option<KvEntry> = get(&t, key)?;
-        match old {
-            Some(e) if e.modify_index == cas => {}
-            // Consul: deleting a missing key with cas=0 succeeds; anything else fails.
-            None if cas == 0 => return Ok(true),
-            _ => return Ok(false),
-        }
+impl Apply<'_> {
+    fn table(
+        &self,
+        def: redb::TableDefinition<&str, &[u8]>,
+    ) -> R<Table<'_, &'static str, &'static [u8]>> {
+        self.txn.open_table(def).map_err(sto_err)
     }
-    let existed = t.remove(key).map_err(sto_err)?.is_some();
-    drop(t);
-    if existed {
-        bump(txn, IDX_KV, index)?;
-    }
-    Ok(true)
-}
 
-fn kv_delete_tree(txn: &WriteTransaction, index: u64, prefix: &str) -> R<bool> {
-    let mut t = txn.open_table(KV).map_err(sto_err)?;
-    let mut removed = 0usize;
-    t.retain_in::<&str, _>(prefix.., |k, _| {
-        if k.starts_with(prefix) {
-            removed += 1;
-            false
-        } else {
-            true
-        }
-    })
-    .map_err(sto_err)?;
-    drop(t);
-    if removed > 0 {
-        bump(txn, IDX_KV, index)?;
+    fn bump(&mut self, name: &'static str) -> R<()> {
+        let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
+        t.insert(name, self.index).map_err(sto_err)?;
+        self.ch.tables.insert(name);
+        Ok(())
     }
-    Ok(true)
-}
 
-fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
-    let Registration {
-        node,
-        skip_node_update,
-        service,
-        checks,
-    } = reg;
-    {
-        let mut nodes = txn.open_table(NODES).map_err(sto_err)?;
-        let old: Option<Node> = get(&nodes, &node.name)?;
+    fn bump_service(&mut self, name: &str) -> R<()> {
+        let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
+        t.insert(svc_index(name).as_str(), self.index)
+            .map_err(sto_err)?;
+        self.ch.services.insert(name.to_string());
+        Ok(())
+    }
+
+    /// A node-level change affects every service instance on the node.
+    fn bump_node_services(&mut self, node: &str) -> R<()> {
+        let names: Vec<String> = {
+            let t = self.table(SERVICES)?;
+            let (lo, hi) = node_range(node);
+            let mut names = Vec::new();
+            for item in t.range::<&str>(lo.as_str()..hi.as_str()).map_err(sto_err)? {
+                let (_, v) = item.map_err(sto_err)?;
+                names.push(decode::<Service>(v.value())?.name);
+            }
+            names
+        };
+        for n in names {
+            self.bump_service(&n)?;
+        }
+        Ok(())
+    }
+
+    fn kv_touch(&mut self, key: &str) -> R<()> {
+        self.ch.kv.insert(key.to_string());
+        self.bump(IDX_KV)
+    }
+
+    fn session_exists(&self, id: &str) -> R<bool> {
+        Ok(self.table(SESSIONS)?.get(id).map_err(sto_err)?.is_some())
+    }
+
+    fn kv_set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        cas: Option<u64>,
+        lock: Option<LockOp>,
+    ) -> R<bool> {
+        if let Some(LockOp::Acquire(s)) = &lock {
+            if !self.session_exists(s)? {
+                return Ok(false);
+            }
+        }
+        let mut t = self.table(KV)?;
+        let old: Option<KvEntry> = get(&t, &key)?;
+        if let Some(cas) = cas {
+            if old.as_ref().map_or(0, |e| e.modify_index) != cas {
+                return Ok(false);
+            }
+        }
+        let mut entry = match old {
+            Some(old) => KvEntry {
+                value,
+                flags,
+                modify_index: self.index,
+                ..old
+            },
+            None => KvEntry {
+                key: key.clone(),
+                value,
+                flags,
+                session: None,
+                create_index: self.index,
+                modify_index: self.index,
+                lock_index: 0,
+            },
+        };
+        match lock {
+            Some(LockOp::Acquire(s)) => match &entry.session {
+                Some(holder) if *holder != s => return Ok(false),
+                Some(_) => {}
+                None => {
+                    entry.session = Some(s);
+                    entry.lock_index += 1;
+                }
+            },
+            Some(LockOp::Release(s)) => {
+                if entry.session.as_deref() != Some(s.as_str()) {
+                    return Ok(false);
+                }
+                entry.session = None;
+            }
+            None => {}
+        }
+        put(&mut t, &key, &entry)?;
+        drop(t);
+        self.table(KV_TOMBS)?
+            .remove(key.as_str())
+            .map_err(sto_err)?;
+        self.kv_touch(&key)?;
+        Ok(true)
+    }
+
+    fn tombstone(&mut self, key: &str) -> R<()> {
+        let index = self.index;
+        put(&mut self.table(KV_TOMBS)?, key, &index)?;
+        self.kv_touch(key)
+    }
+
+    fn kv_delete(&mut self, key: &str, cas: Option<u64>) -> R<bool> {
+        let mut t = self.table(KV)?;
+        if let Some(cas) = cas {
+            match get::<KvEntry>(&t, key)? {
+                Some(e) if e.modify_index == cas => {}
+                // Consul: deleting a missing key with cas=0 succeeds; anything else fails.
+                None if cas == 0 => return Ok(true),
+                _ => return Ok(false),
+            }
+        }
+        let existed = t.remove(key).map_err(sto_err)?.is_some();
+        drop(t);
+        if existed {
+            self.tombstone(key)?;
+        }
+        Ok(true)
+    }
+
+    fn kv_delete_tree(&mut self, prefix: &str) -> R<bool> {
+        let mut removed = Vec::new();
+        self.table(KV)?
+            .retain_in::<&str, _>(prefix.., |k, _| {
+                if k.starts_with(prefix) {
+                    removed.push(k.to_string());
+                    false
+                } else {
+                    true
+                }
+            })
+            .map_err(sto_err)?;
+        for k in removed {
+            self.tombstone(&k)?;
+        }
+        Ok(true)
+    }
+
+    fn register(&mut self, reg: Registration) -> R<bool> {
+        let Registration {
+            node,
+            skip_node_update,
+            service,
+            checks,
+        } = reg;
+        // Validate before writing anything: a check must belong to a service the node has or
+        // is registering now (Consul refuses the whole registration otherwise).
+        for c in &checks {
+            let sid = &c.service_id;
+            let ok = sid.is_empty()
+                || service.as_ref().is_some_and(|s| &s.id == sid)
+                || self
+                    .table(SERVICES)?
+                    .get(node_key(&node.name, sid).as_str())
+                    .map_err(sto_err)?
+                    .is_some();
+            if !ok {
+                return Ok(false);
+            }
+        }
+        let old: Option<Node> = get(&self.table(NODES)?, &node.name)?;
         let write = match &old {
             None => true,
             Some(_) if skip_node_update => false,
@@ -147,74 +262,67 @@ fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
             }
         };
         if write {
-            let create_index = old.map_or(index, |o| o.create_index);
+            let create_index = old.map_or(self.index, |o| o.create_index);
             let n = Node {
                 create_index,
-                modify_index: index,
+                modify_index: self.index,
                 ..node.clone()
             };
-            nodes
-                .insert(node.name.as_str(), encode(&n)?.as_slice())
-                .map_err(sto_err)?;
-            drop(nodes);
-            bump(txn, IDX_NODES, index)?;
+            put(&mut self.table(NODES)?, &node.name, &n)?;
+            self.bump(IDX_NODES)?;
+            self.bump_node_services(&node.name)?;
         }
-    }
-    let mut service_name = None;
-    if let Some(svc) = service {
-        let mut t = txn.open_table(SERVICES).map_err(sto_err)?;
-        let key = node_key(&node.name, &svc.id);
-        let old: Option<Service> = get(&t, &key)?;
-        let unchanged = old.as_ref().is_some_and(|o| {
-            Service {
-                create_index: 0,
-                modify_index: 0,
-                ..o.clone()
-            } == Service {
-                create_index: 0,
-                modify_index: 0,
-                ..svc.clone()
-            }
-        });
-        service_name = Some((svc.id.clone(), svc.name.clone()));
-        if !unchanged {
-            let create_index = old.map_or(index, |o| o.create_index);
-            let s = Service {
-                create_index,
-                modify_index: index,
-                ..svc
+        if let Some(svc) = service {
+            let key = node_key(&node.name, &svc.id);
+            let old: Option<Service> = get(&self.table(SERVICES)?, &key)?;
+            let same = |o: &Service| {
+                Service {
+                    create_index: 0,
+                    modify_index: 0,
+                    ..o.clone()
+                } == Service {
+                    create_index: 0,
+                    modify_index: 0,
+                    ..svc.clone()
+                }
             };
-            t.insert(key.as_str(), encode(&s)?.as_slice())
-                .map_err(sto_err)?;
-            drop(t);
-            bump(txn, IDX_SERVICES, index)?;
+            if !old.as_ref().is_some_and(same) {
+                if let Some(o) = old.as_ref().filter(|o| o.name != svc.name) {
+                    // Renamed in place: drop the old name's index row.
+                    let k = format!("{}\0{}", o.name, key);
+                    self.table(SERVICE_NAMES)?
+                        .remove(k.as_str())
+                        .map_err(sto_err)?;
+                    self.bump_service(&o.name.clone())?;
+                }
+                let create_index = old.map_or(self.index, |o| o.create_index);
+                let s = Service {
+                    create_index,
+                    modify_index: self.index,
+                    ..svc.clone()
+                };
+                put(&mut self.table(SERVICES)?, &key, &s)?;
+                let name_key = format!("{}\0{}", svc.name, key);
+                self.table(SERVICE_NAMES)?
+                    .insert(name_key.as_str(), &[][..])
+                    .map_err(sto_err)?;
+                self.bump(IDX_SERVICES)?;
+                self.bump_service(&svc.name)?;
+            }
         }
-    }
-    if !checks.is_empty() {
-        let services = txn.open_table(SERVICES).map_err(sto_err)?;
-        let mut t = txn.open_table(CHECKS).map_err(sto_err)?;
-        let mut changed = false;
+        let mut critical = Vec::new();
         for mut c in checks {
             c.node = node.name.clone();
-            if c.service_id.is_empty() {
-                if let Some((id, _)) = &service_name {
-                    if c.service_id.is_empty() && c.id.starts_with("service:") {
-                        c.service_id = id.clone();
-                    }
-                }
-            }
-            if !c.service_id.is_empty() {
-                let svc: Option<Service> =
-                    match services.get(node_key(&node.name, &c.service_id).as_str()) {
-                        Ok(Some(v)) => Some(decode(v.value())?),
-                        Ok(None) => None,
-                        Err(e) => return Err(sto_err(e)),
-                    };
-                c.service_name = svc.map(|s| s.name).unwrap_or_default();
-            }
+            c.service_name = if c.service_id.is_empty() {
+                String::new()
+            } else {
+                get::<Service>(&self.table(SERVICES)?, &node_key(&node.name, &c.service_id))?
+                    .map(|s| s.name)
+                    .unwrap_or_default()
+            };
             let key = node_key(&node.name, &c.id);
-            let old: Option<Check> = get(&t, &key)?;
-            let unchanged = old.as_ref().is_some_and(|o| {
+            let old: Option<Check> = get(&self.table(CHECKS)?, &key)?;
+            let same = |o: &Check| {
                 Check {
                     create_index: 0,
                     modify_index: 0,
@@ -224,112 +332,209 @@ fn register(txn: &WriteTransaction, index: u64, reg: Registration) -> R<bool> {
                     modify_index: 0,
                     ..c.clone()
                 }
-            });
-            if !unchanged {
-                let create_index = old.map_or(index, |o| o.create_index);
-                let c = Check {
-                    create_index,
-                    modify_index: index,
-                    ..c
+            };
+            if old.as_ref().is_some_and(same) {
+                continue;
+            }
+            if c.status == HealthStatus::Critical {
+                critical.push(c.id.clone());
+            }
+            let create_index = old.map_or(self.index, |o| o.create_index);
+            let c = Check {
+                create_index,
+                modify_index: self.index,
+                ..c
+            };
+            put(&mut self.table(CHECKS)?, &key, &c)?;
+            self.bump(IDX_CHECKS)?;
+            if c.service_name.is_empty() {
+                self.bump_node_services(&node.name)?;
+            } else {
+                self.bump_service(&c.service_name)?;
+            }
+        }
+        for check in critical {
+            self.invalidate_sessions_on_check(&node.name, &check)?;
+        }
+        Ok(true)
+    }
+
+    /// Removes a node's services (all, or those matching `only`), with their name index rows.
+    fn remove_services(&mut self, node: &str, only: Option<&str>) -> R<()> {
+        let (lo, hi) = node_range(node);
+        let mut gone: Vec<Service> = Vec::new();
+        self.table(SERVICES)?
+            .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, v| {
+                let Ok(s) = decode::<Service>(v) else {
+                    return true;
                 };
-                t.insert(key.as_str(), encode(&c)?.as_slice())
-                    .map_err(sto_err)?;
-                changed = true;
-            }
+                if only.is_some_and(|id| id != s.id) {
+                    return true;
+                }
+                gone.push(s);
+                false
+            })
+            .map_err(sto_err)?;
+        if gone.is_empty() {
+            return Ok(());
         }
-        drop(t);
-        drop(services);
-        if changed {
-            bump(txn, IDX_CHECKS, index)?;
+        for s in &gone {
+            let k = format!("{}\0{}", s.name, node_key(node, &s.id));
+            self.table(SERVICE_NAMES)?
+                .remove(k.as_str())
+                .map_err(sto_err)?;
+            self.bump_service(&s.name)?;
         }
+        self.bump(IDX_SERVICES)
     }
-    Ok(true)
-}
 
-fn remove_range(t: &mut Table<&str, &[u8]>, node: &str, pred: impl Fn(&[u8]) -> bool) -> R<usize> {
-    let (lo, hi) = node_range(node);
-    let mut n = 0;
-    t.retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, v| {
-        if pred(v) {
-            n += 1;
-            false
-        } else {
-            true
+    /// Removes a node's checks matching `pred`; returns the IDs removed.
+    fn remove_checks(&mut self, node: &str, pred: impl Fn(&Check) -> bool) -> R<Vec<Check>> {
+        let (lo, hi) = node_range(node);
+        let mut gone = Vec::new();
+        self.table(CHECKS)?
+            .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, v| match decode::<Check>(v) {
+                Ok(c) if pred(&c) => {
+                    gone.push(c);
+                    false
+                }
+                _ => true,
+            })
+            .map_err(sto_err)?;
+        if !gone.is_empty() {
+            self.bump(IDX_CHECKS)?;
         }
-    })
-    .map_err(sto_err)?;
-    Ok(n)
-}
-
-fn deregister(
-    txn: &WriteTransaction,
-    index: u64,
-    node: &str,
-    service_id: Option<&str>,
-    check_id: Option<&str>,
-) -> R<bool> {
-    match (service_id, check_id) {
-        (Some(sid), _) => {
-            let removed = {
-                let mut t = txn.open_table(SERVICES).map_err(sto_err)?;
-                let r = t
-                    .remove(node_key(node, sid).as_str())
-                    .map_err(sto_err)?
-                    .is_some();
-                r
-            };
-            let checks_removed = {
-                let mut t = txn.open_table(CHECKS).map_err(sto_err)?;
-                remove_range(&mut t, node, |v| {
-                    decode::<Check>(v)
-                        .map(|c| c.service_id == sid)
-                        .unwrap_or(false)
-                })?
-            };
-            if removed {
-                bump(txn, IDX_SERVICES, index)?;
-            }
-            if checks_removed > 0 {
-                bump(txn, IDX_CHECKS, index)?;
-            }
-        }
-        (None, Some(cid)) => {
-            let removed = {
-                let mut t = txn.open_table(CHECKS).map_err(sto_err)?;
-                let r = t
-                    .remove(node_key(node, cid).as_str())
-                    .map_err(sto_err)?
-                    .is_some();
-                r
-            };
-            if removed {
-                bump(txn, IDX_CHECKS, index)?;
-            }
-        }
-        (None, None) => {
-            let removed = {
-                let mut t = txn.open_table(NODES).map_err(sto_err)?;
-                let r = t.remove(node).map_err(sto_err)?.is_some();
-                r
-            };
-            let s = {
-                let mut t = txn.open_table(SERVICES).map_err(sto_err)?;
-                remove_range(&mut t, node, |_| true)?
-            };
-            let c = {
-                let mut t = txn.open_table(CHECKS).map_err(sto_err)?;
-                remove_range(&mut t, node, |_| true)?
-            };
-            if removed {
-                bump(txn, IDX_NODES, index)?;
-            }
-            if s > 0 {
-                bump(txn, IDX_SERVICES, index)?;
-            }
-            if c > 0 {
-                bump(txn, IDX_CHECKS, index)?;
-            }
-        }
+        Ok(gone)
     }
-    Ok(true)
+
+    fn deregister(
+        &mut self,
+        node: &str,
+        service_id: Option<&str>,
+        check_id: Option<&str>,
+    ) -> R<bool> {
+        match (service_id, check_id) {
+            (Some(sid), _) => {
+                let checks = self.remove_checks(node, |c| c.service_id == sid)?;
+                self.remove_services(node, Some(sid))?;
+                for c in checks {
+                    self.invalidate_sessions_on_check(node, &c.id)?;
+                }
+            }
+            (None, Some(cid)) => {
+                let checks = self.remove_checks(node, |c| c.id == cid)?;
+                for c in &checks {
+                    if c.service_name.is_empty() {
+                        self.bump_node_services(node)?;
+                    } else {
+                        self.bump_service(&c.service_name)?;
+                    }
+                    self.invalidate_sessions_on_check(node, &c.id)?;
+                }
+            }
+            (None, None) => {
+                self.remove_checks(node, |_| true)?;
+                self.remove_services(node, None)?;
+                if self.table(NODES)?.remove(node).map_err(sto_err)?.is_some() {
+                    self.bump(IDX_NODES)?;
+                }
+                // A node that is gone takes its sessions with it.
+                let ids: Vec<String> = self
+                    .sessions()?
+                    .into_iter()
+                    .filter(|s| s.node == node)
+                    .map(|s| s.id)
+                    .collect();
+                for id in ids {
+                    self.session_destroy(&id)?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn sessions(&self) -> R<Vec<Session>> {
+        let t = self.table(SESSIONS)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(sto_err)? {
+            let (_, v) = item.map_err(sto_err)?;
+            out.push(decode(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn session_create(&mut self, mut s: Session) -> R<bool> {
+        // As Consul: the node must exist, and every check the session depends on must exist and
+        // not be critical.
+        if get::<Node>(&self.table(NODES)?, &s.node)?.is_none() {
+            return Ok(false);
+        }
+        for c in s.node_checks.iter().chain(&s.service_checks) {
+            match get::<Check>(&self.table(CHECKS)?, &node_key(&s.node, c))? {
+                Some(check) if check.status != HealthStatus::Critical => {}
+                _ => return Ok(false),
+            }
+        }
+        s.create_index = self.index;
+        s.modify_index = self.index;
+        put(&mut self.table(SESSIONS)?, &s.id.clone(), &s)?;
+        self.bump(IDX_SESSIONS)?;
+        Ok(true)
+    }
+
+    fn session_destroy(&mut self, id: &str) -> R<bool> {
+        let Some(s) = get::<Session>(&self.table(SESSIONS)?, id)? else {
+            return Ok(true);
+        };
+        self.table(SESSIONS)?.remove(id).map_err(sto_err)?;
+        self.bump(IDX_SESSIONS)?;
+        let held: Vec<KvEntry> = {
+            let t = self.table(KV)?;
+            let mut held = Vec::new();
+            for item in t.iter().map_err(sto_err)? {
+                let (_, v) = item.map_err(sto_err)?;
+                let e: KvEntry = decode(v.value())?;
+                if e.session.as_deref() == Some(id) {
+                    held.push(e);
+                }
+            }
+            held
+        };
+        for mut e in held {
+            self.ch.lock_delays.push((e.key.clone(), s.lock_delay_ms));
+            match s.behavior {
+                SessionBehavior::Release => {
+                    e.session = None;
+                    e.modify_index = self.index;
+                    put(&mut self.table(KV)?, &e.key.clone(), &e)?;
+                    self.kv_touch(&e.key)?;
+                }
+                SessionBehavior::Delete => {
+                    self.table(KV)?.remove(e.key.as_str()).map_err(sto_err)?;
+                    self.tombstone(&e.key)?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// A session dies with any check it depends on going critical or away.
+    fn invalidate_sessions_on_check(&mut self, node: &str, check: &str) -> R<()> {
+        let ids: Vec<String> = self
+            .sessions()?
+            .into_iter()
+            .filter(|s| {
+                s.node == node
+                    && s.node_checks
+                        .iter()
+                        .chain(&s.service_checks)
+                        .any(|c| c == check)
+            })
+            .map(|s| s.id)
+            .collect();
+        for id in ids {
+            self.session_destroy(&id)?;
+        }
+        Ok(())
+    }
 }

@@ -3,7 +3,11 @@ use std::sync::Arc;
 use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
 
 use super::tables::*;
-use crate::model::{Check, KvEntry, Node, Query, QueryResult, Service};
+use std::collections::BTreeMap;
+
+use crate::model::{
+    Check, HealthStatus, KvEntry, Node, Query, QueryResult, Service, ServiceHealth, Session,
+};
 use crate::raft::types::decode;
 use crate::{Error, Result};
 
@@ -138,6 +142,112 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The index a deleted key left behind, if any.
+    fn tombstone(&self, txn: &ReadTransaction, key: &str) -> Result<Option<u64>> {
+        let t = txn.open_table(KV_TOMBS)?;
+        match t.get(key)? {
+            Some(v) => Ok(Some(de(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The highest deletion index under a prefix.
+    fn max_tombstone(&self, txn: &ReadTransaction, prefix: &str) -> Result<u64> {
+        let t = txn.open_table(KV_TOMBS)?;
+        let mut max = 0;
+        for item in t.range::<&str>(prefix..)? {
+            let (k, v) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            max = max.max(de::<u64>(v.value())?);
+        }
+        Ok(max)
+    }
+
+    /// The index of a service: the last change to any instance, its checks or its nodes.
+    fn service_index(&self, name: &str) -> Result<u64> {
+        match self.table_index(&svc_index(name))? {
+            0 => self.table_index(IDX_SERVICES),
+            i => Ok(i),
+        }
+    }
+
+    /// The index of a prefix: its newest entry or deletion, else the KV table's index.
+    fn prefix_index(&self, prefix: &str, newest: Option<u64>) -> Result<u64> {
+        let tomb = self.max_tombstone(&self.read()?, prefix)?;
+        match newest.unwrap_or(0).max(tomb) {
+            0 => self.table_index(IDX_KV),
+            i => Ok(i),
+        }
+    }
+
+    /// The instances of one service, with their nodes.
+    pub fn service_nodes(&self, name: &str) -> Result<Vec<(Node, Service)>> {
+        let txn = self.read()?;
+        let names = txn.open_table(SERVICE_NAMES)?;
+        let services = txn.open_table(SERVICES)?;
+        let nodes = txn.open_table(NODES)?;
+        let (lo, hi) = node_range(name);
+        let mut out = Vec::new();
+        for item in names.range::<&str>(lo.as_str()..hi.as_str())? {
+            let (k, _) = item?;
+            let svc_key = &k.value()[name.len() + 1..];
+            let Some(sv) = services.get(svc_key)? else {
+                continue;
+            };
+            let svc: Service = de(sv.value())?;
+            let node_name = svc_key.split('\0').next().unwrap_or_default();
+            let Some(nv) = nodes.get(node_name)? else {
+                continue;
+            };
+            out.push((de(nv.value())?, svc));
+        }
+        Ok(out)
+    }
+
+    /// The instances of one service with every check that applies to each.
+    pub fn service_health(&self, name: &str) -> Result<Vec<ServiceHealth>> {
+        let mut out = Vec::new();
+        for (node, service) in self.service_nodes(name)? {
+            let checks = self
+                .node_checks(&node.name)?
+                .into_iter()
+                .filter(|c| c.service_id.is_empty() || c.service_id == service.id)
+                .collect();
+            out.push(ServiceHealth {
+                node,
+                service,
+                checks,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every check, optionally only those in `state`.
+    pub fn checks(&self, state: Option<HealthStatus>) -> Result<Vec<Check>> {
+        let txn = self.read()?;
+        let all: Vec<Check> = Self::scan(&txn, CHECKS, "", None, |_| true)?;
+        Ok(all
+            .into_iter()
+            .filter(|c| state.is_none_or(|s| c.status == s))
+            .collect())
+    }
+
+    pub fn sessions(&self) -> Result<Vec<Session>> {
+        let txn = self.read()?;
+        Self::scan(&txn, SESSIONS, "", None, |_| true)
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<Session>> {
+        let txn = self.read()?;
+        let t = txn.open_table(SESSIONS)?;
+        match t.get(id)? {
+            Some(v) => Ok(Some(de(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
     /// Runs a [`Query`] against local state, returning the data and its index.
     pub fn query(&self, q: &Query) -> Result<(QueryResult, u64)> {
         Ok(match q {
@@ -145,21 +255,22 @@ impl Catalog {
                 let e = self.kv_get(key)?;
                 let idx = match &e {
                     Some(e) => e.modify_index,
-                    None => self.table_index(IDX_KV)?,
+                    None => match self.tombstone(&self.read()?, key)? {
+                        Some(i) => i,
+                        None => self.table_index(IDX_KV)?,
+                    },
                 };
                 (QueryResult::Kv(e), idx)
             }
             Query::KvList { prefix } => {
                 let l = self.kv_list(prefix)?;
-                let idx = match l.iter().map(|e| e.modify_index).max() {
-                    Some(i) => i,
-                    None => self.table_index(IDX_KV)?,
-                };
+                let idx = self.prefix_index(prefix, l.iter().map(|e| e.modify_index).max())?;
                 (QueryResult::KvList(l), idx)
             }
             Query::KvKeys { prefix, separator } => {
                 let keys = self.kv_keys(prefix, separator.as_deref())?;
-                (QueryResult::Keys(keys), self.table_index(IDX_KV)?)
+                let max = self.kv_list(prefix)?.iter().map(|e| e.modify_index).max();
+                (QueryResult::Keys(keys), self.prefix_index(prefix, max)?)
             }
             Query::Nodes => (
                 QueryResult::Nodes(self.nodes()?),
@@ -179,6 +290,54 @@ impl Catalog {
                 QueryResult::Checks(self.node_checks(name)?),
                 self.table_index(IDX_CHECKS)?,
             ),
+            Query::Services => {
+                let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (_, s) in self.services()? {
+                    let tags = map.entry(s.name).or_default();
+                    for t in s.tags {
+                        if !tags.contains(&t) {
+                            tags.push(t);
+                        }
+                    }
+                }
+                (QueryResult::Services(map), self.table_index(IDX_SERVICES)?)
+            }
+            Query::ServiceNodes { name } => (
+                QueryResult::ServiceNodes(self.service_nodes(name)?),
+                self.service_index(name)?,
+            ),
+            Query::ServiceHealth { name } => (
+                QueryResult::ServiceHealth(self.service_health(name)?),
+                self.service_index(name)?,
+            ),
+            Query::ServiceChecks { name } => {
+                let checks = self
+                    .service_health(name)?
+                    .into_iter()
+                    .flat_map(|h| h.checks.into_iter().filter(|c| !c.service_id.is_empty()))
+                    .collect();
+                (QueryResult::Checks(checks), self.service_index(name)?)
+            }
+            Query::ChecksInState { state } => (
+                QueryResult::Checks(self.checks(*state)?),
+                self.table_index(IDX_CHECKS)?,
+            ),
+            Query::Session { id } => {
+                let s = self.session(id)?.into_iter().collect();
+                (QueryResult::Sessions(s), self.table_index(IDX_SESSIONS)?)
+            }
+            Query::Sessions => (
+                QueryResult::Sessions(self.sessions()?),
+                self.table_index(IDX_SESSIONS)?,
+            ),
+            Query::NodeSessions { node } => {
+                let s = self
+                    .sessions()?
+                    .into_iter()
+                    .filter(|s| s.node == *node)
+                    .collect();
+                (QueryResult::Sessions(s), self.table_index(IDX_SESSIONS)?)
+            }
         })
     }
 }

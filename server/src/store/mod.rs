@@ -3,6 +3,7 @@
 mod apply;
 mod catalog;
 pub(crate) mod tables;
+pub(crate) mod watch;
 
-pub(crate) use apply::apply_command;
+pub(crate) use apply::{apply_command, Changes};
 pub use catalog::Catalog;

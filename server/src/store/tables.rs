@@ -5,17 +5,34 @@ use redb::TableDefinition;
 pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// KV entries by key (postcard `KvEntry`).
 pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+/// Deleted keys and the index they were deleted at, so a read of a deleted key or of its
+/// prefix still reports an index that moved. Removed when the key is written again.
+pub(crate) const KV_TOMBS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_tombstones");
 /// Catalog nodes by name.
 pub(crate) const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 /// Services by `node \0 service_id`, so a node's services are one range.
 pub(crate) const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+/// Index of services by `name \0 node \0 service_id` (empty values): one range per service.
+pub(crate) const SERVICE_NAMES: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("service_names");
 /// Checks by `node \0 check_id`.
 pub(crate) const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
-/// Per-table index: the Raft index of the last change (including deletes) to each table.
+/// Sessions by ID.
+pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Per-table and per-service index: the Raft index of the last change (deletes included).
+/// Keys: `kv`, `nodes`, `services`, `checks`, `sessions`, and `svc:<name>`.
 pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
 
 /// The tables a snapshot carries, all keyed by string with byte values.
-pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 4] = [KV, NODES, SERVICES, CHECKS];
+pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 7] = [
+    KV,
+    KV_TOMBS,
+    NODES,
+    SERVICES,
+    SERVICE_NAMES,
+    CHECKS,
+    SESSIONS,
+];
 
 pub(crate) const LAST_APPLIED: &str = "last_applied";
 pub(crate) const MEMBERSHIP: &str = "membership";
@@ -24,13 +41,20 @@ pub(crate) const IDX_KV: &str = "kv";
 pub(crate) const IDX_NODES: &str = "nodes";
 pub(crate) const IDX_SERVICES: &str = "services";
 pub(crate) const IDX_CHECKS: &str = "checks";
+pub(crate) const IDX_SESSIONS: &str = "sessions";
 
 /// Key of a row owned by a node: `node \0 id`.
 pub(crate) fn node_key(node: &str, id: &str) -> String {
     format!("{node}\0{id}")
 }
 
-/// The key range covering every row owned by `node`.
+/// The key range covering every row owned by `node` (or every row of a service name in
+/// [`SERVICE_NAMES`]).
 pub(crate) fn node_range(node: &str) -> (String, String) {
     (format!("{node}\0"), format!("{node}\u{1}"))
+}
+
+/// The [`INDEXES`] key of one service name.
+pub(crate) fn svc_index(name: &str) -> String {
+    format!("svc:{name}")
 }
