@@ -11,6 +11,7 @@ mod params;
 mod router;
 mod session;
 mod status;
+mod txn;
 pub mod types;
 
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use crate::catalog::*;
 use crate::kv::*;
 use crate::session::*;
 use crate::status::*;
+use crate::txn::*;
 use crate::{ApiState, MAX_VALUE_SIZE};
 
 /// Builds the `/v1` router. Wrong methods get 405 from axum.
@@ -41,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/session/info/{id}", get(session_info))
         .route("/v1/session/node/{node}", get(session_node))
         .route("/v1/session/list", get(session_list))
+        .route("/v1/txn", put(txn))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
         .with_state(state)

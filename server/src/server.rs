@@ -781,9 +781,11 @@ impl Local {
             match self.leader_view() {
                 LeaderView::Me => {
                     if self.lock_delayed(&cmd) {
+                        let index = *self.applied.borrow();
                         return Ok(CommandResult {
-                            index: *self.applied.borrow(),
+                            index,
                             success: false,
+                            txn: None,
                         });
                     }
                     let (tx, rx) = tokio::sync::oneshot::channel();

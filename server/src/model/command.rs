@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::{LockOp, Registration, Session};
+use super::{LockOp, Registration, Session, TxnOp, TxnOutcome};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
@@ -31,6 +31,8 @@ pub enum Command {
     SessionCreate(Box<Session>),
     /// Destroy a session, releasing or deleting its locks per its behavior.
     SessionDestroy { id: String },
+    /// Apply every operation or none.
+    Txn(Vec<TxnOp>),
 }
 
 /// What applying a [`Command`] produced.
@@ -40,4 +42,6 @@ pub struct CommandResult {
     pub index: u64,
     /// False when a condition (CAS, lock, missing session) did not hold; nothing changed.
     pub success: bool,
+    /// The outcome of a [`Command::Txn`].
+    pub txn: Option<TxnOutcome>,
 }

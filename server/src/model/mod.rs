@@ -9,9 +9,11 @@ mod command;
 mod kv;
 mod query;
 mod session;
+mod txn;
 
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use kv::KvEntry;
 pub use query::{Consistency, Query, QueryResult, ReadMeta, ServiceHealth};
 pub use session::{LockOp, Session, SessionBehavior};
+pub use txn::{CatalogVerb, KvVerb, TxnOp, TxnOutcome, TxnResult};

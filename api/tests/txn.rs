@@ -1,0 +1,156 @@
+//! `/v1/txn`: all or nothing, Consul's reply shapes and status codes.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use serde_json::json;
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test]
+async fn a_failing_operation_rolls_back_every_operation() {
+    let f = fixture().await;
+    call(&f, "PUT", "/v1/kv/existing", "old").await;
+    let ops = json!([
+        {"KV": {"Verb": "set", "Key": "new/a", "Value": b64("A")}},
+        {"KV": {"Verb": "delete", "Key": "existing"}},
+        {"Node": {"Verb": "set", "Node": {"Node": "t1", "Address": "10.1.1.1"}}},
+        {"KV": {"Verb": "check-not-exists", "Key": "new/a"}},
+    ]);
+    let r = call(&f, "PUT", "/v1/txn", ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let v = r.json();
+    assert_eq!(v["Results"], serde_json::Value::Null);
+    assert_eq!(
+        v["Errors"],
+        json!([{"OpIndex": 3, "What": "key \"new/a\" exists"}])
+    );
+    assert_eq!(
+        get(&f, "/v1/kv/new/a").await.status,
+        StatusCode::NOT_FOUND,
+        "set rolled back"
+    );
+    assert_eq!(
+        get(&f, "/v1/kv/existing?raw").await.body,
+        b"old",
+        "delete rolled back"
+    );
+    assert_eq!(
+        get(&f, "/v1/catalog/node/t1").await.status,
+        StatusCode::NOT_FOUND,
+        "node rolled back"
+    );
+}
+
+#[tokio::test]
+async fn successful_transaction_applies_everything_and_reports_results() {
+    let f = fixture().await;
+    call(&f, "PUT", "/v1/kv/cfg/a", "1").await;
+    let idx = get(&f, "/v1/kv/cfg/a").await.json()[0]["ModifyIndex"]
+        .as_u64()
+        .expect("idx");
+    let ops = json!([
+        {"KV": {"Verb": "cas", "Key": "cfg/a", "Value": b64("2"), "Index": idx}},
+        {"KV": {"Verb": "set", "Key": "cfg/b", "Value": b64("3"), "Flags": 7}},
+        {"KV": {"Verb": "get", "Key": "cfg/b"}},
+        {"KV": {"Verb": "get-tree", "Key": "cfg/"}},
+        {"Node": {"Verb": "set", "Node": {"Node": "t1", "Address": "10.1.1.1"}}},
+        {"Service": {"Verb": "set", "Node": "t1", "Service": {"Service": "api", "Port": 9000}}},
+        {"Check": {"Verb": "set", "Check": {"Node": "t1", "CheckID": "api-up", "Status": "passing", "ServiceID": "api"}}},
+    ]);
+    let r = call(&f, "PUT", "/v1/txn", ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["Errors"], serde_json::Value::Null);
+    let results = v["Results"].as_array().expect("results");
+    assert_eq!(results[0]["KV"]["Key"], "cfg/a");
+    assert_eq!(
+        results[0]["KV"]["Value"],
+        serde_json::Value::Null,
+        "writes report no value"
+    );
+    assert_eq!(results[2]["KV"]["Value"], b64("3"));
+    assert_eq!(results[2]["KV"]["Flags"], 7);
+    let tree: Vec<&str> = results[3..5]
+        .iter()
+        .filter_map(|r| r["KV"]["Key"].as_str())
+        .collect();
+    assert_eq!(
+        tree,
+        ["cfg/a", "cfg/b"],
+        "get-tree sees the transaction's own writes"
+    );
+    assert_eq!(results[5]["Node"]["Node"], "t1");
+    assert_eq!(get(&f, "/v1/kv/cfg/a?raw").await.body, b"2");
+    let h = get(&f, "/v1/health/service/api?passing").await.json();
+    assert_eq!(h[0]["Node"]["Address"], "10.1.1.1");
+}
+
+#[tokio::test]
+async fn bad_transactions_are_refused() {
+    let f = fixture().await;
+    let r = call(
+        &f,
+        "PUT",
+        "/v1/txn",
+        json!([{"KV": {"Verb": "frobnicate", "Key": "k"}}]).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "operation 0: Unknown KV verb \"frobnicate\""
+        )
+    );
+    let r = call(
+        &f,
+        "PUT",
+        "/v1/txn",
+        json!([{"KV": {"Verb": "set", "Key": "k", "Value": "%%%"}}]).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(
+        &f,
+        "PUT",
+        "/v1/txn",
+        json!([{"KV": {"Verb": "set"}}]).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "operation 0: Missing key for KV operation"
+        )
+    );
+    let many: Vec<_> = (0..129)
+        .map(|i| json!({"KV": {"Verb": "set", "Key": format!("k{i}")}}))
+        .collect();
+    let r = call(
+        &f,
+        "PUT",
+        "/v1/txn",
+        serde_json::Value::Array(many).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Transaction contains too many operations (129 > 128)"
+        )
+    );
+    let r = call(&f, "PUT", "/v1/txn", "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        get(&f, "/v1/kv/?keys").await.status,
+        StatusCode::NOT_FOUND,
+        "nothing applied"
+    );
+}
