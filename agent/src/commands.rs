@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::flags::{self, Kind, Parsed};
 
+pub(crate) use muster_api::go_duration;
+
 /// Flags every client command accepts.
 const COMMON: &[(&str, Kind)] = &[
     ("http-addr", Kind::Value),
@@ -17,7 +19,7 @@ const COMMON: &[(&str, Kind)] = &[
     ("datacenter", Kind::Value),
 ];
 
-fn spec(extra: &[(&'static str, Kind)]) -> Vec<(&'static str, Kind)> {
+pub(crate) fn spec(extra: &[(&'static str, Kind)]) -> Vec<(&'static str, Kind)> {
     COMMON.iter().chain(extra).copied().collect()
 }
 
@@ -69,6 +71,30 @@ impl Client {
         Ok((code, bytes))
     }
 
+    /// A GET returning the status, `X-Consul-Index` and body; blocking reads may take minutes.
+    pub(crate) async fn send_indexed(&self, path: &str) -> anyhow::Result<(u16, u64, Vec<u8>)> {
+        let url = format!("{}{}", self.base, path);
+        let resp = self.http.get(&url).send().await.map_err(|e| {
+            anyhow!(
+                "cannot reach the agent at {}: {}",
+                self.base,
+                root_cause(&e)
+            )
+        })?;
+        let code = resp.status().as_u16();
+        let index = resp
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok((
+            code,
+            index,
+            resp.bytes().await.context("read agent response")?.to_vec(),
+        ))
+    }
+
     /// Sends a request and fails with the agent's message unless it answered 2xx.
     pub async fn call(
         &self,
@@ -95,7 +121,7 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-fn qs(p: &Parsed, extra: &[(&str, String)]) -> String {
+pub(crate) fn qs(p: &Parsed, extra: &[(&str, String)]) -> String {
     let mut parts: Vec<String> = Vec::new();
     if p.bool("stale") {
         parts.push("stale".into());
@@ -125,6 +151,8 @@ pub async fn run(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
         "leave" => leave(args).await,
         "force-leave" => force_leave(args).await,
         "kv" => kv(args).await,
+        "catalog" => catalog(args).await,
+        "lock" => crate::lock::run(args).await,
         other => bail!("unknown command {other:?}; run `muster help`"),
     }
 }
@@ -296,6 +324,8 @@ async fn kv(args: &[String]) -> anyhow::Result<i32> {
         "get" => kv_get(rest).await,
         "put" => kv_put(rest).await,
         "delete" => kv_delete(rest).await,
+        "export" => kv_export(rest).await,
+        "import" => kv_import(rest).await,
         other => bail!("unknown kv subcommand {other:?}"),
     }
 }
@@ -485,5 +515,223 @@ async fn kv_delete(args: &[String]) -> anyhow::Result<i32> {
     } else {
         eprintln!("Error! Did not delete key {key}: CAS failed");
         Ok(1)
+    }
+}
+
+async fn kv_export(args: &[String]) -> anyhow::Result<i32> {
+    let p = flags::parse(args, &spec(&[])).map_err(|e| anyhow!(e))?;
+    let prefix = one_key(&p, true)?;
+    let c = Client::new(&p);
+    let (code, body) = c
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/kv/{prefix}{}", qs(&p, &[("recurse", String::new())])),
+            None,
+        )
+        .await?;
+    let entries: Vec<Value> = match code {
+        200 => serde_json::from_slice(&body).context("decode kv reply")?,
+        404 => Vec::new(),
+        _ => bail!(
+            "Unexpected response code: {code} ({})",
+            String::from_utf8_lossy(&body).trim()
+        ),
+    };
+    // Consul's export format: key, flags, base64 value.
+    let out: Vec<Value> = entries
+        .iter()
+        .map(|e| serde_json::json!({"key": e["Key"], "flags": e["Flags"], "value": e["Value"].as_str().unwrap_or("")}))
+        .collect();
+    let mut buf = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    serde::Serialize::serialize(&out, &mut ser).context("encode export")?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&buf)?;
+    writeln!(stdout)?;
+    Ok(0)
+}
+
+async fn kv_import(args: &[String]) -> anyhow::Result<i32> {
+    let p = flags::parse(args, &spec(&[("prefix", Kind::Value)])).map_err(|e| anyhow!(e))?;
+    let data = match p.positional.as_slice() {
+        [] => bail!("missing data: pass @FILE, - (stdin) or the JSON itself"),
+        [d] if d == "-" => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b).context("read stdin")?;
+            b
+        }
+        [d] if d.starts_with('@') => {
+            std::fs::read(&d[1..]).with_context(|| format!("read {}", &d[1..]))?
+        }
+        [d] => d.clone().into_bytes(),
+        _ => bail!(
+            "too many arguments (expected 1, got {})",
+            p.positional.len()
+        ),
+    };
+    let entries: Vec<Value> =
+        serde_json::from_slice(&data).map_err(|e| anyhow!("cannot parse import data: {e}"))?;
+    // Check everything before writing anything: a bad entry must not leave half an import.
+    let mut parsed = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        let key = e["key"]
+            .as_str()
+            .ok_or_else(|| anyhow!("entry {i}: missing \"key\""))?;
+        let flags = e["flags"].as_u64().unwrap_or(0);
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(e["value"].as_str().unwrap_or(""))
+            .map_err(|err| anyhow!("entry {i} ({key}): value is not base64: {err}"))?;
+        parsed.push((
+            format!("{}{key}", p.value("prefix").unwrap_or("")),
+            flags,
+            value,
+        ));
+    }
+    let c = Client::new(&p);
+    for (key, flags, value) in parsed {
+        c.call(
+            reqwest::Method::PUT,
+            &format!("/v1/kv/{key}?flags={flags}"),
+            Some(value),
+        )
+        .await?;
+        println!("Imported: {key}");
+    }
+    Ok(0)
+}
+
+async fn catalog(args: &[String]) -> anyhow::Result<i32> {
+    let Some((sub, rest)) = args.split_first() else {
+        bail!("usage: muster catalog <nodes|services|datacenters> ...");
+    };
+    match sub.as_str() {
+        "datacenters" => {
+            let p = flags::parse(rest, &spec(&[])).map_err(|e| anyhow!(e))?;
+            let body = Client::new(&p)
+                .call(reqwest::Method::GET, "/v1/catalog/datacenters", None)
+                .await?;
+            for dc in serde_json::from_slice::<Vec<String>>(&body)? {
+                println!("{dc}");
+            }
+            Ok(0)
+        }
+        "nodes" => {
+            let p = flags::parse(
+                rest,
+                &spec(&[
+                    ("service", Kind::Value),
+                    ("detailed", Kind::Bool),
+                    ("node-meta", Kind::Multi),
+                ]),
+            )
+            .map_err(|e| anyhow!(e))?;
+            let c = Client::new(&p);
+            let path = match p.value("service") {
+                Some(s) => format!("/v1/catalog/service/{s}{}", qs(&p, &[])),
+                None => format!("/v1/catalog/nodes{}", qs(&p, &[])),
+            };
+            let list: Vec<Value> =
+                serde_json::from_slice(&c.call(reqwest::Method::GET, &path, None).await?)?;
+            let mut seen = std::collections::BTreeSet::new();
+            let mut rows = Vec::new();
+            for n in &list {
+                let name = n["Node"].as_str().unwrap_or("").to_string();
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let id = n["ID"].as_str().unwrap_or("");
+                let short = if p.bool("detailed") {
+                    id.to_string()
+                } else {
+                    id.chars().take(8).collect()
+                };
+                let mut row = vec![
+                    name,
+                    short,
+                    n["Address"].as_str().unwrap_or("").into(),
+                    n["Datacenter"].as_str().unwrap_or("").into(),
+                ];
+                if p.bool("detailed") {
+                    let meta = n
+                        .get("Meta")
+                        .or_else(|| n.get("NodeMeta"))
+                        .and_then(Value::as_object)
+                        .cloned()
+                        .unwrap_or_default();
+                    row.push(
+                        meta.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    );
+                }
+                rows.push(row);
+            }
+            let mut header: Vec<String> =
+                ["Node", "ID", "Address", "DC"].map(String::from).to_vec();
+            if p.bool("detailed") {
+                header.push("Meta".into());
+            }
+            print_table(&header, &rows);
+            Ok(0)
+        }
+        "services" => {
+            let p = flags::parse(rest, &spec(&[("tags", Kind::Bool), ("node", Kind::Value)]))
+                .map_err(|e| anyhow!(e))?;
+            let c = Client::new(&p);
+            let services: std::collections::BTreeMap<String, Vec<String>> = match p.value("node") {
+                Some(n) => {
+                    let v: Value = serde_json::from_slice(
+                        &c.call(
+                            reqwest::Method::GET,
+                            &format!("/v1/catalog/node/{n}{}", qs(&p, &[])),
+                            None,
+                        )
+                        .await?,
+                    )?;
+                    let mut m = std::collections::BTreeMap::new();
+                    for s in v["Services"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|o| o.values())
+                    {
+                        let tags = s["Tags"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t.as_str().map(String::from))
+                            .collect();
+                        m.insert(s["Service"].as_str().unwrap_or("").to_string(), tags);
+                    }
+                    m
+                }
+                None => serde_json::from_slice(
+                    &c.call(
+                        reqwest::Method::GET,
+                        &format!("/v1/catalog/services{}", qs(&p, &[])),
+                        None,
+                    )
+                    .await?,
+                )?,
+            };
+            if p.bool("tags") {
+                let rows: Vec<Vec<String>> = services
+                    .iter()
+                    .map(|(n, t)| vec![n.clone(), t.join(",")])
+                    .collect();
+                let mut out = std::io::stdout().lock();
+                let w = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
+                for r in rows {
+                    let _ = writeln!(out, "{:<w$}  {}", r[0], r[1]);
+                }
+            } else {
+                for n in services.keys() {
+                    println!("{n}");
+                }
+            }
+            Ok(0)
+        }
+        other => bail!("unknown catalog subcommand {other:?}"),
     }
 }

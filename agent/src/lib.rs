@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod flags;
 pub mod gossip;
+mod lock;
 mod reconcile;
 
 pub use agent::run;

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 pub use error::ApiError;
 use muster_server::Server;
+pub use params::go_duration;
 pub use router::router;
 
 /// Largest KV value accepted, as Consul (512 KiB).

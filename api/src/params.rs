@@ -108,7 +108,7 @@ pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
 }
 
 /// Parses a Go duration (`10s`, `5m`, `1m30s`, `500ms`, `1h`); a bare `0` is zero.
-pub(crate) fn go_duration(s: &str) -> Option<std::time::Duration> {
+pub fn go_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
     if s == "0" {
         return Some(std::time::Duration::ZERO);

@@ -1,0 +1,305 @@
+//! The client commands against real agents: `lock`, `kv export | kv import`, `catalog`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use muster_tests::*;
+
+/// A `muster lock` process, killed by PID on drop.
+struct LockProc(Child);
+
+impl Drop for LockProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `muster lock` against `agent`; the child appends `start-ID` / `stop-ID` to `log`.
+fn lock(agent: &Agent, id: &str, log: &Path, extra: &[&str]) -> LockProc {
+    let script = format!(
+        "trap 'echo stop-{id} >> {log}; exit 0' TERM; echo start-{id}-$CONSUL_LOCK_HELD >> {log}; while true; do sleep 0.1; done",
+        log = log.display()
+    );
+    let mut args = vec![
+        "lock".to_string(),
+        "-http-addr".into(),
+        agent.http.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["service/leader".to_string(), script]);
+    LockProc(
+        Command::new(muster_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn lock"),
+    )
+}
+
+fn lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn running(log: &Path) -> Vec<String> {
+    let l = lines(log);
+    l.iter()
+        .filter_map(|x| x.strip_prefix("start-"))
+        .map(|x| x.split('-').next().unwrap_or("").to_string())
+        .filter(|id| !l.contains(&format!("stop-{id}")))
+        .collect()
+}
+
+async fn alive_in_catalog(server: &Agent, node: &str) {
+    wait_until(
+        &format!("{node} registered with serfHealth"),
+        Duration::from_secs(20),
+        || async {
+            let c = get(&server.url(&format!("/v1/health/node/{node}")))
+                .await
+                .ok()?
+                .json();
+            c.as_array()?
+                .iter()
+                .any(|c| c["CheckID"] == "serfHealth" && c["Status"] == "passing")
+                .then_some(())
+        },
+    )
+    .await
+    .expect("node registered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_runs_one_child_and_hands_over_when_the_holder_dies() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let server = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
+    let join = server.serf.to_string();
+    let mut c1 = Agent::start("c1", &root.path().join("c1"), &["-join", &join])?;
+    let c2 = Agent::start("c2", &root.path().join("c2"), &["-join", &join])?;
+    alive_in_catalog(&server, "c1").await;
+    alive_in_catalog(&server, "c2").await;
+    let log = root.path().join("children.log");
+    let _l1 = lock(&c1, "one", &log, &[]);
+    wait_until("first child running", Duration::from_secs(15), || async {
+        (running(&log) == ["one"]).then_some(())
+    })
+    .await?;
+    let _l2 = lock(&c2, "two", &log, &[]);
+    // The second waits: for two seconds, still only one child.
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(running(&log), ["one"], "{:?}", lines(&log));
+    }
+    assert!(
+        lines(&log).contains(&"start-one-true".to_string()),
+        "CONSUL_LOCK_HELD set: {:?}",
+        lines(&log)
+    );
+
+    // The holder's agent dies: its child is stopped, and the other lock process takes over.
+    c1.kill9();
+    wait_until(
+        "losing child terminated",
+        Duration::from_secs(15),
+        || async { lines(&log).contains(&"stop-one".to_string()).then_some(()) },
+    )
+    .await?;
+    wait_until("second child running", Duration::from_secs(60), || async {
+        (running(&log) == ["two"]).then_some(())
+    })
+    .await?;
+    let l = lines(&log);
+    let stop_one = l.iter().position(|x| x == "stop-one");
+    let start_two = l.iter().position(|x| x.starts_with("start-two"));
+    assert!(stop_one < start_two, "the two children overlapped: {l:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_semaphore_and_signal_forwarding() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let server = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
+    alive_in_catalog(&server, "srv").await;
+    let log = root.path().join("sem.log");
+    let mut procs: Vec<LockProc> = ["a", "b", "c"]
+        .iter()
+        .map(|id| lock(&server, id, &log, &["-n", "2"]))
+        .collect();
+    wait_until("two holders", Duration::from_secs(15), || async {
+        (running(&log).len() == 2).then_some(())
+    })
+    .await?;
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(running(&log).len(), 2, "{:?}", lines(&log));
+    }
+    // SIGTERM to a holder's lock process reaches its child, which exits; a slot frees up.
+    let holder = running(&log)[0].clone();
+    let idx = ["a", "b", "c"]
+        .iter()
+        .position(|x| *x == holder)
+        .expect("holder");
+    Command::new("kill")
+        .args(["-TERM", &procs[idx].0.id().to_string()])
+        .status()?;
+    let status = procs[idx].0.wait()?;
+    assert!(status.success(), "{status}");
+    assert!(
+        lines(&log).contains(&format!("stop-{holder}")),
+        "child got the SIGTERM: {:?}",
+        lines(&log)
+    );
+    wait_until(
+        "the waiting contender took the slot",
+        Duration::from_secs(15),
+        || async {
+            let r = running(&log);
+            (r.len() == 2 && !r.contains(&holder)).then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_export_import_round_trips_binary_values_and_flags() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let binary: Vec<u8> = (0..=255u8).collect();
+    assert_eq!(
+        put(&a.url("/v1/kv/app/bin?flags=42"), &binary)
+            .await?
+            .status,
+        200
+    );
+    assert_eq!(put(&a.url("/v1/kv/app/text"), b"hello").await?.status, 200);
+    assert_eq!(put(&a.url("/v1/kv/other"), b"x").await?.status, 200);
+    let out = a.cli(&["kv", "export", "app/"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(exported.as_array().map(Vec::len), Some(2));
+    assert_eq!(exported[0]["key"], "app/bin");
+    assert_eq!(exported[0]["flags"], 42);
+
+    let out = a.cli(&["kv", "delete", "-recurse", "app/"]);
+    assert!(out.status.success());
+    assert_eq!(get(&a.url("/v1/kv/app/bin")).await?.status, 404);
+    let dump = root.path().join("backup.json");
+    std::fs::write(&dump, &out_stdout(&a, &["kv", "export"]))?;
+    let mut import = Command::new(muster_bin())
+        .args(["kv", "import", "-http-addr", &a.http.to_string(), "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(
+        import.stdin.as_mut().expect("stdin"),
+        &serde_json::to_vec(&exported)?,
+    )?;
+    let out = import.wait_with_output()?;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Imported: app/bin\nImported: app/text\n"
+    );
+    let r = get(&a.url("/v1/kv/app/bin?raw")).await?;
+    assert_eq!(r.body, binary, "binary value restored byte for byte");
+    assert_eq!(get(&a.url("/v1/kv/app/bin")).await?.json()[0]["Flags"], 42);
+
+    // @file with -prefix; a bad entry aborts before anything is written.
+    let out = a.cli(&[
+        "kv",
+        "import",
+        "-prefix",
+        "restored/",
+        &format!("@{}", dump.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&a.url("/v1/kv/restored/other?raw")).await?.body, b"x");
+    let out = a.cli(&[
+        "kv",
+        "import",
+        r#"[{"key":"ok","value":"eA=="},{"key":"bad","value":"%%"}]"#,
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entry 1 (bad): value is not base64"));
+    assert_eq!(
+        get(&a.url("/v1/kv/ok")).await?.status,
+        404,
+        "nothing imported"
+    );
+    Ok(())
+}
+
+fn out_stdout(a: &Agent, args: &[&str]) -> Vec<u8> {
+    a.cli(args).stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn catalog_commands_list_nodes_and_services() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    alive_in_catalog(&a, "srv").await;
+    let reg = serde_json::json!({"Node": "web1", "Address": "10.0.0.5", "Service": {"Service": "web", "Tags": ["v1", "blue"], "Port": 80}});
+    assert_eq!(
+        put(&a.url("/v1/catalog/register"), reg.to_string().as_bytes())
+            .await?
+            .status,
+        200
+    );
+    let out = String::from_utf8(a.cli(&["catalog", "services", "-tags"]).stdout)?;
+    assert!(out.lines().any(|l| l.starts_with("consul")), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("web") && l.ends_with("v1,blue")),
+        "{out}"
+    );
+    let out = String::from_utf8(a.cli(&["catalog", "nodes", "-service=web"]).stdout)?;
+    let rows: Vec<&str> = out.lines().collect();
+    assert!(
+        rows[0].starts_with("Node") && rows[0].contains("Address"),
+        "{out}"
+    );
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[1].starts_with("web1") && rows[1].contains("10.0.0.5"),
+        "{out}"
+    );
+    let out = String::from_utf8(a.cli(&["catalog", "services", "-node", "web1"]).stdout)?;
+    assert_eq!(out, "web\n");
+    Ok(())
+}
