@@ -211,7 +211,7 @@ async fn kv_export_import_round_trips_binary_values_and_flags() -> anyhow::Resul
     assert!(out.status.success());
     assert_eq!(get(&a.url("/v1/kv/app/bin")).await?.status, 404);
     let dump = root.path().join("backup.json");
-    std::fs::write(&dump, &out_stdout(&a, &["kv", "export"]))?;
+    std::fs::write(&dump, out_stdout(&a, &["kv", "export"]))?;
     let mut import = Command::new(muster_bin())
         .args(["kv", "import", "-http-addr", &a.http.to_string(), "-"])
         .stdin(Stdio::piped())
