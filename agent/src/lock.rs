@@ -147,7 +147,7 @@ impl Lock {
                 lock_index = e["ModifyIndex"].as_u64().unwrap_or(0);
                 let raw = e["Value"]
                     .as_str()
-                    .and_then(|v| base64_decode(v))
+                    .and_then(base64_decode)
                     .unwrap_or_default();
                 let doc: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
                 if let Some(h) = doc["Holders"].as_object() {
