@@ -244,10 +244,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         node_id: node_id.clone(),
         cancel: cancel.clone(),
     });
-    let state = ApiState {
-        server: server.clone(),
-        agent: control,
-    };
+    let state = ApiState::new(server.clone(), control);
 
     let mut tasks = tokio::task::JoinSet::new();
     let http_addr = match http {

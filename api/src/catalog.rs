@@ -12,9 +12,10 @@ use muster_server::model::{
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cache;
 use crate::error::{ApiError, ApiResult};
 use crate::filter;
-use crate::params::{json, read, set_meta, with_meta, Params};
+use crate::params::{encode, json, read, read_cached, set_meta, with_meta, Params};
 use crate::types::{
     AgentService, CatalogNode, CatalogService, HealthCheck, NodeServices, ServiceEntry,
 };
@@ -339,20 +340,19 @@ pub(crate) async fn catalog_service(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let (res, meta, mode) = read(&st, &p, Query::ServiceNodes { name }).await?;
-    let list: Vec<CatalogService> = match res {
-        QueryResult::ServiceNodes(v) => v
-            .into_iter()
-            .filter(|(n, s)| tags_ok(&p, &s.tags) && node_meta_ok(&p, &n.meta))
-            .map(|(n, s)| CatalogService::new(n, s))
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok(with_meta(
-        json(&filtered(&p, list)?, p.pretty()),
-        &meta,
-        mode,
-    ))
+    let cache_key = cache::key(&format!("catalog/service/{name}"), q.as_deref());
+    read_cached(&st, &p, Query::ServiceNodes { name }, cache_key, |res| {
+        let list: Vec<CatalogService> = match res {
+            QueryResult::ServiceNodes(v) => v
+                .into_iter()
+                .filter(|(n, s)| tags_ok(&p, &s.tags) && node_meta_ok(&p, &n.meta))
+                .map(|(n, s)| CatalogService::new(n, s))
+                .collect(),
+            _ => Vec::new(),
+        };
+        encode(&filtered(&p, list)?, p.pretty())
+    })
+    .await
 }
 
 fn health_checks(checks: Vec<Check>, tags: &[String]) -> Vec<HealthCheck> {
@@ -376,30 +376,29 @@ pub(crate) async fn health_service(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let passing = p.has("passing") && p.get("passing") != Some("false");
-    let (res, meta, mode) = read(&st, &p, Query::ServiceHealth { name }).await?;
-    let list: Vec<ServiceEntry> = match res {
-        QueryResult::ServiceHealth(v) => v
-            .into_iter()
-            .filter(|h: &ServiceHealth| {
-                tags_ok(&p, &h.service.tags) && node_meta_ok(&p, &h.node.meta)
-            })
-            .filter(|h| !passing || h.checks.iter().all(|c| c.status == HealthStatus::Passing))
-            .map(|h| {
-                let tags = h.service.tags.clone();
-                ServiceEntry {
-                    node: h.node.into(),
-                    service: h.service.into(),
-                    checks: health_checks(h.checks, &tags),
-                }
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok(with_meta(
-        json(&filtered(&p, list)?, p.pretty()),
-        &meta,
-        mode,
-    ))
+    let cache_key = cache::key(&format!("health/service/{name}"), q.as_deref());
+    read_cached(&st, &p, Query::ServiceHealth { name }, cache_key, |res| {
+        let list: Vec<ServiceEntry> = match res {
+            QueryResult::ServiceHealth(v) => v
+                .into_iter()
+                .filter(|h: &ServiceHealth| {
+                    tags_ok(&p, &h.service.tags) && node_meta_ok(&p, &h.node.meta)
+                })
+                .filter(|h| !passing || h.checks.iter().all(|c| c.status == HealthStatus::Passing))
+                .map(|h| {
+                    let tags = h.service.tags.clone();
+                    ServiceEntry {
+                        node: h.node.into(),
+                        service: h.service.into(),
+                        checks: health_checks(h.checks, &tags),
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        encode(&filtered(&p, list)?, p.pretty())
+    })
+    .await
 }
 
 async fn checks_reply(st: ApiState, p: Params, query: Query) -> ApiResult<Response> {

@@ -3,6 +3,7 @@
 //! `oneshot`; the agent serves it on the HTTP port.
 
 mod agent;
+mod cache;
 mod catalog;
 mod error;
 mod filter;
@@ -48,4 +49,15 @@ pub trait AgentControl: Send + Sync + 'static {
 pub struct ApiState {
     pub server: Server,
     pub agent: Arc<dyn AgentControl>,
+    cache: Arc<cache::ReplyCache>,
+}
+
+impl ApiState {
+    pub fn new(server: Server, agent: Arc<dyn AgentControl>) -> Self {
+        ApiState {
+            server,
+            agent,
+            cache: Arc::default(),
+        }
+    }
 }

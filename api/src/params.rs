@@ -74,15 +74,25 @@ impl Params {
 
 /// Serializes `v` as JSON, indented with `?pretty`.
 pub(crate) fn json<T: Serialize>(v: &T, pretty: bool) -> Response {
+    match encode(v, pretty) {
+        Ok(b) => json_bytes(b),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T, pretty: bool) -> ApiResult<bytes::Bytes> {
     let body = if pretty {
         serde_json::to_vec_pretty(v)
     } else {
         serde_json::to_vec(v)
     };
-    match body {
-        Ok(b) => ([("content-type", "application/json")], b).into_response(),
-        Err(e) => ApiError::Unavailable(format!("encode response: {e}")).into_response(),
-    }
+    body.map(Into::into)
+        .map_err(|e| ApiError::Unavailable(format!("encode response: {e}")))
+}
+
+/// An already-encoded JSON body.
+pub(crate) fn json_bytes(b: bytes::Bytes) -> Response {
+    ([("content-type", "application/json")], b).into_response()
 }
 
 /// Adds Consul's read headers.
@@ -187,4 +197,34 @@ pub(crate) async fn read(
         _ => st.server.read(mode, q).await?,
     };
     Ok((res, meta, mode))
+}
+
+/// Like [`read`], but first asks only for the index, and answers from `cache` when it holds
+/// the encoded reply for exactly that index. `encode_fn` turns fresh data into the reply.
+pub(crate) async fn read_cached(
+    st: &crate::ApiState,
+    p: &Params,
+    q: muster_server::model::Query,
+    cache_key: String,
+    encode_fn: impl FnOnce(muster_server::model::QueryResult) -> ApiResult<bytes::Bytes>,
+) -> ApiResult<Response> {
+    p.check_dc(&st.agent.datacenter())?;
+    let mode = p.consistency()?;
+    let blocking = p.block()?.is_some_and(|(i, _)| i > 0);
+    if !blocking {
+        let meta = st.server.read_meta(mode, q.clone()).await?;
+        if let Some(body) = st.cache.get(&cache_key, meta.index) {
+            return Ok(with_meta(json_bytes(body), &meta, mode));
+        }
+    }
+    let (res, meta, mode) = read(st, p, q).await?;
+    let body = match st.cache.get(&cache_key, meta.index) {
+        Some(b) => b,
+        None => {
+            let b = encode_fn(res)?;
+            st.cache.put(cache_key, meta.index, b.clone());
+            b
+        }
+    };
+    Ok(with_meta(json_bytes(body), &meta, mode))
 }

@@ -298,3 +298,55 @@ async fn bad_registrations_are_refused_and_apply_nothing() {
         (StatusCode::INTERNAL_SERVER_ERROR, "No path to datacenter")
     );
 }
+
+#[tokio::test]
+async fn cached_large_replies_follow_every_change() {
+    let f = fixture().await;
+    // Enough instances for the reply to be cached (over 8 KB).
+    for i in 0..60 {
+        let r = register(&f, json!({"Node": format!("n{i:02}"), "Address": format!("10.0.0.{i}"),
+            "Service": {"Service": "big", "Port": 80}, "Check": {"CheckID": "c", "ServiceID": "big", "Status": "passing"}})).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let first = get(&f, "/v1/health/service/big?passing").await;
+    assert!(
+        first.body.len() > 8 * 1024,
+        "reply big enough to be cached: {}",
+        first.body.len()
+    );
+    assert_eq!(first.json().as_array().map(Vec::len), Some(60));
+    let again = get(&f, "/v1/health/service/big?passing").await;
+    assert_eq!(again.index(), first.index());
+    assert_eq!(again.body, first.body);
+    // A node-level check going critical changes the answer at once.
+    register(&f, json!({"Node": "n07", "SkipNodeUpdate": true, "Check": {"CheckID": "serfHealth", "Status": "critical"}})).await;
+    let after = get(&f, "/v1/health/service/big?passing").await;
+    assert!(after.index() > first.index());
+    assert_eq!(after.json().as_array().map(Vec::len), Some(59));
+    // Different parameters are different cache entries.
+    assert_eq!(
+        get(&f, "/v1/health/service/big")
+            .await
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(60)
+    );
+    let svc = get(&f, "/v1/catalog/service/big").await;
+    assert_eq!(svc.json().as_array().map(Vec::len), Some(60));
+    call(
+        &f,
+        "PUT",
+        "/v1/catalog/deregister",
+        json!({"Node": "n00"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        get(&f, "/v1/catalog/service/big")
+            .await
+            .json()
+            .as_array()
+            .map(Vec::len),
+        Some(59)
+    );
+}

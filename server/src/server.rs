@@ -382,6 +382,22 @@ impl Server {
         }
     }
 
+    /// What [`Server::read`] would report for `q` (index, leader), without the data: lets a
+    /// caller holding an encoded answer for that index skip the read.
+    pub async fn read_meta(&self, mode: Consistency, q: Query) -> Result<ReadMeta> {
+        match &self.local {
+            Some(l) => {
+                let mut meta = l.barrier(mode).await?;
+                meta.index = l.catalog.query_index(&q)?;
+                Ok(meta)
+            }
+            None => match self.client_call(Request::QueryIndex(mode, q)).await? {
+                Response::Meta(r) => r.map_err(unwire),
+                _ => Err(Error::Storage("unexpected reply".into())),
+            },
+        }
+    }
+
     /// A blocking read (Consul's `?index=N&wait=D`): answers once the data's index is past
     /// `min_index`, or when `wait` has passed. Only changes to what the query reads wake it.
     pub async fn read_blocking(
@@ -1014,6 +1030,15 @@ impl Local {
                 Response::ReadIndex(self.read_index(mode).await.map_err(wire))
             }
             Request::Read(mode, q) => Response::Read(self.read(mode, &q).await.map_err(wire)),
+            Request::QueryIndex(mode, q) => Response::Meta(
+                async {
+                    let mut meta = self.barrier(mode).await?;
+                    meta.index = self.catalog.query_index(&q)?;
+                    Ok(meta)
+                }
+                .await
+                .map_err(wire),
+            ),
             Request::ReadBlocking(mode, q, min, wait_ms) => {
                 let wait = Duration::from_millis(wait_ms);
                 Response::Read(self.read_blocking(mode, &q, min, wait).await.map_err(wire))

@@ -84,10 +84,7 @@ pub async fn fixture() -> Fixture {
         assert!(std::time::Instant::now() < deadline, "no leader");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let app = router(ApiState {
-        server,
-        agent: Arc::new(NoGossip),
-    });
+    let app = router(ApiState::new(server, Arc::new(NoGossip)));
     Fixture {
         app,
         _dir: dir,

@@ -37,6 +37,8 @@ pub(crate) enum Request {
     Read(Consistency, Query),
     /// A blocking read from a client agent: min index and wait in ms.
     ReadBlocking(Consistency, Query, u64, u64),
+    /// The index a read would report, without its data.
+    QueryIndex(Consistency, Query),
     /// Restart a session's TTL (leader only).
     SessionRenew(String),
     AddVoter {
@@ -75,6 +77,7 @@ pub(crate) enum Response {
     Read(Result<(QueryResult, ReadMeta), WireError>),
     Done(Result<(), WireError>),
     Renewed(Result<bool, WireError>),
+    Meta(Result<ReadMeta, WireError>),
     Status(StatusReply),
 }
 

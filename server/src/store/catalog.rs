@@ -184,7 +184,10 @@ impl Catalog {
 
     /// The instances of one service, with their nodes.
     pub fn service_nodes(&self, name: &str) -> Result<Vec<(Node, Service)>> {
-        let txn = self.read()?;
+        Self::service_nodes_in(&self.read()?, name)
+    }
+
+    fn service_nodes_in(txn: &ReadTransaction, name: &str) -> Result<Vec<(Node, Service)>> {
         let names = txn.open_table(SERVICE_NAMES)?;
         let services = txn.open_table(SERVICES)?;
         let nodes = txn.open_table(NODES)?;
@@ -206,19 +209,26 @@ impl Catalog {
         Ok(out)
     }
 
-    /// The instances of one service with every check that applies to each.
+    /// The instances of one service with every check that applies to each, from one
+    /// consistent snapshot of the tables.
     pub fn service_health(&self, name: &str) -> Result<Vec<ServiceHealth>> {
+        let txn = self.read()?;
+        let checks = txn.open_table(CHECKS)?;
         let mut out = Vec::new();
-        for (node, service) in self.service_nodes(name)? {
-            let checks = self
-                .node_checks(&node.name)?
-                .into_iter()
-                .filter(|c| c.service_id.is_empty() || c.service_id == service.id)
-                .collect();
+        for (node, service) in Self::service_nodes_in(&txn, name)? {
+            let (lo, hi) = node_range(&node.name);
+            let mut mine = Vec::new();
+            for item in checks.range::<&str>(lo.as_str()..hi.as_str())? {
+                let (_, v) = item?;
+                let c: Check = de(v.value())?;
+                if c.service_id.is_empty() || c.service_id == service.id {
+                    mine.push(c);
+                }
+            }
             out.push(ServiceHealth {
                 node,
                 service,
-                checks,
+                checks: mine,
             });
         }
         Ok(out)
@@ -245,6 +255,22 @@ impl Catalog {
         match t.get(id)? {
             Some(v) => Ok(Some(de(v.value())?)),
             None => Ok(None),
+        }
+    }
+
+    /// The index a [`Query`] would report, without reading its data when that is cheaper.
+    pub fn query_index(&self, q: &Query) -> Result<u64> {
+        match q {
+            Query::ServiceNodes { name }
+            | Query::ServiceHealth { name }
+            | Query::ServiceChecks { name } => self.service_index(name),
+            Query::Nodes => self.table_index(IDX_NODES),
+            Query::Services => self.table_index(IDX_SERVICES),
+            Query::ChecksInState { .. } | Query::NodeChecks { .. } => self.table_index(IDX_CHECKS),
+            Query::Session { .. } | Query::Sessions | Query::NodeSessions { .. } => {
+                self.table_index(IDX_SESSIONS)
+            }
+            _ => Ok(self.query(q)?.1),
         }
     }
 

@@ -1,0 +1,442 @@
+//! HTTP API benchmarks on a 3-server loopback cluster, with etcd (Debian's `etcd-server`)
+//! driven by the same load generator in the same run.
+//!
+//! ```sh
+//! cargo build --release --bin muster
+//! cargo bench -p muster-tests --bench api                # everything
+//! cargo bench -p muster-tests --bench api -- kv-get      # one of: kv-get health idle-watch wake
+//! cargo bench -p muster-tests --bench api -- --secs 5
+//! ```
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use muster_tests::{get, put, wait_for_agreed_leader, wait_until, Agent};
+use rand::Rng;
+
+const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
+const CONNS: usize = 64;
+const KEYS: u32 = 10_000;
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+struct Stats {
+    ok: usize,
+    failed: usize,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn report(name: &str, s: &Stats) {
+    println!(
+        "  {name:<22} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} failed)",
+        s.ok as f64 / s.secs,
+        s.p50_ms,
+        s.p99_ms,
+        s.ok,
+        s.failed
+    );
+}
+
+/// `CONNS` connections, each pinned to one base URL, issuing `make(base, key)` requests.
+async fn load<F>(bases: &[String], secs: u64, make: F) -> Stats
+where
+    F: Fn(&reqwest::Client, &str, u32) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
+{
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..CONNS {
+        let base = bases[i % bases.len()].clone();
+        let make = make.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
+            let (mut lat, mut failed) = (Vec::new(), 0);
+            while Instant::now() < deadline {
+                let key = rand::rng().random_range(0..KEYS);
+                let t0 = Instant::now();
+                let ok = match make(&client, &base, key).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    lat.push(t0.elapsed());
+                } else {
+                    failed += 1;
+                }
+            }
+            (lat, failed)
+        }));
+    }
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, f) = t.await.expect("task");
+        all.extend(l);
+        failed += f;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    Stats {
+        ok: all.len(),
+        failed,
+        secs,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    }
+}
+
+async fn start_muster(root: &std::path::Path) -> anyhow::Result<Vec<Agent>> {
+    let mut agents: Vec<Agent> = Vec::new();
+    for (i, ip) in IPS.iter().enumerate() {
+        let name = format!("s{}", i + 1);
+        let mut args = vec![
+            "-server",
+            "-bootstrap-expect",
+            "3",
+            "-bind",
+            ip,
+            "-client",
+            ip,
+            "-log-level",
+            "warn",
+        ];
+        let join = agents.first().map(|a| a.serf.to_string());
+        if let Some(j) = &join {
+            args.extend(["-retry-join", j]);
+        }
+        agents.push(Agent::start(&name, &root.join(&name), &args)?);
+    }
+    wait_for_agreed_leader(&agents, Duration::from_secs(30)).await?;
+    Ok(agents)
+}
+
+/// Writes `count` keys `bench/NNNNN` through `put_one`, 64 at a time.
+async fn preload<F, Fut>(count: u32, put_one: F)
+where
+    F: Fn(u32) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let mut tasks = Vec::new();
+    for c in 0..CONNS as u32 {
+        let f = put_one.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut k = c;
+            while k < count {
+                while !f(k).await {}
+                k += CONNS as u32;
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: utime is the 12th, stime the 13th.
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+}
+
+async fn bench_kv_get(secs: u64) -> anyhow::Result<()> {
+    println!("== KV GET: 3 servers, {CONNS} connections spread over them, {KEYS} keys preloaded, {secs} s per mode");
+    let root = tempfile::tempdir()?;
+    let agents = start_muster(root.path()).await?;
+    let bases: Vec<String> = agents
+        .iter()
+        .map(|a| format!("http://{}", a.http))
+        .collect();
+    let first = bases[0].clone();
+    preload(KEYS, move |k| {
+        let url = format!("{first}/v1/kv/bench/{k:05}");
+        async move { put(&url, &[b'v'; 100]).await.is_ok_and(|r| r.status == 200) }
+    })
+    .await;
+    for (name, q) in [
+        ("muster default", ""),
+        ("muster ?stale", "?stale"),
+        ("muster ?consistent", "?consistent"),
+    ] {
+        let s = load(&bases, secs, move |c, base, k| {
+            c.get(format!("{base}/v1/kv/bench/{k:05}{q}"))
+        })
+        .await;
+        report(name, &s);
+    }
+    drop(agents);
+    if std::process::Command::new("etcd")
+        .arg("--version")
+        .output()
+        .is_ok()
+    {
+        let root = tempfile::tempdir()?;
+        let etcd = Etcd::start(root.path()).await?;
+        let first = etcd.urls[0].clone();
+        preload(KEYS, move |k| {
+            let url = format!("{first}/v3/kv/put");
+            let body = serde_json::json!({"key": B64.encode(format!("bench/{k:05}")), "value": B64.encode([b'v'; 100])});
+            async move { reqwest::Client::new().post(&url).json(&body).send().await.is_ok_and(|r| r.status().is_success()) }
+        })
+        .await;
+        for (name, serializable) in [("etcd linearizable", false), ("etcd serializable", true)] {
+            let s = load(&etcd.urls, secs, move |c, base, k| {
+                let body = serde_json::json!({"key": B64.encode(format!("bench/{k:05}")), "serializable": serializable});
+                c.post(format!("{base}/v3/kv/range")).json(&body)
+            })
+            .await;
+            report(name, &s);
+        }
+    }
+    Ok(())
+}
+
+async fn bench_health(secs: u64) -> anyhow::Result<()> {
+    println!(
+        "== /v1/health/service/web?passing with 1,000 instances, {CONNS} connections, {secs} s"
+    );
+    let root = tempfile::tempdir()?;
+    let agents = start_muster(root.path()).await?;
+    let bases: Vec<String> = agents
+        .iter()
+        .map(|a| format!("http://{}", a.http))
+        .collect();
+    let first = bases[0].clone();
+    preload(1000, move |i| {
+        let url = format!("{first}/v1/catalog/register");
+        let body = serde_json::json!({"Node": format!("node{i:04}"), "Address": format!("10.0.{}.{}", i / 250, i % 250 + 1),
+            "Service": {"Service": "web", "Port": 80, "Tags": ["v1"]},
+            "Check": {"CheckID": "service:web", "ServiceID": "web", "Status": "passing"}});
+        async move { put(&url, body.to_string().as_bytes()).await.is_ok_and(|r| r.status == 200) }
+    })
+    .await;
+    let n = get(&format!("{}/v1/health/service/web?passing", bases[0]))
+        .await?
+        .json()
+        .as_array()
+        .map_or(0, Vec::len);
+    let s = load(&bases, secs, |c, base, _| {
+        c.get(format!("{base}/v1/health/service/web?passing"))
+    })
+    .await;
+    report(&format!("muster ({n} instances)"), &s);
+    Ok(())
+}
+
+async fn bench_idle_watch() -> anyhow::Result<()> {
+    const WATCHERS: u32 = 10_000;
+    println!("== {WATCHERS} idle blocking queries on one server: its CPU over 10 s");
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "s1",
+        &root.path().join("s1"),
+        &["-server", "-bootstrap-expect", "1", "-log-level", "warn"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || {
+        muster_tests::leader_of(&a)
+    })
+    .await?;
+    let base = format!("http://{}", a.http);
+    let b2 = base.clone();
+    preload(KEYS, move |k| {
+        let url = format!("{b2}/v1/kv/bench/{k:05}");
+        async move { put(&url, b"v").await.is_ok_and(|r| r.status == 200) }
+    })
+    .await;
+    let index = get(&format!("{base}/v1/kv/bench/?recurse"))
+        .await?
+        .header("x-consul-index")
+        .unwrap_or_default()
+        .parse::<u64>()?;
+    let pid = a.pid().expect("pid");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..WATCHERS {
+        let c = client.clone();
+        let url = format!("{base}/v1/kv/bench/{:05}?index={index}&wait=5m", i % KEYS);
+        tasks.spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) });
+    }
+    // Let every watcher connect and park.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let early: Vec<_> = std::iter::from_fn(|| tasks.try_join_next()).collect();
+    let ticks_per_sec = 100.0;
+    let t0 = cpu_ticks(pid);
+    let w0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let used = (cpu_ticks(pid) - t0) as f64 / ticks_per_sec / w0.elapsed().as_secs_f64();
+    println!(
+        "  muster: {:.2}% of one core with {} watchers parked ({} returned early)",
+        used * 100.0,
+        tasks.len(),
+        early.len()
+    );
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    if let Some(l) = rss.lines().find(|l| l.starts_with("VmRSS")) {
+        println!("  muster {l}");
+    }
+    tasks.abort_all();
+    Ok(())
+}
+
+async fn bench_wake() -> anyhow::Result<()> {
+    const ROUNDS: usize = 200;
+    println!("== Blocking query wake-up: PUT on the leader -> watcher's reply, watchers on every server, {ROUNDS} rounds");
+    let root = tempfile::tempdir()?;
+    let agents = start_muster(root.path()).await?;
+    let leader = wait_for_agreed_leader(&agents, Duration::from_secs(10))
+        .await?
+        .unwrap_or(0);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut lat = Vec::new();
+    for round in 0..ROUNDS {
+        let watcher = &agents[round % 3];
+        let r = get(&watcher.url("/v1/kv/wake")).await?;
+        let index: u64 = r
+            .header("x-consul-index")
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(1);
+        let url = watcher.url(&format!("/v1/kv/wake?index={index}&wait=30s"));
+        let c = client.clone();
+        let waiting = tokio::spawn(async move {
+            let r = c.get(url).send().await;
+            (Instant::now(), r.map(|r| r.status().as_u16()))
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = Instant::now();
+        put(
+            &agents[leader].url("/v1/kv/wake"),
+            format!("{round}").as_bytes(),
+        )
+        .await?;
+        let (t1, status) = waiting.await?;
+        if status.is_ok_and(|s| s == 200) {
+            lat.push(t1.saturating_duration_since(t0));
+        }
+    }
+    lat.sort();
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+    println!(
+        "  muster: p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} rounds)",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        lat.len()
+    );
+    Ok(())
+}
+
+struct Etcd {
+    procs: Vec<std::process::Child>,
+    urls: Vec<String>,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+}
+
+impl Etcd {
+    async fn start(root: &std::path::Path) -> anyhow::Result<Etcd> {
+        let cluster: Vec<String> = IPS
+            .iter()
+            .enumerate()
+            .map(|(i, ip)| format!("e{}=http://{ip}:23800", i + 1))
+            .collect();
+        let mut procs = Vec::new();
+        let mut urls = Vec::new();
+        for (i, ip) in IPS.iter().enumerate() {
+            let name = format!("e{}", i + 1);
+            let url = format!("http://{ip}:23790");
+            procs.push(
+                std::process::Command::new("etcd")
+                    .args(["--name", &name, "--data-dir"])
+                    .arg(root.join(&name))
+                    .args([
+                        "--listen-client-urls",
+                        &url,
+                        "--advertise-client-urls",
+                        &url,
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        &format!("http://{ip}:23800"),
+                        "--initial-advertise-peer-urls",
+                        &format!("http://{ip}:23800"),
+                    ])
+                    .args([
+                        "--initial-cluster",
+                        &cluster.join(","),
+                        "--log-level",
+                        "error",
+                    ])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()?,
+            );
+            urls.push(url);
+        }
+        for u in &urls {
+            wait_until("etcd ready", Duration::from_secs(30), || async {
+                let r = reqwest::Client::new()
+                    .post(format!("{u}/v3/kv/put"))
+                    .json(&serde_json::json!({"key": "cmVhZHk=", "value": "MQ=="}))
+                    .send()
+                    .await
+                    .ok()?;
+                r.status().is_success().then_some(())
+            })
+            .await?;
+        }
+        Ok(Etcd { procs, urls })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let secs = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let names = ["kv-get", "health", "idle-watch", "wake"];
+    let want =
+        |n: &str| !args.iter().any(|a| names.contains(&a.as_str())) || args.iter().any(|a| a == n);
+    if want("kv-get") {
+        bench_kv_get(secs).await?;
+    }
+    if want("health") {
+        bench_health(secs).await?;
+    }
+    if want("idle-watch") {
+        bench_idle_watch().await?;
+    }
+    if want("wake") {
+        bench_wake().await?;
+    }
+    Ok(())
+}
