@@ -399,6 +399,28 @@ async fn kv_get(args: &[String]) -> anyhow::Result<i32> {
     };
     for e in v.as_array().into_iter().flatten() {
         let value = decode(e);
+        if p.bool("detailed") {
+            // Consul's `kv get -detailed` layout: one field per line, aligned.
+            let session = e["Session"].as_str().unwrap_or("-");
+            let shown = if p.bool("base64") {
+                base64::engine::general_purpose::STANDARD.encode(&value)
+            } else {
+                String::from_utf8_lossy(&value).into_owned()
+            };
+            let fields = [
+                ("CreateIndex", e["CreateIndex"].to_string()),
+                ("Flags", e["Flags"].to_string()),
+                ("Key", e["Key"].as_str().unwrap_or("").to_string()),
+                ("LockIndex", e["LockIndex"].to_string()),
+                ("ModifyIndex", e["ModifyIndex"].to_string()),
+                ("Session", session.to_string()),
+                ("Value", shown),
+            ];
+            for (k, v) in fields {
+                let _ = writeln!(out, "{k:<16} {v}");
+            }
+            continue;
+        }
         let shown = if p.bool("base64") {
             base64::engine::general_purpose::STANDARD
                 .encode(&value)
@@ -423,6 +445,9 @@ async fn kv_put(args: &[String]) -> anyhow::Result<i32> {
             ("modify-index", Kind::Value),
             ("flags", Kind::Value),
             ("base64", Kind::Bool),
+            ("acquire", Kind::Bool),
+            ("release", Kind::Bool),
+            ("session", Kind::Value),
         ]),
     )
     .map_err(|e| anyhow!(e))?;
@@ -462,6 +487,14 @@ async fn kv_put(args: &[String]) -> anyhow::Result<i32> {
             .map_err(|e| anyhow!(e))?
             .ok_or_else(|| anyhow!("-cas requires -modify-index"))?;
         extra.push(("cas", idx.to_string()));
+    }
+    for op in ["acquire", "release"] {
+        if p.bool(op) {
+            let s = p
+                .value("session")
+                .ok_or_else(|| anyhow!("-{op} requires -session"))?;
+            extra.push((op, s.to_string()));
+        }
     }
     let key = key.trim_start_matches('/').to_string();
     let body = Client::new(&p)

@@ -303,3 +303,51 @@ async fn catalog_commands_list_nodes_and_services() -> anyhow::Result<()> {
     assert_eq!(out, "web\n");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kv_cli_detailed_and_locks() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    alive_in_catalog(&a, "srv").await;
+    let sid = put(&a.url("/v1/session/create"), b"{}").await?.json()["ID"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let out = a.cli(&[
+        "kv", "put", "-acquire", "-session", &sid, "locks/db", "mine",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8(a.cli(&["kv", "get", "-detailed", "locks/db"]).stdout)?;
+    let field = |k: &str| {
+        out.lines()
+            .find(|l| l.starts_with(k))
+            .map(|l| l[k.len()..].trim().to_string())
+    };
+    assert_eq!(field("Key").as_deref(), Some("locks/db"), "{out}");
+    assert_eq!(field("Session").as_deref(), Some(sid.as_str()), "{out}");
+    assert_eq!(field("LockIndex").as_deref(), Some("1"), "{out}");
+    assert_eq!(field("Value").as_deref(), Some("mine"), "{out}");
+    let out = a.cli(&[
+        "kv", "put", "-release", "-session", &sid, "locks/db", "mine",
+    ]);
+    assert!(out.status.success());
+    let out = String::from_utf8(a.cli(&["kv", "get", "-detailed", "locks/db"]).stdout)?;
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("Session") && l.ends_with('-')),
+        "{out}"
+    );
+    let out = a.cli(&["kv", "put", "-acquire", "locks/db", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-acquire requires -session"));
+    Ok(())
+}
