@@ -151,6 +151,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // server RPC, Raft) stays up until the leave steps have run, then stops too.
     let cancel = shutdown.child_token();
     let core = CancellationToken::new();
+    // Service and check definitions are checked before anything starts or binds.
+    crate::local::parse_config_defs(&config).map_err(|e| anyhow!(e))?;
     // -dev keeps its state in a temp dir removed on exit.
     let (_tmp, data_dir): (Option<tempfile::TempDir>, PathBuf) = match &config.data_dir {
         Some(d) => (None, d.clone()),
@@ -244,7 +246,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         node_id: node_id.clone(),
         cancel: cancel.clone(),
     });
-    let state = ApiState::new(server.clone(), control);
+    // Local services and checks: a bad definition stops the agent here, naming file and field.
+    let (local, warnings) = crate::local::Local::start(
+        &config,
+        &data_dir,
+        &node_id,
+        &advertise.to_string(),
+        config.server,
+        core.clone(),
+    )
+    .map_err(|e| anyhow!(e))?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    let state = ApiState::new(server.clone(), control).with_local(local.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     let http_addr = match http {
@@ -279,6 +294,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => None,
     };
 
+    tasks.spawn(local.clone().sync_loop(server.clone(), cancel.clone()));
+    {
+        let (local, cancel) = (local.clone(), cancel.clone());
+        tasks.spawn(async move {
+            let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = hup.recv() => {
+                        if let Err(e) = muster_api::LocalAgent::reload(local.as_ref()) {
+                            tracing::error!("reload failed; keeping the running configuration: {e}");
+                        }
+                    }
+                }
+            }
+        });
+    }
     tasks.spawn(reconcile::run(
         config.clone(),
         server.clone(),

@@ -153,6 +153,9 @@ pub async fn run(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
         "kv" => kv(args).await,
         "catalog" => catalog(args).await,
         "lock" => crate::lock::run(args).await,
+        "maint" => maint(args).await,
+        "reload" => reload(args).await,
+        "services" => services(args).await,
         other => bail!("unknown command {other:?}; run `muster help`"),
     }
 }
@@ -766,5 +769,190 @@ async fn catalog(args: &[String]) -> anyhow::Result<i32> {
             Ok(0)
         }
         other => bail!("unknown catalog subcommand {other:?}"),
+    }
+}
+
+async fn maint(args: &[String]) -> anyhow::Result<i32> {
+    let p = flags::parse(
+        args,
+        &spec(&[
+            ("enable", Kind::Bool),
+            ("disable", Kind::Bool),
+            ("reason", Kind::Value),
+            ("service", Kind::Value),
+            ("ttl", Kind::Value),
+        ]),
+    )
+    .map_err(|e| anyhow!(e))?;
+    let c = Client::new(&p);
+    if p.bool("enable") && p.bool("disable") {
+        bail!("only one of -enable or -disable may be given");
+    }
+    if !p.bool("enable") && !p.bool("disable") {
+        if p.has("reason") || p.has("service") || p.has("ttl") {
+            bail!("-reason, -service and -ttl need -enable or -disable");
+        }
+        // List current maintenances; print nothing when there are none (scripts rely on it).
+        let checks: std::collections::BTreeMap<String, Value> = serde_json::from_slice(
+            &c.call(reqwest::Method::GET, "/v1/agent/checks", None)
+                .await?,
+        )?;
+        let mut out = std::io::stdout().lock();
+        for (id, chk) in &checks {
+            let reason = chk["Notes"].as_str().unwrap_or("");
+            if id == "_node_maintenance" {
+                writeln!(
+                    out,
+                    "Node:\n  Name:   {}\n  Reason: {reason}\n",
+                    chk["Node"].as_str().unwrap_or("")
+                )?;
+            } else if let Some(sid) = id.strip_prefix("_service_maintenance:") {
+                writeln!(out, "Service:\n  ID:     {sid}\n  Reason: {reason}\n")?;
+            }
+        }
+        return Ok(0);
+    }
+    let enable = p.bool("enable");
+    let mut q = vec![format!("enable={enable}")];
+    if let Some(r) = p.value("reason") {
+        q.push(format!("reason={}", url_escape(r)));
+    }
+    if let Some(t) = p.value("ttl") {
+        go_duration(t).ok_or_else(|| anyhow!("invalid value {t:?} for flag -ttl"))?;
+        q.push(format!("ttl={t}"));
+    }
+    let q = q.join("&");
+    match p.value("service") {
+        Some(sid) => {
+            c.call(
+                reqwest::Method::PUT,
+                &format!("/v1/agent/service/maintenance/{sid}?{q}"),
+                None,
+            )
+            .await?;
+            if enable {
+                println!("Service entered maintenance mode: {sid}");
+            } else {
+                println!("Service maintenance is now disabled: {sid}");
+            }
+        }
+        None => {
+            c.call(
+                reqwest::Method::PUT,
+                &format!("/v1/agent/maintenance?{q}"),
+                None,
+            )
+            .await?;
+            if enable {
+                println!("Node entered maintenance mode");
+            } else {
+                println!("Node maintenance is now disabled");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn reload(args: &[String]) -> anyhow::Result<i32> {
+    let p = flags::parse(args, &spec(&[])).map_err(|e| anyhow!(e))?;
+    Client::new(&p)
+        .call(reqwest::Method::PUT, "/v1/agent/reload", None)
+        .await?;
+    println!("Configuration reload triggered");
+    Ok(0)
+}
+
+async fn services(args: &[String]) -> anyhow::Result<i32> {
+    let Some((sub, rest)) = args.split_first() else {
+        bail!("usage: muster services <register|deregister> ...");
+    };
+    match sub.as_str() {
+        "register" => {
+            let p = flags::parse(
+                rest,
+                &spec(&[
+                    ("name", Kind::Value),
+                    ("id", Kind::Value),
+                    ("address", Kind::Value),
+                    ("port", Kind::Value),
+                    ("tag", Kind::Multi),
+                    ("meta", Kind::Multi),
+                ]),
+            )
+            .map_err(|e| anyhow!(e))?;
+            let c = Client::new(&p);
+            let defs: Vec<Value> = match (p.positional.as_slice(), p.value("name")) {
+                ([file], None) => {
+                    let text = std::fs::read(file).with_context(|| format!("read {file}"))?;
+                    let v: Value = serde_json::from_slice(&text)
+                        .map_err(|e| anyhow!("{file}: invalid JSON: {e}"))?;
+                    match (v.get("service"), v.get("services")) {
+                        (Some(s), _) => vec![s.clone()],
+                        (None, Some(Value::Array(a))) => a.clone(),
+                        _ => vec![v],
+                    }
+                }
+                ([], Some(name)) => {
+                    let mut meta = serde_json::Map::new();
+                    for kv in p.all("meta") {
+                        let (k, v) = kv
+                            .split_once('=')
+                            .ok_or_else(|| anyhow!("-meta expects key=value, got {kv:?}"))?;
+                        meta.insert(k.into(), v.into());
+                    }
+                    let port: u16 = p.num("port").map_err(|e| anyhow!(e))?.unwrap_or(0);
+                    vec![
+                        serde_json::json!({"Name": name, "ID": p.value("id").unwrap_or(name), "Address": p.value("address").unwrap_or(""),
+                        "Port": port, "Tags": p.all("tag"), "Meta": meta}),
+                    ]
+                }
+                _ => bail!("give either a definition FILE or -name (not both)"),
+            };
+            for d in defs {
+                c.call(
+                    reqwest::Method::PUT,
+                    "/v1/agent/service/register",
+                    Some(serde_json::to_vec(&d)?),
+                )
+                .await?;
+                println!(
+                    "Registered service: {}",
+                    d.get("name")
+                        .or(d.get("Name"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                );
+            }
+            Ok(0)
+        }
+        "deregister" => {
+            let p = flags::parse(rest, &spec(&[("id", Kind::Value)])).map_err(|e| anyhow!(e))?;
+            let id = match (p.value("id"), p.positional.as_slice()) {
+                (Some(id), []) => id.to_string(),
+                (None, [id]) => id.clone(),
+                _ => bail!("usage: muster services deregister ID"),
+            };
+            Client::new(&p)
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/v1/agent/service/deregister/{id}"),
+                    None,
+                )
+                .await?;
+            println!("Deregistered service: {id}");
+            Ok(0)
+        }
+        other => bail!("unknown services subcommand {other:?}"),
     }
 }

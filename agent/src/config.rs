@@ -49,6 +49,14 @@ pub struct Config {
     pub raft_snapshot_threshold: u64,
     /// Entries kept behind a snapshot (Consul's `raft_trailing_logs`).
     pub raft_trailing_logs: u64,
+    /// Service definitions from config files: (file, definition).
+    pub services: Vec<(String, Value)>,
+    /// Check definitions from config files: (file, definition).
+    pub checks: Vec<(String, Value)>,
+    /// Output-only check changes reach the catalog at most this often (Consul: 5m).
+    pub check_update_interval: std::time::Duration,
+    /// The flags this config was built from, to rebuild it on reload.
+    pub args: Vec<String>,
 }
 
 impl Default for Config {
@@ -75,6 +83,10 @@ impl Default for Config {
             enable_local_script_checks: false,
             raft_snapshot_threshold: 16_384,
             raft_trailing_logs: 10_240,
+            services: Vec::new(),
+            checks: Vec::new(),
+            check_update_interval: std::time::Duration::from_secs(300),
+            args: Vec::new(),
         }
     }
 }
@@ -134,9 +146,6 @@ const UNSUPPORTED: &[&str] = &[
     "ca_file",
     "ca_path",
     "cert_file",
-    "check",
-    "checks",
-    "check_update_interval",
     "client_addr_wan",
     "config_entries",
     "connect",
@@ -185,8 +194,6 @@ const UNSUPPORTED: &[&str] = &[
     "segment",
     "serf_lan",
     "serf_wan",
-    "service",
-    "services",
     "session_ttl_min",
     "skip_leave_on_interrupt",
     "syslog_facility",
@@ -311,6 +318,30 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 cfg.raft_trailing_logs = as_u64(v).ok_or_else(|| err("expected a number"))?
             }
             "ports" => apply_ports(cfg, v, &name.to_string(), &mut ignored)?,
+            "service" | "check" => {
+                let list = if k == "service" {
+                    &mut cfg.services
+                } else {
+                    &mut cfg.checks
+                };
+                list.push((name.to_string(), v.clone()));
+            }
+            "services" | "checks" => {
+                let Value::Array(items) = v else {
+                    return Err(err("expected a list"));
+                };
+                let list = if k == "services" {
+                    &mut cfg.services
+                } else {
+                    &mut cfg.checks
+                };
+                list.extend(items.iter().map(|i| (name.to_string(), i.clone())));
+            }
+            "check_update_interval" => {
+                let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
+                cfg.check_update_interval =
+                    muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
+            }
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => return Err(format!("config file {name}: unknown key {k:?}")),
         }

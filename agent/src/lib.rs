@@ -5,8 +5,10 @@
 pub mod agent;
 pub mod commands;
 pub mod config;
+pub mod defs;
 pub mod flags;
 pub mod gossip;
+pub mod local;
 mod lock;
 mod reconcile;
 

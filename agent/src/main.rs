@@ -12,7 +12,12 @@ Commands:
     join         Tells the local agent to join a cluster
     leave        Gracefully leaves the cluster and shuts the local agent down
     force-leave  Forces a member of the cluster to enter the \"left\" state
-    kv           Reads and writes the KV store (get, put, delete)
+    kv           Reads and writes the KV store (get, put, delete, export, import)
+    catalog      Lists nodes and services in the catalog
+    lock         Runs a command while holding a lock
+    maint        Controls node or service maintenance mode
+    services     Registers or deregisters services with the local agent
+    reload       Re-reads the agent's configuration files
     version      Prints the version";
 
 fn main() {
@@ -64,7 +69,8 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
     if let Some(extra) = parsed.positional.first() {
         return Err(anyhow!("unexpected argument {extra:?}"));
     }
-    let (cfg, warnings) = config::load(&parsed).map_err(|e| anyhow!(e))?;
+    let (mut cfg, warnings) = config::load(&parsed).map_err(|e| anyhow!(e))?;
+    cfg.args = args.to_vec();
     let filter = tracing_subscriber::EnvFilter::try_new(format!(
         "{},openraft=warn,foca=info,hickory_server=warn,hickory_proto=warn",
         match cfg.log_level.to_ascii_lowercase().as_str() {
@@ -73,8 +79,11 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
         }
     ))
     .map_err(|e| anyhow!("invalid -log-level {:?}: {e}", cfg.log_level))?;
+    // Colours only on a terminal: log files and journald get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
     for w in warnings {

@@ -40,3 +40,288 @@ pub(crate) async fn agent_force_leave(
         .map_err(ApiError::BadRequest)?;
     Ok(().into_response())
 }
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use muster_server::model::HealthStatus;
+
+use crate::params::go_duration;
+use crate::types::{AgentService, HealthCheck};
+use crate::{LocalAgent, LocalError};
+
+fn local(st: &ApiState) -> ApiResult<&dyn LocalAgent> {
+    st.local
+        .as_deref()
+        .ok_or_else(|| ApiError::Unavailable("agent-local state is not available".into()))
+}
+
+fn local_err(e: LocalError) -> Response {
+    match e {
+        LocalError::NotFound(m) => (StatusCode::NOT_FOUND, m).into_response(),
+        LocalError::Invalid(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+    }
+}
+
+fn done(r: Result<(), LocalError>) -> Response {
+    match r {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => local_err(e),
+    }
+}
+
+fn parse_body(b: &[u8]) -> ApiResult<serde_json::Value> {
+    serde_json::from_slice(b)
+        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+}
+
+pub(crate) async fn agent_services(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let map: BTreeMap<String, AgentService> = local(&st)?
+        .services()
+        .into_iter()
+        .map(|s| (s.id.clone(), AgentService::from(s)))
+        .collect();
+    Ok(json(&map, p.pretty()))
+}
+
+pub(crate) async fn agent_service(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    Ok(
+        match local(&st)?.services().into_iter().find(|s| s.id == id) {
+            Some(s) => json(&AgentService::from(s), p.pretty()),
+            None => (StatusCode::NOT_FOUND, format!("unknown service ID: {id}")).into_response(),
+        },
+    )
+}
+
+pub(crate) async fn agent_checks(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let map: BTreeMap<String, HealthCheck> = local(&st)?
+        .checks()
+        .into_iter()
+        .map(|c| (c.id.clone(), HealthCheck::from(c)))
+        .collect();
+    Ok(json(&map, p.pretty()))
+}
+
+pub(crate) async fn agent_service_register(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+    b: Bytes,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let def = parse_body(&b)?;
+    let replace =
+        p.has("replace-existing-checks") && p.get("replace-existing-checks") != Some("false");
+    Ok(done(local(&st)?.register_service(&def, replace)))
+}
+
+pub(crate) async fn agent_service_deregister(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(done(local(&st)?.deregister_service(&id)))
+}
+
+pub(crate) async fn agent_check_register(
+    State(st): State<ApiState>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    let def = parse_body(&b)?;
+    Ok(done(local(&st)?.register_check(&def)))
+}
+
+pub(crate) async fn agent_check_deregister(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    Ok(done(local(&st)?.deregister_check(&id)))
+}
+
+async fn ttl_update(
+    st: ApiState,
+    id: String,
+    q: Option<String>,
+    status: HealthStatus,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let note = p.get("note").unwrap_or("").to_string();
+    Ok(done(local(&st)?.update_check(&id, status, note)))
+}
+
+pub(crate) async fn agent_check_pass(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    ttl_update(st, id, q, HealthStatus::Passing).await
+}
+
+pub(crate) async fn agent_check_warn(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    ttl_update(st, id, q, HealthStatus::Warning).await
+}
+
+pub(crate) async fn agent_check_fail(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    ttl_update(st, id, q, HealthStatus::Critical).await
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct CheckUpdateIn {
+    status: Option<String>,
+    output: Option<String>,
+}
+
+pub(crate) async fn agent_check_update(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> ApiResult<Response> {
+    let u: CheckUpdateIn = crate::catalog::body(&b)?;
+    let status = match u.status.as_deref() {
+        Some(s) => HealthStatus::parse(s)
+            .ok_or_else(|| ApiError::BadRequest(format!("Invalid check status: {s:?}")))?,
+        None => return Err(ApiError::BadRequest("Missing Status".into())),
+    };
+    Ok(done(local(&st)?.update_check(
+        &id,
+        status,
+        u.output.unwrap_or_default(),
+    )))
+}
+
+fn maint_params(p: &Params) -> ApiResult<(bool, String, Option<std::time::Duration>)> {
+    let enable = match p.get("enable") {
+        Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "Invalid value for 'enable': {other:?}"
+            )))
+        }
+        None => return Err(ApiError::BadRequest("Missing value for enable".into())),
+    };
+    let ttl = match p.get("ttl") {
+        None | Some("") => None,
+        Some(t) => {
+            Some(go_duration(t).ok_or_else(|| ApiError::BadRequest(format!("Invalid ttl {t:?}")))?)
+        }
+    };
+    Ok((enable, p.get("reason").unwrap_or("").to_string(), ttl))
+}
+
+pub(crate) async fn agent_maintenance(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (enable, reason, ttl) = maint_params(&Params::parse(q.as_deref()))?;
+    Ok(done(local(&st)?.maintenance(None, enable, reason, ttl)))
+}
+
+pub(crate) async fn agent_service_maintenance(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let (enable, reason, ttl) = maint_params(&Params::parse(q.as_deref()))?;
+    Ok(done(local(&st)?.maintenance(
+        Some(&id),
+        enable,
+        reason,
+        ttl,
+    )))
+}
+
+pub(crate) async fn agent_reload(State(st): State<ApiState>) -> ApiResult<Response> {
+    Ok(match local(&st)?.reload() {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e).into_response(),
+    })
+}
+
+/// Load balancers' view of local services: 200 all passing, 429 any warning, 503 any critical.
+async fn health_reply(
+    st: &ApiState,
+    p: &Params,
+    select: impl Fn(&muster_server::model::Service) -> bool,
+) -> ApiResult<Response> {
+    let l = local(st)?;
+    let checks = l.checks();
+    let mut worst_overall = None;
+    let mut out = Vec::new();
+    for s in l.services().into_iter().filter(|s| select(s)) {
+        let mine: Vec<HealthCheck> = checks
+            .iter()
+            .filter(|c| c.service_id == s.id || c.service_id.is_empty())
+            .cloned()
+            .map(Into::into)
+            .collect();
+        let worst = checks
+            .iter()
+            .filter(|c| c.service_id == s.id || c.service_id.is_empty())
+            .map(|c| c.status)
+            .max()
+            .unwrap_or(HealthStatus::Passing);
+        worst_overall = worst_overall.max(Some(worst));
+        out.push(serde_json::json!({"AggregatedStatus": worst.as_str(), "Service": AgentService::from(s), "Checks": mine}));
+    }
+    let Some(worst) = worst_overall else {
+        return Ok((StatusCode::NOT_FOUND, "service not found").into_response());
+    };
+    let code = match worst {
+        HealthStatus::Passing => StatusCode::OK,
+        HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
+        HealthStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut r = json(&out, p.pretty());
+    *r.status_mut() = code;
+    Ok(r)
+}
+
+pub(crate) async fn agent_health_by_name(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    health_reply(&st, &Params::parse(q.as_deref()), |s| s.name == name).await
+}
+
+pub(crate) async fn agent_health_by_id(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let mut r = health_reply(&st, &p, |s| s.id == id).await?;
+    // By ID, a single object, as Consul.
+    if r.status() != StatusCode::NOT_FOUND {
+        let code = r.status();
+        let body = axum::body::to_bytes(std::mem::take(r.body_mut()), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        r = json(&v[0], p.pretty());
+        *r.status_mut() = code;
+    }
+    Ok(r)
+}

@@ -44,11 +44,55 @@ pub trait AgentControl: Send + Sync + 'static {
     fn node_name(&self) -> String;
 }
 
+/// Why an agent-local operation failed.
+#[derive(Debug)]
+pub enum LocalError {
+    /// 404 with the message.
+    NotFound(String),
+    /// 400 with the message: invalid definition, refused script check, ...
+    Invalid(String),
+}
+
+/// The agent's own services, checks and maintenance: the truth anti-entropy pushes into the
+/// catalog. Implemented by the agent.
+pub trait LocalAgent: Send + Sync + 'static {
+    fn services(&self) -> Vec<muster_server::model::Service>;
+    fn checks(&self) -> Vec<muster_server::model::Check>;
+    /// Registers (or replaces) a service from its JSON definition.
+    fn register_service(
+        &self,
+        def: &serde_json::Value,
+        replace_checks: bool,
+    ) -> Result<(), LocalError>;
+    fn deregister_service(&self, id: &str) -> Result<(), LocalError>;
+    fn register_check(&self, def: &serde_json::Value) -> Result<(), LocalError>;
+    fn deregister_check(&self, id: &str) -> Result<(), LocalError>;
+    /// Sets a TTL check's status (pass/warn/fail/update).
+    fn update_check(
+        &self,
+        id: &str,
+        status: muster_server::model::HealthStatus,
+        output: String,
+    ) -> Result<(), LocalError>;
+    /// Node (`service: None`) or service maintenance, with an optional expiry.
+    fn maintenance(
+        &self,
+        service: Option<&str>,
+        enable: bool,
+        reason: String,
+        ttl: Option<std::time::Duration>,
+    ) -> Result<(), LocalError>;
+    /// Re-reads the config files; on error the running configuration stays.
+    fn reload(&self) -> Result<(), String>;
+}
+
 /// Everything a handler needs. Cheap to clone.
 #[derive(Clone)]
 pub struct ApiState {
     pub server: Server,
     pub agent: Arc<dyn AgentControl>,
+    /// The agent's local state; `None` where there is none (in-process API tests).
+    pub local: Option<Arc<dyn LocalAgent>>,
     cache: Arc<cache::ReplyCache>,
 }
 
@@ -57,7 +101,13 @@ impl ApiState {
         ApiState {
             server,
             agent,
+            local: None,
             cache: Arc::default(),
         }
+    }
+
+    pub fn with_local(mut self, local: Arc<dyn LocalAgent>) -> Self {
+        self.local = Some(local);
+        self
     }
 }

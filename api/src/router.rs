@@ -25,6 +25,34 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/join/{addr}", put(agent_join))
         .route("/v1/agent/leave", put(agent_leave))
         .route("/v1/agent/force-leave/{node}", put(agent_force_leave))
+        .route("/v1/agent/services", get(agent_services))
+        .route("/v1/agent/service/{id}", get(agent_service))
+        .route("/v1/agent/checks", get(agent_checks))
+        .route("/v1/agent/service/register", put(agent_service_register))
+        .route(
+            "/v1/agent/service/deregister/{id}",
+            put(agent_service_deregister),
+        )
+        .route(
+            "/v1/agent/service/maintenance/{id}",
+            put(agent_service_maintenance),
+        )
+        .route("/v1/agent/check/register", put(agent_check_register))
+        .route(
+            "/v1/agent/check/deregister/{id}",
+            put(agent_check_deregister),
+        )
+        .route("/v1/agent/check/pass/{id}", put(agent_check_pass))
+        .route("/v1/agent/check/warn/{id}", put(agent_check_warn))
+        .route("/v1/agent/check/fail/{id}", put(agent_check_fail))
+        .route("/v1/agent/check/update/{id}", put(agent_check_update))
+        .route(
+            "/v1/agent/health/service/name/{name}",
+            get(agent_health_by_name),
+        )
+        .route("/v1/agent/health/service/id/{id}", get(agent_health_by_id))
+        .route("/v1/agent/maintenance", put(agent_maintenance))
+        .route("/v1/agent/reload", put(agent_reload))
         .route("/v1/catalog/register", put(catalog_register))
         .route("/v1/catalog/deregister", put(catalog_deregister))
         .route("/v1/catalog/datacenters", get(catalog_datacenters))

@@ -114,6 +114,10 @@ struct Local {
     leader_contact: Mutex<Option<Instant>>,
     /// When this leader last heard from a quorum (its lease); refreshed from Raft metrics.
     quorum_ack: Mutex<Option<Instant>>,
+    /// (term, last log index when this node became leader in that term): everything up to
+    /// that index must be applied before the leader serves a default-mode read, or a leader
+    /// that just restarted could answer from a state machine still replaying its log.
+    leader_floor: Mutex<(u64, u64)>,
     /// Commands waiting to be packed into the next log entry.
     batcher: tokio::sync::mpsc::Sender<Pending>,
     /// Commands waiting to be forwarded to the leader, many per RPC.
@@ -253,6 +257,7 @@ impl Server {
             rpc: rpc.clone(),
             leader_contact: Mutex::new(None),
             quorum_ack: Mutex::new(None),
+            leader_floor: Mutex::new((0, 0)),
         });
         tokio::spawn(track_lease(local.clone(), cancel.clone()));
         tokio::spawn(session_reaper(local.clone(), cancel.clone()));
@@ -615,6 +620,11 @@ async fn track_lease(local: Arc<Local>, cancel: CancellationToken) {
         {
             let m = rx.borrow_and_update();
             if m.state == ServerState::Leader {
+                let mut floor = lock(&local.leader_floor);
+                if floor.0 != m.current_term {
+                    *floor = (m.current_term, m.last_log_index.unwrap_or(0));
+                }
+                drop(floor);
                 if let Some(ms) = m.millis_since_quorum_ack {
                     let at = Instant::now().checked_sub(Duration::from_millis(ms));
                     *lock(&local.quorum_ack) = at;
@@ -863,7 +873,10 @@ impl Local {
                     _ => Err(Error::NoLeader),
                 }
             }
-            _ => Ok(*self.applied.borrow()),
+            _ => {
+                let applied = *self.applied.borrow();
+                Ok(applied.max(lock(&self.leader_floor).1))
+            }
         }
     }
 

@@ -21,6 +21,7 @@ type R<T> = Result<T, StorageError>;
 pub(crate) struct Changes {
     pub(crate) kv: BTreeSet<String>,
     pub(crate) services: BTreeSet<String>,
+    pub(crate) nodes: BTreeSet<String>,
     pub(crate) tables: BTreeSet<&'static str>,
     /// Keys whose lock was released by a session invalidation, with that session's lock
     /// delay in ms: they cannot be re-acquired until it passes.
@@ -33,7 +34,12 @@ pub(crate) fn apply_command(
     cmd: Command,
     ch: &mut Changes,
 ) -> R<CommandResult> {
-    let mut a = Apply { txn, index, ch };
+    let mut a = Apply {
+        txn,
+        index,
+        ch,
+        touched: false,
+    };
     let success = match cmd {
         Command::KvSet {
             key,
@@ -85,6 +91,8 @@ struct Apply<'a> {
     txn: &'a WriteTransaction,
     index: u64,
     ch: &'a mut Changes,
+    /// Set by any table change; tells register/deregister whether their node changed.
+    touched: bool,
 }
 
 impl Apply<'_> {
@@ -99,6 +107,16 @@ impl Apply<'_> {
         let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
         t.insert(name, self.index).map_err(sto_err)?;
         self.ch.tables.insert(name);
+        self.touched = true;
+        Ok(())
+    }
+
+    /// Marks everything about one node (record, services, checks) as changed.
+    fn bump_node(&mut self, node: &str) -> R<()> {
+        let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
+        t.insert(node_index(node).as_str(), self.index)
+            .map_err(sto_err)?;
+        self.ch.nodes.insert(node.to_string());
         Ok(())
     }
 
@@ -243,6 +261,16 @@ impl Apply<'_> {
     }
 
     fn register(&mut self, reg: Registration) -> R<bool> {
+        let node = reg.node.name.clone();
+        self.touched = false;
+        let ok = self.register_inner(reg)?;
+        if self.touched {
+            self.bump_node(&node)?;
+        }
+        Ok(ok)
+    }
+
+    fn register_inner(&mut self, reg: Registration) -> R<bool> {
         let Registration {
             node,
             skip_node_update,
@@ -423,6 +451,20 @@ impl Apply<'_> {
     }
 
     fn deregister(
+        &mut self,
+        node: &str,
+        service_id: Option<&str>,
+        check_id: Option<&str>,
+    ) -> R<bool> {
+        self.touched = false;
+        let ok = self.deregister_inner(node, service_id, check_id)?;
+        if self.touched {
+            self.bump_node(node)?;
+        }
+        Ok(ok)
+    }
+
+    fn deregister_inner(
         &mut self,
         node: &str,
         service_id: Option<&str>,

@@ -173,6 +173,14 @@ impl Catalog {
         }
     }
 
+    /// The index of one node: the last change to its record, services or checks.
+    fn node_index(&self, name: &str) -> Result<u64> {
+        match self.table_index(&node_index(name))? {
+            0 => self.table_index(IDX_NODES),
+            i => Ok(i),
+        }
+    }
+
     /// The index of a prefix: its newest entry or deletion, else the KV table's index.
     fn prefix_index(&self, prefix: &str, newest: Option<u64>) -> Result<u64> {
         let tomb = self.max_tombstone(&self.read()?, prefix)?;
@@ -266,7 +274,8 @@ impl Catalog {
             | Query::ServiceChecks { name } => self.service_index(name),
             Query::Nodes => self.table_index(IDX_NODES),
             Query::Services => self.table_index(IDX_SERVICES),
-            Query::ChecksInState { .. } | Query::NodeChecks { .. } => self.table_index(IDX_CHECKS),
+            Query::ChecksInState { .. } => self.table_index(IDX_CHECKS),
+            Query::Node { name } | Query::NodeChecks { name } => self.node_index(name),
             Query::Session { .. } | Query::Sessions | Query::NodeSessions { .. } => {
                 self.table_index(IDX_SESSIONS)
             }

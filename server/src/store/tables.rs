@@ -20,7 +20,7 @@ pub(crate) const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("ch
 /// Sessions by ID.
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Per-table and per-service index: the Raft index of the last change (deletes included).
-/// Keys: `kv`, `nodes`, `services`, `checks`, `sessions`, and `svc:<name>`.
+/// Keys: `kv`, `nodes`, `services`, `checks`, `sessions`, `svc:<name>` and `node:<name>`.
 pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
 
 /// The tables a snapshot carries, all keyed by string with byte values.
@@ -57,4 +57,9 @@ pub(crate) fn node_range(node: &str) -> (String, String) {
 /// The [`INDEXES`] key of one service name.
 pub(crate) fn svc_index(name: &str) -> String {
     format!("svc:{name}")
+}
+
+/// The [`INDEXES`] key of one node (its record, services and checks).
+pub(crate) fn node_index(node: &str) -> String {
+    format!("node:{node}")
 }

@@ -16,6 +16,7 @@ pub(crate) enum Topic {
     Key(String),
     Prefix(String),
     Service(String),
+    Node(String),
     Table(&'static str),
 }
 
@@ -85,6 +86,9 @@ impl WatchHub {
         }
         for s in &ch.services {
             wake(&Topic::Service(s.clone()));
+        }
+        for n in &ch.nodes {
+            wake(&Topic::Node(n.clone()));
         }
         for t in &ch.tables {
             wake(&Topic::Table(t));

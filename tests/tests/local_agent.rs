@@ -1,0 +1,518 @@
+//! Agent-local services and checks against real agents: script, TTL, HTTP and TCP checks,
+//! the Redis-master pattern, maintenance (and its persistence), config errors and reload,
+//! anti-entropy repair.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use muster_tests::*;
+use serde_json::{json, Value};
+
+fn write(path: &Path, v: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(v).expect("json")).expect("write config");
+}
+
+async fn instances(a: &Agent, path: &str) -> Vec<String> {
+    let v = get(&a.url(path))
+        .await
+        .map(|r| r.json())
+        .unwrap_or(Value::Null);
+    let mut names: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["Node"]["Node"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+async fn check_statuses(a: &Agent, service: &str) -> Vec<(String, String)> {
+    let v = get(&a.url(&format!("/v1/health/checks/{service}")))
+        .await
+        .map(|r| r.json())
+        .unwrap_or(Value::Null);
+    let mut out: Vec<(String, String)> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["CheckID"].as_str().unwrap_or("").to_string(),
+                c["Status"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A config dir with one Redis instance whose script check passes only when `role` says master.
+fn redis_config(dir: &Path, role: &Path) {
+    std::fs::create_dir_all(dir).expect("dir");
+    write(
+        &dir.join("agent.json"),
+        &json!({"enable_local_script_checks": true}),
+    );
+    write(
+        &dir.join("redis.json"),
+        &json!({"service": {"name": "redis", "tags": ["master"], "port": 6379,
+        "check": {"args": ["sh", "-c", format!("test \"$(cat {})\" = master || exit 2", role.display())], "interval": "1s", "timeout": "5s"}}}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_master_pattern_and_script_exit_codes() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (role1, role2) = (root.path().join("role1"), root.path().join("role2"));
+    std::fs::write(&role1, "master")?;
+    std::fs::write(&role2, "replica")?;
+    let (cfg1, cfg2) = (root.path().join("cfg1"), root.path().join("cfg2"));
+    redis_config(&cfg1, &role1);
+    redis_config(&cfg2, &role2);
+    write(
+        &cfg1.join("codes.json"),
+        &json!({"service": {"name": "codes", "checks": [
+        {"id": "zero", "args": ["sh", "-c", "exit 0"], "interval": "1s"},
+        {"id": "one", "args": ["sh", "-c", "echo degraded; exit 1"], "interval": "1s"},
+        {"id": "two", "args": ["sh", "-c", "exit 2"], "interval": "1s"}]}}),
+    );
+    let (c1, c2) = (cfg1.display().to_string(), cfg2.display().to_string());
+    let s1 = Agent::start(
+        "redis-a",
+        &root.path().join("a"),
+        &["-server", "-bootstrap-expect", "1", "-config-dir", &c1],
+    )?;
+    let s2 = Agent::start(
+        "redis-b",
+        &root.path().join("b"),
+        &["-join", &s1.serf.to_string(), "-config-dir", &c2],
+    )?;
+
+    let masters = "/v1/health/service/redis?tag=master&passing";
+    wait_until(
+        "redis-a is the only healthy master",
+        Duration::from_secs(20),
+        || async {
+            let both = instances(&s1, "/v1/health/service/redis").await.len() == 2;
+            (both && instances(&s1, masters).await == ["redis-a"]).then_some(())
+        },
+    )
+    .await?;
+    let want = vec![
+        ("one".to_string(), "warning".to_string()),
+        ("two".to_string(), "critical".to_string()),
+        ("zero".to_string(), "passing".to_string()),
+    ];
+    wait_until(
+        "exit codes 0/1/2 as passing/warning/critical",
+        Duration::from_secs(10),
+        || async { (check_statuses(&s1, "codes").await == want).then_some(()) },
+    )
+    .await?;
+    let checks = get(&s1.url("/v1/health/checks/codes")).await?.json();
+    let one = checks
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["CheckID"] == "one"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(one["Output"], "degraded\n");
+
+    // Fail over: flip the files; the answer flips within about one interval.
+    std::fs::write(&role1, "replica")?;
+    std::fs::write(&role2, "master")?;
+    let t = Instant::now();
+    wait_until(
+        "redis-b is now the master",
+        Duration::from_secs(10),
+        || async { (instances(&s2, masters).await == ["redis-b"]).then_some(()) },
+    )
+    .await?;
+    eprintln!("master flipped in {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "flip took {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_http_tcp_checks_and_anti_entropy() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "n1",
+        &root.path().join("n1"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    // A tiny HTTP server for the HTTP check, and its port for the TCP check.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+            let _ = std::io::Write::write_all(
+                &mut s,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+            );
+        }
+    });
+    let def = json!({"Name": "api", "Port": port, "Checks": [
+        {"CheckID": "api-http", "HTTP": format!("http://127.0.0.1:{port}/health"), "Interval": "1s"},
+        {"CheckID": "api-tcp", "TCP": format!("127.0.0.1:{port}"), "Interval": "1s"},
+        {"CheckID": "api-ttl", "TTL": "2s"}]});
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        def.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = put(&a.url("/v1/agent/check/pass/api-ttl?note=alive"), b"").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_until(
+        "all three checks passing",
+        Duration::from_secs(10),
+        || async {
+            (instances(&a, "/v1/health/service/api?passing").await == ["n1"]).then_some(())
+        },
+    )
+    .await?;
+    let agent_checks = get(&a.url("/v1/agent/checks")).await?.json();
+    assert_eq!(agent_checks["api-ttl"]["Output"], "alive");
+    assert_eq!(
+        get(&a.url("/v1/agent/health/service/name/api"))
+            .await?
+            .status,
+        200
+    );
+
+    // Not updated within its TTL: critical, visible to load balancers as 503.
+    wait_until("TTL expired", Duration::from_secs(10), || async {
+        let c = get(&a.url("/v1/agent/checks")).await.ok()?.json();
+        (c["api-ttl"]["Status"] == "critical").then_some(())
+    })
+    .await?;
+    assert!(
+        get(&a.url("/v1/agent/checks")).await?.json()["api-ttl"]["Output"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TTL expired")
+    );
+    assert_eq!(
+        get(&a.url("/v1/agent/health/service/name/api"))
+            .await?
+            .status,
+        503
+    );
+    let r = put(
+        &a.url("/v1/agent/check/update/api-ttl"),
+        br#"{"Status": "warning", "Output": "slow"}"#,
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(&a.url("/v1/agent/health/service/name/api"))
+            .await?
+            .status,
+        429
+    );
+    assert_eq!(
+        put(&a.url("/v1/agent/check/pass/api-http"), b"")
+            .await?
+            .status,
+        400,
+        "not a TTL check"
+    );
+    assert_eq!(
+        put(&a.url("/v1/agent/check/pass/nope"), b"").await?.status,
+        404
+    );
+
+    // Deleted behind the agent's back: anti-entropy puts it back.
+    let r = put(
+        &a.url("/v1/catalog/deregister"),
+        br#"{"Node": "n1", "ServiceID": "api"}"#,
+    )
+    .await?;
+    assert_eq!(r.text(), "true");
+    let t = Instant::now();
+    wait_until("service restored", Duration::from_secs(10), || async {
+        let v = get(&a.url("/v1/catalog/service/api")).await.ok()?.json();
+        (v.as_array()?.len() == 1).then_some(())
+    })
+    .await?;
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "restored after {:?}",
+        t.elapsed()
+    );
+    // Deregistering stops the checks and removes everything from the catalog.
+    assert_eq!(
+        put(&a.url("/v1/agent/service/deregister/api"), b"")
+            .await?
+            .status,
+        200
+    );
+    wait_until("service gone", Duration::from_secs(10), || async {
+        let v = get(&a.url("/v1/catalog/service/api")).await.ok()?.json();
+        let c = get(&a.url("/v1/health/node/n1")).await.ok()?.json();
+        (v.as_array()?.is_empty() && c.as_array()?.iter().all(|c| c["ServiceID"] == ""))
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_hides_persists_and_expires() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut a = Agent::start(
+        "img",
+        &root.path().join("img"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let def = json!({"Name": "web", "ID": "web1", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}});
+    assert_eq!(
+        put(
+            &a.url("/v1/agent/service/register"),
+            def.to_string().as_bytes()
+        )
+        .await?
+        .status,
+        200
+    );
+    let healthy = "/v1/health/service/web?passing";
+    wait_until("web healthy", Duration::from_secs(10), || async {
+        (instances(&a, healthy).await == ["img"]).then_some(())
+    })
+    .await?;
+    let out = a.cli(&["maint"]);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "no maintenance: nothing printed"
+    );
+
+    let out = a.cli(&["maint", "-enable", "-reason", "AMI build"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Node entered maintenance mode\n"
+    );
+    wait_until(
+        "hidden from health queries",
+        Duration::from_secs(5),
+        || async { instances(&a, healthy).await.is_empty().then_some(()) },
+    )
+    .await?;
+    let catalog = get(&a.url("/v1/catalog/service/web")).await?.json();
+    assert_eq!(
+        catalog.as_array().map(Vec::len),
+        Some(1),
+        "catalog still lists it"
+    );
+    let node_checks = get(&a.url("/v1/health/node/img")).await?.json();
+    let maint = node_checks
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["CheckID"] == "_node_maintenance"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (maint["Status"].as_str(), maint["Notes"].as_str()),
+        (Some("critical"), Some("AMI build"))
+    );
+
+    // An image built in maintenance boots in maintenance.
+    let status = a.terminate(Duration::from_secs(10))?;
+    assert!(status.success());
+    a.restart()?;
+    wait_until("leader after restart", Duration::from_secs(10), || {
+        leader_of(&a)
+    })
+    .await?;
+    let out = String::from_utf8(a.cli(&["maint"]).stdout)?;
+    assert_eq!(out, "Node:\n  Name:   img\n  Reason: AMI build\n\n");
+    let services = get(&a.url("/v1/agent/services")).await?.json();
+    assert_eq!(
+        services["web1"]["Service"], "web",
+        "HTTP registration persisted"
+    );
+    wait_until(
+        "still hidden after restart",
+        Duration::from_secs(10),
+        || async {
+            let c = get(&a.url("/v1/catalog/service/web")).await.ok()?.json();
+            (c.as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await?;
+    assert!(instances(&a, healthy).await.is_empty());
+
+    let out = a.cli(&["maint", "-disable"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Node maintenance is now disabled\n"
+    );
+    wait_until("back in health queries", Duration::from_secs(5), || async {
+        (instances(&a, healthy).await == ["img"]).then_some(())
+    })
+    .await?;
+
+    // Service maintenance with a TTL ends by itself.
+    let out = a.cli(&[
+        "maint", "-enable", "-service", "web1", "-reason", "deploy", "-ttl", "2s",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("service hidden", Duration::from_secs(5), || async {
+        instances(&a, healthy).await.is_empty().then_some(())
+    })
+    .await?;
+    assert!(String::from_utf8(a.cli(&["maint"]).stdout)?.contains("ID:     web1\n  Reason: deploy"));
+    wait_until("maintenance TTL ended", Duration::from_secs(10), || async {
+        (instances(&a, healthy).await == ["img"]).then_some(())
+    })
+    .await?;
+    let out = a.cli(&["maint", "-enable", "-service", "nope"]);
+    assert!(!out.status.success());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("cfg");
+    std::fs::create_dir_all(&cfg)?;
+    let bad = cfg.join("bad.json");
+    write(&bad, &json!({"service": {"name": "x", "prot": 1}}));
+    let out = std::process::Command::new(muster_bin())
+        .args([
+            "agent",
+            "-dev",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+            "-config-dir",
+        ])
+        .arg(&cfg)
+        .output()?;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("Error: {}: unknown service field \"prot\"", bad.display())
+    );
+    write(
+        &bad,
+        &json!({"service": {"name": "x", "check": {"args": ["true"], "interval": "10s"}}}),
+    );
+    let out = std::process::Command::new(muster_bin())
+        .args([
+            "agent",
+            "-dev",
+            "-http-port",
+            "0",
+            "-dns-port",
+            "0",
+            "-server-port",
+            "0",
+            "-serf-lan-port",
+            "0",
+            "-config-dir",
+        ])
+        .arg(&cfg)
+        .output()?;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Scripts are disabled on this agent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    write(&bad, &json!({"service": {"name": "alpha", "port": 1}}));
+    let a = Agent::start(
+        "r1",
+        &root.path().join("r1"),
+        &[
+            "-server",
+            "-bootstrap-expect",
+            "1",
+            "-config-dir",
+            &cfg.display().to_string(),
+        ],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let services = || async {
+        get(&a.url("/v1/agent/services"))
+            .await
+            .map(|r| r.json())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(services().await["alpha"]["Port"], 1);
+    // A broken file on reload: refused, the running config stays.
+    write(&bad, &json!({"service": {"name": "beta", "port": "one"}}));
+    let out = a.cli(&["reload"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("field \"port\": expected a non-negative number"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(services().await["alpha"]["Port"], 1);
+    write(&bad, &json!({"service": {"name": "beta", "port": 2}}));
+    let out = a.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = services().await;
+    assert_eq!(
+        (s.get("alpha"), s["beta"]["Port"].as_u64()),
+        (None, Some(2))
+    );
+
+    // Over HTTP: the same rules, as 400 with the reason; script checks need enable_script_checks.
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        br#"{"Name": "s", "Check": {"Args": ["true"], "Interval": "10s"}}"#,
+    )
+    .await?;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.text(),
+        "Scripts are disabled on this agent; to enable, configure 'enable_script_checks' to true"
+    );
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        br#"{"Name": "s", "Prot": 1}"#,
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            400,
+            "service definition: unknown service field \"prot\"".to_string()
+        )
+    );
+    let r = put(&a.url("/v1/agent/service/register"), b"{oops").await?;
+    assert_eq!(r.status, 400);
+    assert!(
+        get(&a.url("/v1/agent/services"))
+            .await?
+            .json()
+            .get("s")
+            .is_none(),
+        "nothing registered"
+    );
+    Ok(())
+}
