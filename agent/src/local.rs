@@ -91,6 +91,8 @@ pub struct Local {
     runner: Runner,
     /// Wakes anti-entropy after a change.
     changed: Notify,
+    /// Index of the agent's own last catalog write: the node watch ignores it.
+    own_write: std::sync::atomic::AtomicU64,
     is_server: bool,
 }
 
@@ -122,6 +124,7 @@ impl Local {
             state: Mutex::default(),
             runner,
             changed: Notify::new(),
+            own_write: std::sync::atomic::AtomicU64::new(0),
             is_server,
         });
         let warnings = local.load_config(config)?;
@@ -589,7 +592,8 @@ impl Local {
             };
             match res {
                 Ok((_, meta)) => {
-                    if index != 0 && meta.index != index {
+                    let own = self.own_write.load(std::sync::atomic::Ordering::Relaxed);
+                    if index != 0 && meta.index != index && meta.index != own {
                         self.changed.notify_one();
                     }
                     index = meta.index;
@@ -648,13 +652,24 @@ impl Local {
         let mut output_synced = Vec::new();
         {
             let st = lock(&self.state);
-            let bare = |s: &Service| Service {
-                create_index: 0,
-                modify_index: 0,
-                ..s.clone()
+            let remote: HashMap<&str, &Service> =
+                services.iter().map(|s| (s.id.as_str(), s)).collect();
+            let same = |a: &Service, b: &Service| {
+                a.id == b.id
+                    && a.name == b.name
+                    && a.tags == b.tags
+                    && a.address == b.address
+                    && a.port == b.port
+                    && a.meta == b.meta
+                    && a.weight_passing == b.weight_passing
+                    && a.weight_warning == b.weight_warning
+                    && a.enable_tag_override == b.enable_tag_override
             };
             for ls in st.services.values() {
-                if !services.iter().any(|r| bare(r) == bare(&ls.service)) {
+                if !remote
+                    .get(ls.service.id.as_str())
+                    .is_some_and(|r| same(r, &ls.service))
+                {
                     ops.push(TxnOp::Service {
                         verb: CatalogVerb::Set,
                         node: self.node.clone(),
@@ -673,9 +688,11 @@ impl Local {
                     });
                 }
             }
+            let remote_by_id: HashMap<&str, &Check> =
+                remote_checks.iter().map(|c| (c.id.as_str(), c)).collect();
             for lc in st.checks.values() {
                 let want = &lc.check;
-                let push = match remote_checks.iter().find(|r| r.id == want.id) {
+                let push = match remote_by_id.get(want.id.as_str()) {
                     None => true,
                     Some(r) => {
                         let same_but_output = r.status == want.status
@@ -719,8 +736,13 @@ impl Local {
             TxnOp::Check { .. } => 2,
             _ => 3,
         });
+        let started = Instant::now();
+        let n = ops.len();
         for chunk in ops.chunks(128) {
             let r = server.write(Command::Txn(chunk.to_vec())).await?;
+            tracing::debug!(ops = n, index = r.index, took = ?started.elapsed(), "anti-entropy pushed changes");
+            self.own_write
+                .store(r.index, std::sync::atomic::Ordering::Relaxed);
             if let Some(t) = r.txn.filter(|t| !t.errors.is_empty()) {
                 return Err(muster_server::Error::InvalidRequest(format!(
                     "sync refused: {:?}",

@@ -119,3 +119,43 @@ async fn health_watch_wakes_only_for_its_service() {
         .expect("task");
     assert_eq!(r.json(), json!([]), "web is no longer passing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_lost_wakeups_under_back_to_back_changes() {
+    let f = fixture().await;
+    let reg = |svc: &str, status: &str| {
+        json!({"Node": "n1", "Address": "10.0.0.1", "SkipNodeUpdate": false,
+        "Service": {"Service": svc, "Port": 1}, "Check": {"CheckID": format!("service:{svc}"), "ServiceID": svc, "Status": status}}).to_string()
+    };
+    for i in 0..20 {
+        call(
+            &f,
+            "PUT",
+            "/v1/catalog/register",
+            reg(&format!("s{i}"), "passing"),
+        )
+        .await;
+    }
+    let mut worst = Duration::ZERO;
+    for round in 0..200 {
+        let svc = format!("s{}", round % 20);
+        let status = if round % 40 < 20 {
+            "critical"
+        } else {
+            "passing"
+        };
+        let idx = get(&f, &format!("/v1/health/checks/{svc}")).await.index();
+        let w = watch(&f, format!("/v1/health/checks/{svc}?index={idx}&wait=5s"));
+        let t = Instant::now();
+        call(&f, "PUT", "/v1/catalog/register", reg(&svc, status)).await;
+        let (done, r) = w.await.expect("task");
+        let took = done.duration_since(t);
+        worst = worst.max(took);
+        assert!(
+            took < Duration::from_secs(2),
+            "round {round}: woke after {took:?}, index {} vs {idx}",
+            r.index()
+        );
+    }
+    eprintln!("worst wake-up {worst:?}");
+}

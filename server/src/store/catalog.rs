@@ -279,53 +279,48 @@ impl Catalog {
             Query::Session { .. } | Query::Sessions | Query::NodeSessions { .. } => {
                 self.table_index(IDX_SESSIONS)
             }
-            _ => Ok(self.query(q)?.1),
+            Query::KvGet { .. } | Query::KvList { .. } | Query::KvKeys { .. } => {
+                Ok(self.query(q)?.1)
+            }
         }
     }
 
     /// Runs a [`Query`] against local state, returning the data and its index.
+    ///
+    /// The index is always read before the data (separate read transactions): a write landing
+    /// in between then makes the index older than the data, which costs a blocking client one
+    /// extra round trip; the other order would hand out old data under the new index, and the
+    /// client's next blocking query would wait for a change that already happened.
     pub fn query(&self, q: &Query) -> Result<(QueryResult, u64)> {
         Ok(match q {
             Query::KvGet { key } => {
-                let e = self.kv_get(key)?;
-                let idx = match &e {
-                    Some(e) => e.modify_index,
-                    None => match self.tombstone(&self.read()?, key)? {
-                        Some(i) => i,
-                        None => self.table_index(IDX_KV)?,
-                    },
+                let before = match self.tombstone(&self.read()?, key)? {
+                    Some(i) => i,
+                    None => self.table_index(IDX_KV)?,
                 };
+                let e = self.kv_get(key)?;
+                let idx = e.as_ref().map_or(before, |e| e.modify_index);
                 (QueryResult::Kv(e), idx)
             }
             Query::KvList { prefix } => {
+                let before = self.prefix_index(prefix, None)?;
                 let l = self.kv_list(prefix)?;
-                let idx = self.prefix_index(prefix, l.iter().map(|e| e.modify_index).max())?;
-                (QueryResult::KvList(l), idx)
+                let newest = l.iter().map(|e| e.modify_index).max().unwrap_or(0);
+                (QueryResult::KvList(l), before.max(newest))
             }
             Query::KvKeys { prefix, separator } => {
+                let before = self.prefix_index(prefix, None)?;
+                let newest = self
+                    .kv_list(prefix)?
+                    .iter()
+                    .map(|e| e.modify_index)
+                    .max()
+                    .unwrap_or(0);
                 let keys = self.kv_keys(prefix, separator.as_deref())?;
-                let max = self.kv_list(prefix)?.iter().map(|e| e.modify_index).max();
-                (QueryResult::Keys(keys), self.prefix_index(prefix, max)?)
+                (QueryResult::Keys(keys), before.max(newest))
             }
-            Query::Nodes => (
-                QueryResult::Nodes(self.nodes()?),
-                self.table_index(IDX_NODES)?,
-            ),
-            Query::Node { name } => {
-                let n = match self.node(name)? {
-                    Some(n) => Some((n, self.node_services(name)?)),
-                    None => None,
-                };
-                let idx = self
-                    .table_index(IDX_NODES)?
-                    .max(self.table_index(IDX_SERVICES)?);
-                (QueryResult::Node(n), idx)
-            }
-            Query::NodeChecks { name } => (
-                QueryResult::Checks(self.node_checks(name)?),
-                self.table_index(IDX_CHECKS)?,
-            ),
             Query::Services => {
+                let idx = self.query_index(q)?;
                 let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for (_, s) in self.services()? {
                     let tags = map.entry(s.name).or_default();
@@ -335,43 +330,48 @@ impl Catalog {
                         }
                     }
                 }
-                (QueryResult::Services(map), self.table_index(IDX_SERVICES)?)
+                (QueryResult::Services(map), idx)
             }
-            Query::ServiceNodes { name } => (
-                QueryResult::ServiceNodes(self.service_nodes(name)?),
-                self.service_index(name)?,
-            ),
-            Query::ServiceHealth { name } => (
-                QueryResult::ServiceHealth(self.service_health(name)?),
-                self.service_index(name)?,
-            ),
-            Query::ServiceChecks { name } => {
-                let checks = self
-                    .service_health(name)?
-                    .into_iter()
-                    .flat_map(|h| h.checks.into_iter().filter(|c| !c.service_id.is_empty()))
-                    .collect();
-                (QueryResult::Checks(checks), self.service_index(name)?)
-            }
-            Query::ChecksInState { state } => (
-                QueryResult::Checks(self.checks(*state)?),
-                self.table_index(IDX_CHECKS)?,
-            ),
-            Query::Session { id } => {
-                let s = self.session(id)?.into_iter().collect();
-                (QueryResult::Sessions(s), self.table_index(IDX_SESSIONS)?)
-            }
-            Query::Sessions => (
-                QueryResult::Sessions(self.sessions()?),
-                self.table_index(IDX_SESSIONS)?,
-            ),
-            Query::NodeSessions { node } => {
-                let s = self
-                    .sessions()?
-                    .into_iter()
-                    .filter(|s| s.node == *node)
-                    .collect();
-                (QueryResult::Sessions(s), self.table_index(IDX_SESSIONS)?)
+            other => {
+                let idx = self.query_index(other)?;
+                let res = match other {
+                    Query::Nodes => QueryResult::Nodes(self.nodes()?),
+                    Query::Node { name } => QueryResult::Node(match self.node(name)? {
+                        Some(n) => Some((n, self.node_services(name)?)),
+                        None => None,
+                    }),
+                    Query::NodeChecks { name } => QueryResult::Checks(self.node_checks(name)?),
+                    Query::ServiceNodes { name } => {
+                        QueryResult::ServiceNodes(self.service_nodes(name)?)
+                    }
+                    Query::ServiceHealth { name } => {
+                        QueryResult::ServiceHealth(self.service_health(name)?)
+                    }
+                    Query::ServiceChecks { name } => QueryResult::Checks(
+                        self.service_health(name)?
+                            .into_iter()
+                            .flat_map(|h| h.checks.into_iter().filter(|c| !c.service_id.is_empty()))
+                            .collect(),
+                    ),
+                    Query::ChecksInState { state } => QueryResult::Checks(self.checks(*state)?),
+                    Query::Session { id } => {
+                        QueryResult::Sessions(self.session(id)?.into_iter().collect())
+                    }
+                    Query::Sessions => QueryResult::Sessions(self.sessions()?),
+                    Query::NodeSessions { node } => QueryResult::Sessions(
+                        self.sessions()?
+                            .into_iter()
+                            .filter(|s| s.node == *node)
+                            .collect(),
+                    ),
+                    Query::KvGet { .. }
+                    | Query::KvList { .. }
+                    | Query::KvKeys { .. }
+                    | Query::Services => {
+                        unreachable!("handled above")
+                    }
+                };
+                (res, idx)
             }
         })
     }

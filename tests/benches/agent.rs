@@ -1,0 +1,179 @@
+//! Local-agent benchmark: one agent with 1,000 services, each with a 10 s script check
+//! (`/bin/true`) and a TTL check; TTL checks updated 10 times a second in total. Reports the
+//! agent's CPU and RSS, and catalog staleness: the time from a check update to
+//! `/v1/health/checks/<service>` showing it.
+//!
+//! ```sh
+//! cargo build --release --bin muster
+//! cargo bench -p muster-tests --bench agent [-- --secs 30]
+//! ```
+
+use std::time::{Duration, Instant};
+
+use muster_tests::{get, put, wait_until, Agent};
+use rand::Rng;
+
+const SERVICES: usize = 1000;
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secs: u64 = args
+        .iter()
+        .position(|a| a == "--secs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    println!("== Agent: {SERVICES} services x (10 s script check + TTL check), 10 TTL updates/s, {secs} s");
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("cfg");
+    std::fs::create_dir_all(&cfg)?;
+    let services: Vec<serde_json::Value> = (0..SERVICES)
+        .map(|i| {
+            serde_json::json!({"name": format!("svc{i:04}"), "port": 10000 + i, "checks": [
+                {"id": format!("script{i:04}"), "args": ["/bin/true"], "interval": "10s"},
+                {"id": format!("ttl{i:04}"), "ttl": "1h", "status": "passing"}]})
+        })
+        .collect();
+    std::fs::write(
+        cfg.join("services.json"),
+        serde_json::to_vec(&serde_json::json!({"services": services}))?,
+    )?;
+    std::fs::write(
+        cfg.join("agent.json"),
+        br#"{"enable_local_script_checks": true}"#,
+    )?;
+    let a = Agent::start(
+        "bench",
+        &root.path().join("data"),
+        &[
+            "-server",
+            "-bootstrap-expect",
+            "1",
+            "-log-level",
+            "warn",
+            "-config-dir",
+            &cfg.display().to_string(),
+        ],
+    )?;
+    let pid = a.pid().expect("pid");
+    wait_until(
+        "every check in the catalog",
+        Duration::from_secs(120),
+        || async {
+            let v = get(&a.url("/v1/health/node/bench")).await.ok()?.json();
+            (v.as_array()?.len() > 2 * SERVICES).then_some(())
+        },
+    )
+    .await?;
+    // Let the first round of script checks (spread over 10 s) settle.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+
+    let client = reqwest::Client::new();
+    let mut staleness = Vec::new();
+    let t0 = cpu_ticks(pid);
+    let w0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut status_of = std::collections::HashMap::new();
+    while w0.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        let i = rand::rng().random_range(0..SERVICES);
+        let passing = !status_of.get(&i).copied().unwrap_or(true);
+        status_of.insert(i, passing);
+        let (verb, want) = if passing {
+            ("pass", "passing")
+        } else {
+            ("fail", "critical")
+        };
+        // Watch the way consumers do: a blocking query from the current index.
+        let path = format!("/v1/health/checks/svc{i:04}");
+        let mut index: u64 = get(&a.url(&path))
+            .await?
+            .header("x-consul-index")
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(0);
+        let sent = Instant::now();
+        put(&a.url(&format!("/v1/agent/check/{verb}/ttl{i:04}")), b"").await?;
+        while sent.elapsed() < Duration::from_secs(10) {
+            let r = client
+                .get(a.url(&format!("{path}?index={index}&wait=10s")))
+                .send()
+                .await?;
+            index = r
+                .headers()
+                .get("x-consul-index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(index);
+            let v: serde_json::Value = r.json().await?;
+            let seen = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["CheckID"] == format!("ttl{i:04}").as_str() && c["Status"] == want);
+            if seen {
+                staleness.push(sent.elapsed());
+                break;
+            }
+        }
+        if staleness
+            .last()
+            .is_none_or(|_| sent.elapsed() >= Duration::from_secs(10))
+        {
+            let agent = get(&a.url("/v1/agent/checks")).await?.json();
+            let cat = get(&a.url(&path)).await?;
+            eprintln!("  not visible within 10 s: ttl{i:04} {verb}; agent has {}, catalog {} (index {:?})",
+                agent[format!("ttl{i:04}")]["Status"], cat.text(), cat.header("x-consul-index"));
+            if std::env::var_os("MUSTER_BENCH_DEBUG").is_some() {
+                let logs = a.logs();
+                let lines: Vec<&str> = logs
+                    .lines()
+                    .filter(|l| l.contains("anti-entropy") || l.contains("WARN"))
+                    .collect();
+                for l in &lines[lines.len().saturating_sub(25)..] {
+                    eprintln!("    {l}");
+                }
+            }
+        }
+    }
+    let cpu = (cpu_ticks(pid) - t0) as f64 / 100.0 / w0.elapsed().as_secs_f64();
+    staleness.sort();
+    let pct = |p: f64| {
+        staleness[((staleness.len() as f64 * p) as usize).min(staleness.len() - 1)].as_secs_f64()
+            * 1e3
+    };
+    println!(
+        "  agent CPU {:.1}% of one core, RSS {:.1} MB",
+        cpu * 100.0,
+        rss_mb(pid)
+    );
+    println!(
+        "  catalog staleness over {} updates: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        staleness.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(())
+}
