@@ -181,12 +181,11 @@ impl Catalog {
         }
     }
 
-    /// The index of a prefix: its newest entry or deletion, else the KV table's index.
-    fn prefix_index(&self, prefix: &str, newest: Option<u64>) -> Result<u64> {
-        let tomb = self.max_tombstone(&self.read()?, prefix)?;
-        match newest.unwrap_or(0).max(tomb) {
-            0 => self.table_index(IDX_KV),
-            i => Ok(i),
+    /// A prefix's index, as Consul: its newest entry or deletion, else the KV table's index.
+    fn prefix_idx(newest: u64, tombstone: u64, table: u64) -> u64 {
+        match newest.max(tombstone) {
+            0 => table,
+            i => i,
         }
     }
 
@@ -303,13 +302,22 @@ impl Catalog {
                 (QueryResult::Kv(e), idx)
             }
             Query::KvList { prefix } => {
-                let before = self.prefix_index(prefix, None)?;
+                let (tomb, table) = (
+                    self.max_tombstone(&self.read()?, prefix)?,
+                    self.table_index(IDX_KV)?,
+                );
                 let l = self.kv_list(prefix)?;
                 let newest = l.iter().map(|e| e.modify_index).max().unwrap_or(0);
-                (QueryResult::KvList(l), before.max(newest))
+                (
+                    QueryResult::KvList(l),
+                    Self::prefix_idx(newest, tomb, table),
+                )
             }
             Query::KvKeys { prefix, separator } => {
-                let before = self.prefix_index(prefix, None)?;
+                let (tomb, table) = (
+                    self.max_tombstone(&self.read()?, prefix)?,
+                    self.table_index(IDX_KV)?,
+                );
                 let newest = self
                     .kv_list(prefix)?
                     .iter()
@@ -317,7 +325,10 @@ impl Catalog {
                     .max()
                     .unwrap_or(0);
                 let keys = self.kv_keys(prefix, separator.as_deref())?;
-                (QueryResult::Keys(keys), before.max(newest))
+                (
+                    QueryResult::Keys(keys),
+                    Self::prefix_idx(newest, tomb, table),
+                )
             }
             Query::Services => {
                 let idx = self.query_index(q)?;
