@@ -59,6 +59,8 @@ struct State {
     checks: BTreeMap<String, LocalCheck>,
     /// Output last pushed to the catalog, and when: output-only changes are rate-limited.
     synced_output: HashMap<String, Instant>,
+    /// Checks whose status changed since the last sync: pushed without a full diff.
+    dirty: std::collections::BTreeSet<String>,
 }
 
 /// What survives a restart: HTTP registrations, TTL statuses, maintenance.
@@ -93,6 +95,11 @@ pub struct Local {
     changed: Notify,
     /// Index of the agent's own last catalog write: the node watch ignores it.
     own_write: std::sync::atomic::AtomicU64,
+    /// The next sync compares everything with the catalog (registrations changed, the catalog
+    /// changed behind our back, or the periodic pass is due).
+    full_sync: std::sync::atomic::AtomicBool,
+    /// TTL statuses changed since the last save; saved by housekeeping, not on every update.
+    persist_due: std::sync::atomic::AtomicBool,
     is_server: bool,
 }
 
@@ -101,6 +108,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Local {
+    /// Something beyond check statuses changed: compare everything on the next sync.
+    fn mark_full(&self) {
+        self.full_sync
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// A check's status changed: push just that check on the next sync.
+    fn mark_dirty(&self, st: &mut State, id: &str) {
+        st.dirty.insert(id.to_string());
+        self.changed.notify_one();
+    }
+
     /// Builds the local state from config files and the persisted file; starts the checks.
     /// Fails with the file and field named when a definition is invalid.
     pub fn start(
@@ -125,6 +145,8 @@ impl Local {
             runner,
             changed: Notify::new(),
             own_write: std::sync::atomic::AtomicU64::new(0),
+            full_sync: std::sync::atomic::AtomicBool::new(true),
+            persist_due: std::sync::atomic::AtomicBool::new(false),
             is_server,
         });
         let warnings = local.load_config(config)?;
@@ -179,7 +201,7 @@ impl Local {
             self.add_check(&mut st, c, Source::Config, None, &sname);
         }
         drop(st);
-        self.changed.notify_one();
+        self.mark_full();
         Ok(warnings)
     }
 
@@ -364,7 +386,7 @@ impl Local {
         if persist {
             self.persist();
         }
-        self.changed.notify_one();
+        self.mark_full();
         Ok(())
     }
 
@@ -396,7 +418,7 @@ impl Local {
         if persist {
             self.persist();
         }
-        self.changed.notify_one();
+        self.mark_full();
         Ok(())
     }
 
@@ -468,7 +490,7 @@ impl Local {
         if persist {
             self.persist();
         }
-        self.changed.notify_one();
+        self.mark_full();
         Ok(())
     }
 
@@ -496,11 +518,11 @@ impl Local {
                     .def
                     .as_ref()
                     .is_some_and(|d| matches!(d.spec.probe, muster_checks::Probe::Ttl { .. }));
-                drop(st);
+                self.mark_dirty(&mut st, &u.id);
                 if ttl {
-                    self.persist();
+                    self.persist_due
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
-                self.changed.notify_one();
             }
         }
     }
@@ -513,6 +535,12 @@ impl Local {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            if self
+                .persist_due
+                .swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                self.persist();
             }
             let now = SystemTime::now();
             let (expired, reap): (Vec<String>, Vec<String>) = {
@@ -543,7 +571,7 @@ impl Local {
                 }
                 drop(st);
                 self.persist();
-                self.changed.notify_one();
+                self.mark_full();
             }
             for sid in reap {
                 tracing::info!(service = %sid, "deregistering service critical past deregister_critical_service_after");
@@ -565,7 +593,7 @@ impl Local {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = self.changed.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => self.full_sync.store(true, std::sync::atomic::Ordering::Relaxed),
             }
             retry = match self.sync_once(&server).await {
                 Ok(()) => false,
@@ -594,7 +622,7 @@ impl Local {
                 Ok((_, meta)) => {
                     let own = self.own_write.load(std::sync::atomic::Ordering::Relaxed);
                     if index != 0 && meta.index != index && meta.index != own {
-                        self.changed.notify_one();
+                        self.mark_full();
                     }
                     index = meta.index;
                 }
@@ -609,6 +637,47 @@ impl Local {
     }
 
     async fn sync_once(&self, server: &Server) -> muster_server::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.full_sync.swap(false, Relaxed) {
+            // Only statuses changed: push those checks as they are, no catalog read.
+            let ops: Vec<TxnOp> = {
+                let mut st = lock(&self.state);
+                let ids = std::mem::take(&mut st.dirty);
+                ids.iter()
+                    .filter_map(|id| st.checks.get(id))
+                    .map(|c| TxnOp::Check {
+                        verb: CatalogVerb::Set,
+                        check: c.check.clone(),
+                    })
+                    .collect()
+            };
+            if ops.is_empty() {
+                return Ok(());
+            }
+            let res = server.write(Command::Txn(ops)).await;
+            match res {
+                Ok(r) if r.txn.as_ref().is_none_or(|t| t.errors.is_empty()) => {
+                    self.own_write.store(r.index, Relaxed);
+                    return Ok(());
+                }
+                // The catalog is not what we thought (or unreachable): fall back to a full sync.
+                Ok(_) => self.full_sync.store(true, Relaxed),
+                Err(e) => {
+                    self.full_sync.store(true, Relaxed);
+                    return Err(e);
+                }
+            }
+            self.full_sync.store(false, Relaxed);
+        }
+        let res = self.full_sync_once(server).await;
+        if res.is_err() {
+            self.full_sync.store(true, Relaxed);
+        }
+        res
+    }
+
+    async fn full_sync_once(&self, server: &Server) -> muster_server::Result<()> {
+        lock(&self.state).dirty.clear();
         let (node, services) = match server
             .read(
                 Consistency::Default,
@@ -853,7 +922,7 @@ impl LocalAgent for Local {
         }
         drop(st);
         self.persist();
-        self.changed.notify_one();
+        self.mark_full();
         Ok(())
     }
 
@@ -867,7 +936,7 @@ impl LocalAgent for Local {
         }
         self.runner.stop(id);
         self.persist();
-        self.changed.notify_one();
+        self.mark_full();
         Ok(())
     }
 
@@ -897,15 +966,15 @@ impl LocalAgent for Local {
         c.check.status = status;
         c.check.output =
             output[..floor_char(&output, muster_checks::MAX_OUTPUT.min(output.len()))].to_string();
+        if changed {
+            self.persist_due
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.mark_dirty(&mut st, id);
         drop(st);
         self.runner.ttl_touch(id);
-        if changed {
-            self.persist();
-        }
-        self.changed.notify_one();
         Ok(())
     }
-
     fn maintenance(
         &self,
         service: Option<&str>,

@@ -186,7 +186,7 @@ impl Server {
             path: config.data_dir.clone(),
             reason: e.to_string(),
         })?;
-        let log_db = open_db(&config.data_dir.join("raft.redb"), 8 << 20)?;
+        let log_db = open_db(&config.data_dir.join("raft.redb"), 4 << 20)?;
         let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
         let log_store = LogStore::new(log_db.clone()).map_err(st)?;
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
@@ -212,7 +212,7 @@ impl Server {
                 ident.node_id
             }
         };
-        let sm_db = open_db(&config.data_dir.join("state.redb"), 24 << 20)?;
+        let sm_db = open_db(&config.data_dir.join("state.redb"), 16 << 20)?;
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
