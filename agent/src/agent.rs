@@ -286,6 +286,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 server.clone(),
                 muster_dns::DnsConfig {
                     domain: config.domain.clone(),
+                    datacenter: config.datacenter.clone(),
+                    only_passing: false,
+                    node_ttl: 0,
+                    service_ttl: 0,
                 },
             );
             tasks.spawn(muster_dns::serve(handler, udp, tcp, cancel.clone()));

@@ -1,41 +1,375 @@
-//! Muster's DNS interface: a hickory `RequestHandler` answering `.consul` names
-//! (`<node>.node.consul`, `[<tag>.]<svc>.service.consul`, SRV, PTR) from the catalog in-process,
-//! with Consul's health filtering, shuffling and stale reads.
+//! Muster's DNS interface: a hickory `RequestHandler` answering `.consul` names from the catalog
+//! in-process, as Consul does:
+//! - `<node>.node[.<dc>].<domain>`: A/AAAA of the node (TXT from its meta);
+//! - `[<tag>.]<service>.service[.<dc>].<domain>`: A/AAAA of each healthy instance, SRV when
+//!   asked, with the target's address in the additional section;
+//! - `_<service>._<tag>[.service][.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean any tag);
+//! - `<hex>.addr[.<dc>].<domain>`: the address encoded in the name (SRV targets of services
+//!   with their own address).
 //!
-//! So far only the listener exists: names under the domain answer NXDOMAIN and anything else
-//! REFUSED, so the port is open and well-behaved until the record logic lands.
+//! Instances with any critical check (node checks such as `serfHealth` and maintenance
+//! included) are left out, and answers are shuffled on every query. Reads are stale reads of
+//! the local server's state, so DNS keeps answering while Raft elects a leader. No healthy
+//! instance or unknown name: NXDOMAIN; a name with no record of the asked type: NOERROR, empty;
+//! both with the SOA (minimum TTL 0) in the authority section.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, ResponseCode};
+use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
+use muster_server::model::{Consistency, HealthStatus, Node, Query, QueryResult, ServiceHealth};
 use muster_server::Server;
+use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 /// DNS settings, built by the agent.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
-    /// The domain served, lower case with a trailing dot (`consul.`).
+    /// The domain served (`consul.`).
     pub domain: String,
+    /// This agent's datacenter: the only `.<dc>.` label answered.
+    pub datacenter: String,
+    /// Leave out instances with warning checks too.
+    pub only_passing: bool,
+    /// TTL of node records (Consul's `node_ttl`, default 0).
+    pub node_ttl: u32,
+    /// TTL of service records (Consul's `service_ttl["*"]`, default 0).
+    pub service_ttl: u32,
 }
 
 /// Answers DNS queries from the catalog.
 pub struct DnsHandler {
-    #[allow(dead_code)] // read by the record logic still to come
     server: Server,
-    domain: String,
+    domain: Name,
+    domain_str: String,
+    config: DnsConfig,
+}
+
+/// What a name asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Lookup {
+    Node(String),
+    Service { name: String, tag: Option<String> },
+    Addr(IpAddr),
+    Apex,
+}
+
+/// The answer, before it is encoded.
+struct Answer {
+    code: ResponseCode,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+    /// Whether to put the SOA in the authority section (negative answers).
+    soa: bool,
 }
 
 impl DnsHandler {
     pub fn new(server: Server, config: DnsConfig) -> Self {
-        let mut domain = config.domain.to_ascii_lowercase();
-        if !domain.ends_with('.') {
-            domain.push('.');
+        let mut domain_str = config.domain.to_ascii_lowercase();
+        if !domain_str.ends_with('.') {
+            domain_str.push('.');
         }
-        DnsHandler { server, domain }
+        let domain = Name::from_str(&domain_str).unwrap_or_else(|_| Name::root());
+        DnsHandler {
+            server,
+            domain,
+            domain_str,
+            config,
+        }
+    }
+
+    /// Splits `name` (lower case, with the trailing dot) into what it asks for. `None`: not
+    /// ours, or not a form we answer.
+    fn parse(&self, name: &str) -> Option<Result<Lookup, ()>> {
+        let rest = if name == self.domain_str {
+            return Some(Ok(Lookup::Apex));
+        } else {
+            name.strip_suffix(&self.domain_str)?.strip_suffix('.')?
+        };
+        let mut labels: Vec<&str> = rest.split('.').collect();
+        // An optional datacenter label after node/service/addr.
+        let kinds = ["node", "service", "addr"];
+        if labels.len() >= 2
+            && kinds.contains(&labels[labels.len() - 2])
+            && !kinds.contains(&labels[labels.len() - 1])
+        {
+            let dc = labels.pop()?;
+            if dc != self.config.datacenter.to_ascii_lowercase() {
+                return Some(Err(()));
+            }
+        }
+        // RFC 2782: _svc._tag[.service]
+        if labels.first().is_some_and(|l| l.starts_with('_')) {
+            if labels.last() == Some(&"service") {
+                labels.pop();
+            }
+            if labels.len() == 2 {
+                let name = labels[0].trim_start_matches('_').to_string();
+                let tag = labels[1].trim_start_matches('_');
+                let tag = (tag != "tcp" && tag != "udp").then(|| tag.to_string());
+                return Some(Ok(Lookup::Service { name, tag }));
+            }
+            return Some(Err(()));
+        }
+        let kind = labels.pop()?;
+        Some(match (kind, labels.as_slice()) {
+            ("node", [node]) => Ok(Lookup::Node(node.to_string())),
+            ("node", parts) if !parts.is_empty() => Ok(Lookup::Node(parts.join("."))),
+            ("service", [svc]) => Ok(Lookup::Service {
+                name: svc.to_string(),
+                tag: None,
+            }),
+            ("service", [tag, svc]) => Ok(Lookup::Service {
+                name: svc.to_string(),
+                tag: Some(tag.to_string()),
+            }),
+            ("addr", [hex]) => decode_addr(hex).map(Lookup::Addr).ok_or(()),
+            _ => Err(()),
+        })
+    }
+
+    fn soa(&self) -> Record {
+        let ns = Name::from_str(&format!("ns.{}", self.domain_str))
+            .unwrap_or_else(|_| self.domain.clone());
+        let mbox = Name::from_str(&format!("hostmaster.{}", self.domain_str))
+            .unwrap_or_else(|_| self.domain.clone());
+        let serial = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs() as u32);
+        // Minimum TTL 0: resolvers must not cache negative answers.
+        Record::from_rdata(
+            self.domain.clone(),
+            0,
+            RData::SOA(SOA::new(ns, mbox, serial, 3600, 600, 86400, 0)),
+        )
+    }
+
+    fn addr_records(name: &Name, ttl: u32, ip: IpAddr, qtype: RecordType) -> Vec<Record> {
+        match (ip, qtype) {
+            (IpAddr::V4(v4), RecordType::A | RecordType::ANY) => {
+                vec![Record::from_rdata(name.clone(), ttl, RData::A(A(v4)))]
+            }
+            (IpAddr::V6(v6), RecordType::AAAA | RecordType::ANY) => {
+                vec![Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(v6)))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+        let name = qname.to_ascii().to_ascii_lowercase();
+        let nx = |soa| Answer {
+            code: ResponseCode::NXDomain,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+            soa,
+        };
+        let lookup = match self.parse(&name) {
+            None => {
+                return Answer {
+                    code: ResponseCode::Refused,
+                    answers: Vec::new(),
+                    additionals: Vec::new(),
+                    soa: false,
+                }
+            }
+            Some(Err(())) => return nx(true),
+            Some(Ok(l)) => l,
+        };
+        let mut answer = Answer {
+            code: ResponseCode::NoError,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+            soa: false,
+        };
+        match lookup {
+            Lookup::Apex => {
+                if matches!(qtype, RecordType::SOA | RecordType::ANY) {
+                    answer.answers.push(self.soa());
+                } else {
+                    answer.soa = true;
+                }
+            }
+            Lookup::Addr(ip) => {
+                answer.answers = Self::addr_records(qname, self.config.service_ttl, ip, qtype)
+            }
+            Lookup::Node(node) => {
+                let Some(n) = self.node(&node).await else {
+                    return nx(true);
+                };
+                let Ok(ip) = n.address.parse::<IpAddr>() else {
+                    return nx(true);
+                };
+                answer.answers = Self::addr_records(qname, self.config.node_ttl, ip, qtype);
+                if matches!(qtype, RecordType::TXT | RecordType::ANY) {
+                    for (k, v) in &n.meta {
+                        let txt = RData::TXT(TXT::new(vec![format!("{k}={v}")]));
+                        answer.answers.push(Record::from_rdata(
+                            qname.clone(),
+                            self.config.node_ttl,
+                            txt,
+                        ));
+                    }
+                }
+            }
+            Lookup::Service { name, tag } => {
+                let mut healthy = self.healthy(&name, tag.as_deref()).await;
+                if healthy.is_empty() {
+                    return nx(true);
+                }
+                healthy.shuffle(&mut rand::rng());
+                let ttl = self.config.service_ttl;
+                for h in &healthy {
+                    let addr = if h.service.address.is_empty() {
+                        &h.node.address
+                    } else {
+                        &h.service.address
+                    };
+                    let Ok(ip) = addr.parse::<IpAddr>() else {
+                        continue;
+                    };
+                    if qtype == RecordType::SRV {
+                        let warning = h.checks.iter().any(|c| c.status == HealthStatus::Warning);
+                        let weight = if warning {
+                            h.service.weight_warning
+                        } else {
+                            h.service.weight_passing
+                        };
+                        let target = if h.service.address.is_empty() {
+                            format!(
+                                "{}.node.{}.{}",
+                                h.node.name, self.config.datacenter, self.domain_str
+                            )
+                        } else {
+                            format!(
+                                "{}.addr.{}.{}",
+                                encode_addr(ip),
+                                self.config.datacenter,
+                                self.domain_str
+                            )
+                        };
+                        let Ok(target) = Name::from_str(&target) else {
+                            continue;
+                        };
+                        let srv = SRV::new(
+                            1,
+                            weight.min(u16::MAX as u32) as u16,
+                            h.service.port,
+                            target.clone(),
+                        );
+                        answer.answers.push(Record::from_rdata(
+                            qname.clone(),
+                            ttl,
+                            RData::SRV(srv),
+                        ));
+                        answer.additionals.extend(Self::addr_records(
+                            &target,
+                            ttl,
+                            ip,
+                            if ip.is_ipv4() {
+                                RecordType::A
+                            } else {
+                                RecordType::AAAA
+                            },
+                        ));
+                    } else {
+                        answer
+                            .answers
+                            .extend(Self::addr_records(qname, ttl, ip, qtype));
+                    }
+                }
+            }
+        }
+        if answer.answers.is_empty() {
+            answer.soa = true;
+        }
+        answer
+    }
+
+    async fn node(&self, name: &str) -> Option<Node> {
+        match self
+            .server
+            .read(
+                Consistency::Stale,
+                Query::Node {
+                    name: name.to_string(),
+                },
+            )
+            .await
+        {
+            Ok((QueryResult::Node(Some((n, _))), _)) => Some(n),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: node lookup failed");
+                None
+            }
+        }
+    }
+
+    /// Instances of a service without critical checks (nor warnings with `only_passing`).
+    async fn healthy(&self, name: &str, tag: Option<&str>) -> Vec<ServiceHealth> {
+        let all = match self
+            .server
+            .read(
+                Consistency::Stale,
+                Query::ServiceHealth {
+                    name: name.to_string(),
+                },
+            )
+            .await
+        {
+            Ok((QueryResult::ServiceHealth(v), _)) => v,
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: service lookup failed");
+                Vec::new()
+            }
+        };
+        let worst = if self.config.only_passing {
+            HealthStatus::Passing
+        } else {
+            HealthStatus::Warning
+        };
+        all.into_iter()
+            .filter(|h| {
+                tag.is_none_or(|t| h.service.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
+            })
+            .filter(|h| h.checks.iter().all(|c| c.status <= worst))
+            .collect()
+    }
+}
+
+/// `0a000001` ↔ 10.0.0.1, 32 hex digits for IPv6, as Consul's `.addr.` names.
+fn encode_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().iter().map(|b| format!("{b:02x}")).collect(),
+        IpAddr::V6(v6) => v6.octets().iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn decode_addr(hex: &str) -> Option<IpAddr> {
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect();
+    match bytes?.as_slice() {
+        [a, b, c, d] => Some(IpAddr::V4(Ipv4Addr::new(*a, *b, *c, *d))),
+        b if b.len() == 16 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(b);
+            Some(IpAddr::V6(Ipv6Addr::from(o)))
+        }
+        _ => None,
     }
 }
 
@@ -46,20 +380,50 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
-        let code = match request.request_info() {
-            Ok(info) => {
-                let name = info.query.name().to_string().to_ascii_lowercase();
-                if name == self.domain || name.ends_with(&format!(".{}", self.domain)) {
-                    ResponseCode::NXDomain
-                } else {
-                    ResponseCode::Refused
-                }
-            }
-            Err(_) => ResponseCode::FormErr,
-        };
         let builder = MessageResponseBuilder::from_message_request(request);
-        let msg = builder.error_msg(request.header(), code);
-        match response.send_response(msg).await {
+        let mut header = Header::response_from_request(request.header());
+        let result =
+            if request.message_type() != MessageType::Query || request.op_code() != OpCode::Query {
+                header.set_response_code(ResponseCode::NotImp);
+                response
+                    .send_response(builder.build_no_records(header))
+                    .await
+            } else {
+                match request.request_info() {
+                    Err(_) => {
+                        header.set_response_code(ResponseCode::FormErr);
+                        response
+                            .send_response(builder.build_no_records(header))
+                            .await
+                    }
+                    Ok(info)
+                        if info.query.query_class() != DNSClass::IN
+                            && info.query.query_class() != DNSClass::ANY =>
+                    {
+                        header.set_response_code(ResponseCode::NotImp);
+                        response
+                            .send_response(builder.build_no_records(header))
+                            .await
+                    }
+                    Ok(info) => {
+                        let qname: Name = info.query.name().into();
+                        let a = self.answer(&qname, info.query.query_type()).await;
+                        header.set_authoritative(a.code != ResponseCode::Refused);
+                        header.set_response_code(a.code);
+                        header.set_recursion_available(false);
+                        let soa = if a.soa { vec![self.soa()] } else { Vec::new() };
+                        let msg = builder.build(
+                            header,
+                            a.answers.iter(),
+                            std::iter::empty(),
+                            soa.iter(),
+                            a.additionals.iter(),
+                        );
+                        response.send_response(msg).await
+                    }
+                }
+            };
+        match result {
             Ok(info) => info,
             Err(e) => {
                 tracing::debug!(error = %e, "dns: could not send response");
@@ -90,5 +454,75 @@ pub async fn serve(
                 tracing::error!(error = %e, "dns server stopped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handler() -> DnsHandler {
+        let cfg = DnsConfig {
+            domain: "consul".into(),
+            datacenter: "dc1".into(),
+            only_passing: false,
+            node_ttl: 0,
+            service_ttl: 0,
+        };
+        DnsHandler::new(Server::client(), cfg)
+    }
+
+    #[test]
+    fn parses_consul_names() {
+        let h = handler();
+        let p = |n: &str| h.parse(n);
+        assert_eq!(
+            p("web01.node.consul."),
+            Some(Ok(Lookup::Node("web01".into())))
+        );
+        assert_eq!(
+            p("web01.node.dc1.consul."),
+            Some(Ok(Lookup::Node("web01".into())))
+        );
+        assert_eq!(p("web01.node.dc2.consul."), Some(Err(())));
+        assert_eq!(
+            p("redis.service.consul."),
+            Some(Ok(Lookup::Service {
+                name: "redis".into(),
+                tag: None
+            }))
+        );
+        assert_eq!(
+            p("master.redis.service.dc1.consul."),
+            Some(Ok(Lookup::Service {
+                name: "redis".into(),
+                tag: Some("master".into())
+            }))
+        );
+        assert_eq!(
+            p("_redis._tcp.service.consul."),
+            Some(Ok(Lookup::Service {
+                name: "redis".into(),
+                tag: None
+            }))
+        );
+        assert_eq!(
+            p("_redis._master.consul."),
+            Some(Ok(Lookup::Service {
+                name: "redis".into(),
+                tag: Some("master".into())
+            }))
+        );
+        assert_eq!(
+            p("0a000001.addr.dc1.consul."),
+            Some(Ok(Lookup::Addr("10.0.0.1".parse().expect("ip"))))
+        );
+        assert_eq!(p("consul."), Some(Ok(Lookup::Apex)));
+        assert_eq!(p("example.com."), None);
+        assert_eq!(p("x.y.z.service.consul."), Some(Err(())));
+        assert_eq!(
+            decode_addr(&encode_addr("fe80::1".parse().expect("ip"))),
+            Some("fe80::1".parse().expect("ip"))
+        );
     }
 }

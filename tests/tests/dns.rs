@@ -1,0 +1,209 @@
+//! DNS over real UDP and TCP sockets against a real agent: node and service names, tags,
+//! SRV, health filtering, shuffling, negative answers with the SOA.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::str::FromStr;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use muster_tests::*;
+use serde_json::json;
+
+fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_id(rand::random())
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_str(name).expect("name"), qtype));
+    m.to_vec().expect("encode")
+}
+
+fn udp(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.send_to(&query(name, qtype), addr).expect("send");
+    let mut buf = [0u8; 65535];
+    let (n, _) = s.recv_from(&mut buf).expect("reply");
+    Message::from_vec(&buf[..n]).expect("decode")
+}
+
+fn tcp(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let q = query(name, qtype);
+    s.write_all(&(q.len() as u16).to_be_bytes()).expect("len");
+    s.write_all(&q).expect("query");
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).expect("reply len");
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).expect("reply");
+    Message::from_vec(&buf).expect("decode")
+}
+
+fn ips(m: &Message) -> Vec<String> {
+    m.answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0.to_string()),
+            RData::AAAA(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn register(a: &Agent, v: serde_json::Value) {
+    let r = put(&a.url("/v1/catalog/register"), v.to_string().as_bytes())
+        .await
+        .expect("register");
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_records_health_and_negative_answers() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "dns1",
+        &root.path().join("dns1"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let dns = a.dns.expect("dns port");
+    for i in 1..=3 {
+        let tag = if i == 1 { "master" } else { "replica" };
+        register(&a, json!({"Node": format!("r{i}"), "Address": format!("10.0.0.{i}"), "NodeMeta": {"rack": format!("r{i}")},
+            "Service": {"Service": "redis", "Tags": [tag], "Port": 6379 + i, "Weights": {"Passing": 10 * i, "Warning": 1}},
+            "Check": {"CheckID": "serfHealth", "Status": "passing"}})).await;
+    }
+    register(&a, json!({"Node": "r4", "Address": "10.0.0.4", "Service": {"Service": "redis", "Tags": ["replica"], "Address": "10.9.9.9", "Port": 7000}})).await;
+
+    // Nodes: A, TXT from meta, case-insensitive, with and without the datacenter label.
+    let m = udp(dns, "r1.node.consul.", RecordType::A);
+    assert_eq!(
+        (m.response_code(), ips(&m)),
+        (ResponseCode::NoError, vec!["10.0.0.1".to_string()])
+    );
+    assert!(m.authoritative());
+    assert_eq!(
+        ips(&udp(dns, "R2.NODE.DC1.CONSUL.", RecordType::A)),
+        ["10.0.0.2"]
+    );
+    let txt = udp(dns, "r3.node.consul.", RecordType::TXT);
+    assert!(
+        txt.answers()
+            .iter()
+            .any(|r| r.data().to_string().contains("rack=r3")),
+        "{txt:?}"
+    );
+    assert_eq!(
+        udp(dns, "r1.node.dc9.consul.", RecordType::A).response_code(),
+        ResponseCode::NXDomain
+    );
+
+    // Services: every healthy instance; the service address when set.
+    let all = udp(dns, "redis.service.consul.", RecordType::A);
+    assert_eq!(
+        sorted(ips(&all)),
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.9.9.9"]
+    );
+    assert_eq!(
+        ips(&udp(dns, "master.redis.service.consul.", RecordType::A)),
+        ["10.0.0.1"]
+    );
+    assert_eq!(
+        sorted(ips(&tcp(
+            dns,
+            "replica.redis.service.dc1.consul.",
+            RecordType::A
+        ))),
+        ["10.0.0.2", "10.0.0.3", "10.9.9.9"]
+    );
+
+    // SRV: port, weight, node target with its address in the additional section.
+    let srv = udp(dns, "_redis._master.service.consul.", RecordType::SRV);
+    let RData::SRV(s) = srv.answers()[0].data() else {
+        panic!("not SRV: {srv:?}")
+    };
+    assert_eq!((s.priority(), s.weight(), s.port()), (1, 10, 6380));
+    assert_eq!(s.target().to_ascii(), "r1.node.dc1.consul.");
+    assert!(srv.additionals().iter().any(
+        |r| r.name().to_ascii() == "r1.node.dc1.consul." && r.data().to_string() == "10.0.0.1"
+    ));
+    let srv4 = udp(dns, "_redis._tcp.service.consul.", RecordType::SRV);
+    let addr_target = srv4.answers().iter().find_map(|r| match r.data() {
+        RData::SRV(s) if s.port() == 7000 => Some(s.target().to_ascii()),
+        _ => None,
+    });
+    assert_eq!(addr_target.as_deref(), Some("0a090909.addr.dc1.consul."));
+    assert_eq!(
+        ips(&udp(dns, "0a090909.addr.dc1.consul.", RecordType::A)),
+        ["10.9.9.9"]
+    );
+
+    // Shuffled: the first answer changes over repeated queries.
+    let firsts: BTreeSet<String> = (0..40)
+        .map(|_| ips(&udp(dns, "redis.service.consul.", RecordType::A))[0].clone())
+        .collect();
+    assert!(firsts.len() >= 3, "answers not shuffled: {firsts:?}");
+
+    // A critical node check (serfHealth) removes the node's instance; warnings stay.
+    register(&a, json!({"Node": "r2", "SkipNodeUpdate": true, "Check": {"CheckID": "serfHealth", "Status": "critical"}})).await;
+    register(&a, json!({"Node": "r3", "SkipNodeUpdate": true, "Check": {"CheckID": "serfHealth", "Status": "warning"}})).await;
+    assert_eq!(
+        sorted(ips(&udp(
+            dns,
+            "replica.redis.service.consul.",
+            RecordType::A
+        ))),
+        ["10.0.0.3", "10.9.9.9"]
+    );
+    let srv3 = udp(dns, "_redis._replica.service.consul.", RecordType::SRV);
+    let w3 = srv3.answers().iter().find_map(|r| match r.data() {
+        RData::SRV(s) if s.port() == 6382 => Some(s.weight()),
+        _ => None,
+    });
+    assert_eq!(w3, Some(1), "a warning instance gets its warning weight");
+
+    // Negative answers: NXDOMAIN for unknown or all-unhealthy names, NOERROR-empty for a
+    // name without the asked type; both with the SOA, minimum TTL 0.
+    for (name, qtype, code) in [
+        (
+            "nope.service.consul.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+        ),
+        ("nope.node.consul.", RecordType::A, ResponseCode::NXDomain),
+        ("r1.node.consul.", RecordType::AAAA, ResponseCode::NoError),
+        ("consul.", RecordType::A, ResponseCode::NoError),
+    ] {
+        let m = udp(dns, name, qtype);
+        assert_eq!(m.response_code(), code, "{name} {qtype}");
+        assert!(m.answers().is_empty(), "{name}");
+        let soa = m.name_servers().iter().find_map(|r| match r.data() {
+            RData::SOA(s) => Some(s.minimum()),
+            _ => None,
+        });
+        assert_eq!(soa, Some(0), "{name}: SOA with minimum TTL 0 in authority");
+    }
+    register(&a, json!({"Node": "r1", "SkipNodeUpdate": true, "Check": {"CheckID": "serfHealth", "Status": "critical"}})).await;
+    assert_eq!(
+        udp(dns, "master.redis.service.consul.", RecordType::A).response_code(),
+        ResponseCode::NXDomain
+    );
+    // Not ours: refused (no recursors configured).
+    assert_eq!(
+        udp(dns, "example.com.", RecordType::A).response_code(),
+        ResponseCode::Refused
+    );
+    Ok(())
+}
