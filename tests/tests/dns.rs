@@ -207,3 +207,79 @@ async fn names_records_health_and_negative_answers() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// dnsmasq on a loopback port, forwarding `.consul` to Muster; killed by PID on drop.
+struct Dnsmasq(std::process::Child, SocketAddr);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dnsmasq(upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Dnsmasq> {
+    // Pick a free port for dnsmasq (bind and release; dnsmasq binds it right after).
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = std::process::Command::new("dnsmasq")
+        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+        .args(["--listen-address=127.0.0.1", &format!("--port={port}"), "--cache-size=0"])
+        .arg(format!("--server=/consul/{}#{}", upstream.ip(), upstream.port()))
+        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    Ok(Dnsmasq(child, format!("127.0.0.1:{port}").parse()?))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start("web01", &root.path().join("web01"), &["-server", "-bootstrap-expect", "1"])?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    for i in 1..=2 {
+        register(&a, json!({"Node": format!("agg{i}"), "Address": format!("10.1.0.{i}"),
+            "Service": {"Service": "log-aggregator", "Port": 24224}})).await;
+    }
+    let d = dnsmasq(a.dns.expect("dns"), root.path())?;
+    let dm = d.1;
+    let first = wait_until("dnsmasq answering", Duration::from_secs(10), || async move {
+        let m = std::panic::catch_unwind(|| udp(dm, "log-aggregator.service.consul.", RecordType::A)).ok()?;
+        (m.response_code() == ResponseCode::NoError).then_some(m)
+    })
+    .await?;
+    assert_eq!(sorted(ips(&first)), ["10.1.0.1", "10.1.0.2"]);
+    assert_eq!(ips(&udp(dm, "web01.node.consul.", RecordType::A)), ["127.0.0.1"]);
+    assert_eq!(udp(dm, "nope.service.consul.", RecordType::A).response_code(), ResponseCode::NXDomain);
+    // `search node.consul service.consul`: a short name completed by the resolver.
+    let out = std::process::Command::new("dig")
+        .args(["+short", "+search", "+domain=node.consul", "-p", &dm.port().to_string(), "@127.0.0.1", "web01"])
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1", "{}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_keeps_answering_while_the_cluster_elects_a_leader() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    register(&servers[0], json!({"Node": "app1", "Address": "10.2.0.1", "Service": {"Service": "app", "Port": 80}})).await;
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?.expect("leader");
+    let survivor = (leader + 1) % 3;
+    let dns = servers[survivor].dns.expect("dns");
+    wait_until("replicated", Duration::from_secs(10), || async move {
+        (ips(&udp(dns, "app.service.consul.", RecordType::A)) == ["10.2.0.1"]).then_some(())
+    })
+    .await?;
+    servers[leader].kill9();
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let mut answered = 0;
+    while std::time::Instant::now() < deadline {
+        let m = udp(dns, "app.service.consul.", RecordType::A);
+        assert_eq!(ips(&m), ["10.2.0.1"], "a query went unanswered during the election");
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(answered > 50);
+    Ok(())
+}
