@@ -57,6 +57,20 @@ pub struct Config {
     pub check_update_interval: std::time::Duration,
     /// The flags this config was built from, to rebuild it on reload.
     pub args: Vec<String>,
+    /// DNS: upstream servers for names outside the domain (`recursors`, `-recursor`).
+    pub recursors: Vec<std::net::SocketAddr>,
+    /// DNS settings from `dns_config`.
+    pub dns: DnsSettings,
+}
+
+/// The `dns_config` settings Muster honours.
+#[derive(Debug, Clone, Default)]
+pub struct DnsSettings {
+    pub only_passing: bool,
+    pub node_ttl: std::time::Duration,
+    /// Per service name, `*` for the rest.
+    pub service_ttl: std::collections::HashMap<String, std::time::Duration>,
+    pub recursor_timeout: Option<std::time::Duration>,
 }
 
 impl Default for Config {
@@ -87,6 +101,8 @@ impl Default for Config {
             checks: Vec::new(),
             check_update_interval: std::time::Duration::from_secs(300),
             args: Vec::new(),
+            recursors: Vec::new(),
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -113,6 +129,7 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
     ("advertise", Kind::Value),
     ("client", Kind::Value),
     ("retry-join", Kind::Multi),
+    ("recursor", Kind::Multi),
     ("join", Kind::Multi),
     ("config-file", Kind::Multi),
     ("config-dir", Kind::Multi),
@@ -156,7 +173,6 @@ const UNSUPPORTED: &[&str] = &[
     "disable_update_check",
     "discard_check_output",
     "discovery_max_stale",
-    "dns_config",
     "enable_central_service_config",
     "enable_debug",
     "enable_syslog",
@@ -183,8 +199,6 @@ const UNSUPPORTED: &[&str] = &[
     "protocol",
     "raft_protocol",
     "reconnect_timeout",
-    "recursor",
-    "recursors",
     "rejoin_after_leave",
     "retry_interval",
     "retry_interval_wan",
@@ -337,6 +351,14 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 };
                 list.extend(items.iter().map(|i| (name.to_string(), i.clone())));
             }
+            "recursors" | "recursor" => {
+                for r in as_strings(v).ok_or_else(|| err("expected a list of addresses"))? {
+                    cfg.recursors.push(
+                        parse_recursor(&r).ok_or_else(|| err(&format!("invalid address {r:?}")))?,
+                    );
+                }
+            }
+            "dns_config" => apply_dns(cfg, v, &name.to_string(), &mut ignored)?,
             "check_update_interval" => {
                 let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
                 cfg.check_update_interval =
@@ -382,6 +404,69 @@ fn apply_ports(
             "serf_lan" => cfg.serf_lan_port = port()?,
             k if UNSUPPORTED_PORTS.contains(&k) => ignored.push(format!("ports.{k}")),
             _ => return Err(format!("config file {name}: unknown key \"ports.{k}\"")),
+        }
+    }
+    Ok(())
+}
+
+/// `1.1.1.1` or `1.1.1.1:5353` (Consul's default port for recursors is 53).
+fn parse_recursor(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse().ok().or_else(|| {
+        s.parse::<IpAddr>()
+            .ok()
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+    })
+}
+
+fn apply_dns(
+    cfg: &mut Config,
+    v: &Value,
+    name: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), String> {
+    let Value::Object(m) = v else {
+        return Err(format!(
+            "config file {name}: key \"dns_config\": expected an object"
+        ));
+    };
+    let err = |k: &str, why: &str| format!("config file {name}: key \"dns_config.{k}\": {why}");
+    let dur = |k: &str, v: &Value| -> Result<std::time::Duration, String> {
+        v.as_str()
+            .and_then(muster_api::go_duration)
+            .ok_or_else(|| err(k, "expected a duration such as \"5s\""))
+    };
+    for (k, v) in m {
+        match k.as_str() {
+            "only_passing" => {
+                cfg.dns.only_passing = v.as_bool().ok_or_else(|| err(k, "expected a boolean"))?
+            }
+            "node_ttl" => cfg.dns.node_ttl = dur(k, v)?,
+            "recursor_timeout" => cfg.dns.recursor_timeout = Some(dur(k, v)?),
+            "service_ttl" => {
+                let Value::Object(map) = v else {
+                    return Err(err(k, "expected an object of durations"));
+                };
+                for (svc, d) in map {
+                    cfg.dns.service_ttl.insert(svc.clone(), dur(k, d)?);
+                }
+            }
+            "allow_stale"
+            | "max_stale"
+            | "udp_answer_limit"
+            | "a_record_limit"
+            | "enable_truncate"
+            | "use_cache"
+            | "cache_max_age"
+            | "enable_additional_node_meta_txt"
+            | "soa"
+            | "prefer_namespace"
+            | "disable_compression"
+            | "recursor_strategy" => ignored.push(format!("dns_config.{k}")),
+            _ => {
+                return Err(format!(
+                    "config file {name}: unknown key \"dns_config.{k}\""
+                ))
+            }
         }
     }
     Ok(())
@@ -435,6 +520,11 @@ fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<(), String> {
         cfg.client_addr = a;
     }
     cfg.retry_join.extend(p.all("retry-join").iter().cloned());
+    for r in p.all("recursor") {
+        cfg.recursors.push(
+            parse_recursor(r).ok_or_else(|| format!("invalid address {r:?} for flag -recursor"))?,
+        );
+    }
     cfg.start_join.extend(p.all("join").iter().cloned());
     if let Some(n) = port("http-port")? {
         cfg.http_port = n;

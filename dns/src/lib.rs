@@ -40,8 +40,22 @@ pub struct DnsConfig {
     pub only_passing: bool,
     /// TTL of node records (Consul's `node_ttl`, default 0).
     pub node_ttl: u32,
-    /// TTL of service records (Consul's `service_ttl["*"]`, default 0).
-    pub service_ttl: u32,
+    /// TTL of service records: per service name, `*` for the rest (Consul's `service_ttl`).
+    pub service_ttl: std::collections::HashMap<String, u32>,
+    /// Upstream servers for names outside the domain, tried in turn; none: REFUSED.
+    pub recursors: Vec<std::net::SocketAddr>,
+    /// How long to wait for each recursor.
+    pub recursor_timeout: Duration,
+}
+
+impl DnsConfig {
+    fn ttl_of(&self, service: &str) -> u32 {
+        self.service_ttl
+            .get(service)
+            .or_else(|| self.service_ttl.get("*"))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 /// Answers DNS queries from the catalog.
@@ -56,9 +70,14 @@ pub struct DnsHandler {
 #[derive(Debug, PartialEq, Eq)]
 enum Lookup {
     Node(String),
-    Service { name: String, tag: Option<String> },
+    Service {
+        name: String,
+        tag: Option<String>,
+    },
     Addr(IpAddr),
     Apex,
+    /// A reverse lookup of an address.
+    Ptr(IpAddr),
 }
 
 /// The answer, before it is encoded.
@@ -88,6 +107,20 @@ impl DnsHandler {
     /// Splits `name` (lower case, with the trailing dot) into what it asks for. `None`: not
     /// ours, or not a form we answer.
     fn parse(&self, name: &str) -> Option<Result<Lookup, ()>> {
+        if let Some(ip) = name.strip_suffix(".in-addr.arpa.") {
+            let octets: Vec<u8> = ip.split('.').rev().filter_map(|o| o.parse().ok()).collect();
+            return Some(match octets.as_slice() {
+                [a, b, c, d] => Ok(Lookup::Ptr(IpAddr::V4(Ipv4Addr::new(*a, *b, *c, *d)))),
+                _ => Err(()),
+            });
+        }
+        if let Some(nibbles) = name.strip_suffix(".ip6.arpa.") {
+            let hex: String = nibbles.split('.').rev().collect();
+            return Some(match (hex.len(), decode_addr(&hex)) {
+                (32, Some(ip)) => Ok(Lookup::Ptr(ip)),
+                _ => Err(()),
+            });
+        }
         let rest = if name == self.domain_str {
             return Some(Ok(Lookup::Apex));
         } else {
@@ -198,7 +231,36 @@ impl DnsHandler {
                 }
             }
             Lookup::Addr(ip) => {
-                answer.answers = Self::addr_records(qname, self.config.service_ttl, ip, qtype)
+                answer.answers = Self::addr_records(qname, self.config.ttl_of("*"), ip, qtype)
+            }
+            Lookup::Ptr(ip) => {
+                let nodes = match self.server.read(Consistency::Stale, Query::Nodes).await {
+                    Ok((QueryResult::Nodes(n), _)) => n,
+                    _ => Vec::new(),
+                };
+                let matching: Vec<&Node> = nodes
+                    .iter()
+                    .filter(|n| n.address.parse::<IpAddr>().ok() == Some(ip))
+                    .collect();
+                if matching.is_empty() {
+                    return nx(true);
+                }
+                if matches!(qtype, RecordType::PTR | RecordType::ANY) {
+                    for n in matching {
+                        let target = format!(
+                            "{}.node.{}.{}",
+                            n.name, self.config.datacenter, self.domain_str
+                        );
+                        if let Ok(t) = Name::from_str(&target) {
+                            let rdata = RData::PTR(hickory_proto::rr::rdata::PTR(t));
+                            answer.answers.push(Record::from_rdata(
+                                qname.clone(),
+                                self.config.node_ttl,
+                                rdata,
+                            ));
+                        }
+                    }
+                }
             }
             Lookup::Node(node) => {
                 let Some(n) = self.node(&node).await else {
@@ -225,7 +287,7 @@ impl DnsHandler {
                     return nx(true);
                 }
                 healthy.shuffle(&mut rand::rng());
-                let ttl = self.config.service_ttl;
+                let ttl = self.config.ttl_of(&name);
                 for h in &healthy {
                     let addr = if h.service.address.is_empty() {
                         &h.node.address
@@ -293,6 +355,63 @@ impl DnsHandler {
         answer
     }
 
+    /// Asks each recursor in turn; SERVFAIL when none answers in time.
+    async fn recurse(&self, q: hickory_proto::op::Query) -> Answer {
+        let mut m = hickory_proto::op::Message::new();
+        m.set_id(rand::random())
+            .set_recursion_desired(true)
+            .add_query(q);
+        let Ok(bytes) = m.to_vec() else {
+            return Answer {
+                code: ResponseCode::ServFail,
+                answers: Vec::new(),
+                additionals: Vec::new(),
+                soa: false,
+            };
+        };
+        for r in &self.config.recursors {
+            let Ok(sock) = UdpSocket::bind(if r.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await
+            else {
+                continue;
+            };
+            let exchange = async {
+                sock.send_to(&bytes, r).await.ok()?;
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let (n, from) = sock.recv_from(&mut buf).await.ok()?;
+                    if from == *r {
+                        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).ok()?;
+                        if reply.id() == m.id() {
+                            return Some(reply);
+                        }
+                    }
+                }
+            };
+            match tokio::time::timeout(self.config.recursor_timeout, exchange).await {
+                Ok(Some(reply)) => {
+                    return Answer {
+                        code: reply.response_code(),
+                        answers: reply.answers().to_vec(),
+                        additionals: reply
+                            .additionals()
+                            .iter()
+                            .filter(|r| r.record_type() != RecordType::OPT)
+                            .cloned()
+                            .collect(),
+                        soa: false,
+                    }
+                }
+                _ => tracing::debug!(recursor = %r, "dns: recursor did not answer"),
+            }
+        }
+        Answer {
+            code: ResponseCode::ServFail,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+            soa: false,
+        }
+    }
+
     async fn node(&self, name: &str) -> Option<Node> {
         match self
             .server
@@ -346,6 +465,31 @@ impl DnsHandler {
     }
 }
 
+/// Drops answers (already shuffled) until the reply fits `max` bytes; true if any was dropped.
+/// SRV targets' addresses go with their SRV record.
+fn fit_udp(a: &mut Answer, query: hickory_proto::op::Query, max: usize) -> bool {
+    let size = |a: &Answer| {
+        let mut m = hickory_proto::op::Message::new();
+        m.add_query(query.clone());
+        m.add_answers(a.answers.iter().cloned());
+        m.add_additionals(a.additionals.iter().cloned());
+        // Room for the SOA, an OPT record, and how the server encodes names (a few bytes more).
+        m.to_vec()
+            .map_or(usize::MAX, |v| v.len() + if a.soa { 100 } else { 11 } + 32)
+    };
+    let mut dropped = false;
+    while !a.answers.is_empty() && size(a) > max {
+        if let Some(last) = a.answers.pop() {
+            if let RData::SRV(srv) = last.data() {
+                let target = srv.target().clone();
+                a.additionals.retain(|r| r.name() != &target);
+            }
+        }
+        dropped = true;
+    }
+    dropped
+}
+
 /// `0a000001` ↔ 10.0.0.1, 32 hex digits for IPv6, as Consul's `.addr.` names.
 fn encode_addr(ip: IpAddr) -> String {
     match ip {
@@ -382,47 +526,59 @@ impl RequestHandler for DnsHandler {
     ) -> ResponseInfo {
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut header = Header::response_from_request(request.header());
-        let result =
-            if request.message_type() != MessageType::Query || request.op_code() != OpCode::Query {
-                header.set_response_code(ResponseCode::NotImp);
-                response
-                    .send_response(builder.build_no_records(header))
-                    .await
-            } else {
-                match request.request_info() {
-                    Err(_) => {
-                        header.set_response_code(ResponseCode::FormErr);
-                        response
-                            .send_response(builder.build_no_records(header))
-                            .await
-                    }
-                    Ok(info)
-                        if info.query.query_class() != DNSClass::IN
-                            && info.query.query_class() != DNSClass::ANY =>
-                    {
-                        header.set_response_code(ResponseCode::NotImp);
-                        response
-                            .send_response(builder.build_no_records(header))
-                            .await
-                    }
-                    Ok(info) => {
-                        let qname: Name = info.query.name().into();
-                        let a = self.answer(&qname, info.query.query_type()).await;
-                        header.set_authoritative(a.code != ResponseCode::Refused);
-                        header.set_response_code(a.code);
-                        header.set_recursion_available(false);
-                        let soa = if a.soa { vec![self.soa()] } else { Vec::new() };
-                        let msg = builder.build(
-                            header,
-                            a.answers.iter(),
-                            std::iter::empty(),
-                            soa.iter(),
-                            a.additionals.iter(),
-                        );
-                        response.send_response(msg).await
-                    }
+        let result = if request.message_type() != MessageType::Query
+            || request.op_code() != OpCode::Query
+        {
+            header.set_response_code(ResponseCode::NotImp);
+            response
+                .send_response(builder.build_no_records(header))
+                .await
+        } else {
+            match request.request_info() {
+                Err(_) => {
+                    header.set_response_code(ResponseCode::FormErr);
+                    response
+                        .send_response(builder.build_no_records(header))
+                        .await
                 }
-            };
+                Ok(info)
+                    if info.query.query_class() != DNSClass::IN
+                        && info.query.query_class() != DNSClass::ANY =>
+                {
+                    header.set_response_code(ResponseCode::NotImp);
+                    response
+                        .send_response(builder.build_no_records(header))
+                        .await
+                }
+                Ok(info) => {
+                    let qname: Name = info.query.name().into();
+                    let mut a = self.answer(&qname, info.query.query_type()).await;
+                    if a.code == ResponseCode::Refused && !self.config.recursors.is_empty() {
+                        let q = info.query.original().clone();
+                        a = self.recurse(q).await;
+                        header.set_recursion_available(true);
+                    }
+                    if request.protocol() == hickory_proto::xfer::Protocol::Udp {
+                        let max = request.edns().map_or(512, |e| e.max_payload().max(512)) as usize;
+                        if fit_udp(&mut a, info.query.original().clone(), max) {
+                            header.set_truncated(true);
+                        }
+                    }
+                    header.set_authoritative(a.code != ResponseCode::Refused);
+                    header.set_response_code(a.code);
+
+                    let soa = if a.soa { vec![self.soa()] } else { Vec::new() };
+                    let msg = builder.build(
+                        header,
+                        a.answers.iter(),
+                        std::iter::empty(),
+                        soa.iter(),
+                        a.additionals.iter(),
+                    );
+                    response.send_response(msg).await
+                }
+            }
+        };
         match result {
             Ok(info) => info,
             Err(e) => {
@@ -519,6 +675,10 @@ mod tests {
         );
         assert_eq!(p("consul."), Some(Ok(Lookup::Apex)));
         assert_eq!(p("example.com."), None);
+        assert_eq!(
+            p("4.3.2.10.in-addr.arpa."),
+            Some(Ok(Lookup::Ptr("10.2.3.4".parse().expect("ip"))))
+        );
         assert_eq!(p("x.y.z.service.consul."), Some(Err(())));
         assert_eq!(
             decode_addr(&encode_addr("fe80::1".parse().expect("ip"))),

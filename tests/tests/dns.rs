@@ -220,11 +220,27 @@ impl Drop for Dnsmasq {
 
 fn dnsmasq(upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Dnsmasq> {
     // Pick a free port for dnsmasq (bind and release; dnsmasq binds it right after).
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = std::process::Command::new("dnsmasq")
-        .args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
-        .args(["--listen-address=127.0.0.1", &format!("--port={port}"), "--cache-size=0"])
-        .arg(format!("--server=/consul/{}#{}", upstream.ip(), upstream.port()))
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
+        .args([
+            "--listen-address=127.0.0.1",
+            &format!("--port={port}"),
+            "--cache-size=0",
+        ])
+        .arg(format!(
+            "--server=/consul/{}#{}",
+            upstream.ip(),
+            upstream.port()
+        ))
         .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -235,27 +251,61 @@ fn dnsmasq(upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Dnsmas
 #[tokio::test(flavor = "multi_thread")]
 async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start("web01", &root.path().join("web01"), &["-server", "-bootstrap-expect", "1"])?;
+    let a = Agent::start(
+        "web01",
+        &root.path().join("web01"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
     wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
     for i in 1..=2 {
-        register(&a, json!({"Node": format!("agg{i}"), "Address": format!("10.1.0.{i}"),
-            "Service": {"Service": "log-aggregator", "Port": 24224}})).await;
+        register(
+            &a,
+            json!({"Node": format!("agg{i}"), "Address": format!("10.1.0.{i}"),
+            "Service": {"Service": "log-aggregator", "Port": 24224}}),
+        )
+        .await;
     }
     let d = dnsmasq(a.dns.expect("dns"), root.path())?;
     let dm = d.1;
-    let first = wait_until("dnsmasq answering", Duration::from_secs(10), || async move {
-        let m = std::panic::catch_unwind(|| udp(dm, "log-aggregator.service.consul.", RecordType::A)).ok()?;
-        (m.response_code() == ResponseCode::NoError).then_some(m)
-    })
+    let first = wait_until(
+        "dnsmasq answering",
+        Duration::from_secs(10),
+        || async move {
+            let m = std::panic::catch_unwind(|| {
+                udp(dm, "log-aggregator.service.consul.", RecordType::A)
+            })
+            .ok()?;
+            (m.response_code() == ResponseCode::NoError).then_some(m)
+        },
+    )
     .await?;
     assert_eq!(sorted(ips(&first)), ["10.1.0.1", "10.1.0.2"]);
-    assert_eq!(ips(&udp(dm, "web01.node.consul.", RecordType::A)), ["127.0.0.1"]);
-    assert_eq!(udp(dm, "nope.service.consul.", RecordType::A).response_code(), ResponseCode::NXDomain);
+    assert_eq!(
+        ips(&udp(dm, "web01.node.consul.", RecordType::A)),
+        ["127.0.0.1"]
+    );
+    assert_eq!(
+        udp(dm, "nope.service.consul.", RecordType::A).response_code(),
+        ResponseCode::NXDomain
+    );
     // `search node.consul service.consul`: a short name completed by the resolver.
     let out = std::process::Command::new("dig")
-        .args(["+short", "+search", "+domain=node.consul", "-p", &dm.port().to_string(), "@127.0.0.1", "web01"])
+        .args([
+            "+short",
+            "+search",
+            "+domain=node.consul",
+            "-p",
+            &dm.port().to_string(),
+            "@127.0.0.1",
+            "web01",
+        ])
         .output()?;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "127.0.0.1", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "127.0.0.1",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(())
 }
 
@@ -263,8 +313,14 @@ async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<(
 async fn dns_keeps_answering_while_the_cluster_elects_a_leader() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let mut servers = start_servers(root.path(), 3, &[]).await?;
-    register(&servers[0], json!({"Node": "app1", "Address": "10.2.0.1", "Service": {"Service": "app", "Port": 80}})).await;
-    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?.expect("leader");
+    register(
+        &servers[0],
+        json!({"Node": "app1", "Address": "10.2.0.1", "Service": {"Service": "app", "Port": 80}}),
+    )
+    .await;
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10))
+        .await?
+        .expect("leader");
     let survivor = (leader + 1) % 3;
     let dns = servers[survivor].dns.expect("dns");
     wait_until("replicated", Duration::from_secs(10), || async move {
@@ -276,10 +332,128 @@ async fn dns_keeps_answering_while_the_cluster_elects_a_leader() -> anyhow::Resu
     let mut answered = 0;
     while std::time::Instant::now() < deadline {
         let m = udp(dns, "app.service.consul.", RecordType::A);
-        assert_eq!(ips(&m), ["10.2.0.1"], "a query went unanswered during the election");
+        assert_eq!(
+            ips(&m),
+            ["10.2.0.1"],
+            "a query went unanswered during the election"
+        );
         answered += 1;
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(answered > 50);
+    Ok(())
+}
+
+/// A tiny upstream DNS server answering every A query with 192.0.2.7.
+fn tiny_upstream() -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = s.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_recursion_available(true);
+            for query in q.queries() {
+                r.add_query(query.clone());
+                let a = hickory_proto::rr::rdata::A("192.0.2.7".parse().expect("ip"));
+                r.add_answer(hickory_proto::rr::Record::from_rdata(
+                    query.name().clone(),
+                    60,
+                    RData::A(a),
+                ));
+            }
+            if let Ok(b) = r.to_vec() {
+                let _ = s.send_to(&b, from);
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncation_recursors_ptr_and_dns_config() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let dead = UdpSocket::bind("127.0.0.1:0")?.local_addr()?; // nobody answers there once dropped
+    let upstream = tiny_upstream();
+    let cfg = root.path().join("dns.json");
+    std::fs::write(&cfg, json!({"recursors": [dead.to_string(), upstream.to_string()],
+        "dns_config": {"only_passing": true, "node_ttl": "10s", "service_ttl": {"*": "5s", "web": "30s"}, "recursor_timeout": "300ms"}}).to_string())?;
+    let a = Agent::start(
+        "d1",
+        &root.path().join("d1"),
+        &[
+            "-server",
+            "-bootstrap-expect",
+            "1",
+            "-config-file",
+            &cfg.display().to_string(),
+        ],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let dns = a.dns.expect("dns");
+    for i in 0..100 {
+        register(&a, json!({"Node": format!("b{i:03}"), "Address": format!("10.3.{}.{}", i / 200, i % 200 + 1),
+            "Service": {"Service": "big", "Port": 80}})).await;
+    }
+    let u = udp(dns, "big.service.consul.", RecordType::A);
+    assert!(u.truncated(), "TC set when records were dropped");
+    assert!(!u.answers().is_empty() && u.answers().len() < 100);
+    assert!(u.to_vec()?.len() <= 512, "fits 512 bytes without EDNS");
+    let t = tcp(dns, "big.service.consul.", RecordType::A);
+    assert_eq!(
+        (t.truncated(), t.answers().len()),
+        (false, 100),
+        "TCP returns everything"
+    );
+
+    // PTR of a known node.
+    let p = udp(dns, "1.0.3.10.in-addr.arpa.", RecordType::PTR);
+    let ptr = p.answers().iter().find_map(|r| match r.data() {
+        RData::PTR(n) => Some(n.0.to_ascii()),
+        _ => None,
+    });
+    assert_eq!(ptr.as_deref(), Some("b000.node.dc1.consul."));
+    assert_eq!(
+        udp(dns, "9.9.9.10.in-addr.arpa.", RecordType::PTR).response_code(),
+        ResponseCode::NXDomain
+    );
+
+    // TTLs and only_passing from dns_config.
+    register(
+        &a,
+        json!({"Node": "w1", "Address": "10.4.0.1", "Service": {"Service": "web", "Port": 80},
+        "Check": {"CheckID": "c", "ServiceID": "web", "Status": "passing"}}),
+    )
+    .await;
+    register(
+        &a,
+        json!({"Node": "w2", "Address": "10.4.0.2", "Service": {"Service": "web", "Port": 80},
+        "Check": {"CheckID": "c", "ServiceID": "web", "Status": "warning"}}),
+    )
+    .await;
+    let w = udp(dns, "web.service.consul.", RecordType::A);
+    assert_eq!(ips(&w), ["10.4.0.1"], "only_passing leaves out warnings");
+    assert_eq!(w.answers()[0].ttl(), 30);
+    assert_eq!(
+        udp(dns, "big.service.consul.", RecordType::A).answers()[0].ttl(),
+        5
+    );
+    assert_eq!(
+        udp(dns, "w1.node.consul.", RecordType::A).answers()[0].ttl(),
+        10
+    );
+
+    // Other names go to the recursors in turn: the dead one times out, the next answers.
+    let r = udp(dns, "example.org.", RecordType::A);
+    assert_eq!(
+        (r.response_code(), ips(&r)),
+        (ResponseCode::NoError, vec!["192.0.2.7".to_string()])
+    );
+    assert!(r.recursion_available());
     Ok(())
 }
