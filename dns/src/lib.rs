@@ -623,7 +623,9 @@ mod tests {
             datacenter: "dc1".into(),
             only_passing: false,
             node_ttl: 0,
-            service_ttl: 0,
+            service_ttl: Default::default(),
+            recursors: Vec::new(),
+            recursor_timeout: Duration::from_secs(2),
         };
         DnsHandler::new(Server::client(), cfg)
     }
