@@ -13,8 +13,10 @@
 //! instance or unknown name: NXDOMAIN; a name with no record of the asked type: NOERROR, empty;
 //! both with the SOA (minimum TTL 0) in the authority section.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
@@ -61,6 +63,11 @@ impl DnsConfig {
 /// Answers DNS queries from the catalog.
 pub struct DnsHandler {
     server: Server,
+    /// Healthy instances per service name: (applied index last validated at, service index,
+    /// instances).
+    cache: Mutex<HashMap<String, (u64, u64, Arc<Vec<Instance>>)>>,
+    /// Nodes by name: (applied index read at, node).
+    nodes: Mutex<HashMap<String, (u64, Option<Node>)>>,
     domain: Name,
     domain_str: String,
     config: DnsConfig,
@@ -98,6 +105,8 @@ impl DnsHandler {
         let domain = Name::from_str(&domain_str).unwrap_or_else(|_| Name::root());
         DnsHandler {
             server,
+            cache: Mutex::default(),
+            nodes: Mutex::default(),
             domain,
             domain_str,
             config,
@@ -282,69 +291,39 @@ impl DnsHandler {
                 }
             }
             Lookup::Service { name, tag } => {
-                let mut healthy = self.healthy(&name, tag.as_deref()).await;
-                if healthy.is_empty() {
+                let all = self.instances(&name).await;
+                let mut picked: Vec<&Instance> = all
+                    .iter()
+                    .filter(|i| tag.as_deref().is_none_or(|t| i.tags.iter().any(|x| x == t)))
+                    .collect();
+                if picked.is_empty() {
                     return nx(true);
                 }
-                healthy.shuffle(&mut rand::rng());
+                picked.shuffle(&mut rand::rng());
                 let ttl = self.config.ttl_of(&name);
-                for h in &healthy {
-                    let addr = if h.service.address.is_empty() {
-                        &h.node.address
-                    } else {
-                        &h.service.address
-                    };
-                    let Ok(ip) = addr.parse::<IpAddr>() else {
-                        continue;
-                    };
+                for inst in picked {
                     if qtype == RecordType::SRV {
-                        let warning = h.checks.iter().any(|c| c.status == HealthStatus::Warning);
-                        let weight = if warning {
-                            h.service.weight_warning
-                        } else {
-                            h.service.weight_passing
-                        };
-                        let target = if h.service.address.is_empty() {
-                            format!(
-                                "{}.node.{}.{}",
-                                h.node.name, self.config.datacenter, self.domain_str
-                            )
-                        } else {
-                            format!(
-                                "{}.addr.{}.{}",
-                                encode_addr(ip),
-                                self.config.datacenter,
-                                self.domain_str
-                            )
-                        };
-                        let Ok(target) = Name::from_str(&target) else {
-                            continue;
-                        };
-                        let srv = SRV::new(
-                            1,
-                            weight.min(u16::MAX as u32) as u16,
-                            h.service.port,
-                            target.clone(),
-                        );
+                        let srv = SRV::new(1, inst.weight, inst.port, inst.target.clone());
                         answer.answers.push(Record::from_rdata(
                             qname.clone(),
                             ttl,
                             RData::SRV(srv),
                         ));
+                        let t = if inst.ip.is_ipv4() {
+                            RecordType::A
+                        } else {
+                            RecordType::AAAA
+                        };
                         answer.additionals.extend(Self::addr_records(
-                            &target,
+                            &inst.target,
                             ttl,
-                            ip,
-                            if ip.is_ipv4() {
-                                RecordType::A
-                            } else {
-                                RecordType::AAAA
-                            },
+                            inst.ip,
+                            t,
                         ));
                     } else {
                         answer
                             .answers
-                            .extend(Self::addr_records(qname, ttl, ip, qtype));
+                            .extend(Self::addr_records(qname, ttl, inst.ip, qtype));
                     }
                 }
             }
@@ -413,7 +392,19 @@ impl DnsHandler {
     }
 
     async fn node(&self, name: &str) -> Option<Node> {
-        match self
+        let applied = self.server.applied_index();
+        if let (Some(a), Some((seen, n))) = (
+            applied,
+            self.nodes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name),
+        ) {
+            if *seen == a {
+                return n.clone();
+            }
+        }
+        let node = match self
             .server
             .read(
                 Consistency::Stale,
@@ -423,32 +414,64 @@ impl DnsHandler {
             )
             .await
         {
-            Ok((QueryResult::Node(Some((n, _))), _)) => Some(n),
+            Ok((QueryResult::Node(n), _)) => n.map(|(n, _)| n),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "dns: node lookup failed");
-                None
+                return None;
             }
+        };
+        if let Some(a) = applied {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+            if nodes.len() > 4096 {
+                nodes.clear();
+            }
+            nodes.insert(name.to_string(), (a, node.clone()));
         }
+        node
     }
 
-    /// Instances of a service without critical checks (nor warnings with `only_passing`).
-    async fn healthy(&self, name: &str, tag: Option<&str>) -> Vec<ServiceHealth> {
-        let all = match self
-            .server
-            .read(
-                Consistency::Stale,
-                Query::ServiceHealth {
-                    name: name.to_string(),
-                },
-            )
-            .await
-        {
-            Ok((QueryResult::ServiceHealth(v), _)) => v,
-            Ok(_) => Vec::new(),
+    /// The healthy instances of a service, ready to answer with; rebuilt only when the
+    /// service's index moves (one index read per query otherwise).
+    async fn instances(&self, name: &str) -> Arc<Vec<Instance>> {
+        // Nothing was applied since this entry was last checked: it is current.
+        let applied = self.server.applied_index();
+        if let (Some(a), Some((seen, _, v))) = (
+            applied,
+            self.cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(name),
+        ) {
+            if *seen == a {
+                return v.clone();
+            }
+        }
+        let q = Query::ServiceHealth {
+            name: name.to_string(),
+        };
+        let index = match self.server.read_meta(Consistency::Stale, q.clone()).await {
+            Ok(m) => m.index,
             Err(e) => {
                 tracing::debug!(error = %e, "dns: service lookup failed");
-                Vec::new()
+                return Arc::default();
+            }
+        };
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((seen, i, v)) = cache.get_mut(name) {
+                if *i == index {
+                    *seen = applied.unwrap_or(0);
+                    return v.clone();
+                }
+            }
+        }
+        let (all, index) = match self.server.read(Consistency::Stale, q).await {
+            Ok((QueryResult::ServiceHealth(v), meta)) => (v, meta.index),
+            Ok(_) => (Vec::new(), index),
+            Err(e) => {
+                tracing::debug!(error = %e, "dns: service lookup failed");
+                return Arc::default();
             }
         };
         let worst = if self.config.only_passing {
@@ -456,13 +479,70 @@ impl DnsHandler {
         } else {
             HealthStatus::Warning
         };
-        all.into_iter()
-            .filter(|h| {
-                tag.is_none_or(|t| h.service.tags.iter().any(|x| x.eq_ignore_ascii_case(t)))
+        let built: Vec<Instance> = all
+            .into_iter()
+            .filter(|h: &ServiceHealth| h.checks.iter().all(|c| c.status <= worst))
+            .filter_map(|h| {
+                let addr = if h.service.address.is_empty() {
+                    &h.node.address
+                } else {
+                    &h.service.address
+                };
+                let ip = addr.parse::<IpAddr>().ok()?;
+                let warning = h.checks.iter().any(|c| c.status == HealthStatus::Warning);
+                let weight = if warning {
+                    h.service.weight_warning
+                } else {
+                    h.service.weight_passing
+                };
+                let target = if h.service.address.is_empty() {
+                    format!(
+                        "{}.node.{}.{}",
+                        h.node.name, self.config.datacenter, self.domain_str
+                    )
+                } else {
+                    format!(
+                        "{}.addr.{}.{}",
+                        encode_addr(ip),
+                        self.config.datacenter,
+                        self.domain_str
+                    )
+                };
+                Some(Instance {
+                    ip,
+                    port: h.service.port,
+                    weight: weight.min(u16::MAX as u32) as u16,
+                    target: Name::from_str(&target).ok()?,
+                    tags: h
+                        .service
+                        .tags
+                        .iter()
+                        .map(|t| t.to_ascii_lowercase())
+                        .collect(),
+                })
             })
-            .filter(|h| h.checks.iter().all(|c| c.status <= worst))
-            .collect()
+            .collect();
+        let built = Arc::new(built);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 4096 {
+            cache.clear();
+        }
+        cache.insert(
+            name.to_string(),
+            (applied.unwrap_or(0), index, built.clone()),
+        );
+        built
     }
+}
+
+/// A healthy service instance, as DNS answers with it.
+struct Instance {
+    ip: IpAddr,
+    port: u16,
+    weight: u16,
+    target: Name,
+    /// Lower case, for case-insensitive tag lookups.
+    tags: Vec<String>,
 }
 
 /// Drops answers (already shuffled) until the reply fits `max` bytes; true if any was dropped.

@@ -322,6 +322,12 @@ impl Server {
         }
     }
 
+    /// The last index applied to local state (on a server): nothing read from it can have
+    /// changed while this stays the same.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.local.as_ref().map(|l| *l.applied.borrow())
+    }
+
     /// This server's Raft node ID.
     pub fn node_id(&self) -> Option<u64> {
         self.local.as_ref().map(|l| l.id)
