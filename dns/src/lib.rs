@@ -65,7 +65,7 @@ pub struct DnsHandler {
     server: Server,
     /// Healthy instances per service name: (applied index last validated at, service index,
     /// instances).
-    cache: Mutex<HashMap<String, (u64, u64, Arc<Vec<Instance>>)>>,
+    cache: Mutex<HashMap<String, CachedService>>,
     /// Nodes by name: (applied index read at, node).
     nodes: Mutex<HashMap<String, (u64, Option<Node>)>>,
     domain: Name,
@@ -534,6 +534,9 @@ impl DnsHandler {
         built
     }
 }
+
+/// (applied index last validated at, service index, healthy instances).
+type CachedService = (u64, u64, Arc<Vec<Instance>>);
 
 /// A healthy service instance, as DNS answers with it.
 struct Instance {
