@@ -40,6 +40,8 @@ pub(crate) struct ServiceIn {
     port: Option<u16>,
     weights: Option<WeightsIn>,
     enable_tag_override: Option<bool>,
+    /// Only read by transactions' `cas` verbs.
+    pub(crate) modify_index: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

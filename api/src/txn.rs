@@ -52,6 +52,7 @@ struct NodeIn {
     address: Option<String>,
     tagged_addresses: Option<BTreeMap<String, String>>,
     meta: Option<BTreeMap<String, String>>,
+    modify_index: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +82,7 @@ struct CheckIn {
     output: Option<String>,
     #[serde(rename = "ServiceID")]
     service_id: Option<String>,
+    modify_index: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -108,16 +110,19 @@ fn kv_verb(v: &str) -> ApiResult<KvVerb> {
     })
 }
 
-fn catalog_verb(kind: &str, v: &str) -> ApiResult<CatalogVerb> {
+/// A catalog verb; `cas` and `delete-cas` take the entity's `ModifyIndex`.
+fn catalog_verb(kind: &str, v: &str, modify_index: Option<u64>) -> ApiResult<CatalogVerb> {
+    let index = || {
+        modify_index.ok_or_else(|| {
+            ApiError::BadRequest(format!("{kind} verb {v:?} needs the {kind}'s ModifyIndex"))
+        })
+    };
     Ok(match v {
         "set" => CatalogVerb::Set,
         "get" => CatalogVerb::Get,
         "delete" => CatalogVerb::Delete,
-        "cas" | "delete-cas" => {
-            return Err(ApiError::BadRequest(format!(
-                "{kind} verb {v:?} is not supported yet"
-            )))
-        }
+        "cas" => CatalogVerb::Cas(index()?),
+        "delete-cas" => CatalogVerb::DeleteCas(index()?),
         other => {
             return Err(ApiError::BadRequest(format!(
                 "Unknown {kind} verb {other:?}"
@@ -161,7 +166,8 @@ fn op_from(i: usize, o: OpIn, dc: &str) -> ApiResult<TxnOp> {
             })
         }
         (None, Some(n), None, None) => {
-            let verb = catalog_verb("Node", &n.verb).map_err(|e| bad(e.to_string()))?;
+            let verb = catalog_verb("Node", &n.verb, n.node.modify_index)
+                .map_err(|e| bad(e.to_string()))?;
             let node = Node {
                 name: n.node.node.unwrap_or_default(),
                 id: n.node.id.unwrap_or_default(),
@@ -177,7 +183,8 @@ fn op_from(i: usize, o: OpIn, dc: &str) -> ApiResult<TxnOp> {
             Ok(TxnOp::Node { verb, node })
         }
         (None, None, Some(s), None) => {
-            let verb = catalog_verb("Service", &s.verb).map_err(|e| bad(e.to_string()))?;
+            let verb = catalog_verb("Service", &s.verb, s.service.modify_index)
+                .map_err(|e| bad(e.to_string()))?;
             if s.node.is_empty() {
                 return Err(bad("Must provide node".into()));
             }
@@ -189,7 +196,8 @@ fn op_from(i: usize, o: OpIn, dc: &str) -> ApiResult<TxnOp> {
             })
         }
         (None, None, None, Some(c)) => {
-            let verb = catalog_verb("Check", &c.verb).map_err(|e| bad(e.to_string()))?;
+            let verb = catalog_verb("Check", &c.verb, c.check.modify_index)
+                .map_err(|e| bad(e.to_string()))?;
             let status = match c.check.status.as_deref().unwrap_or("") {
                 "" => HealthStatus::Critical,
                 s => HealthStatus::parse(s)

@@ -154,3 +154,49 @@ async fn bad_transactions_are_refused() {
         "nothing applied"
     );
 }
+
+#[tokio::test]
+async fn catalog_cas_verbs_check_the_modify_index() {
+    let f = fixture().await;
+    let ops = json!([{"Node": {"Verb": "cas", "Node": {"Node": "c1", "Address": "10.0.0.1", "ModifyIndex": 0}}},
+        {"Service": {"Verb": "set", "Node": "c1", "Service": {"Service": "api", "Port": 1}}}]);
+    let r = call(&f, "PUT", "/v1/txn", ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "cas with 0 creates: {}", r.text());
+    let node_idx = get(&f, "/v1/catalog/node/c1").await.json()["Node"]["ModifyIndex"]
+        .as_u64()
+        .expect("idx");
+    let svc_idx = get(&f, "/v1/catalog/node/c1").await.json()["Services"]["api"]["ModifyIndex"]
+        .as_u64()
+        .expect("idx");
+    // A stale index fails the whole transaction.
+    let stale = json!([{"Node": {"Verb": "cas", "Node": {"Node": "c1", "Address": "10.0.0.2", "ModifyIndex": node_idx + 7}}},
+        {"KV": {"Verb": "set", "Key": "side-effect", "Value": b64("x")}}]);
+    let r = call(&f, "PUT", "/v1/txn", stale.to_string()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.json()["Errors"][0]["OpIndex"], 0);
+    assert_eq!(
+        get(&f, "/v1/kv/side-effect").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let ok = json!([{"Node": {"Verb": "cas", "Node": {"Node": "c1", "Address": "10.0.0.2", "ModifyIndex": node_idx}}}]);
+    assert_eq!(
+        call(&f, "PUT", "/v1/txn", ok.to_string()).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&f, "/v1/catalog/node/c1").await.json()["Node"]["Address"],
+        "10.0.0.2"
+    );
+    let del = json!([{"Service": {"Verb": "delete-cas", "Node": "c1", "Service": {"ID": "api", "Service": "api", "ModifyIndex": svc_idx}}}]);
+    let r = call(&f, "PUT", "/v1/txn", del.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(get(&f, "/v1/catalog/service/api").await.json(), json!([]));
+    let r = call(
+        &f,
+        "PUT",
+        "/v1/txn",
+        json!([{"Node": {"Verb": "cas", "Node": {"Node": "c1", "Address": "a"}}}]).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "cas without ModifyIndex");
+}

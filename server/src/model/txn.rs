@@ -19,12 +19,15 @@ pub enum KvVerb {
     DeleteCas,
 }
 
-/// Verbs for nodes, services and checks in a transaction.
+/// Verbs for nodes, services and checks in a transaction. `Cas`/`DeleteCas` carry the
+/// ModifyIndex the entity must have (0: must not exist, for `Cas`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CatalogVerb {
     Set,
+    Cas(u64),
     Get,
     Delete,
+    DeleteCas(u64),
 }
 
 /// One operation of a transaction.

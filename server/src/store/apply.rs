@@ -604,6 +604,58 @@ impl Apply<'_> {
         let mut new_nodes: BTreeSet<String> = BTreeSet::new();
         let mut out = TxnOutcome::default();
         let index = self.index;
+        // Catalog CAS verbs: check the entity's ModifyIndex up front, then act as set/delete.
+        let mut ops = ops;
+        for (i, op) in ops.iter_mut().enumerate() {
+            let (verb, current) = match op {
+                TxnOp::Node { verb, node } => {
+                    let cur = get::<Node>(&self.table(NODES)?, &node.name)?.map(|n| n.modify_index);
+                    (verb, cur)
+                }
+                TxnOp::Service {
+                    verb,
+                    node,
+                    service,
+                } => {
+                    let cur = get::<Service>(&self.table(SERVICES)?, &node_key(node, &service.id))?
+                        .map(|s| s.modify_index);
+                    (verb, cur)
+                }
+                TxnOp::Check { verb, check } => {
+                    let cur =
+                        get::<Check>(&self.table(CHECKS)?, &node_key(&check.node, &check.id))?
+                            .map(|c| c.modify_index);
+                    (verb, cur)
+                }
+                TxnOp::Kv { .. } => continue,
+            };
+            match *verb {
+                CatalogVerb::Cas(want) if current.unwrap_or(0) != want => {
+                    out.errors.push((
+                        i,
+                        format!(
+                            "failed to set, index is stale (current {}, given {want})",
+                            current.unwrap_or(0)
+                        ),
+                    ));
+                }
+                CatalogVerb::Cas(_) => *verb = CatalogVerb::Set,
+                CatalogVerb::DeleteCas(want) if current != Some(want) => {
+                    out.errors.push((
+                        i,
+                        format!(
+                            "failed to delete, index is stale (current {}, given {want})",
+                            current.unwrap_or(0)
+                        ),
+                    ));
+                }
+                CatalogVerb::DeleteCas(_) => *verb = CatalogVerb::Delete,
+                _ => {}
+            }
+        }
+        if !out.errors.is_empty() {
+            return Ok(out);
+        }
         for (i, op) in ops.iter().enumerate() {
             let res: Result<Option<TxnResult>, String> = match op {
                 TxnOp::Kv {
@@ -772,7 +824,10 @@ impl Apply<'_> {
                             ..node.clone()
                         })))
                     }
-                    CatalogVerb::Delete => Ok(None),
+                    // CAS verbs were checked and turned into Set/Delete above.
+                    CatalogVerb::Delete | CatalogVerb::Cas(_) | CatalogVerb::DeleteCas(_) => {
+                        Ok(None)
+                    }
                 },
                 TxnOp::Service {
                     verb,
@@ -801,7 +856,10 @@ impl Apply<'_> {
                                 ..service.clone()
                             },
                         ))),
-                        CatalogVerb::Delete => Ok(None),
+                        // CAS verbs were checked and turned into Set/Delete above.
+                        CatalogVerb::Delete | CatalogVerb::Cas(_) | CatalogVerb::DeleteCas(_) => {
+                            Ok(None)
+                        }
                     }
                 }
                 TxnOp::Check { verb, check } => {
@@ -824,7 +882,10 @@ impl Apply<'_> {
                             modify_index: index,
                             ..check.clone()
                         }))),
-                        CatalogVerb::Delete => Ok(None),
+                        // CAS verbs were checked and turned into Set/Delete above.
+                        CatalogVerb::Delete | CatalogVerb::Cas(_) | CatalogVerb::DeleteCas(_) => {
+                            Ok(None)
+                        }
                     }
                 }
             };
