@@ -516,3 +516,49 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_critical_past_deregister_after_are_reaped() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = Agent::start(
+        "reap",
+        &root.path().join("reap"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let def = json!({"Name": "flaky", "Check": {"CheckID": "flaky-ttl", "TTL": "1h", "Status": "passing",
+        "DeregisterCriticalServiceAfter": "2s"}});
+    assert_eq!(
+        put(
+            &a.url("/v1/agent/service/register"),
+            def.to_string().as_bytes()
+        )
+        .await?
+        .status,
+        200
+    );
+    // Critical only briefly: recovers before the deadline and is kept.
+    put(&a.url("/v1/agent/check/fail/flaky-ttl"), b"").await?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    put(&a.url("/v1/agent/check/pass/flaky-ttl"), b"").await?;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&a.url("/v1/agent/services")).await?.json()["flaky"]["Service"],
+        "flaky"
+    );
+    // Critical for longer than 2 s: the service is deregistered, here and in the catalog.
+    let t = Instant::now();
+    put(&a.url("/v1/agent/check/fail/flaky-ttl"), b"").await?;
+    wait_until("service reaped", Duration::from_secs(10), || async {
+        let local = get(&a.url("/v1/agent/services")).await.ok()?.json();
+        let catalog = get(&a.url("/v1/catalog/service/flaky")).await.ok()?.json();
+        (local.get("flaky").is_none() && catalog.as_array()?.is_empty()).then_some(())
+    })
+    .await?;
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "reaped too early: {:?}",
+        t.elapsed()
+    );
+    Ok(())
+}
