@@ -110,8 +110,31 @@ fn config_file_with_unknown_key_is_refused() {
     );
 }
 
-/// Starts an agent and returns its child and HTTP port once the banner is out.
-fn start(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, u16) {
+/// A started agent, killed (by PID) when dropped, so a failing assertion leaks no process.
+struct Guard(std::process::Child);
+
+impl std::ops::Deref for Guard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts an agent and returns it and its HTTP port once the banner is out.
+fn start(args: &[&str], data_dir: &std::path::Path) -> (Guard, u16) {
     let mut child = muster()
         .args(["agent", "-node", "n1", "-data-dir"])
         .arg(data_dir)
@@ -147,7 +170,7 @@ fn start(args: &[&str], data_dir: &std::path::Path) -> (std::process::Child, u16
             break;
         }
     }
-    (child, port)
+    (Guard(child), port)
 }
 
 #[test]
