@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use muster_tests::bench::{cpu_ticks, Stats};
 use muster_tests::{get, put, wait_for_agreed_leader, wait_until, Agent};
 use rand::Rng;
 
@@ -19,18 +20,10 @@ const CONNS: usize = 64;
 const KEYS: u32 = 10_000;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-struct Stats {
-    ok: usize,
-    failed: usize,
-    secs: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
 fn report(name: &str, s: &Stats) {
     println!(
         "  {name:<22} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} failed)",
-        s.ok as f64 / s.secs,
+        s.rate(),
         s.p50_ms,
         s.p99_ms,
         s.ok,
@@ -78,19 +71,7 @@ where
         all.extend(l);
         failed += f;
     }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-    };
-    Stats {
-        ok: all.len(),
-        failed,
-        secs,
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-    }
+    Stats::new(all, failed, start.elapsed().as_secs_f64())
 }
 
 async fn start_muster(root: &std::path::Path) -> anyhow::Result<Vec<Agent>> {
@@ -138,15 +119,6 @@ where
     for t in tasks {
         let _ = t.await;
     }
-}
-
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name: utime is the 12th, stime the 13th.
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
 }
 
 async fn bench_kv_get(secs: u64) -> anyhow::Result<()> {

@@ -21,6 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use muster_tests::bench::{rss_kb, Stats};
 use muster_tests::{get, wait_for_agreed_leader, wait_until, Agent};
 use rand::Rng;
 
@@ -55,20 +56,6 @@ impl Target {
             },
             _ => false,
         }
-    }
-}
-
-struct Stats {
-    ok: usize,
-    failed: usize,
-    secs: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-impl Stats {
-    fn rate(&self) -> f64 {
-        self.ok as f64 / self.secs
     }
 }
 
@@ -114,19 +101,7 @@ async fn load(targets: &[Target], secs: u64) -> Stats {
         all.extend(l);
         failed += f;
     }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
-    Stats {
-        ok: all.len(),
-        failed,
-        secs,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-    }
+    Stats::new(all, failed, start.elapsed().as_secs_f64())
 }
 
 async fn start_muster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
@@ -261,17 +236,6 @@ impl Etcd {
         }
         None
     }
-}
-
-fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 fn report(name: &str, s: &Stats) {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 
+pub mod bench;
+
 /// The `muster` binary: `MUSTER_BIN`, else next to the test executable's `deps/` folder.
 pub fn muster_bin() -> PathBuf {
     if let Ok(p) = std::env::var("MUSTER_BIN") {
