@@ -4,6 +4,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Every listener on 127.0.0.1 with an ephemeral port: tests never collide on ports.
+const LOOPBACK_EPHEMERAL: [&str; 10] = [
+    "-bind",
+    "127.0.0.1",
+    "-http-port",
+    "0",
+    "-dns-port",
+    "0",
+    "-server-port",
+    "0",
+    "-serf-lan-port",
+    "0",
+];
+
 fn muster() -> Command {
     Command::new(env!("CARGO_BIN_EXE_muster"))
 }
@@ -138,18 +152,7 @@ fn start(args: &[&str], data_dir: &std::path::Path) -> (Guard, u16) {
     let mut child = muster()
         .args(["agent", "-node", "n1", "-data-dir"])
         .arg(data_dir)
-        .args([
-            "-bind",
-            "127.0.0.1",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-server-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-        ])
+        .args(LOOPBACK_EPHEMERAL)
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -184,19 +187,8 @@ fn data_dir_of_another_node_is_refused_and_corrupt_files_are_reported() {
     let out = muster()
         .args(["agent", "-node", "other", "-data-dir"])
         .arg(dir.path())
-        .args([
-            "-server",
-            "-bind",
-            "127.0.0.1",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-server-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-        ])
+        .arg("-server")
+        .args(LOOPBACK_EPHEMERAL)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -214,19 +206,8 @@ fn data_dir_of_another_node_is_refused_and_corrupt_files_are_reported() {
     let out = muster()
         .args(["agent", "-node", "n1", "-data-dir"])
         .arg(dir.path())
-        .args([
-            "-server",
-            "-bind",
-            "127.0.0.1",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-server-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-        ])
+        .arg("-server")
+        .args(LOOPBACK_EPHEMERAL)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
@@ -368,18 +349,7 @@ fn unusable_data_dir_is_one_clear_line() {
     let out = muster()
         .args(["agent", "-server", "-data-dir"])
         .arg(&file)
-        .args([
-            "-bind",
-            "127.0.0.1",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-server-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-        ])
+        .args(LOOPBACK_EPHEMERAL)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));

@@ -383,14 +383,9 @@ async fn maintenance_hides_persists_and_expires() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let cfg = root.path().join("cfg");
-    std::fs::create_dir_all(&cfg)?;
-    let bad = cfg.join("bad.json");
-    write(&bad, &json!({"service": {"name": "x", "prot": 1}}));
-    let out = std::process::Command::new(muster_bin())
+/// Runs `muster agent -dev -config-dir DIR` to completion (for configurations it refuses).
+fn dev_agent_with_config(dir: &Path) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(muster_bin())
         .args([
             "agent",
             "-dev",
@@ -402,10 +397,20 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
             "0",
             "-serf-lan-port",
             "0",
-            "-config-dir",
         ])
-        .arg(&cfg)
-        .output()?;
+        .arg("-config-dir")
+        .arg(dir)
+        .output()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("cfg");
+    std::fs::create_dir_all(&cfg)?;
+    let bad = cfg.join("bad.json");
+    write(&bad, &json!({"service": {"name": "x", "prot": 1}}));
+    let out = dev_agent_with_config(&cfg)?;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
@@ -415,22 +420,7 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
         &bad,
         &json!({"service": {"name": "x", "check": {"args": ["true"], "interval": "10s"}}}),
     );
-    let out = std::process::Command::new(muster_bin())
-        .args([
-            "agent",
-            "-dev",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-server-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-            "-config-dir",
-        ])
-        .arg(&cfg)
-        .output()?;
+    let out = dev_agent_with_config(&cfg)?;
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("Scripts are disabled on this agent"),
         "{}",
