@@ -259,43 +259,48 @@ pub(crate) async fn agent_reload(State(st): State<ApiState>) -> ApiResult<Respon
     })
 }
 
-/// Load balancers' view of local services: 200 all passing, 429 any warning, 503 any critical.
-async fn health_reply(
+/// Local instances matching `select`, each with its aggregated status and checks, and the
+/// status code for load balancers: 200 all passing, 429 any warning, 503 any critical.
+/// `None` when no service matches.
+fn local_health(
     st: &ApiState,
-    p: &Params,
     select: impl Fn(&muster_server::model::Service) -> bool,
-) -> ApiResult<Response> {
+) -> ApiResult<Option<(StatusCode, Vec<serde_json::Value>)>> {
     let l = local(st)?;
     let checks = l.checks();
     let mut worst_overall = None;
     let mut out = Vec::new();
     for s in l.services().into_iter().filter(|s| select(s)) {
-        let mine: Vec<HealthCheck> = checks
-            .iter()
-            .filter(|c| c.service_id == s.id || c.service_id.is_empty())
-            .cloned()
-            .map(Into::into)
-            .collect();
+        let applies =
+            |c: &&muster_server::model::Check| c.service_id == s.id || c.service_id.is_empty();
         let worst = checks
             .iter()
-            .filter(|c| c.service_id == s.id || c.service_id.is_empty())
+            .filter(applies)
             .map(|c| c.status)
             .max()
             .unwrap_or(HealthStatus::Passing);
+        let mine: Vec<HealthCheck> = checks
+            .iter()
+            .filter(applies)
+            .cloned()
+            .map(Into::into)
+            .collect();
         worst_overall = worst_overall.max(Some(worst));
         out.push(serde_json::json!({"AggregatedStatus": worst.as_str(), "Service": AgentService::from(s), "Checks": mine}));
     }
-    let Some(worst) = worst_overall else {
-        return Ok((StatusCode::NOT_FOUND, "service not found").into_response());
-    };
-    let code = match worst {
-        HealthStatus::Passing => StatusCode::OK,
-        HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
-        HealthStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let mut r = json(&out, p.pretty());
+    Ok(worst_overall.map(|worst| {
+        let code = match worst {
+            HealthStatus::Passing => StatusCode::OK,
+            HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
+            HealthStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (code, out)
+    }))
+}
+
+fn with_status(mut r: Response, code: StatusCode) -> Response {
     *r.status_mut() = code;
-    Ok(r)
+    r
 }
 
 pub(crate) async fn agent_health_by_name(
@@ -303,7 +308,11 @@ pub(crate) async fn agent_health_by_name(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    health_reply(&st, &Params::parse(q.as_deref()), |s| s.name == name).await
+    let p = Params::parse(q.as_deref());
+    Ok(match local_health(&st, |s| s.name == name)? {
+        Some((code, list)) => with_status(json(&list, p.pretty()), code),
+        None => (StatusCode::NOT_FOUND, "service not found").into_response(),
+    })
 }
 
 pub(crate) async fn agent_health_by_id(
@@ -312,16 +321,9 @@ pub(crate) async fn agent_health_by_id(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let mut r = health_reply(&st, &p, |s| s.id == id).await?;
     // By ID, a single object, as Consul.
-    if r.status() != StatusCode::NOT_FOUND {
-        let code = r.status();
-        let body = axum::body::to_bytes(std::mem::take(r.body_mut()), usize::MAX)
-            .await
-            .unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-        r = json(&v[0], p.pretty());
-        *r.status_mut() = code;
-    }
-    Ok(r)
+    Ok(match local_health(&st, |s| s.id == id)? {
+        Some((code, list)) => with_status(json(&list[0], p.pretty()), code),
+        None => (StatusCode::NOT_FOUND, "service not found").into_response(),
+    })
 }

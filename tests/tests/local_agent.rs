@@ -188,6 +188,20 @@ async fn ttl_http_tcp_checks_and_anti_entropy() -> anyhow::Result<()> {
             .status,
         200
     );
+    let by_id = get(&a.url("/v1/agent/health/service/id/api")).await?;
+    assert_eq!(by_id.status, 200);
+    let v = by_id.json();
+    assert_eq!(
+        (v["AggregatedStatus"].as_str(), v["Service"]["ID"].as_str()),
+        (Some("passing"), Some("api")),
+        "a single object: {v}"
+    );
+    assert_eq!(
+        get(&a.url("/v1/agent/health/service/id/nope"))
+            .await?
+            .status,
+        404
+    );
 
     // Not updated within its TTL: critical, visible to load balancers as 503.
     wait_until("TTL expired", Duration::from_secs(10), || async {
