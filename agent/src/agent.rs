@@ -286,20 +286,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 server.clone(),
                 muster_dns::DnsConfig {
                     domain: config.domain.clone(),
+                    alt_domain: config.alt_domain.clone(),
                     datacenter: config.datacenter.clone(),
-                    only_passing: config.dns.only_passing,
-                    node_ttl: config.dns.node_ttl.as_secs() as u32,
-                    service_ttl: config
-                        .dns
-                        .service_ttl
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_secs() as u32))
-                        .collect(),
                     recursors: config.recursors.clone(),
-                    recursor_timeout: config
-                        .dns
-                        .recursor_timeout
-                        .unwrap_or(Duration::from_secs(2)),
+                    ..config.dns.clone()
                 },
             );
             tasks.spawn(muster_dns::serve(handler, udp, tcp, cancel.clone()));

@@ -59,18 +59,11 @@ pub struct Config {
     pub args: Vec<String>,
     /// DNS: upstream servers for names outside the domain (`recursors`, `-recursor`).
     pub recursors: Vec<std::net::SocketAddr>,
-    /// DNS settings from `dns_config`.
-    pub dns: DnsSettings,
-}
-
-/// The `dns_config` settings Muster honours.
-#[derive(Debug, Clone, Default)]
-pub struct DnsSettings {
-    pub only_passing: bool,
-    pub node_ttl: std::time::Duration,
-    /// Per service name, `*` for the rest.
-    pub service_ttl: std::collections::HashMap<String, std::time::Duration>,
-    pub recursor_timeout: Option<std::time::Duration>,
+    /// DNS settings from `dns_config` (domain, datacenter and recursors are filled in from
+    /// the fields above when the agent starts).
+    pub dns: muster_dns::DnsConfig,
+    /// A second DNS domain answering the same names (`alt_domain`, `-alt-domain`).
+    pub alt_domain: Option<String>,
 }
 
 impl Default for Config {
@@ -102,7 +95,8 @@ impl Default for Config {
             check_update_interval: std::time::Duration::from_secs(300),
             args: Vec::new(),
             recursors: Vec::new(),
-            dns: DnsSettings::default(),
+            dns: muster_dns::DnsConfig::default(),
+            alt_domain: None,
         }
     }
 }
@@ -125,6 +119,7 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
     ("node", Kind::Value),
     ("datacenter", Kind::Value),
     ("domain", Kind::Value),
+    ("alt-domain", Kind::Value),
     ("bind", Kind::Value),
     ("advertise", Kind::Value),
     ("client", Kind::Value),
@@ -154,7 +149,6 @@ const UNSUPPORTED: &[&str] = &[
     "advertise_addr_wan",
     "advertise_addr_ipv4",
     "advertise_addr_ipv6",
-    "alt_domain",
     "audit",
     "auto_config",
     "auto_encrypt",
@@ -302,6 +296,9 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 cfg.datacenter = as_str(v).ok_or_else(|| err("expected a string"))?.into()
             }
             "domain" => cfg.domain = as_str(v).ok_or_else(|| err("expected a string"))?.into(),
+            "alt_domain" => {
+                cfg.alt_domain = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into())
+            }
             "bind_addr" => cfg.bind_addr = as_ip(v).ok_or_else(|| err("expected an IP address"))?,
             "advertise_addr" => {
                 cfg.advertise_addr = Some(as_ip(v).ok_or_else(|| err("expected an IP address"))?)
@@ -435,27 +432,33 @@ fn apply_dns(
             .and_then(muster_api::go_duration)
             .ok_or_else(|| err(k, "expected a duration such as \"5s\""))
     };
+    let secs = |k: &str, v: &Value| dur(k, v).map(|d| d.as_secs().min(u32::MAX as u64) as u32);
+    let boolean = |k: &str, v: &Value| v.as_bool().ok_or_else(|| err(k, "expected a boolean"));
+    let count = |k: &str, v: &Value| {
+        as_u64(v)
+            .map(|n| n as usize)
+            .ok_or_else(|| err(k, "expected a non-negative number"))
+    };
     for (k, v) in m {
         match k.as_str() {
-            "only_passing" => {
-                cfg.dns.only_passing = v.as_bool().ok_or_else(|| err(k, "expected a boolean"))?
-            }
-            "node_ttl" => cfg.dns.node_ttl = dur(k, v)?,
-            "recursor_timeout" => cfg.dns.recursor_timeout = Some(dur(k, v)?),
+            "only_passing" => cfg.dns.only_passing = boolean(k, v)?,
+            "node_ttl" => cfg.dns.node_ttl = secs(k, v)?,
+            "recursor_timeout" => cfg.dns.recursor_timeout = dur(k, v)?,
             "service_ttl" => {
                 let Value::Object(map) = v else {
                     return Err(err(k, "expected an object of durations"));
                 };
                 for (svc, d) in map {
-                    cfg.dns.service_ttl.insert(svc.clone(), dur(k, d)?);
+                    cfg.dns.service_ttl.insert(svc.clone(), secs(k, d)?);
                 }
             }
-            "allow_stale"
-            | "max_stale"
-            | "udp_answer_limit"
-            | "a_record_limit"
-            | "enable_truncate"
-            | "use_cache"
+            "allow_stale" => cfg.dns.allow_stale = boolean(k, v)?,
+            "max_stale" => cfg.dns.max_stale = dur(k, v)?,
+            "enable_truncate" => cfg.dns.enable_truncate = boolean(k, v)?,
+            "weighted_single_answer" => cfg.dns.weighted_single_answer = boolean(k, v)?,
+            "udp_answer_limit" => cfg.dns.udp_answer_limit = count(k, v)?,
+            "a_record_limit" => cfg.dns.a_record_limit = count(k, v)?,
+            "use_cache"
             | "cache_max_age"
             | "enable_additional_node_meta_txt"
             | "soa"
@@ -509,6 +512,9 @@ fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<(), String> {
     }
     if let Some(d) = p.value("domain") {
         cfg.domain = d.into();
+    }
+    if let Some(d) = p.value("alt-domain") {
+        cfg.alt_domain = Some(d.into());
     }
     if let Some(a) = ip("bind")? {
         cfg.bind_addr = a;

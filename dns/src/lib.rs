@@ -7,17 +7,20 @@
 //! - `<hex>.addr[.<dc>].<domain>`: the address encoded in the name (SRV targets of services
 //!   with their own address).
 //!
-//! Instances with any critical check (node checks such as `serfHealth` and maintenance
-//! included) are left out, and answers are shuffled on every query. Reads are stale reads of
-//! the local server's state, so DNS keeps answering while Raft elects a leader. No healthy
-//! instance or unknown name: NXDOMAIN; a name with no record of the asked type: NOERROR, empty;
-//! both with the SOA (minimum TTL 0) in the authority section.
+//! Every name also answers under `alt_domain` when one is set, with SRV targets in the domain
+//! that was asked. Instances with any critical check (node checks such as `serfHealth` and
+//! maintenance included) are left out, and answers are shuffled on every query. Reads are
+//! stale reads (`allow_stale`, bounded by `max_stale`), so DNS keeps answering while Raft
+//! elects a leader; a client agent keeps the answers it got for `max_stale` and falls back on
+//! them while no server answers. No healthy instance or unknown name: NXDOMAIN; a name with no
+//! record of the asked type: NOERROR, empty; both with the SOA (minimum TTL 0) in the
+//! authority section. A catalog that cannot be read: SERVFAIL.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV, TXT};
@@ -31,11 +34,17 @@ use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
-/// DNS settings, built by the agent.
+/// Consul's cap on `udp_answer_limit`: more would not fit 512 bytes reliably.
+const MAX_UDP_ANSWER_LIMIT: usize = 8;
+
+/// DNS settings, built by the agent from Consul's `domain`, `alt_domain`, `recursors` and
+/// `dns_config` keys.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     /// The domain served (`consul.`).
     pub domain: String,
+    /// A second domain answering the same names (Consul's `alt_domain`).
+    pub alt_domain: Option<String>,
     /// This agent's datacenter: the only `.<dc>.` label answered.
     pub datacenter: String,
     /// Leave out instances with warning checks too.
@@ -43,11 +52,47 @@ pub struct DnsConfig {
     /// TTL of node records (Consul's `node_ttl`, default 0).
     pub node_ttl: u32,
     /// TTL of service records: per service name, `*` for the rest (Consul's `service_ttl`).
-    pub service_ttl: std::collections::HashMap<String, u32>,
+    pub service_ttl: HashMap<String, u32>,
     /// Upstream servers for names outside the domain, tried in turn; none: REFUSED.
     pub recursors: Vec<std::net::SocketAddr>,
     /// How long to wait for each recursor.
     pub recursor_timeout: Duration,
+    /// Answer from local (possibly stale) state instead of asking the leader.
+    pub allow_stale: bool,
+    /// How stale an answer may be: past this since the last contact with the leader, ask the
+    /// leader; on a client agent, how long answers are kept for when no server answers.
+    pub max_stale: Duration,
+    /// Answers in a UDP reply to a client without EDNS (capped at 8, as Consul).
+    pub udp_answer_limit: usize,
+    /// Answers in an A/AAAA/ANY reply, over any transport; 0: no limit.
+    pub a_record_limit: usize,
+    /// Set TC when `udp_answer_limit` dropped answers (dropping for size always sets it).
+    pub enable_truncate: bool,
+    /// Answer A/AAAA service lookups with one instance picked by its weight, so that clients
+    /// sorting addresses (glibc, RFC 6724) still spread load as the weights say.
+    pub weighted_single_answer: bool,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            domain: "consul.".into(),
+            alt_domain: None,
+            datacenter: "dc1".into(),
+            only_passing: false,
+            node_ttl: 0,
+            service_ttl: HashMap::new(),
+            recursors: Vec::new(),
+            recursor_timeout: Duration::from_secs(2),
+            allow_stale: true,
+            // Consul's default: ten years, i.e. any stale answer beats no answer.
+            max_stale: Duration::from_secs(10 * 365 * 24 * 3600),
+            udp_answer_limit: 3,
+            a_record_limit: 0,
+            enable_truncate: false,
+            weighted_single_answer: false,
+        }
+    }
 }
 
 impl DnsConfig {
@@ -60,16 +105,37 @@ impl DnsConfig {
     }
 }
 
+/// A served domain: `consul.` or the alt domain.
+struct Domain {
+    name: Name,
+    /// Lower case, with the trailing dot.
+    text: String,
+}
+
+/// A read result kept between queries.
+struct Cached<T> {
+    /// The applied index (on a server) at which this was last known current.
+    applied: u64,
+    /// The index of the data read.
+    index: u64,
+    /// When a server last confirmed it (client agents).
+    fetched: Instant,
+    value: T,
+}
+
+type Cache<T> = Mutex<HashMap<String, Cached<T>>>;
+
 /// Answers DNS queries from the catalog.
 pub struct DnsHandler {
     server: Server,
-    /// Healthy instances per service name: (applied index last validated at, service index,
-    /// instances).
-    cache: Mutex<HashMap<String, CachedService>>,
-    /// Nodes by name: (applied index read at, node).
-    nodes: Mutex<HashMap<String, (u64, Option<Node>)>>,
-    domain: Name,
-    domain_str: String,
+    /// Healthy instances per service name.
+    services: Cache<Arc<Vec<Instance>>>,
+    /// Nodes by name.
+    nodes: Cache<Option<Node>>,
+    /// Every node, for PTR lookups (one entry).
+    all_nodes: Cache<Arc<Vec<Node>>>,
+    /// The primary domain, then the alt domain if any.
+    domains: Vec<Domain>,
     config: DnsConfig,
 }
 
@@ -96,45 +162,91 @@ struct Answer {
     soa: bool,
 }
 
+impl Answer {
+    fn empty(code: ResponseCode, soa: bool) -> Self {
+        Answer {
+            code,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+            soa,
+        }
+    }
+
+    /// Keeps the first `n` answers, and the additional records of the SRV targets kept.
+    fn truncate(&mut self, n: usize) {
+        if self.answers.len() <= n {
+            return;
+        }
+        self.answers.truncate(n);
+        let targets: Vec<&Name> = self
+            .answers
+            .iter()
+            .filter_map(|r| match r.data() {
+                RData::SRV(s) => Some(s.target()),
+                _ => None,
+            })
+            .collect();
+        self.additionals.retain(|r| targets.contains(&r.name()));
+    }
+}
+
+fn domain(text: &str) -> Domain {
+    let mut text = text.to_ascii_lowercase();
+    if !text.ends_with('.') {
+        text.push('.');
+    }
+    let name = Name::from_str(&text).unwrap_or_else(|_| Name::root());
+    Domain { name, text }
+}
+
 impl DnsHandler {
     pub fn new(server: Server, config: DnsConfig) -> Self {
-        let mut domain_str = config.domain.to_ascii_lowercase();
-        if !domain_str.ends_with('.') {
-            domain_str.push('.');
+        let mut domains = vec![domain(&config.domain)];
+        if let Some(alt) = &config.alt_domain {
+            domains.push(domain(alt));
         }
-        let domain = Name::from_str(&domain_str).unwrap_or_else(|_| Name::root());
         DnsHandler {
             server,
-            cache: Mutex::default(),
+            services: Mutex::default(),
             nodes: Mutex::default(),
-            domain,
-            domain_str,
+            all_nodes: Mutex::default(),
+            domains,
             config,
         }
     }
 
-    /// Splits `name` (lower case, with the trailing dot) into what it asks for. `None`: not
-    /// ours, or not a form we answer.
-    fn parse(&self, name: &str) -> Option<Result<Lookup, ()>> {
+    /// Splits `name` (lower case, with the trailing dot) into what it asks for and which of
+    /// the domains it is in. `None`: not ours; `Some(Err)`: ours, but no such name.
+    fn parse(&self, name: &str) -> Option<Result<(Lookup, usize), ()>> {
         if let Some(ip) = name.strip_suffix(".in-addr.arpa.") {
             let octets: Vec<u8> = ip.split('.').rev().filter_map(|o| o.parse().ok()).collect();
             return Some(match octets.as_slice() {
-                [a, b, c, d] => Ok(Lookup::Ptr(IpAddr::V4(Ipv4Addr::new(*a, *b, *c, *d)))),
+                [a, b, c, d] => Ok((Lookup::Ptr(IpAddr::V4(Ipv4Addr::new(*a, *b, *c, *d))), 0)),
                 _ => Err(()),
             });
         }
         if let Some(nibbles) = name.strip_suffix(".ip6.arpa.") {
             let hex: String = nibbles.split('.').rev().collect();
             return Some(match (hex.len(), decode_addr(&hex)) {
-                (32, Some(ip)) => Ok(Lookup::Ptr(ip)),
+                (32, Some(ip)) => Ok((Lookup::Ptr(ip), 0)),
                 _ => Err(()),
             });
         }
-        let rest = if name == self.domain_str {
-            return Some(Ok(Lookup::Apex));
-        } else {
-            name.strip_suffix(&self.domain_str)?.strip_suffix('.')?
+        let (d, rest) = self.domains.iter().enumerate().find_map(|(i, d)| {
+            if name == d.text {
+                Some((i, None))
+            } else {
+                Some((i, Some(name.strip_suffix(&d.text)?.strip_suffix('.')?)))
+            }
+        })?;
+        let Some(rest) = rest else {
+            return Some(Ok((Lookup::Apex, d)));
         };
+        self.parse_labels(rest).map(|r| r.map(|l| (l, d)))
+    }
+
+    /// What the labels before the domain ask for.
+    fn parse_labels(&self, rest: &str) -> Option<Result<Lookup, ()>> {
         let mut labels: Vec<&str> = rest.split('.').collect();
         // An optional datacenter label after node/service/addr.
         let kinds = ["node", "service", "addr"];
@@ -143,7 +255,7 @@ impl DnsHandler {
             && !kinds.contains(&labels[labels.len() - 1])
         {
             let dc = labels.pop()?;
-            if dc != self.config.datacenter.to_ascii_lowercase() {
+            if !dc.eq_ignore_ascii_case(&self.config.datacenter) {
                 return Some(Err(()));
             }
         }
@@ -177,17 +289,18 @@ impl DnsHandler {
         })
     }
 
-    fn soa(&self) -> Record {
-        let ns = Name::from_str(&format!("ns.{}", self.domain_str))
-            .unwrap_or_else(|_| self.domain.clone());
-        let mbox = Name::from_str(&format!("hostmaster.{}", self.domain_str))
-            .unwrap_or_else(|_| self.domain.clone());
+    fn soa(&self, d: usize) -> Record {
+        let domain = &self.domains[d];
+        let ns =
+            Name::from_str(&format!("ns.{}", domain.text)).unwrap_or_else(|_| domain.name.clone());
+        let mbox = Name::from_str(&format!("hostmaster.{}", domain.text))
+            .unwrap_or_else(|_| domain.name.clone());
         let serial = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs() as u32);
         // Minimum TTL 0: resolvers must not cache negative answers.
         Record::from_rdata(
-            self.domain.clone(),
+            domain.name.clone(),
             0,
             RData::SOA(SOA::new(ns, mbox, serial, 3600, 600, 86400, 0)),
         )
@@ -205,62 +318,73 @@ impl DnsHandler {
         }
     }
 
-    async fn answer(&self, qname: &Name, qtype: RecordType) -> Answer {
+    /// `<name>.<what>.<dc>.<domain>.`
+    fn target(&self, name: &str, what: &str, d: usize) -> Option<Name> {
+        let text = format!(
+            "{name}.{what}.{}.{}",
+            self.config.datacenter, self.domains[d].text
+        );
+        Name::from_str(&text).ok()
+    }
+
+    /// The answer and the index of the domain asked (for the SOA).
+    async fn answer(&self, qname: &Name, qtype: RecordType) -> (Answer, usize) {
         let name = qname.to_ascii().to_ascii_lowercase();
-        let nx = |soa| Answer {
-            code: ResponseCode::NXDomain,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-            soa,
-        };
-        let lookup = match self.parse(&name) {
-            None => {
-                return Answer {
-                    code: ResponseCode::Refused,
-                    answers: Vec::new(),
-                    additionals: Vec::new(),
-                    soa: false,
-                }
-            }
-            Some(Err(())) => return nx(true),
+        let (lookup, d) = match self.parse(&name) {
+            None => return (Answer::empty(ResponseCode::Refused, false), 0),
+            Some(Err(())) => return (Answer::empty(ResponseCode::NXDomain, true), 0),
             Some(Ok(l)) => l,
         };
-        let mut answer = Answer {
-            code: ResponseCode::NoError,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-            soa: false,
+        let answer = match self.lookup(lookup, d, qname, qtype).await {
+            Ok(mut a) => {
+                if a.answers.is_empty() {
+                    a.soa = true;
+                }
+                a
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, %name, "dns: catalog read failed");
+                Answer::empty(ResponseCode::ServFail, false)
+            }
         };
+        (answer, d)
+    }
+
+    async fn lookup(
+        &self,
+        lookup: Lookup,
+        d: usize,
+        qname: &Name,
+        qtype: RecordType,
+    ) -> muster_server::Result<Answer> {
+        let mut answer = Answer::empty(ResponseCode::NoError, false);
+        let nx = Answer::empty(ResponseCode::NXDomain, true);
         match lookup {
             Lookup::Apex => {
                 if matches!(qtype, RecordType::SOA | RecordType::ANY) {
-                    answer.answers.push(self.soa());
-                } else {
-                    answer.soa = true;
+                    answer.answers.push(self.soa(d));
                 }
             }
             Lookup::Addr(ip) => {
                 answer.answers = Self::addr_records(qname, self.config.ttl_of("*"), ip, qtype)
             }
             Lookup::Ptr(ip) => {
-                let nodes = match self.server.read(Consistency::Stale, Query::Nodes).await {
-                    Ok((QueryResult::Nodes(n), _)) => n,
-                    _ => Vec::new(),
-                };
+                let nodes = self
+                    .read(&self.all_nodes, "", Query::Nodes, |r| match r {
+                        QueryResult::Nodes(n) => Arc::new(n),
+                        _ => Arc::default(),
+                    })
+                    .await?;
                 let matching: Vec<&Node> = nodes
                     .iter()
                     .filter(|n| n.address.parse::<IpAddr>().ok() == Some(ip))
                     .collect();
                 if matching.is_empty() {
-                    return nx(true);
+                    return Ok(nx);
                 }
                 if matches!(qtype, RecordType::PTR | RecordType::ANY) {
                     for n in matching {
-                        let target = format!(
-                            "{}.node.{}.{}",
-                            n.name, self.config.datacenter, self.domain_str
-                        );
-                        if let Ok(t) = Name::from_str(&target) {
+                        if let Some(t) = self.target(&n.name, "node", 0) {
                             let rdata = RData::PTR(hickory_proto::rr::rdata::PTR(t));
                             answer.answers.push(Record::from_rdata(
                                 qname.clone(),
@@ -272,15 +396,19 @@ impl DnsHandler {
                 }
             }
             Lookup::Node(node) => {
-                let Some(n) = self.node(&node).await else {
-                    return nx(true);
-                };
-                let Ok(ip) = n.address.parse::<IpAddr>() else {
-                    return nx(true);
+                let q = Query::Node { name: node.clone() };
+                let n = self
+                    .read(&self.nodes, &node, q, |r| match r {
+                        QueryResult::Node(n) => n.map(|(n, _)| n),
+                        _ => None,
+                    })
+                    .await?;
+                let Some(ip) = n.as_ref().and_then(|n| n.address.parse::<IpAddr>().ok()) else {
+                    return Ok(nx);
                 };
                 answer.answers = Self::addr_records(qname, self.config.node_ttl, ip, qtype);
                 if matches!(qtype, RecordType::TXT | RecordType::ANY) {
-                    for (k, v) in &n.meta {
+                    for (k, v) in n.iter().flat_map(|n| &n.meta) {
                         let txt = RData::TXT(TXT::new(vec![format!("{k}={v}")]));
                         answer.answers.push(Record::from_rdata(
                             qname.clone(),
@@ -291,19 +419,20 @@ impl DnsHandler {
                 }
             }
             Lookup::Service { name, tag } => {
-                let all = self.instances(&name).await;
+                let all = self.instances(&name).await?;
                 let mut picked: Vec<&Instance> = all
                     .iter()
                     .filter(|i| tag.as_deref().is_none_or(|t| i.tags.iter().any(|x| x == t)))
                     .collect();
                 if picked.is_empty() {
-                    return nx(true);
+                    return Ok(nx);
                 }
-                picked.shuffle(&mut rand::rng());
                 let ttl = self.config.ttl_of(&name);
-                for inst in picked {
-                    if qtype == RecordType::SRV {
-                        let srv = SRV::new(1, inst.weight, inst.port, inst.target.clone());
+                if qtype == RecordType::SRV {
+                    picked.shuffle(&mut rand::rng());
+                    for inst in picked {
+                        let target = &inst.targets[d.min(inst.targets.len() - 1)];
+                        let srv = SRV::new(1, inst.weight, inst.port, target.clone());
                         answer.answers.push(Record::from_rdata(
                             qname.clone(),
                             ttl,
@@ -314,24 +443,34 @@ impl DnsHandler {
                         } else {
                             RecordType::AAAA
                         };
-                        answer.additionals.extend(Self::addr_records(
-                            &inst.target,
-                            ttl,
-                            inst.ip,
-                            t,
-                        ));
-                    } else {
                         answer
-                            .answers
-                            .extend(Self::addr_records(qname, ttl, inst.ip, qtype));
+                            .additionals
+                            .extend(Self::addr_records(target, ttl, inst.ip, t));
                     }
+                    return Ok(answer);
+                }
+                // Only instances with an address of the asked family can answer.
+                picked.retain(|i| match qtype {
+                    RecordType::A => i.ip.is_ipv4(),
+                    RecordType::AAAA => i.ip.is_ipv6(),
+                    _ => true,
+                });
+                if self.config.weighted_single_answer && !picked.is_empty() {
+                    picked = vec![weighted_pick(&picked)];
+                } else {
+                    picked.shuffle(&mut rand::rng());
+                }
+                for inst in picked {
+                    answer
+                        .answers
+                        .extend(Self::addr_records(qname, ttl, inst.ip, qtype));
+                }
+                if self.config.a_record_limit > 0 {
+                    answer.truncate(self.config.a_record_limit);
                 }
             }
         }
-        if answer.answers.is_empty() {
-            answer.soa = true;
-        }
-        answer
+        Ok(answer)
     }
 
     /// Asks each recursor in turn; SERVFAIL when none answers in time.
@@ -341,12 +480,7 @@ impl DnsHandler {
             .set_recursion_desired(true)
             .add_query(q);
         let Ok(bytes) = m.to_vec() else {
-            return Answer {
-                code: ResponseCode::ServFail,
-                answers: Vec::new(),
-                additionals: Vec::new(),
-                soa: false,
-            };
+            return Answer::empty(ResponseCode::ServFail, false);
         };
         for r in &self.config.recursors {
             let Ok(sock) = UdpSocket::bind(if r.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await
@@ -383,169 +517,187 @@ impl DnsHandler {
                 _ => tracing::debug!(recursor = %r, "dns: recursor did not answer"),
             }
         }
-        Answer {
-            code: ResponseCode::ServFail,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-            soa: false,
-        }
+        Answer::empty(ResponseCode::ServFail, false)
     }
 
-    async fn node(&self, name: &str) -> Option<Node> {
-        let applied = self.server.applied_index();
-        if let (Some(a), Some((seen, n))) = (
-            applied,
-            self.nodes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name),
-        ) {
-            if *seen == a {
-                return n.clone();
-            }
+    /// The consistency to read at: stale unless `allow_stale` is off or this server has not
+    /// heard from the leader for `max_stale`. On a server, a non-stale mode is settled here
+    /// (the barrier), so the local reads that follow may be stale reads.
+    async fn mode(&self) -> muster_server::Result<Consistency> {
+        let stale_ok = self.config.allow_stale
+            && match self.server.barrier(Consistency::Stale).await {
+                Ok(meta) => u128::from(meta.last_contact_ms) <= self.config.max_stale.as_millis(),
+                // A client agent: the server it asks reports how stale it is.
+                Err(_) => true,
+            };
+        if stale_ok {
+            return Ok(Consistency::Stale);
         }
-        let node = match self
-            .server
-            .read(
-                Consistency::Stale,
-                Query::Node {
-                    name: name.to_string(),
-                },
-            )
-            .await
-        {
-            Ok((QueryResult::Node(n), _)) => n.map(|(n, _)| n),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: node lookup failed");
-                return None;
-            }
+        if self.server.is_server() {
+            self.server.barrier(Consistency::Default).await?;
+        }
+        Ok(Consistency::Default)
+    }
+
+    /// Reads `q` through `cache` under `key`; `build` turns the result into what is kept.
+    ///
+    /// On a server, an entry is current while nothing was applied since it was checked, and
+    /// stays so while the query's index does not move: most queries cost one atomic load.
+    /// On a client agent, each query asks a server for the index first; when no server
+    /// answers, an entry younger than `max_stale` is answered with.
+    async fn read<T: Clone>(
+        &self,
+        cache: &Cache<T>,
+        key: &str,
+        q: Query,
+        build: impl FnOnce(QueryResult) -> T,
+    ) -> muster_server::Result<T> {
+        let get = |current: &dyn Fn(&mut Cached<T>) -> bool| -> Option<T> {
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            c.get_mut(key)
+                .and_then(|e| current(e).then(|| e.value.clone()))
         };
+        let mut mode = self.mode().await?;
+        let applied = self.server.applied_index();
         if let Some(a) = applied {
-            let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-            if nodes.len() > 4096 {
-                nodes.clear();
+            if let Some(v) = get(&|e| e.applied == a) {
+                return Ok(v);
             }
-            nodes.insert(name.to_string(), (a, node.clone()));
+            mode = Consistency::Stale;
         }
-        node
+        let fresh = async {
+            let mut meta = self.server.read_meta(mode, q.clone()).await?;
+            if mode == Consistency::Stale
+                && applied.is_none()
+                && u128::from(meta.last_contact_ms) > self.config.max_stale.as_millis()
+            {
+                mode = Consistency::Default;
+                meta = self.server.read_meta(mode, q.clone()).await?;
+            }
+            let now = Instant::now();
+            let reuse = |e: &mut Cached<T>| {
+                let same = e.index == meta.index;
+                if same {
+                    e.applied = applied.unwrap_or(0);
+                    e.fetched = now;
+                }
+                same
+            };
+            if let Some(v) = get(&reuse) {
+                return Ok(v);
+            }
+            let (result, meta) = self.server.read(mode, q).await?;
+            let value = build(result);
+            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+            // Bounds memory against queries for ever new names.
+            if c.len() > 4096 {
+                c.clear();
+            }
+            let entry = Cached {
+                applied: applied.unwrap_or(0),
+                index: meta.index,
+                fetched: now,
+                value: value.clone(),
+            };
+            c.insert(key.to_string(), entry);
+            Ok(value)
+        };
+        match fresh.await {
+            Ok(v) => Ok(v),
+            Err(e) if applied.is_none() => {
+                let max = self.config.max_stale;
+                get(&|c| c.fetched.elapsed() <= max).ok_or(e)
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// The healthy instances of a service, ready to answer with; rebuilt only when the
-    /// service's index moves (one index read per query otherwise).
-    async fn instances(&self, name: &str) -> Arc<Vec<Instance>> {
-        // Nothing was applied since this entry was last checked: it is current.
-        let applied = self.server.applied_index();
-        if let (Some(a), Some((seen, _, v))) = (
-            applied,
-            self.cache
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(name),
-        ) {
-            if *seen == a {
-                return v.clone();
-            }
-        }
+    /// The healthy instances of a service, ready to answer with.
+    async fn instances(&self, name: &str) -> muster_server::Result<Arc<Vec<Instance>>> {
         let q = Query::ServiceHealth {
             name: name.to_string(),
-        };
-        let index = match self.server.read_meta(Consistency::Stale, q.clone()).await {
-            Ok(m) => m.index,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: service lookup failed");
-                return Arc::default();
-            }
-        };
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((seen, i, v)) = cache.get_mut(name) {
-                if *i == index {
-                    *seen = applied.unwrap_or(0);
-                    return v.clone();
-                }
-            }
-        }
-        let (all, index) = match self.server.read(Consistency::Stale, q).await {
-            Ok((QueryResult::ServiceHealth(v), meta)) => (v, meta.index),
-            Ok(_) => (Vec::new(), index),
-            Err(e) => {
-                tracing::debug!(error = %e, "dns: service lookup failed");
-                return Arc::default();
-            }
         };
         let worst = if self.config.only_passing {
             HealthStatus::Passing
         } else {
             HealthStatus::Warning
         };
-        let built: Vec<Instance> = all
-            .into_iter()
-            .filter(|h: &ServiceHealth| h.checks.iter().all(|c| c.status <= worst))
-            .filter_map(|h| {
-                let addr = if h.service.address.is_empty() {
-                    &h.node.address
+        let build = |r: QueryResult| {
+            let QueryResult::ServiceHealth(all) = r else {
+                return Arc::default();
+            };
+            let built: Vec<Instance> = all
+                .into_iter()
+                .filter(|h: &ServiceHealth| h.checks.iter().all(|c| c.status <= worst))
+                .filter_map(|h| self.instance(h))
+                .collect();
+            Arc::new(built)
+        };
+        self.read(&self.services, name, q, build).await
+    }
+
+    fn instance(&self, h: ServiceHealth) -> Option<Instance> {
+        let addr = if h.service.address.is_empty() {
+            &h.node.address
+        } else {
+            &h.service.address
+        };
+        let ip = addr.parse::<IpAddr>().ok()?;
+        let warning = h.checks.iter().any(|c| c.status == HealthStatus::Warning);
+        let weight = if warning {
+            h.service.weight_warning
+        } else {
+            h.service.weight_passing
+        };
+        let targets = (0..self.domains.len())
+            .map(|d| {
+                if h.service.address.is_empty() {
+                    self.target(&h.node.name, "node", d)
                 } else {
-                    &h.service.address
-                };
-                let ip = addr.parse::<IpAddr>().ok()?;
-                let warning = h.checks.iter().any(|c| c.status == HealthStatus::Warning);
-                let weight = if warning {
-                    h.service.weight_warning
-                } else {
-                    h.service.weight_passing
-                };
-                let target = if h.service.address.is_empty() {
-                    format!(
-                        "{}.node.{}.{}",
-                        h.node.name, self.config.datacenter, self.domain_str
-                    )
-                } else {
-                    format!(
-                        "{}.addr.{}.{}",
-                        encode_addr(ip),
-                        self.config.datacenter,
-                        self.domain_str
-                    )
-                };
-                Some(Instance {
-                    ip,
-                    port: h.service.port,
-                    weight: weight.min(u16::MAX as u32) as u16,
-                    target: Name::from_str(&target).ok()?,
-                    tags: h
-                        .service
-                        .tags
-                        .iter()
-                        .map(|t| t.to_ascii_lowercase())
-                        .collect(),
-                })
+                    self.target(&encode_addr(ip), "addr", d)
+                }
             })
-            .collect();
-        let built = Arc::new(built);
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() > 4096 {
-            cache.clear();
-        }
-        cache.insert(
-            name.to_string(),
-            (applied.unwrap_or(0), index, built.clone()),
-        );
-        built
+            .collect::<Option<Vec<Name>>>()?;
+        Some(Instance {
+            ip,
+            port: h.service.port,
+            weight: weight.min(u16::MAX as u32) as u16,
+            targets,
+            tags: h
+                .service
+                .tags
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
+        })
     }
 }
-
-/// (applied index last validated at, service index, healthy instances).
-type CachedService = (u64, u64, Arc<Vec<Instance>>);
 
 /// A healthy service instance, as DNS answers with it.
 struct Instance {
     ip: IpAddr,
     port: u16,
     weight: u16,
-    target: Name,
+    /// The SRV target in each served domain.
+    targets: Vec<Name>,
     /// Lower case, for case-insensitive tag lookups.
     tags: Vec<String>,
+}
+
+/// One instance, with a chance proportional to its weight (uniform when all weigh 0).
+fn weighted_pick<'a>(from: &[&'a Instance]) -> &'a Instance {
+    let total: u32 = from.iter().map(|i| u32::from(i.weight)).sum();
+    if total == 0 {
+        return from[rand::random_range(0..from.len())];
+    }
+    let mut x = rand::random_range(0..total);
+    for i in from {
+        if x < u32::from(i.weight) {
+            return i;
+        }
+        x -= u32::from(i.weight);
+    }
+    from[from.len() - 1]
 }
 
 /// Drops answers (already shuffled) until the reply fits `max` bytes; true if any was dropped.
@@ -562,12 +714,7 @@ fn fit_udp(a: &mut Answer, query: hickory_proto::op::Query, max: usize) -> bool 
     };
     let mut dropped = false;
     while !a.answers.is_empty() && size(a) > max {
-        if let Some(last) = a.answers.pop() {
-            if let RData::SRV(srv) = last.data() {
-                let target = srv.target().clone();
-                a.additionals.retain(|r| r.name() != &target);
-            }
-        }
+        a.truncate(a.answers.len() - 1);
         dropped = true;
     }
     dropped
@@ -635,7 +782,7 @@ impl RequestHandler for DnsHandler {
                 }
                 Ok(info) => {
                     let qname: Name = info.query.name().into();
-                    let mut a = self.answer(&qname, info.query.query_type()).await;
+                    let (mut a, d) = self.answer(&qname, info.query.query_type()).await;
                     if a.code == ResponseCode::Refused && !self.config.recursors.is_empty() {
                         let q = info.query.original().clone();
                         a = self.recurse(q).await;
@@ -643,6 +790,15 @@ impl RequestHandler for DnsHandler {
                     }
                     if request.protocol() == hickory_proto::xfer::Protocol::Udp {
                         let max = request.edns().map_or(512, |e| e.max_payload().max(512)) as usize;
+                        // Consul's udp_answer_limit: for clients that cannot take more than
+                        // 512 bytes, a few answers, shuffled, are enough.
+                        let limit = self.config.udp_answer_limit.min(MAX_UDP_ANSWER_LIMIT);
+                        if max == 512 && limit > 0 && a.answers.len() > limit {
+                            a.truncate(limit);
+                            if self.config.enable_truncate {
+                                header.set_truncated(true);
+                            }
+                        }
                         if fit_udp(&mut a, info.query.original().clone(), max) {
                             header.set_truncated(true);
                         }
@@ -650,7 +806,7 @@ impl RequestHandler for DnsHandler {
                     header.set_authoritative(a.code != ResponseCode::Refused);
                     header.set_response_code(a.code);
 
-                    let soa = if a.soa { vec![self.soa()] } else { Vec::new() };
+                    let soa = if a.soa { vec![self.soa(d)] } else { Vec::new() };
                     let msg = builder.build(
                         header,
                         a.answers.iter(),
@@ -702,13 +858,8 @@ mod tests {
 
     fn handler() -> DnsHandler {
         let cfg = DnsConfig {
-            domain: "consul".into(),
-            datacenter: "dc1".into(),
-            only_passing: false,
-            node_ttl: 0,
-            service_ttl: Default::default(),
-            recursors: Vec::new(),
-            recursor_timeout: Duration::from_secs(2),
+            alt_domain: Some("Muster".into()),
+            ..DnsConfig::default()
         };
         DnsHandler::new(Server::client(), cfg)
     }
@@ -716,7 +867,13 @@ mod tests {
     #[test]
     fn parses_consul_names() {
         let h = handler();
-        let p = |n: &str| h.parse(n);
+        let p = |n: &str| h.parse(n).map(|r| r.map(|(l, _)| l));
+        assert_eq!(
+            h.parse("web01.node.dc1.muster."),
+            Some(Ok((Lookup::Node("web01".into()), 1))),
+            "the alt domain answers the same names"
+        );
+        assert_eq!(h.parse("muster."), Some(Ok((Lookup::Apex, 1))));
         assert_eq!(
             p("web01.node.consul."),
             Some(Ok(Lookup::Node("web01".into())))

@@ -13,6 +13,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use muster_tests::bench::Stats;
 use muster_tests::{put, wait_until, Agent};
 
 struct Proc(Child);
@@ -24,15 +25,20 @@ impl Drop for Proc {
     }
 }
 
-/// Runs dnsperf; returns (QPS, average latency ms, lost queries).
-fn dnsperf(
-    port: u16,
-    file: &std::path::Path,
-    secs: u64,
-    rate: Option<u32>,
-) -> anyhow::Result<(f64, f64, u64)> {
+/// What one dnsperf run measured.
+struct Run {
+    qps: f64,
+    /// Latency percentiles of the answered queries (from `-v`, one line per query).
+    stats: Stats,
+    lost: u64,
+    /// Answers other than NOERROR and NXDOMAIN.
+    errors: usize,
+}
+
+/// Runs dnsperf in verbose mode, so that every answer's latency is known.
+fn dnsperf(port: u16, file: &std::path::Path, secs: u64, rate: Option<u32>) -> anyhow::Result<Run> {
     let mut cmd = Command::new("dnsperf");
-    cmd.args(["-s", "127.0.0.1", "-p", &port.to_string(), "-d"])
+    cmd.args(["-s", "127.0.0.1", "-p", &port.to_string(), "-v", "-d"])
         .arg(file);
     cmd.args(["-c", "20", "-T", "2", "-q", "100", "-l", &secs.to_string()]);
     if let Some(r) = rate {
@@ -48,11 +54,32 @@ fn dnsperf(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    Ok((
-        num("Queries per second"),
-        num("Average Latency (s)") * 1000.0,
-        num("Queries lost") as u64,
-    ))
+    // "> NOERROR name type 0.000123"
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for line in text.lines().filter_map(|l| l.strip_prefix("> ")) {
+        let mut f = line.split_whitespace();
+        let code = f.next().unwrap_or("");
+        if code != "NOERROR" && code != "NXDOMAIN" {
+            errors += 1;
+        }
+        if let Some(s) = f.last().and_then(|s| s.parse::<f64>().ok()) {
+            latencies.push(Duration::from_secs_f64(s));
+        }
+    }
+    Ok(Run {
+        qps: num("Queries per second"),
+        stats: Stats::new(latencies, errors, secs as f64),
+        lost: num("Queries lost") as u64,
+        errors,
+    })
+}
+
+fn report(who: &str, r: &Run) {
+    println!(
+        "  {who:<8} {:>9.0} QPS  p50 {:.3} ms  p99 {:.3} ms  lost {}  errors {}",
+        r.qps, r.stats.p50_ms, r.stats.p99_ms, r.lost, r.errors
+    );
 }
 
 #[tokio::main]
@@ -130,13 +157,49 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let muster_port = a.dns.expect("dns").port();
     println!("== DNS: dnsperf -c 20 -T 2 -q 100, {secs} s, 100 services x 3 instances (A, node A, tag A, SRV)");
-    let (mq, ml, mlost) = dnsperf(muster_port, &qfile, secs, None)?;
-    let (dq, dl, dlost) = dnsperf(port, &qfile, secs, None)?;
-    println!("  muster   {mq:>9.0} QPS  avg {ml:.3} ms  lost {mlost}");
-    println!("  dnsmasq  {dq:>9.0} QPS  avg {dl:.3} ms  lost {dlost}");
-    println!("  ratio muster/dnsmasq: {:.2}x", mq / dq);
-    let (_, m5, m5lost) = dnsperf(muster_port, &qfile, secs.min(5), Some(5000))?;
-    let (_, d5, _) = dnsperf(port, &qfile, secs.min(5), Some(5000))?;
-    println!("  at 5,000 QPS: muster avg {m5:.3} ms (lost {m5lost}), dnsmasq avg {d5:.3} ms");
+    let m = dnsperf(muster_port, &qfile, secs, None)?;
+    let d = dnsperf(port, &qfile, secs, None)?;
+    report("muster", &m);
+    report("dnsmasq", &d);
+    println!("  ratio muster/dnsmasq: {:.2}x", m.qps / d.qps);
+    println!("== at a fixed 5,000 QPS");
+    report(
+        "muster",
+        &dnsperf(muster_port, &qfile, secs.min(5), Some(5000))?,
+    );
+    report("dnsmasq", &dnsperf(port, &qfile, secs.min(5), Some(5000))?);
+    drop(a);
+    failover(&qfile, root.path()).await
+}
+
+/// dnsperf at 5,000 QPS against a follower of a 3-server cluster while its leader is killed
+/// (`kill -9`) two seconds in: every query must still be answered.
+async fn failover(qfile: &std::path::Path, root: &std::path::Path) -> anyhow::Result<()> {
+    let mut servers = muster_tests::start_servers(&root.join("cluster"), 3, &[]).await?;
+    for s in 0..100 {
+        for i in 0..3 {
+            let body = serde_json::json!({"Node": format!("n{s:03}{i}"),
+                "Address": format!("10.{}.{}.{}", s / 250, s % 250, i + 1),
+                "Service": {"Service": format!("svc{s:03}"), "Tags": [if i == 0 { "primary" } else { "replica" }], "Port": 8000 + i}});
+            let r = put(
+                &servers[0].url("/v1/catalog/register"),
+                body.to_string().as_bytes(),
+            )
+            .await?;
+            anyhow::ensure!(r.status == 200, "register failed: {}", r.text());
+        }
+    }
+    let leader = muster_tests::wait_for_agreed_leader(&servers, Duration::from_secs(10))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no leader among the servers"))?;
+    let follower = (leader + 1) % 3;
+    let port = servers[follower].dns.expect("dns").port();
+    let qfile = qfile.to_path_buf();
+    let run = tokio::task::spawn_blocking(move || dnsperf(port, &qfile, 6, Some(5000)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    servers[leader].kill9();
+    let r = run.await??;
+    println!("== leader kill -9 two seconds into 6 s of 5,000 QPS against a follower");
+    report("muster", &r);
     Ok(())
 }

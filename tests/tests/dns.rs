@@ -12,31 +12,58 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use muster_tests::*;
 use serde_json::json;
 
-fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+/// A query, with an EDNS OPT record offering `edns` bytes when given.
+fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     let mut m = Message::new();
     m.set_id(rand::random())
         .set_message_type(MessageType::Query)
         .set_op_code(OpCode::Query)
         .set_recursion_desired(true)
         .add_query(Query::query(Name::from_str(name).expect("name"), qtype));
+    if let Some(size) = edns {
+        let mut e = hickory_proto::op::Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
     m.to_vec().expect("encode")
 }
 
-fn udp(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
+/// Sends raw bytes over UDP; the reply, or `None` when none came within a second.
+fn udp_raw(addr: SocketAddr, packet: &[u8]) -> Option<Message> {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    s.send_to(packet, addr).expect("send");
+    let mut buf = [0u8; 65535];
+    let (n, _) = s.recv_from(&mut buf).ok()?;
+    Some(Message::from_vec(&buf[..n]).expect("decode"))
+}
+
+fn udp_with(addr: SocketAddr, name: &str, qtype: RecordType, edns: Option<u16>) -> Message {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    s.send_to(&query(name, qtype), addr).expect("send");
+    s.send_to(&query(name, qtype, edns), addr).expect("send");
     let mut buf = [0u8; 65535];
     let (n, _) = s.recv_from(&mut buf).expect("reply");
     Message::from_vec(&buf[..n]).expect("decode")
+}
+
+/// A UDP query offering 1232 bytes through EDNS, as dig and most stub resolvers do.
+fn udp(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    udp_with(addr, name, qtype, Some(1232))
+}
+
+/// A UDP query without EDNS (glibc's default): 512 bytes at most.
+fn udp_plain(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
+    udp_with(addr, name, qtype, None)
 }
 
 fn tcp(addr: SocketAddr, name: &str, qtype: RecordType) -> Message {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let q = query(name, qtype);
+    let q = query(name, qtype, None);
     s.write_all(&(q.len() as u16).to_be_bytes()).expect("len");
     s.write_all(&q).expect("query");
     let mut len = [0u8; 2];
@@ -309,24 +336,37 @@ async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<(
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dns_keeps_answering_while_the_cluster_elects_a_leader() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let mut servers = start_servers(root.path(), 3, &[]).await?;
+/// Three servers, one service `svc` at `ip`; returns them, the leader's position, and the DNS
+/// address of a follower once it answers for `svc`.
+async fn cluster_serving(
+    root: &std::path::Path,
+    extra: &[&str],
+    svc: &str,
+    ip: &str,
+) -> anyhow::Result<(Vec<Agent>, usize, SocketAddr)> {
+    let servers = start_servers(root, 3, extra).await?;
     register(
         &servers[0],
-        json!({"Node": "app1", "Address": "10.2.0.1", "Service": {"Service": "app", "Port": 80}}),
+        json!({"Node": format!("{svc}1"), "Address": ip, "Service": {"Service": svc, "Port": 80}}),
     )
     .await;
     let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10))
         .await?
         .expect("leader");
-    let survivor = (leader + 1) % 3;
-    let dns = servers[survivor].dns.expect("dns");
-    wait_until("replicated", Duration::from_secs(10), || async move {
-        (ips(&udp(dns, "app.service.consul.", RecordType::A)) == ["10.2.0.1"]).then_some(())
+    let dns = servers[(leader + 1) % 3].dns.expect("dns");
+    let name = format!("{svc}.service.consul.");
+    wait_until("replicated", Duration::from_secs(10), || {
+        let name = name.clone();
+        async move { (ips(&udp(dns, &name, RecordType::A)) == [ip]).then_some(()) }
     })
     .await?;
+    Ok((servers, leader, dns))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_keeps_answering_while_the_cluster_elects_a_leader() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (mut servers, leader, dns) = cluster_serving(root.path(), &[], "app", "10.2.0.1").await?;
     servers[leader].kill9();
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
     let mut answered = 0;
@@ -403,7 +443,10 @@ async fn truncation_recursors_ptr_and_dns_config() -> anyhow::Result<()> {
     let u = udp(dns, "big.service.consul.", RecordType::A);
     assert!(u.truncated(), "TC set when records were dropped");
     assert!(!u.answers().is_empty() && u.answers().len() < 100);
-    assert!(u.to_vec()?.len() <= 512, "fits 512 bytes without EDNS");
+    assert!(u.to_vec()?.len() <= 1232, "fits the client's EDNS size");
+    // Without EDNS, Consul's udp_answer_limit (3) applies, without TC (no enable_truncate).
+    let plain = udp_plain(dns, "big.service.consul.", RecordType::A);
+    assert_eq!((plain.answers().len(), plain.truncated()), (3, false));
     let t = tcp(dns, "big.service.consul.", RecordType::A);
     assert_eq!(
         (t.truncated(), t.answers().len()),
@@ -455,5 +498,323 @@ async fn truncation_recursors_ptr_and_dns_config() -> anyhow::Result<()> {
         (ResponseCode::NoError, vec!["192.0.2.7".to_string()])
     );
     assert!(r.recursion_available());
+    Ok(())
+}
+
+/// Starts a single-server agent with `config` as its config file.
+async fn agent_with(root: &std::path::Path, name: &str, config: serde_json::Value) -> Agent {
+    let cfg = root.join(format!("{name}.json"));
+    std::fs::write(&cfg, config.to_string()).expect("config");
+    let a = Agent::start(
+        name,
+        &root.join(name),
+        &[
+            "-server",
+            "-bootstrap-expect",
+            "1",
+            "-config-file",
+            &cfg.display().to_string(),
+        ],
+    )
+    .expect("agent");
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a))
+        .await
+        .expect("leader");
+    a
+}
+
+/// Registers `n` instances of `svc` on nodes `<svc>-<i>` at 10.7.<k>.<i>, weights from `w`.
+async fn instances(a: &Agent, svc: &str, k: u8, n: u8, w: impl Fn(u8) -> u32) {
+    for i in 1..=n {
+        register(a, json!({"Node": format!("{svc}-{i}"), "Address": format!("10.7.{k}.{i}"),
+            "Service": {"Service": svc, "Port": 8000 + i as u16, "Weights": {"Passing": w(i), "Warning": 1}}}))
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answer_limits_alt_domain_and_weighted_single_answers() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = agent_with(root.path(), "lim1", json!({"alt_domain": "muster"})).await;
+    let dns = a.dns.expect("dns");
+    instances(&a, "pool", 1, 5, |_| 1).await;
+
+    // Default udp_answer_limit: 3 answers to a client without EDNS, all of them otherwise.
+    let plain = udp_plain(dns, "pool.service.consul.", RecordType::A);
+    assert_eq!((plain.answers().len(), plain.truncated()), (3, false));
+    assert_eq!(
+        ips(&udp(dns, "pool.service.consul.", RecordType::A)).len(),
+        5
+    );
+    assert_eq!(
+        ips(&tcp(dns, "pool.service.consul.", RecordType::A)).len(),
+        5
+    );
+
+    // The alt domain answers the same names; SRV targets and the SOA are in the asked domain.
+    assert_eq!(
+        ips(&udp(dns, "pool-2.node.muster.", RecordType::A)),
+        ["10.7.1.2"]
+    );
+    let srv = udp(dns, "_pool._tcp.service.dc1.muster.", RecordType::SRV);
+    assert_eq!(srv.answers().len(), 5);
+    for r in srv.answers() {
+        let RData::SRV(s) = r.data() else {
+            panic!("not SRV: {r:?}")
+        };
+        assert!(
+            s.target().to_ascii().ends_with(".node.dc1.muster."),
+            "{s:?}"
+        );
+        assert!(srv.additionals().iter().any(|x| x.name() == s.target()));
+    }
+    let nx = udp(dns, "nope.service.muster.", RecordType::A);
+    assert_eq!(nx.response_code(), ResponseCode::NXDomain);
+    assert_eq!(nx.name_servers()[0].name().to_ascii(), "muster.");
+
+    // a_record_limit caps A answers over any transport, not SRV; udp_answer_limit with
+    // enable_truncate sets TC.
+    let b = agent_with(
+        root.path(),
+        "lim2",
+        json!({"dns_config": {"a_record_limit": 2, "udp_answer_limit": 1, "enable_truncate": true}}),
+    )
+    .await;
+    let dns = b.dns.expect("dns");
+    instances(&b, "pool", 2, 5, |_| 1).await;
+    assert_eq!(
+        ips(&tcp(dns, "pool.service.consul.", RecordType::A)).len(),
+        2
+    );
+    assert_eq!(
+        ips(&udp(dns, "pool.service.consul.", RecordType::A)).len(),
+        2
+    );
+    let one = udp_plain(dns, "pool.service.consul.", RecordType::A);
+    assert_eq!((one.answers().len(), one.truncated()), (1, true));
+    assert_eq!(
+        tcp(dns, "pool.service.consul.", RecordType::SRV)
+            .answers()
+            .len(),
+        5
+    );
+
+    // weighted_single_answer: one address per answer, picked as often as its weight says.
+    let c = agent_with(
+        root.path(),
+        "lim3",
+        json!({"dns_config": {"weighted_single_answer": true}}),
+    )
+    .await;
+    let dns = c.dns.expect("dns");
+    instances(&c, "pool", 3, 2, |i| if i == 1 { 1 } else { 9 }).await;
+    let mut heavy = 0;
+    for _ in 0..400 {
+        let got = ips(&udp(dns, "pool.service.consul.", RecordType::A));
+        assert_eq!(got.len(), 1, "{got:?}");
+        heavy += usize::from(got[0] == "10.7.3.2");
+    }
+    // 360 expected; the bounds are over five standard deviations away.
+    assert!(
+        (320..=392).contains(&heavy),
+        "weight 9 of 10 picked {heavy}/400"
+    );
+    assert_eq!(
+        tcp(dns, "pool.service.consul.", RecordType::SRV)
+            .answers()
+            .len(),
+        2,
+        "SRV still lists every instance with its weight"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_and_hostile_packets_get_errors_not_stalls() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = agent_with(root.path(), "hostile", json!({})).await;
+    let dns = a.dns.expect("dns");
+    register(&a, json!({"Node": "h1", "Address": "10.8.0.1"})).await;
+
+    // A TCP client that announces a 200-byte query and never sends it holds its own
+    // connection only.
+    let mut slow = TcpStream::connect(dns)?;
+    slow.write_all(&200u16.to_be_bytes())?;
+    slow.write_all(b"\x12\x34")?;
+
+    let header = |flags: u16, qd: u16| {
+        let mut h = vec![0xab, 0xcd];
+        h.extend(flags.to_be_bytes());
+        h.extend(qd.to_be_bytes());
+        h.extend([0u8; 6]);
+        h
+    };
+    let question = |name: &str, qtype: u16, class: u16| {
+        let mut q = Vec::new();
+        for l in name.split('.').filter(|l| !l.is_empty()) {
+            q.push(l.len() as u8);
+            q.extend(l.as_bytes());
+        }
+        q.push(0);
+        q.extend(qtype.to_be_bytes());
+        q.extend(class.to_be_bytes());
+        q
+    };
+    let code = |p: &[u8]| udp_raw(dns, p).map(|m| m.response_code());
+    let with = |mut h: Vec<u8>, q: Vec<u8>| {
+        h.extend(q);
+        h
+    };
+    // Garbage after an ID, a question count with no question, two questions: FORMERR.
+    assert_eq!(
+        code(b"\xab\xcdnot a dns message at all"),
+        Some(ResponseCode::FormErr)
+    );
+    assert_eq!(code(&header(0x0100, 1)), Some(ResponseCode::FormErr));
+    let two = with(
+        header(0x0100, 2),
+        [
+            question("h1.node.consul", 1, 1),
+            question("h1.node.consul", 1, 1),
+        ]
+        .concat(),
+    );
+    assert_eq!(code(&two), Some(ResponseCode::FormErr));
+    let mut bad_label = header(0x0100, 1);
+    bad_label.extend([200u8, b'a', b'b', 0, 0, 1, 0, 1]);
+    assert_eq!(code(&bad_label), Some(ResponseCode::FormErr));
+    // Class CHAOS, NOTIFY and UPDATE opcodes: NOTIMP.
+    let chaos = with(header(0x0100, 1), question("version.bind", 16, 3));
+    assert_eq!(code(&chaos), Some(ResponseCode::NotImp));
+    for opcode_flags in [0x2000, 0x2800] {
+        let m = with(header(opcode_flags, 1), question("consul", 6, 1));
+        assert_eq!(code(&m), Some(ResponseCode::NotImp));
+    }
+    // Shorter than a header, or a response: no reply (nothing to answer; no reflection loops).
+    assert_eq!(code(b"\xab\xcd\x01"), None);
+    let response = with(header(0x8100, 1), question("consul", 6, 1));
+    assert_eq!(code(&response), None);
+    // An oversized datagram: a valid query followed by junk is still answered.
+    let mut big = with(header(0x0100, 1), question("h1.node.consul", 1, 1));
+    big.extend([0u8; 3000]);
+    assert_eq!(
+        udp_raw(dns, &big).map(|m| ips(&m)),
+        Some(vec!["10.8.0.1".to_string()])
+    );
+    // A TCP frame of junk gets FORMERR or a closed connection, never a crash.
+    let mut junk = TcpStream::connect(dns)?;
+    junk.set_read_timeout(Some(Duration::from_secs(5)))?;
+    junk.write_all(&4000u16.to_be_bytes())?;
+    junk.write_all(&[0x5a; 4000])?;
+    let mut len = [0u8; 2];
+    if junk.read_exact(&mut len).is_ok() {
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        junk.read_exact(&mut buf)?;
+        assert_eq!(
+            Message::from_vec(&buf)?.response_code(),
+            ResponseCode::FormErr
+        );
+    }
+
+    // Through all of it, with the slow TCP client still connected, queries are answered.
+    assert_eq!(
+        ips(&udp(dns, "h1.node.consul.", RecordType::A)),
+        ["10.8.0.1"]
+    );
+    assert_eq!(
+        ips(&tcp(dns, "h1.node.consul.", RecordType::A)),
+        ["10.8.0.1"]
+    );
+    drop(slow);
+    assert!(a.logs().find("panicked").is_none(), "{}", a.logs());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_agent_answers_from_its_cache_for_max_stale() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut s = Agent::start(
+        "srv",
+        &root.path().join("srv"),
+        &["-server", "-bootstrap-expect", "1"],
+    )?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&s)).await?;
+    register(
+        &s,
+        json!({"Node": "db1", "Address": "10.9.0.1", "Service": {"Service": "db", "Port": 5432}}),
+    )
+    .await;
+    let cfg = root.path().join("client.json");
+    std::fs::write(&cfg, json!({"dns_config": {"max_stale": "3s"}}).to_string())?;
+    let c = Agent::start(
+        "cli",
+        &root.path().join("cli"),
+        &[
+            "-retry-join",
+            &s.serf.to_string(),
+            "-config-file",
+            &cfg.display().to_string(),
+        ],
+    )?;
+    let dns = c.dns.expect("dns");
+    wait_until("client answers", Duration::from_secs(15), || async move {
+        (ips(&udp(dns, "db.service.consul.", RecordType::A)) == ["10.9.0.1"]).then_some(())
+    })
+    .await?;
+    assert_eq!(
+        ips(&udp(dns, "db1.node.consul.", RecordType::A)),
+        ["10.9.0.1"]
+    );
+
+    // The only server dies: the client keeps answering what it had, for max_stale.
+    s.kill9();
+    let m = udp(dns, "db.service.consul.", RecordType::A);
+    assert_eq!(
+        (m.response_code(), ips(&m)),
+        (ResponseCode::NoError, vec!["10.9.0.1".to_string()])
+    );
+    assert_eq!(
+        ips(&udp(dns, "db1.node.consul.", RecordType::A)),
+        ["10.9.0.1"]
+    );
+    // A name it never asked for cannot be answered.
+    assert_eq!(
+        udp(dns, "other.service.consul.", RecordType::A).response_code(),
+        ResponseCode::ServFail
+    );
+    // Past max_stale: SERVFAIL, not an answer of unknown age.
+    wait_until("cache expired", Duration::from_secs(15), || async move {
+        (udp(dns, "db.service.consul.", RecordType::A).response_code() == ResponseCode::ServFail)
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn servers_past_max_stale_without_a_leader_answer_servfail() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("stale.json");
+    std::fs::write(&cfg, json!({"dns_config": {"max_stale": "2s"}}).to_string())?;
+    let cfg = cfg.display().to_string();
+    let (mut servers, leader, dns) =
+        cluster_serving(root.path(), &["-config-file", &cfg], "m", "10.10.0.1").await?;
+    // Two of three gone: no leader can be elected. Answers continue until max_stale has
+    // passed since the last contact, then the leader is asked, and there is none.
+    servers[leader].kill9();
+    servers[(leader + 2) % 3].kill9();
+    assert_eq!(
+        ips(&udp(dns, "m.service.consul.", RecordType::A)),
+        ["10.10.0.1"]
+    );
+    wait_until(
+        "SERVFAIL past max_stale",
+        Duration::from_secs(20),
+        || async move {
+            (udp(dns, "m.service.consul.", RecordType::A).response_code() == ResponseCode::ServFail)
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
