@@ -818,3 +818,80 @@ async fn servers_past_max_stale_without_a_leader_answer_servfail() -> anyhow::Re
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_ipv6_any_ptr_and_soa() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = agent_with(root.path(), "mnt", json!({})).await;
+    let dns = a.dns.expect("dns");
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        json!({"Name": "api", "Port": 9000}).to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let api_code = move || udp(dns, "api.service.consul.", RecordType::A).response_code();
+    wait_until("api answers", Duration::from_secs(10), || async move {
+        (api_code() == ResponseCode::NoError).then_some(())
+    })
+    .await?;
+
+    // Node maintenance hides the node's instances; disabling brings them back. The same for
+    // one service's maintenance.
+    for (on, off) in [
+        (
+            "/v1/agent/maintenance?enable=true&reason=AMI",
+            "/v1/agent/maintenance?enable=false",
+        ),
+        (
+            "/v1/agent/service/maintenance/api?enable=true",
+            "/v1/agent/service/maintenance/api?enable=false",
+        ),
+    ] {
+        assert_eq!(put(&a.url(on), b"").await?.status, 200);
+        wait_until("hidden", Duration::from_secs(10), || async move {
+            (api_code() == ResponseCode::NXDomain).then_some(())
+        })
+        .await?;
+        assert_eq!(put(&a.url(off), b"").await?.status, 200);
+        wait_until("back", Duration::from_secs(10), || async move {
+            (api_code() == ResponseCode::NoError).then_some(())
+        })
+        .await?;
+    }
+
+    // An IPv6 node: AAAA answers, A is NOERROR-empty, PTR through ip6.arpa.
+    register(
+        &a,
+        json!({"Node": "v6", "Address": "fd00::17", "NodeMeta": {"zone": "b"}}),
+    )
+    .await;
+    let aaaa = udp(dns, "v6.node.consul.", RecordType::AAAA);
+    assert_eq!(ips(&aaaa), ["fd00::17"]);
+    let a4 = udp(dns, "v6.node.consul.", RecordType::A);
+    assert_eq!(
+        (a4.response_code(), a4.answers().len()),
+        (ResponseCode::NoError, 0)
+    );
+    let rev = "7.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+    let ptr = udp(dns, rev, RecordType::PTR);
+    assert_eq!(
+        ptr.answers()[0].data().to_string(),
+        "v6.node.dc1.consul.",
+        "{ptr:?}"
+    );
+    // ANY: the address and the meta TXT; SOA at the apex.
+    let any = tcp(dns, "v6.node.consul.", RecordType::ANY);
+    let types: BTreeSet<RecordType> = any.answers().iter().map(|r| r.record_type()).collect();
+    assert_eq!(
+        types,
+        BTreeSet::from([RecordType::AAAA, RecordType::TXT]),
+        "{any:?}"
+    );
+    let soa = udp(dns, "consul.", RecordType::SOA);
+    assert!(
+        matches!(soa.answers().first().map(|r| r.data()), Some(RData::SOA(s)) if s.mname().to_ascii() == "ns.consul."),
+        "{soa:?}"
+    );
+    Ok(())
+}
