@@ -49,10 +49,11 @@ pub struct Config {
     pub raft_snapshot_threshold: u64,
     /// Entries kept behind a snapshot (Consul's `raft_trailing_logs`).
     pub raft_trailing_logs: u64,
-    /// Service definitions from config files: (file, definition).
-    pub services: Vec<(String, Value)>,
+    /// Service definitions from config files: (file, definition). Shared: the config is
+    /// cloned, and thousands of definitions need not be.
+    pub services: std::sync::Arc<Vec<(String, Value)>>,
     /// Check definitions from config files: (file, definition).
-    pub checks: Vec<(String, Value)>,
+    pub checks: std::sync::Arc<Vec<(String, Value)>>,
     /// Output-only check changes reach the catalog at most this often (Consul: 5m).
     pub check_update_interval: std::time::Duration,
     /// The flags this config was built from, to rebuild it on reload.
@@ -90,8 +91,8 @@ impl Default for Config {
             enable_local_script_checks: false,
             raft_snapshot_threshold: 16_384,
             raft_trailing_logs: 10_240,
-            services: Vec::new(),
-            checks: Vec::new(),
+            services: Default::default(),
+            checks: Default::default(),
             check_update_interval: std::time::Duration::from_secs(300),
             args: Vec::new(),
             recursors: Vec::new(),
@@ -335,7 +336,7 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 } else {
                     &mut cfg.checks
                 };
-                list.push((name.to_string(), v.clone()));
+                std::sync::Arc::make_mut(list).push((name.to_string(), v.clone()));
             }
             "services" | "checks" => {
                 let Value::Array(items) = v else {
@@ -346,7 +347,8 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 } else {
                     &mut cfg.checks
                 };
-                list.extend(items.iter().map(|i| (name.to_string(), i.clone())));
+                std::sync::Arc::make_mut(list)
+                    .extend(items.iter().map(|i| (name.to_string(), i.clone())));
             }
             "recursors" | "recursor" => {
                 for r in as_strings(v).ok_or_else(|| err("expected a list of addresses"))? {

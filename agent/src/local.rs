@@ -53,6 +53,13 @@ struct LocalCheck {
     expires: Option<SystemTime>,
 }
 
+/// The agent's own catalog writes: how many are under way, and the indexes of the latest.
+#[derive(Default)]
+struct OwnWrites {
+    in_flight: usize,
+    recent: std::collections::VecDeque<u64>,
+}
+
 #[derive(Default)]
 struct State {
     services: BTreeMap<String, LocalService>,
@@ -93,8 +100,10 @@ pub struct Local {
     runner: Runner,
     /// Wakes anti-entropy after a change.
     changed: Notify,
-    /// Index of the agent's own last catalog write: the node watch ignores it.
-    own_write: std::sync::atomic::AtomicU64,
+    /// The agent's own catalog writes: the node watch ignores them.
+    own: Mutex<OwnWrites>,
+    /// Signalled when an own write finishes.
+    own_done: Notify,
     /// The next sync compares everything with the catalog (registrations changed, the catalog
     /// changed behind our back, or the periodic pass is due).
     full_sync: std::sync::atomic::AtomicBool,
@@ -144,7 +153,8 @@ impl Local {
             state: Mutex::default(),
             runner,
             changed: Notify::new(),
-            own_write: std::sync::atomic::AtomicU64::new(0),
+            own: Mutex::default(),
+            own_done: Notify::new(),
             full_sync: std::sync::atomic::AtomicBool::new(true),
             persist_due: std::sync::atomic::AtomicBool::new(false),
             is_server,
@@ -613,15 +623,14 @@ impl Local {
             let q = Query::NodeChecks {
                 name: self.node.clone(),
             };
-            let read = server.read_blocking(Consistency::Stale, q, index, Duration::from_secs(300));
+            let read = server.wait_index(Consistency::Stale, q, index, Duration::from_secs(300));
             let res = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = read => r,
             };
             match res {
-                Ok((_, meta)) => {
-                    let own = self.own_write.load(std::sync::atomic::Ordering::Relaxed);
-                    if index != 0 && meta.index != index && meta.index != own {
+                Ok(meta) => {
+                    if index != 0 && meta.index != index && !self.is_own(meta.index).await {
                         self.mark_full();
                     }
                     index = meta.index;
@@ -632,6 +641,53 @@ impl Local {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
+            }
+        }
+    }
+
+    /// A catalog write of the agent's own, remembered so that the node watch does not take
+    /// it for a change behind the agent's back.
+    async fn write_own(
+        &self,
+        server: &Server,
+        cmd: Command,
+    ) -> muster_server::Result<muster_server::model::CommandResult> {
+        lock(&self.own).in_flight += 1;
+        let res = server.write(cmd).await;
+        {
+            let mut own = lock(&self.own);
+            own.in_flight -= 1;
+            if let Ok(r) = &res {
+                own.recent.push_back(r.index);
+                if own.recent.len() > 64 {
+                    own.recent.pop_front();
+                }
+            }
+        }
+        self.own_done.notify_waiters();
+        res
+    }
+
+    /// Whether the change at `index` was the agent's own. A watch can see a write before the
+    /// writer learns its index: wait for writes in flight (briefly) before deciding.
+    async fn is_own(&self, index: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let done = self.own_done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            {
+                let own = lock(&self.own);
+                if own.recent.contains(&index) {
+                    return true;
+                }
+                if own.in_flight == 0 || Instant::now() >= deadline {
+                    return false;
+                }
+            }
+            tokio::select! {
+                _ = done => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
     }
@@ -654,12 +710,9 @@ impl Local {
             if ops.is_empty() {
                 return Ok(());
             }
-            let res = server.write(Command::Txn(ops)).await;
+            let res = self.write_own(server, Command::Txn(ops)).await;
             match res {
-                Ok(r) if r.txn.as_ref().is_none_or(|t| t.errors.is_empty()) => {
-                    self.own_write.store(r.index, Relaxed);
-                    return Ok(());
-                }
+                Ok(r) if r.txn.as_ref().is_none_or(|t| t.errors.is_empty()) => return Ok(()),
                 // The catalog is not what we thought (or unreachable): fall back to a full sync.
                 Ok(_) => self.full_sync.store(true, Relaxed),
                 Err(e) => {
@@ -808,10 +861,8 @@ impl Local {
         let started = Instant::now();
         let n = ops.len();
         for chunk in ops.chunks(128) {
-            let r = server.write(Command::Txn(chunk.to_vec())).await?;
+            let r = self.write_own(server, Command::Txn(chunk.to_vec())).await?;
             tracing::debug!(ops = n, index = r.index, took = ?started.elapsed(), "anti-entropy pushed changes");
-            self.own_write
-                .store(r.index, std::sync::atomic::Ordering::Relaxed);
             if let Some(t) = r.txn.filter(|t| !t.errors.is_empty()) {
                 return Err(muster_server::Error::InvalidRequest(format!(
                     "sync refused: {:?}",
@@ -847,7 +898,7 @@ pub fn parse_config_defs(
     let mut warnings = Vec::new();
     let mut services = Vec::new();
     let mut checks = Vec::new();
-    for (origin, v) in &config.services {
+    for (origin, v) in config.services.iter() {
         let mut ctx = Ctx {
             origin,
             warnings: Vec::new(),
@@ -862,7 +913,7 @@ pub fn parse_config_defs(
         warnings.extend(ctx.warnings);
         services.push(def);
     }
-    for (origin, v) in &config.checks {
+    for (origin, v) in config.checks.iter() {
         let mut ctx = Ctx {
             origin,
             warnings: Vec::new(),

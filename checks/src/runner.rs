@@ -143,7 +143,9 @@ impl Runner {
                         next += spec.interval;
                         let (status, output) = tokio::select! {
                             _ = c.cancelled() => return,
-                            r = spec.probe.run(spec.timeout, &http) => r,
+                            // Boxed: the probe's state lives only while it runs, so each of
+                            // thousands of idle check tasks stays small.
+                            r = Box::pin(spec.probe.run(spec.timeout, &http)) => r,
                         };
                         if let Some(status) = damper.feed(&spec, status) {
                             let _ = tx.send(CheckUpdate {

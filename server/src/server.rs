@@ -433,6 +433,30 @@ impl Server {
         }
     }
 
+    /// Waits as [`Server::read_blocking`] does, but returns only the index (and leader
+    /// state): for watchers that need to know that something changed, not what.
+    pub async fn wait_index(
+        &self,
+        mode: Consistency,
+        q: Query,
+        min_index: u64,
+        wait: Duration,
+    ) -> Result<ReadMeta> {
+        match &self.local {
+            Some(l) => l.wait_index(mode, &q, min_index, wait).await,
+            None => {
+                let req = Request::WaitIndex(mode, q, min_index, wait.as_millis() as u64);
+                match self
+                    .client_call_timeout(req, wait + FORWARD_TIMEOUT)
+                    .await?
+                {
+                    Response::Meta(r) => r.map_err(unwire),
+                    _ => Err(Error::Storage("unexpected reply".into())),
+                }
+            }
+        }
+    }
+
     /// Restarts a session's TTL on the leader. `Ok(false)`: no such session.
     pub async fn session_renew(&self, id: &str) -> Result<bool> {
         let req = Request::SessionRenew(id.to_string());
@@ -721,6 +745,21 @@ impl Local {
         min_index: u64,
         wait: Duration,
     ) -> Result<(QueryResult, ReadMeta)> {
+        let mut meta = self.wait_index(mode, q, min_index, wait).await?;
+        let (res, index) = self.catalog.query(q)?;
+        meta.index = index;
+        Ok((res, meta))
+    }
+
+    /// Waits until the index of what `q` reads passes `min_index`, or `wait` has passed;
+    /// checks only the index on each wake-up, never the data.
+    async fn wait_index(
+        &self,
+        mode: Consistency,
+        q: &Query,
+        min_index: u64,
+        wait: Duration,
+    ) -> Result<ReadMeta> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register for wake-ups before reading, so a write between the read and the wait
@@ -733,9 +772,10 @@ impl Local {
                     n
                 })
                 .collect();
-            let (res, meta) = self.read(mode, q).await?;
+            let mut meta = self.barrier(mode).await?;
+            meta.index = self.catalog.query_index(q)?;
             if min_index == 0 || meta.index > min_index || tokio::time::Instant::now() >= deadline {
-                return Ok((res, meta));
+                return Ok(meta);
             }
             tokio::select! {
                 _ = futures::future::select_all(woken.iter_mut()) => {}
@@ -1058,6 +1098,10 @@ impl Local {
                 .await
                 .map_err(wire),
             ),
+            Request::WaitIndex(mode, q, min, wait_ms) => {
+                let wait = Duration::from_millis(wait_ms);
+                Response::Meta(self.wait_index(mode, &q, min, wait).await.map_err(wire))
+            }
             Request::ReadBlocking(mode, q, min, wait_ms) => {
                 let wait = Duration::from_millis(wait_ms);
                 Response::Read(self.read_blocking(mode, &q, min, wait).await.map_err(wire))

@@ -49,6 +49,8 @@ pub(crate) enum Request {
         id: NodeId,
     },
     Status,
+    /// Like `ReadBlocking`, answered with the index only (`Response::Meta`).
+    WaitIndex(Consistency, Query, u64, u64),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -44,7 +44,14 @@ pub(crate) struct StateMachine {
     pub(crate) hub: Arc<WatchHub>,
     /// Keys whose lock was released by a session invalidation, until when they stay unlockable.
     pub(crate) lock_delays: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// When the last durable commit was. Batches commit without fsync (the Raft log is the
+    /// durable record), but redb frees pages only in durable commits: without one now and
+    /// then, the file grows with every write.
+    last_durable: Instant,
 }
+
+/// How often applied batches are committed durably, freeing the pages they replaced.
+const DURABLE_EVERY: Duration = Duration::from_millis(100);
 
 impl StateMachine {
     pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
@@ -61,6 +68,7 @@ impl StateMachine {
             applied: watch::channel(0).0,
             hub: Arc::default(),
             lock_delays: Arc::default(),
+            last_durable: Instant::now(),
         };
         let last = sm.read_applied()?.0.map_or(0, |l| l.index);
         sm.applied.send_replace(last);
@@ -186,9 +194,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(Vec::new());
         }
         let db = self.db.clone();
+        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
+        if durable {
+            self.last_durable = Instant::now();
+        }
         let (results, last, changes) = tokio::task::spawn_blocking(move || {
             let mut txn = db.begin_write().map_err(sto_err)?;
-            txn.set_durability(Durability::None);
+            txn.set_durability(if durable {
+                Durability::Immediate
+            } else {
+                Durability::None
+            });
             let mut results = Vec::with_capacity(entries.len());
             let mut changes = Changes::default();
             let mut last = None;
