@@ -894,9 +894,8 @@ async fn services(args: &[String]) -> anyhow::Result<i32> {
             let c = Client::new(&p);
             let defs: Vec<Value> = match (p.positional.as_slice(), p.value("name")) {
                 ([file], None) => {
-                    let text = std::fs::read(file).with_context(|| format!("read {file}"))?;
-                    let v: Value = serde_json::from_slice(&text)
-                        .map_err(|e| anyhow!("{file}: invalid JSON: {e}"))?;
+                    let v = crate::config::read_file(std::path::Path::new(file))
+                        .map_err(|e| anyhow!(e))?;
                     match (v.get("service"), v.get("services")) {
                         (Some(s), _) => vec![s.clone()],
                         (None, Some(Value::Array(a))) => a.clone(),

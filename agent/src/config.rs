@@ -244,7 +244,7 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>), String> {
         let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|e| format!("config dir {dir}: {e}"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "hcl"))
             .collect();
         found.sort();
         files.extend(found);
@@ -264,15 +264,55 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>), String> {
     Ok((cfg, warnings))
 }
 
-fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Result<(), String> {
+/// Reads a Consul config or definition file: JSON, or HCL when the name ends in `.hcl`.
+pub fn read_file(path: &Path) -> Result<Value, String> {
     let name = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| format!("config file {name}: {e}"))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("config file {name}: invalid JSON: {e}"))?;
+    if path.extension().is_some_and(|x| x == "hcl") {
+        let mut v: Value =
+            hcl::from_str(&text).map_err(|e| format!("config file {name}: invalid HCL: {e}"))?;
+        gather_blocks(&mut v);
+        Ok(v)
+    } else {
+        serde_json::from_str(&text).map_err(|e| format!("config file {name}: invalid JSON: {e}"))
+    }
+}
+
+/// HCL writes several services or checks as repeated `service { }` / `check { }` blocks,
+/// which read as a list under the singular key: move such lists to the plural key.
+fn gather_blocks(v: &mut Value) {
+    fn plural(obj: &mut serde_json::Map<String, Value>, one: &str, many: &str) {
+        if let Some(Value::Array(items)) = obj.get(one).cloned() {
+            obj.remove(one);
+            match obj.entry(many).or_insert_with(|| Value::Array(Vec::new())) {
+                Value::Array(list) => list.extend(items),
+                other => *other = Value::Array(items),
+            }
+        }
+    }
+    let Value::Object(top) = v else { return };
+    plural(top, "service", "services");
+    plural(top, "check", "checks");
+    for key in ["service", "services"] {
+        match top.get_mut(key) {
+            Some(Value::Object(s)) => plural(s, "check", "checks"),
+            Some(Value::Array(list)) => {
+                for s in list.iter_mut() {
+                    if let Value::Object(s) = s {
+                        plural(s, "check", "checks");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Result<(), String> {
+    let name = path.display();
+    let v = read_file(path)?;
     let Value::Object(obj) = v else {
-        return Err(format!(
-            "config file {name}: top level must be a JSON object"
-        ));
+        return Err(format!("config file {name}: top level must be an object"));
     };
     let mut ignored = Vec::new();
     for (k, v) in &obj {
@@ -616,6 +656,81 @@ mod tests {
             w[0].contains("performance, ports.grpc, telemetry"),
             "{}",
             w[0]
+        );
+    }
+
+    #[test]
+    fn reads_consul_hcl_with_repeated_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("agent.hcl");
+        std::fs::write(
+            &f,
+            r#"
+datacenter = "east"
+retry_join = ["10.0.0.1", "10.0.0.2"]
+ports {
+  dns  = 8653
+  grpc = -1
+}
+dns_config {
+  only_passing = true
+  service_ttl  = { "*" = "5s" }
+}
+service {
+  name = "web"
+  port = 80
+  check {
+    id       = "web-http"
+    http     = "http://localhost/health"
+    interval = "10s"
+  }
+  check {
+    id  = "web-ttl"
+    ttl = "30s"
+  }
+}
+service {
+  name   = "db"
+  checks = [{ ttl = "30s" }]
+}
+"#,
+        )
+        .expect("write");
+        let args = [
+            "-config-dir",
+            &dir.path().display().to_string(),
+            "-data-dir",
+            "/tmp",
+        ]
+        .map(String::from);
+        let p = flags::parse(&args, AGENT_FLAGS).expect("flags");
+        let (c, warnings) = load(&p).expect("load");
+        assert_eq!(c.datacenter, "east");
+        assert_eq!(c.retry_join, ["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(c.dns_port, 8653);
+        assert!(c.dns.only_passing);
+        assert_eq!(c.dns.service_ttl.get("*"), Some(&5));
+        assert!(
+            warnings.iter().any(|w| w.contains("ports.grpc")),
+            "{warnings:?}"
+        );
+        // Repeated blocks: two services, the first with two checks.
+        let names: Vec<&str> = c
+            .services
+            .iter()
+            .filter_map(|(_, s)| s["name"].as_str())
+            .collect();
+        assert_eq!(names, ["web", "db"]);
+        assert_eq!(c.services[0].1["checks"].as_array().map(Vec::len), Some(2));
+        assert_eq!(c.services[1].1["checks"].as_array().map(Vec::len), Some(1));
+
+        // A syntax error names the file and the line.
+        std::fs::write(&f, "datacenter = \"east\"\nports {\n  dns = \n}\n").expect("write");
+        let e = load(&p).expect_err("broken HCL");
+        assert!(
+            e.starts_with(&format!("config file {}: invalid HCL", f.display()))
+                && e.contains("line 3"),
+            "{e}"
         );
     }
 

@@ -314,6 +314,16 @@ pub async fn leader_of(a: &Agent) -> Option<String> {
     (!l.is_empty()).then_some(l)
 }
 
+/// Starts a single server (`-server -bootstrap-expect 1` plus `extra`) in `root/name` and
+/// waits until it leads.
+pub async fn single_server(root: &Path, name: &str, extra: &[&str]) -> anyhow::Result<Agent> {
+    let mut args = vec!["-server", "-bootstrap-expect", "1"];
+    args.extend_from_slice(extra);
+    let a = Agent::start(name, &root.join(name), &args)?;
+    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    Ok(a)
+}
+
 /// Starts `n` servers with `-bootstrap-expect n`, joined through the first one's gossip port,
 /// and waits until all agree on a leader.
 pub async fn start_servers(root: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Vec<Agent>> {

@@ -505,22 +505,9 @@ async fn truncation_recursors_ptr_and_dns_config() -> anyhow::Result<()> {
 async fn agent_with(root: &std::path::Path, name: &str, config: serde_json::Value) -> Agent {
     let cfg = root.join(format!("{name}.json"));
     std::fs::write(&cfg, config.to_string()).expect("config");
-    let a = Agent::start(
-        name,
-        &root.join(name),
-        &[
-            "-server",
-            "-bootstrap-expect",
-            "1",
-            "-config-file",
-            &cfg.display().to_string(),
-        ],
-    )
-    .expect("agent");
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a))
+    single_server(root, name, &["-config-file", &cfg.display().to_string()])
         .await
-        .expect("leader");
-    a
+        .expect("agent")
 }
 
 /// Registers `n` instances of `svc` on nodes `<svc>-<i>` at 10.7.<k>.<i>, weights from `w`.

@@ -442,18 +442,12 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
     );
 
     write(&bad, &json!({"service": {"name": "alpha", "port": 1}}));
-    let a = Agent::start(
+    let a = single_server(
+        root.path(),
         "r1",
-        &root.path().join("r1"),
-        &[
-            "-server",
-            "-bootstrap-expect",
-            "1",
-            "-config-dir",
-            &cfg.display().to_string(),
-        ],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+        &["-config-dir", &cfg.display().to_string()],
+    )
+    .await?;
     let services = || async {
         get(&a.url("/v1/agent/services"))
             .await
@@ -563,6 +557,68 @@ async fn services_critical_past_deregister_after_are_reaped() -> anyhow::Result<
         t.elapsed() >= Duration::from_secs(2),
         "reaped too early: {:?}",
         t.elapsed()
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hcl_definitions_load_from_config_dir_and_services_register() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("cfg");
+    std::fs::create_dir_all(&cfg)?;
+    std::fs::write(
+        cfg.join("services.hcl"),
+        r#"
+service {
+  name = "web"
+  tags = ["v1"]
+  port = 8080
+  check {
+    id     = "web-ttl"
+    ttl    = "10m"
+    status = "passing"
+  }
+}
+service {
+  name = "cache"
+  port = 6379
+}
+"#,
+    )?;
+    let a = single_server(
+        root.path(),
+        "h1",
+        &["-config-dir", &cfg.display().to_string()],
+    )
+    .await?;
+    let services = get(&a.url("/v1/agent/services")).await?.json();
+    assert_eq!(services["web"]["Tags"], json!(["v1"]));
+    assert_eq!(services["cache"]["Port"], 6379);
+    wait_until(
+        "web passing in the catalog",
+        Duration::from_secs(10),
+        || async {
+            let h = get(&a.url("/v1/health/service/web?passing"))
+                .await
+                .ok()?
+                .json();
+            (h.as_array()?.len() == 1).then_some(())
+        },
+    )
+    .await?;
+
+    // `muster services register` takes an HCL file too.
+    let file = root.path().join("api.hcl");
+    std::fs::write(&file, "service {\n  name = \"api\"\n  port = 9000\n}\n")?;
+    let out = a.cli(&["services", "register", &file.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get(&a.url("/v1/agent/service/api")).await?.json()["Port"],
+        9000
     );
     Ok(())
 }
