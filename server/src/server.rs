@@ -30,7 +30,7 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 1024;
 /// Log entries proposed but not yet committed, at most: later writes queue up and form the
 /// next, larger batch meanwhile.
-const BATCHES_IN_FLIGHT: usize = 4;
+const BATCHES_IN_FLIGHT: usize = 2;
 
 /// What became of one command handed to the batcher.
 enum Outcome {
