@@ -295,7 +295,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     ..config.dns.clone()
                 },
             );
-            tasks.spawn(muster_dns::serve(handler, udp, tcp, cancel.clone()));
+            // DNS gets a thread and a single-threaded runtime of its own: a query is
+            // received, answered and sent without crossing threads (the work-stealing
+            // runtime spent a quarter of its time waking other workers), and HTTP or Raft
+            // load cannot delay it.
+            let (udp, tcp) = (udp.into_std()?, tcp.into_std()?);
+            let c = cancel.clone();
+            tasks.spawn(async move {
+                let dns = tokio::task::spawn_blocking(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    rt.block_on(async {
+                        let udp = tokio::net::UdpSocket::from_std(udp)?;
+                        let tcp = tokio::net::TcpListener::from_std(tcp)?;
+                        muster_dns::serve(handler, udp, tcp, c).await;
+                        Ok::<_, std::io::Error>(())
+                    })
+                });
+                match dns.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "DNS server failed"),
+                    Err(e) => tracing::error!(error = %e, "DNS server panicked"),
+                }
+            });
             Some(addr)
         }
         None => None,
