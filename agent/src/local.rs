@@ -623,7 +623,10 @@ impl Local {
             let q = Query::NodeChecks {
                 name: self.node.clone(),
             };
-            let read = server.wait_index(Consistency::Stale, q, index, Duration::from_secs(300));
+            // Index 0 (this node is not in the catalog yet, say before a leader exists) would
+            // answer at once, every time: wait for it to appear instead of spinning.
+            let min = index.max(1);
+            let read = server.wait_index(Consistency::Stale, q, min, Duration::from_secs(300));
             let res = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = read => r,

@@ -309,3 +309,32 @@ async fn state_file_does_not_grow_with_rewrites_of_the_same_key() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A server waiting for peers that never come (no leader, so its node is never in the
+/// catalog) must sit idle, not spin on its own-node watch, and still stop on SIGTERM.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_a_leader_idles_and_stops_on_sigterm() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut a = Agent::start(
+        "lonely",
+        &root.path().join("lonely"),
+        &["-server", "-bootstrap-expect", "3"],
+    )?;
+    let pid = a.pid().expect("pid");
+    tokio::time::sleep(Duration::from_secs(2)).await; // past startup work
+    let (t0, w0) = (
+        muster_tests::bench::cpu_ticks(pid),
+        std::time::Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticks = muster_tests::bench::cpu_ticks(pid) - t0;
+    let share = ticks as f64 / 100.0 / w0.elapsed().as_secs_f64();
+    // A busy loop shows as ~100% of a core; an idle agent is well under 10%.
+    assert!(
+        share < 0.3,
+        "idle agent used {:.0}% of a core",
+        share * 100.0
+    );
+    a.terminate(Duration::from_secs(10))?;
+    Ok(())
+}
