@@ -524,18 +524,21 @@ impl DnsHandler {
     /// heard from the leader for `max_stale`. On a server, a non-stale mode is settled here
     /// (the barrier), so the local reads that follow may be stale reads.
     async fn mode(&self) -> muster_server::Result<Consistency> {
-        let stale_ok = self.config.allow_stale
-            && match self.server.barrier(Consistency::Stale).await {
-                Ok(meta) => u128::from(meta.last_contact_ms) <= self.config.max_stale.as_millis(),
-                // A client agent: the server it asks reports how stale it is.
-                Err(_) => true,
-            };
-        if stale_ok {
-            return Ok(Consistency::Stale);
+        if !self.server.is_server() {
+            // The server a client agent asks reports how stale it is: see `read`.
+            return Ok(if self.config.allow_stale {
+                Consistency::Stale
+            } else {
+                Consistency::Default
+            });
         }
-        if self.server.is_server() {
-            self.server.barrier(Consistency::Default).await?;
+        if self.config.allow_stale {
+            let meta = self.server.barrier(Consistency::Stale).await?;
+            if u128::from(meta.last_contact_ms) <= self.config.max_stale.as_millis() {
+                return Ok(Consistency::Stale);
+            }
         }
+        self.server.barrier(Consistency::Default).await?;
         Ok(Consistency::Default)
     }
 
