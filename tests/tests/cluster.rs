@@ -287,12 +287,7 @@ async fn snapshot_brings_a_new_server_up_to_date() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn state_file_does_not_grow_with_rewrites_of_the_same_key() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "grow",
-        &root.path().join("grow"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "grow", &[]).await?;
     let value = vec![b'x'; 4096];
     let started = std::time::Instant::now();
     let mut writes = 0;

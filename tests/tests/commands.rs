@@ -79,12 +79,7 @@ async fn alive_in_catalog(server: &Agent, node: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_runs_one_child_and_hands_over_when_the_holder_dies() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let server = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
+    let server = single_server(root.path(), "srv", &[]).await?;
     let join = server.serf.to_string();
     let mut c1 = Agent::start("c1", &root.path().join("c1"), &["-join", &join])?;
     let c2 = Agent::start("c2", &root.path().join("c2"), &["-join", &join])?;
@@ -130,12 +125,7 @@ async fn lock_runs_one_child_and_hands_over_when_the_holder_dies() -> anyhow::Re
 #[tokio::test(flavor = "multi_thread")]
 async fn lock_semaphore_and_signal_forwarding() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let server = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
+    let server = single_server(root.path(), "srv", &[]).await?;
     alive_in_catalog(&server, "srv").await;
     let log = root.path().join("sem.log");
     let mut procs: Vec<LockProc> = ["a", "b", "c"]
@@ -181,12 +171,7 @@ async fn lock_semaphore_and_signal_forwarding() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_export_import_round_trips_binary_values_and_flags() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "srv", &[]).await?;
     let binary: Vec<u8> = (0..=255u8).collect();
     assert_eq!(
         put(&a.url("/v1/kv/app/bin?flags=42"), &binary)
@@ -267,12 +252,7 @@ fn out_stdout(a: &Agent, args: &[&str]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 async fn catalog_commands_list_nodes_and_services() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "srv", &[]).await?;
     alive_in_catalog(&a, "srv").await;
     let reg = serde_json::json!({"Node": "web1", "Address": "10.0.0.5", "Service": {"Service": "web", "Tags": ["v1", "blue"], "Port": 80}});
     assert_eq!(
@@ -307,12 +287,7 @@ async fn catalog_commands_list_nodes_and_services() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn kv_cli_detailed_and_locks() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "srv", &[]).await?;
     alive_in_catalog(&a, "srv").await;
     let sid = put(&a.url("/v1/session/create"), b"{}").await?.json()["ID"]
         .as_str()

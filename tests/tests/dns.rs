@@ -99,12 +99,7 @@ async fn register(a: &Agent, v: serde_json::Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn names_records_health_and_negative_answers() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "dns1",
-        &root.path().join("dns1"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "dns1", &[]).await?;
     let dns = a.dns.expect("dns port");
     for i in 1..=3 {
         let tag = if i == 1 { "master" } else { "replica" };
@@ -278,12 +273,7 @@ fn dnsmasq(upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Dnsmas
 #[tokio::test(flavor = "multi_thread")]
 async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "web01",
-        &root.path().join("web01"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "web01", &[]).await?;
     for i in 1..=2 {
         register(
             &a,
@@ -720,12 +710,7 @@ async fn malformed_and_hostile_packets_get_errors_not_stalls() -> anyhow::Result
 #[tokio::test(flavor = "multi_thread")]
 async fn client_agent_answers_from_its_cache_for_max_stale() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut s = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&s)).await?;
+    let mut s = single_server(root.path(), "srv", &[]).await?;
     register(
         &s,
         json!({"Node": "db1", "Address": "10.9.0.1", "Service": {"Service": "db", "Port": 5432}}),

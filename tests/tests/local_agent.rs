@@ -140,12 +140,7 @@ async fn redis_master_pattern_and_script_exit_codes() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn ttl_http_tcp_checks_and_anti_entropy() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "n1",
-        &root.path().join("n1"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "n1", &[]).await?;
     // A tiny HTTP server for the HTTP check, and its port for the TCP check.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
@@ -283,12 +278,7 @@ async fn ttl_http_tcp_checks_and_anti_entropy() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_hides_persists_and_expires() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut a = Agent::start(
-        "img",
-        &root.path().join("img"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let mut a = single_server(root.path(), "img", &[]).await?;
     let def = json!({"Name": "web", "ID": "web1", "Port": 80, "Check": {"TTL": "1h", "Status": "passing"}});
     assert_eq!(
         put(
@@ -518,12 +508,7 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
 #[tokio::test(flavor = "multi_thread")]
 async fn services_critical_past_deregister_after_are_reaped() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let a = Agent::start(
-        "reap",
-        &root.path().join("reap"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&a)).await?;
+    let a = single_server(root.path(), "reap", &[]).await?;
     let def = json!({"Name": "flaky", "Check": {"CheckID": "flaky-ttl", "TTL": "1h", "Status": "passing",
         "DeregisterCriticalServiceAfter": "2s"}});
     assert_eq!(

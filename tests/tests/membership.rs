@@ -19,12 +19,7 @@ fn serf_health(checks: &serde_json::Value) -> Option<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn client_agent_forwards_reads_and_writes() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let server = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
+    let server = single_server(root.path(), "srv", &[]).await?;
     let client = Agent::start(
         "cli",
         &root.path().join("cli"),
@@ -62,12 +57,7 @@ async fn client_agent_forwards_reads_and_writes() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn failed_and_left_members_are_told_apart() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let server = Agent::start(
-        "srv",
-        &root.path().join("srv"),
-        &["-server", "-bootstrap-expect", "1"],
-    )?;
-    wait_until("leader", Duration::from_secs(10), || leader_of(&server)).await?;
+    let server = single_server(root.path(), "srv", &[]).await?;
     let join = server.serf.to_string();
     let mut doomed = Agent::start("doomed", &root.path().join("doomed"), &["-join", &join])?;
     let leaver = Agent::start(
