@@ -32,6 +32,11 @@ const MAX_BATCH: usize = 1024;
 /// next, larger batch meanwhile.
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// Forwarding RPCs to the leader in flight, at most. More than `BATCHES_IN_FLIGHT`: a
+/// forwarded write should join the leader's queue at once, where it is batched anyway,
+/// rather than wait out a whole round trip for a free slot here.
+const FORWARDS_IN_FLIGHT: usize = 16;
+
 /// What became of one command handed to the batcher.
 enum Outcome {
     Done(CommandResult),
@@ -212,8 +217,11 @@ impl Server {
                 ident.node_id
             }
         };
-        let sm_db = open_db(&config.data_dir.join("state.redb"), 16 << 20)?;
+        let sm_path = config.data_dir.join("state.redb");
+        let sm_db = open_db(&sm_path, 16 << 20)?;
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
+        crate::raft::state_machine::spawn_flusher(&sm_path, sm.applied_rx())
+            .map_err(|e| Error::Storage(format!("cannot start the state file flusher: {e}")))?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
         let hub = sm.hub.clone();
@@ -568,7 +576,7 @@ type Forward = (
 
 /// Ships queued writes to the leader, many per RPC, a few RPCs in flight.
 async fn forward_loop(rpc: RpcClient, mut rx: tokio::sync::mpsc::Receiver<Forward>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
+    let permits = Arc::new(tokio::sync::Semaphore::new(FORWARDS_IN_FLIGHT));
     loop {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;

@@ -52,6 +52,38 @@ pub(crate) struct StateMachine {
 
 /// How often applied batches are committed durably, freeing the pages they replaced.
 const DURABLE_EVERY: Duration = Duration::from_millis(100);
+/// How often the flusher writes back what the last batches changed.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// Writes the state file's dirty pages back on a thread of its own, so the fsync of the
+/// periodic durable commit, which runs on the apply path and holds up every write's reply,
+/// finds less left to do: in the 3-server PUT bench it took 9-10 ms every 100 ms, 4-5 ms
+/// with this, and PUT p99 went from 21-25 to 18 ms.
+/// An fsync through a second handle only persists pages early; a crash still recovers to
+/// the last durable commit, since non-durable commits never write the file's header.
+pub(crate) fn spawn_flusher(
+    path: &std::path::Path,
+    mut applied: watch::Receiver<u64>,
+) -> std::io::Result<()> {
+    let file = std::fs::File::open(path)?;
+    std::thread::Builder::new()
+        .name("state-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(FLUSH_EVERY);
+            match applied.has_changed() {
+                // The state machine is gone: the server has stopped.
+                Err(_) => return,
+                Ok(false) => {}
+                Ok(true) => {
+                    applied.mark_unchanged();
+                    if let Err(e) = file.sync_data() {
+                        tracing::warn!(error = %e, "state file writeback failed");
+                    }
+                }
+            }
+        })?;
+    Ok(())
+}
 
 impl StateMachine {
     pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
