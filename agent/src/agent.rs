@@ -211,6 +211,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             );
             sc.snapshot_threshold = config.raft_snapshot_threshold;
             sc.trailing_logs = config.raft_trailing_logs;
+            sc.tombstone_ttl = config.tombstone_ttl;
             Server::start(sc, listener, core.clone()).await?
         }
         None => Server::client(),

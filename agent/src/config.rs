@@ -49,6 +49,8 @@ pub struct Config {
     pub raft_snapshot_threshold: u64,
     /// Entries kept behind a snapshot (Consul's `raft_trailing_logs`).
     pub raft_trailing_logs: u64,
+    /// How long deleted KV keys' tombstones are kept (Muster's own key; Consul: 15 min).
+    pub tombstone_ttl: std::time::Duration,
     /// Service definitions from config files: (file, definition). Shared: the config is
     /// cloned, and thousands of definitions need not be.
     pub services: std::sync::Arc<Vec<(String, Value)>>,
@@ -91,6 +93,7 @@ impl Default for Config {
             enable_local_script_checks: false,
             raft_snapshot_threshold: 16_384,
             raft_trailing_logs: 10_240,
+            tombstone_ttl: std::time::Duration::from_secs(15 * 60),
             services: Default::default(),
             checks: Default::default(),
             check_update_interval: std::time::Duration::from_secs(300),
@@ -398,6 +401,11 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 }
             }
             "dns_config" => apply_dns(cfg, v, &name.to_string(), &mut ignored)?,
+            "tombstone_ttl" => {
+                let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
+                cfg.tombstone_ttl =
+                    muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
+            }
             "check_update_interval" => {
                 let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
                 cfg.check_update_interval =
@@ -742,5 +750,19 @@ service {
         assert_eq!(e, "config file FILE: unknown key \"ports.htp\"");
         let e = load_with(r#"{"data_dir": 5}"#, &[]).unwrap_err();
         assert_eq!(e, "config file FILE: key \"data_dir\": expected a string");
+        let e = load_with(r#"{"tombstone_ttl": "soon"}"#, &[]).unwrap_err();
+        assert_eq!(
+            e,
+            "config file FILE: key \"tombstone_ttl\": invalid duration"
+        );
+    }
+
+    #[test]
+    fn tombstone_ttl_is_a_duration() {
+        let (c, _) =
+            load_with(r#"{"data_dir": "/d", "tombstone_ttl": "90s"}"#, &[]).expect("loads");
+        assert_eq!(c.tombstone_ttl, std::time::Duration::from_secs(90));
+        let (c, _) = load_with(r#"{"data_dir": "/d"}"#, &[]).expect("loads");
+        assert_eq!(c.tombstone_ttl, std::time::Duration::from_secs(15 * 60));
     }
 }

@@ -159,3 +159,38 @@ async fn no_lost_wakeups_under_back_to_back_changes() {
     }
     eprintln!("worst wake-up {worst:?}");
 }
+
+#[tokio::test]
+async fn tombstones_hold_a_prefix_index_until_reaped_then_it_moves_on() {
+    let ttl = Duration::from_secs(2);
+    let f = fixture_with(|c| c.tombstone_ttl = ttl).await;
+    let deleted_at = Instant::now();
+    call(&f, "PUT", "/v1/kv/gc/a", "1").await;
+    call(&f, "DELETE", "/v1/kv/gc/a", axum::body::Body::empty()).await;
+    let d = get(&f, "/v1/kv/gc/?recurse").await;
+    assert_eq!(d.status, StatusCode::NOT_FOUND);
+    let tomb = d.index();
+    call(&f, "PUT", "/v1/kv/other", "1").await;
+    let later = get(&f, "/v1/kv/other").await.index();
+    assert!(later > tomb);
+    // A young tombstone still gives the empty prefix the delete's index.
+    assert_eq!(get(&f, "/v1/kv/gc/?recurse").await.index(), tomb);
+    assert!(
+        deleted_at.elapsed() < ttl,
+        "too slow to see the young tombstone"
+    );
+
+    // Reaping wakes a watcher of the prefix, and the index it reports moves past every
+    // earlier one, so no client sees it go backwards.
+    let w = watch(&f, format!("/v1/kv/gc/?recurse&index={tomb}&wait=30s"));
+    let (woke, r) = tokio::time::timeout(Duration::from_secs(20), w)
+        .await
+        .expect("reaping woke the watcher")
+        .expect("task");
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(r.index() > later, "{} <= {later}", r.index());
+    assert!(
+        woke.duration_since(deleted_at) >= ttl,
+        "reaped before the TTL"
+    );
+}

@@ -26,6 +26,9 @@ pub struct ServerConfig {
     pub max_stale: Duration,
     /// Upper bound on waiting for a leader before a write fails with `No cluster leader`.
     pub leader_wait: Duration,
+    /// How long a deleted KV key's tombstone is kept (Consul: 15 minutes). It must outlast
+    /// the longest blocking query (10 minutes), which relies on it to see the delete.
+    pub tombstone_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -45,6 +48,7 @@ impl ServerConfig {
             trailing_logs: 10_240,
             max_stale: Duration::from_secs(5),
             leader_wait: Duration::from_secs(2),
+            tombstone_ttl: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -269,6 +269,7 @@ impl Server {
         });
         tokio::spawn(track_lease(local.clone(), cancel.clone()));
         tokio::spawn(session_reaper(local.clone(), cancel.clone()));
+        tokio::spawn(tombstone_reaper(local.clone(), cancel.clone()));
         tokio::spawn(accept_loop(local.clone(), listener, cancel.clone()));
         {
             let raft = local.raft.clone();
@@ -715,6 +716,53 @@ async fn session_reaper(local: Arc<Local>, cancel: CancellationToken) {
             } else {
                 lock(&local.session_deadlines).remove(&id);
             }
+        }
+    }
+}
+
+/// On the leader: drops KV tombstones older than `tombstone_ttl`, as Consul's tombstone GC.
+/// Without it every deleted key (each `muster lock` run leaves one) stays in the state forever.
+async fn tombstone_reaper(local: Arc<Local>, cancel: CancellationToken) {
+    let ttl = local.config.tombstone_ttl;
+    // Consul reaps in 30 s steps; short TTLs (tests) get proportionally finer ones.
+    let step = (ttl / 30).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(step);
+    // (when, applied index then), oldest first: the newest mark older than the TTL bounds
+    // which tombstones may go. Kept in memory only; a new leader starts counting afresh.
+    let mut marks: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut reaped = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if local.leader_view() != LeaderView::Me {
+            marks.clear();
+            continue;
+        }
+        let now = Instant::now();
+        marks.push_back((now, *local.applied.borrow()));
+        let mut upto = None;
+        while let Some(&(at, index)) = marks.front() {
+            if now.duration_since(at) < ttl {
+                break;
+            }
+            upto = Some(index);
+            marks.pop_front();
+        }
+        let Some(upto) = upto.filter(|&u| u > reaped) else {
+            continue;
+        };
+        match local.catalog.has_tombstones_upto(upto) {
+            Ok(false) => reaped = upto,
+            Ok(true) => match local.write(Command::KvReapTombstones { upto }, false).await {
+                Ok(_) => {
+                    tracing::debug!(upto, "reaped KV tombstones");
+                    reaped = upto;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot reap KV tombstones"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot read KV tombstones"),
         }
     }
 }

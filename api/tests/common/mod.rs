@@ -64,13 +64,19 @@ impl Drop for Fixture {
 }
 
 pub async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+/// A fixture whose server config `tune` adjusts first.
+pub async fn fixture_with(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let cancel = CancellationToken::new();
-    let cfg = ServerConfig::new("n1", "dc1", dir.path().to_path_buf(), &addr);
+    let mut cfg = ServerConfig::new("n1", "dc1", dir.path().to_path_buf(), &addr);
+    tune(&mut cfg);
     let server = Server::start(cfg, listener, cancel.clone())
         .await
         .expect("start");

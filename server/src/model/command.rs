@@ -33,6 +33,8 @@ pub enum Command {
     SessionDestroy { id: String },
     /// Apply every operation or none.
     Txn(Vec<TxnOp>),
+    /// Drop KV tombstones left at or before this index (the leader's tombstone GC).
+    KvReapTombstones { upto: u64 },
 }
 
 /// What applying a [`Command`] produced.

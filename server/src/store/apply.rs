@@ -50,6 +50,7 @@ pub(crate) fn apply_command(
         } => a.kv_set(key, value, flags, cas, lock)?,
         Command::KvDelete { key, cas } => a.kv_delete(&key, cas)?,
         Command::KvDeleteTree { prefix } => a.kv_delete_tree(&prefix)?,
+        Command::KvReapTombstones { upto } => a.kv_reap_tombstones(upto)?,
         Command::Register(reg) => a.register(*reg)?,
         Command::Deregister {
             node,
@@ -243,20 +244,48 @@ impl Apply<'_> {
     }
 
     fn kv_delete_tree(&mut self, prefix: &str) -> R<bool> {
+        let mut t = self.table(KV)?;
+        // Collected first: the keys under a prefix are one contiguous run, and the rest of
+        // the table need not be visited.
         let mut removed = Vec::new();
-        self.table(KV)?
-            .retain_in::<&str, _>(prefix.., |k, _| {
-                if k.starts_with(prefix) {
-                    removed.push(k.to_string());
-                    false
-                } else {
-                    true
-                }
-            })
-            .map_err(sto_err)?;
+        for item in t.range::<&str>(prefix..).map_err(sto_err)? {
+            let (k, _) = item.map_err(sto_err)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            removed.push(k.value().to_string());
+        }
+        for k in &removed {
+            t.remove(k.as_str()).map_err(sto_err)?;
+        }
+        drop(t);
         for k in removed {
             self.tombstone(&k)?;
         }
+        Ok(true)
+    }
+
+    /// Tombstones exist so that a blocking query on a prefix sees a delete's index; once no
+    /// such query can still be waiting, they only take space. The prefixes they covered fall
+    /// back to the KV table's index, which this bumps past theirs.
+    fn kv_reap_tombstones(&mut self, upto: u64) -> R<bool> {
+        let mut reaped = Vec::new();
+        self.table(KV_TOMBS)?
+            .retain(|k, v| {
+                let old = decode::<u64>(v).is_ok_and(|i| i <= upto);
+                if old {
+                    reaped.push(k.to_string());
+                }
+                !old
+            })
+            .map_err(sto_err)?;
+        if reaped.is_empty() {
+            return Ok(true);
+        }
+        for k in reaped {
+            self.ch.kv.insert(k);
+        }
+        self.bump(IDX_KV)?;
         Ok(true)
     }
 

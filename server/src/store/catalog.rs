@@ -151,6 +151,19 @@ impl Catalog {
         }
     }
 
+    /// Whether any tombstone was left at or before `index`.
+    pub(crate) fn has_tombstones_upto(&self, index: u64) -> Result<bool> {
+        let txn = self.read()?;
+        let t = txn.open_table(KV_TOMBS)?;
+        for item in t.iter()? {
+            let (_, v) = item?;
+            if de::<u64>(v.value())? <= index {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The highest deletion index under a prefix.
     fn max_tombstone(&self, txn: &ReadTransaction, prefix: &str) -> Result<u64> {
         let t = txn.open_table(KV_TOMBS)?;
