@@ -284,17 +284,18 @@ async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<(
     }
     let d = dnsmasq(a.dns.expect("dns"), root.path())?;
     let dm = d.1;
-    let first = wait_until(
-        "dnsmasq answering",
-        Duration::from_secs(10),
-        || async move {
-            let m = std::panic::catch_unwind(|| {
-                udp(dm, "log-aggregator.service.consul.", RecordType::A)
-            })
-            .ok()?;
+    // dnsmasq binds its port a moment after it starts: a query sent before is lost, so
+    // readiness is polled with one-second tries rather than the 5 s reply timeout.
+    let ask = query("log-aggregator.service.consul.", RecordType::A, Some(1232));
+    let first = wait_until("dnsmasq answering", Duration::from_secs(20), || {
+        let ask = ask.clone();
+        async move {
+            let m = tokio::task::spawn_blocking(move || udp_raw(dm, &ask))
+                .await
+                .ok()??;
             (m.response_code() == ResponseCode::NoError).then_some(m)
-        },
-    )
+        }
+    })
     .await?;
     assert_eq!(sorted(ips(&first)), ["10.1.0.1", "10.1.0.2"]);
     assert_eq!(
