@@ -27,3 +27,150 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
 fn redb_stores_pass_openraft_suite() -> Result<(), StorageError> {
     Suite::test_all(RedbBuilder)
 }
+
+/// Destroying a session finds its locks through the `session_keys` index, which every KV
+/// write path keeps in step and a restart rebuilds from the KV table.
+#[test]
+fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError> {
+    use crate::model::{
+        Command, KvEntry, KvVerb, LockOp, Node, Registration, Session, SessionBehavior, TxnOp,
+    };
+    use crate::raft::types::{decode, sto_err};
+    use crate::store::tables::{KV, SESSION_KEYS};
+    use crate::store::{apply_command, rebuild_session_keys, Changes};
+    use redb::{ReadableTable, ReadableTableMetadata};
+
+    let dir = TempDir::new().map_err(sto_err)?;
+    let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
+    let db = std::sync::Arc::new(db);
+    let _sm = StateMachine::new(db.clone(), dir.path().join("snapshot.bin"))?;
+    let mut index = 0;
+    let mut apply = |cmds: Vec<Command>| -> Result<Vec<bool>, StorageError> {
+        index += 1;
+        let txn = db.begin_write().map_err(sto_err)?;
+        let mut ch = Changes::default();
+        let mut ok = Vec::new();
+        for c in cmds {
+            ok.push(apply_command(&txn, index, c, &mut ch)?.success);
+        }
+        txn.commit().map_err(sto_err)?;
+        Ok(ok)
+    };
+    let set = |key: &str, lock: Option<LockOp>| Command::KvSet {
+        key: key.into(),
+        value: b"v".to_vec(),
+        flags: 0,
+        cas: None,
+        lock,
+    };
+    let session = |id: &str, behavior| {
+        Command::SessionCreate(Box::new(Session {
+            id: id.into(),
+            node: "n1".into(),
+            behavior,
+            ..Session::default()
+        }))
+    };
+    let node = Node {
+        name: "n1".into(),
+        ..Node::default()
+    };
+    let acquire = |s: &str| Some(LockOp::Acquire(s.into()));
+    let ok = apply(vec![
+        Command::Register(Box::new(Registration {
+            node,
+            skip_node_update: false,
+            service: None,
+            checks: Vec::new(),
+        })),
+        session("a", SessionBehavior::Release),
+        session("b", SessionBehavior::Delete),
+        set("free", None),
+        set("a/plain", acquire("a")),
+        set("a/rewritten", acquire("a")),
+        set("a/deleted", acquire("a")),
+        set("a/tree/x", acquire("a")),
+        set("b/held", acquire("b")),
+    ])?;
+    assert!(ok.iter().all(|&o| o), "{ok:?}");
+    let ok = apply(vec![
+        // A plain write keeps the holder; a delete (alone or in a tree) drops the lock.
+        set("a/rewritten", None),
+        Command::KvDelete {
+            key: "a/deleted".into(),
+            cas: None,
+        },
+        set("a/deleted", None),
+        Command::KvDeleteTree {
+            prefix: "a/tree/".into(),
+        },
+        Command::Txn(vec![TxnOp::Kv {
+            verb: KvVerb::Lock,
+            key: "a/txn".into(),
+            value: b"t".to_vec(),
+            flags: 0,
+            index: 0,
+            session: "a".into(),
+        }]),
+    ])?;
+    assert!(ok.iter().all(|&o| o), "{ok:?}");
+
+    let held = |db: &redb::Database| -> Result<Vec<String>, StorageError> {
+        let txn = db.begin_read().map_err(sto_err)?;
+        let t = txn.open_table(SESSION_KEYS).map_err(sto_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(sto_err)? {
+            let (k, _) = item.map_err(sto_err)?;
+            out.push(k.value().replace('\0', " "));
+        }
+        Ok(out)
+    };
+    let expect = ["a a/plain", "a a/rewritten", "a a/txn", "b b/held"];
+    assert_eq!(held(&db)?, expect);
+    // A restart rebuilds the same index from the KV table.
+    {
+        let txn = db.begin_write().map_err(sto_err)?;
+        txn.open_table(SESSION_KEYS)
+            .map_err(sto_err)?
+            .retain(|_, _| false)
+            .map_err(sto_err)?;
+        rebuild_session_keys(&txn)?;
+        txn.commit().map_err(sto_err)?;
+    }
+    assert_eq!(held(&db)?, expect);
+
+    apply(vec![
+        Command::SessionDestroy { id: "a".into() },
+        Command::SessionDestroy { id: "b".into() },
+    ])?;
+    let txn = db.begin_read().map_err(sto_err)?;
+    let kv = txn.open_table(KV).map_err(sto_err)?;
+    let get = |k: &str| -> Result<Option<KvEntry>, StorageError> {
+        kv.get(k)
+            .map_err(sto_err)?
+            .map(|v| decode::<KvEntry>(v.value()))
+            .transpose()
+    };
+    for k in ["a/plain", "a/rewritten", "a/txn", "a/deleted", "free"] {
+        let e = get(k)?.unwrap_or_else(|| panic!("{k} kept"));
+        assert_eq!(e.session, None, "{k} released");
+    }
+    assert_eq!(
+        get("a/deleted")?.map(|e| e.modify_index),
+        Some(2),
+        "untouched"
+    );
+    assert!(
+        get("b/held")?.is_none(),
+        "a delete-behavior session deletes its keys"
+    );
+    assert_eq!(held(&db)?, Vec::<String>::new());
+    assert_eq!(
+        txn.open_table(SESSION_KEYS)
+            .map_err(sto_err)?
+            .len()
+            .map_err(sto_err)?,
+        0
+    );
+    Ok(())
+}

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::types::*;
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
-use crate::store::{apply_command, Catalog, Changes};
+use crate::store::{apply_command, rebuild_session_keys, Catalog, Changes};
 
 /// What a snapshot file holds: the table rows plus the metadata they correspond to.
 #[derive(Serialize, Deserialize)]
@@ -93,6 +93,7 @@ impl StateMachine {
         }
         txn.open_table(SM_META).map_err(sto_err)?;
         txn.open_table(INDEXES).map_err(sto_err)?;
+        rebuild_session_keys(&txn)?;
         txn.commit().map_err(sto_err)?;
         let sm = StateMachine {
             db,
@@ -330,6 +331,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice())
                     .map_err(sto_err)?;
             }
+            rebuild_session_keys(&txn)?;
             txn.commit().map_err(sto_err)?;
             Self::write_snapshot_file(&path, &SnapshotFile { meta, data })
         })

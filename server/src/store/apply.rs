@@ -16,6 +16,23 @@ use crate::raft::types::{decode, encode, sto_err, StorageError};
 
 type R<T> = Result<T, StorageError>;
 
+/// Rebuilds [`SESSION_KEYS`] from the KV table: at start (data written before the index
+/// existed) and after a snapshot replaced the tables.
+pub(crate) fn rebuild_session_keys(txn: &WriteTransaction) -> R<()> {
+    let mut idx = txn.open_table(SESSION_KEYS).map_err(sto_err)?;
+    idx.retain(|_, _| false).map_err(sto_err)?;
+    let kv = txn.open_table(KV).map_err(sto_err)?;
+    for item in kv.iter().map_err(sto_err)? {
+        let (k, v) = item.map_err(sto_err)?;
+        let e: KvEntry = decode(v.value())?;
+        if let Some(s) = &e.session {
+            idx.insert(node_key(s, k.value()).as_str(), [].as_slice())
+                .map_err(sto_err)?;
+        }
+    }
+    Ok(())
+}
+
 /// What a batch of commands touched.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
@@ -147,6 +164,37 @@ impl Apply<'_> {
         Ok(())
     }
 
+    /// Writes a KV entry whose holder was `prev_holder`, keeping [`SESSION_KEYS`] in step.
+    fn kv_store(&mut self, e: &KvEntry, prev_holder: Option<&str>) -> R<()> {
+        put(&mut self.table(KV)?, &e.key, e)?;
+        let holder = e.session.as_deref();
+        if holder != prev_holder {
+            let mut t = self.table(SESSION_KEYS)?;
+            if let Some(s) = prev_holder {
+                t.remove(node_key(s, &e.key).as_str()).map_err(sto_err)?;
+            }
+            if let Some(s) = holder {
+                t.insert(node_key(s, &e.key).as_str(), [].as_slice())
+                    .map_err(sto_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a KV entry, keeping [`SESSION_KEYS`] in step; returns what was there.
+    fn kv_remove(&mut self, key: &str) -> R<Option<KvEntry>> {
+        let old: Option<KvEntry> = match self.table(KV)?.remove(key).map_err(sto_err)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        if let Some(s) = old.as_ref().and_then(|e| e.session.as_deref()) {
+            self.table(SESSION_KEYS)?
+                .remove(node_key(s, key).as_str())
+                .map_err(sto_err)?;
+        }
+        Ok(old)
+    }
+
     fn kv_touch(&mut self, key: &str) -> R<()> {
         self.ch.kv.insert(key.to_string());
         self.bump(IDX_KV)
@@ -169,13 +217,13 @@ impl Apply<'_> {
                 return Ok(false);
             }
         }
-        let mut t = self.table(KV)?;
-        let old: Option<KvEntry> = get(&t, &key)?;
+        let old: Option<KvEntry> = get(&self.table(KV)?, &key)?;
         if let Some(cas) = cas {
             if old.as_ref().map_or(0, |e| e.modify_index) != cas {
                 return Ok(false);
             }
         }
+        let prev_holder = old.as_ref().and_then(|e| e.session.clone());
         let mut entry = match old {
             Some(old) => KvEntry {
                 value,
@@ -210,8 +258,7 @@ impl Apply<'_> {
             }
             None => {}
         }
-        put(&mut t, &key, &entry)?;
-        drop(t);
+        self.kv_store(&entry, prev_holder.as_deref())?;
         self.table(KV_TOMBS)?
             .remove(key.as_str())
             .map_err(sto_err)?;
@@ -226,40 +273,33 @@ impl Apply<'_> {
     }
 
     fn kv_delete(&mut self, key: &str, cas: Option<u64>) -> R<bool> {
-        let mut t = self.table(KV)?;
         if let Some(cas) = cas {
-            match get::<KvEntry>(&t, key)? {
+            match get::<KvEntry>(&self.table(KV)?, key)? {
                 Some(e) if e.modify_index == cas => {}
                 // Consul: deleting a missing key with cas=0 succeeds; anything else fails.
                 None if cas == 0 => return Ok(true),
                 _ => return Ok(false),
             }
         }
-        let existed = t.remove(key).map_err(sto_err)?.is_some();
-        drop(t);
-        if existed {
+        if self.kv_remove(key)?.is_some() {
             self.tombstone(key)?;
         }
         Ok(true)
     }
 
     fn kv_delete_tree(&mut self, prefix: &str) -> R<bool> {
-        let mut t = self.table(KV)?;
         // Collected first: the keys under a prefix are one contiguous run, and the rest of
         // the table need not be visited.
         let mut removed = Vec::new();
-        for item in t.range::<&str>(prefix..).map_err(sto_err)? {
+        for item in self.table(KV)?.range::<&str>(prefix..).map_err(sto_err)? {
             let (k, _) = item.map_err(sto_err)?;
             if !k.value().starts_with(prefix) {
                 break;
             }
             removed.push(k.value().to_string());
         }
-        for k in &removed {
-            t.remove(k.as_str()).map_err(sto_err)?;
-        }
-        drop(t);
         for k in removed {
+            self.kv_remove(&k)?;
             self.tombstone(&k)?;
         }
         Ok(true)
@@ -575,12 +615,17 @@ impl Apply<'_> {
         self.table(SESSIONS)?.remove(id).map_err(sto_err)?;
         self.bump(IDX_SESSIONS)?;
         let held: Vec<KvEntry> = {
-            let t = self.table(KV)?;
+            let (lo, hi) = node_range(id);
+            let idx = self.table(SESSION_KEYS)?;
+            let kv = self.table(KV)?;
             let mut held = Vec::new();
-            for item in t.iter().map_err(sto_err)? {
-                let (_, v) = item.map_err(sto_err)?;
-                let e: KvEntry = decode(v.value())?;
-                if e.session.as_deref() == Some(id) {
+            for item in idx
+                .range::<&str>(lo.as_str()..hi.as_str())
+                .map_err(sto_err)?
+            {
+                let (k, _) = item.map_err(sto_err)?;
+                let key = &k.value()[lo.len()..];
+                if let Some(e) = get::<KvEntry>(&kv, key)? {
                     held.push(e);
                 }
             }
@@ -592,11 +637,11 @@ impl Apply<'_> {
                 SessionBehavior::Release => {
                     e.session = None;
                     e.modify_index = self.index;
-                    put(&mut self.table(KV)?, &e.key.clone(), &e)?;
+                    self.kv_store(&e, Some(id))?;
                     self.kv_touch(&e.key)?;
                 }
                 SessionBehavior::Delete => {
-                    self.table(KV)?.remove(e.key.as_str()).map_err(sto_err)?;
+                    self.kv_remove(&e.key)?;
                     self.tombstone(&e.key)?;
                 }
             }
@@ -932,19 +977,15 @@ impl Apply<'_> {
         for (key, e) in kv {
             match e {
                 Some(e) => {
-                    put(&mut self.table(KV)?, &key, &e)?;
+                    let prev = get::<KvEntry>(&self.table(KV)?, &key)?.and_then(|p| p.session);
+                    self.kv_store(&e, prev.as_deref())?;
                     self.table(KV_TOMBS)?
                         .remove(key.as_str())
                         .map_err(sto_err)?;
                     self.kv_touch(&key)?;
                 }
                 None => {
-                    if self
-                        .table(KV)?
-                        .remove(key.as_str())
-                        .map_err(sto_err)?
-                        .is_some()
-                    {
+                    if self.kv_remove(&key)?.is_some() {
                         self.tombstone(&key)?;
                     }
                 }

@@ -5,5 +5,5 @@ mod catalog;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
-pub(crate) use apply::{apply_command, Changes};
+pub(crate) use apply::{apply_command, rebuild_session_keys, Changes};
 pub use catalog::Catalog;

@@ -19,6 +19,10 @@ pub(crate) const SERVICE_NAMES: TableDefinition<&str, &[u8]> =
 pub(crate) const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
 /// Sessions by ID.
 pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// The keys each session holds, as `session \0 key` (empty values), so destroying a session
+/// visits its own locks rather than the whole KV store. Derived from [`KV`]: rebuilt at start
+/// and after a snapshot is installed, never carried in snapshots.
+pub(crate) const SESSION_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_keys");
 /// Per-table and per-service index: the Raft index of the last change (deletes included).
 /// Keys: `kv`, `nodes`, `services`, `checks`, `sessions`, `svc:<name>` and `node:<name>`.
 pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
