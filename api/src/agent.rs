@@ -185,6 +185,11 @@ pub(crate) async fn agent_check_fail(
     ttl_update(st, id, q, HealthStatus::Critical).await
 }
 
+/// The field names of this module's request bodies (see [`crate::body`]).
+pub(crate) fn field_names() -> Vec<&'static str> {
+    crate::body::field_names!(CheckUpdateIn)
+}
+
 #[derive(serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct CheckUpdateIn {

@@ -84,10 +84,11 @@ struct DeregisterIn {
     datacenter: Option<String>,
 }
 
-/// Parses a JSON body, turning serde's complaint into a one-line 400.
-pub(crate) fn body<T: serde::de::DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
-    serde_json::from_slice(b)
-        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+pub(crate) use crate::body::body;
+
+/// The field names of this module's request bodies (see [`crate::body`]).
+pub(crate) fn field_names() -> Vec<&'static str> {
+    crate::body::field_names!(WeightsIn, ServiceIn, CheckIn, RegisterIn, DeregisterIn)
 }
 
 pub(crate) fn service_from(s: ServiceIn) -> ApiResult<Service> {

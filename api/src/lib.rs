@@ -3,6 +3,7 @@
 //! `oneshot`; the agent serves it on the HTTP port.
 
 mod agent;
+mod body;
 mod cache;
 mod catalog;
 mod error;

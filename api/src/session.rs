@@ -28,6 +28,11 @@ struct CreateIn {
     ttl: Option<String>,
 }
 
+/// The field names of this module's request bodies (see [`crate::body`]).
+pub(crate) fn field_names() -> Vec<&'static str> {
+    crate::body::field_names!(CreateIn, ServiceCheckRef)
+}
+
 /// A new random (v4) UUID, as Consul's session IDs.
 pub(crate) fn uuid() -> String {
     let mut b: [u8; 16] = rand::random();

@@ -92,6 +92,19 @@ struct CheckOpIn {
     check: CheckIn,
 }
 
+/// The field names of this module's request bodies (see [`crate::body`]).
+pub(crate) fn field_names() -> Vec<&'static str> {
+    crate::body::field_names!(
+        OpIn,
+        KvIn,
+        NodeIn,
+        NodeOpIn,
+        ServiceOpIn,
+        CheckIn,
+        CheckOpIn
+    )
+}
+
 fn kv_verb(v: &str) -> ApiResult<KvVerb> {
     Ok(match v {
         "set" => KvVerb::Set,

@@ -350,3 +350,38 @@ async fn cached_large_replies_follow_every_change() {
         Some(59)
     );
 }
+
+#[tokio::test]
+async fn field_names_match_in_any_case_as_consuls_decoder_does() {
+    let f = fixture().await;
+    let r = register(
+        &f,
+        json!({"node": "low", "ADDRESS": "10.0.0.9", "nodemeta": {"Rack": "r1"},
+        "service": {"service": "web", "port": 80, "meta": {"Version": "2"}},
+        "check": {"checkid": "web-up", "serviceid": "web", "status": "passing"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let s = get(&f, "/v1/catalog/service/web").await.json();
+    assert_eq!(s[0]["Node"], "low");
+    assert_eq!(s[0]["Address"], "10.0.0.9");
+    assert_eq!(s[0]["ServicePort"], 80);
+    // Keys of user maps are data: kept exactly as sent.
+    assert_eq!(s[0]["NodeMeta"], json!({"Rack": "r1"}));
+    assert_eq!(s[0]["ServiceMeta"], json!({"Version": "2"}));
+    let h = get(&f, "/v1/health/checks/web").await.json();
+    assert_eq!(h[0]["CheckID"], "web-up");
+
+    let r = call(
+        &f,
+        "PUT",
+        "/v1/session/create",
+        json!({"node": "low", "name": "lower", "checks": [], "ttl": "30s"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let id = r.json()["ID"].as_str().expect("id").to_string();
+    let info = get(&f, &format!("/v1/session/info/{id}")).await.json();
+    assert_eq!(info[0]["Name"], "lower");
+    assert_eq!(info[0]["TTL"], "30s");
+}
