@@ -508,9 +508,9 @@ fn apply_dns(
             "weighted_single_answer" => cfg.dns.weighted_single_answer = boolean(k, v)?,
             "udp_answer_limit" => cfg.dns.udp_answer_limit = count(k, v)?,
             "a_record_limit" => cfg.dns.a_record_limit = count(k, v)?,
-            "use_cache"
-            | "cache_max_age"
-            | "enable_additional_node_meta_txt"
+            "use_cache" => cfg.dns.use_cache = boolean(k, v)?,
+            "cache_max_age" => cfg.dns.cache_max_age = dur(k, v)?,
+            "enable_additional_node_meta_txt"
             | "soa"
             | "prefer_namespace"
             | "disable_compression"
@@ -755,6 +755,18 @@ service {
             e,
             "config file FILE: key \"tombstone_ttl\": invalid duration"
         );
+    }
+
+    #[test]
+    fn dns_use_cache_and_its_max_age_are_read() {
+        let (c, w) = load_with(
+            r#"{"data_dir": "/d", "dns_config": {"use_cache": true, "cache_max_age": "5s"}}"#,
+            &[],
+        )
+        .expect("loads");
+        assert!(c.dns.use_cache);
+        assert_eq!(c.dns.cache_max_age, std::time::Duration::from_secs(5));
+        assert!(w.is_empty(), "{w:?}");
     }
 
     #[test]

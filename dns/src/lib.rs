@@ -71,6 +71,12 @@ pub struct DnsConfig {
     /// Answer A/AAAA service lookups with one instance picked by its weight, so that clients
     /// sorting addresses (glibc, RFC 6724) still spread load as the weights say.
     pub weighted_single_answer: bool,
+    /// On a client agent, answer from its own cache, which a blocking query per name keeps
+    /// current, instead of asking a server on every lookup (Consul's `use_cache`).
+    pub use_cache: bool,
+    /// With `use_cache`: an answer not confirmed by a server for this long is read afresh;
+    /// zero: no limit but `max_stale` (Consul's `cache_max_age`).
+    pub cache_max_age: Duration,
 }
 
 impl Default for DnsConfig {
@@ -91,6 +97,8 @@ impl Default for DnsConfig {
             a_record_limit: 0,
             enable_truncate: false,
             weighted_single_answer: false,
+            use_cache: false,
+            cache_max_age: Duration::ZERO,
         }
     }
 }
@@ -120,10 +128,19 @@ struct Cached<T> {
     index: u64,
     /// When a server last confirmed it (client agents).
     fetched: Instant,
+    /// When a lookup last used it.
+    used: Instant,
+    /// A watcher keeps it current (`use_cache`).
+    watched: bool,
     value: T,
 }
 
-type Cache<T> = Mutex<HashMap<String, Cached<T>>>;
+type Cache<T> = Arc<Mutex<HashMap<String, Cached<T>>>>;
+
+/// A watched entry nobody looked up for this long is dropped, and its watcher ends.
+const WATCH_IDLE: Duration = Duration::from_secs(600);
+/// Longest blocking query a watcher parks on a server.
+const WATCH_WAIT: Duration = Duration::from_secs(300);
 
 /// Answers DNS queries from the catalog.
 pub struct DnsHandler {
@@ -207,9 +224,9 @@ impl DnsHandler {
         }
         DnsHandler {
             server,
-            services: Mutex::default(),
-            nodes: Mutex::default(),
-            all_nodes: Mutex::default(),
+            services: Cache::default(),
+            nodes: Cache::default(),
+            all_nodes: Cache::default(),
             domains,
             config,
         }
@@ -548,7 +565,7 @@ impl DnsHandler {
     /// stays so while the query's index does not move: most queries cost one atomic load.
     /// On a client agent, each query asks a server for the index first; when no server
     /// answers, an entry younger than `max_stale` is answered with.
-    async fn read<T: Clone>(
+    async fn read<T: Clone + Send + 'static>(
         &self,
         cache: &Cache<T>,
         key: &str,
@@ -560,6 +577,23 @@ impl DnsHandler {
             c.get_mut(key)
                 .and_then(|e| current(e).then(|| e.value.clone()))
         };
+        let cached = self.config.use_cache && !self.server.is_server();
+        if cached {
+            let now = Instant::now();
+            let current = |e: &mut Cached<T>| {
+                let age = e.fetched.elapsed();
+                let ok = e.watched
+                    && age <= self.config.max_stale
+                    && (self.config.cache_max_age.is_zero() || age <= self.config.cache_max_age);
+                if ok {
+                    e.used = now;
+                }
+                ok
+            };
+            if let Some(v) = get(&current) {
+                return Ok(v);
+            }
+        }
         let mut mode = self.mode().await?;
         let applied = self.server.applied_index();
         if let Some(a) = applied {
@@ -568,6 +602,7 @@ impl DnsHandler {
             }
             mode = Consistency::Stale;
         }
+        let q_watch = q.clone();
         let fresh = async {
             let mut meta = self.server.read_meta(mode, q.clone()).await?;
             if mode == Consistency::Stale
@@ -579,10 +614,12 @@ impl DnsHandler {
             }
             let now = Instant::now();
             let reuse = |e: &mut Cached<T>| {
-                let same = e.index == meta.index;
+                // A watched entry found stale is read afresh, which restarts its watcher.
+                let same = e.index == meta.index && !e.watched;
                 if same {
                     e.applied = applied.unwrap_or(0);
                     e.fetched = now;
+                    e.used = now;
                 }
                 same
             };
@@ -596,13 +633,30 @@ impl DnsHandler {
             if c.len() > 4096 {
                 c.clear();
             }
+            // One watcher per entry: a concurrent miss that read the same index has one.
+            let watch = cached
+                && !c
+                    .get(key)
+                    .is_some_and(|e| e.watched && e.index == meta.index);
             let entry = Cached {
                 applied: applied.unwrap_or(0),
                 index: meta.index,
                 fetched: now,
+                used: now,
+                watched: cached,
                 value: value.clone(),
             };
             c.insert(key.to_string(), entry);
+            if watch {
+                tokio::spawn(watch_entry(
+                    self.server.clone(),
+                    cache.clone(),
+                    key.to_string(),
+                    q_watch,
+                    meta.index,
+                    self.watch_wait(),
+                ));
+            }
             Ok(value)
         };
         match fresh.await {
@@ -613,6 +667,16 @@ impl DnsHandler {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// How long a watcher's blocking query may park: it must come back (and confirm its
+    /// entry) well within the ages `read` accepts.
+    fn watch_wait(&self) -> Duration {
+        let mut wait = WATCH_WAIT.min(self.config.max_stale / 2);
+        if !self.config.cache_max_age.is_zero() {
+            wait = wait.min(self.config.cache_max_age / 2);
+        }
+        wait.max(Duration::from_millis(100))
     }
 
     /// The healthy instances of a service, ready to answer with.
@@ -673,6 +737,54 @@ impl DnsHandler {
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
         })
+    }
+}
+
+/// Keeps a client agent's cached answer for `key` current (`use_cache`): a blocking query
+/// parks on a server until the data behind it changes, and then the entry is dropped, so the
+/// next lookup reads it afresh and starts a new watcher. Every return from the query without
+/// a change confirms the entry. Ends when the entry goes unused for `WATCH_IDLE`.
+async fn watch_entry<T>(
+    server: Server,
+    cache: Cache<T>,
+    key: String,
+    q: Query,
+    index: u64,
+    wait: Duration,
+) {
+    let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = |e: &Cached<T>| e.watched && e.index == index;
+    loop {
+        {
+            let mut c = lock();
+            match c.get(&key) {
+                Some(e) if mine(e) && e.used.elapsed() < WATCH_IDLE => {}
+                Some(e) if mine(e) => {
+                    c.remove(&key);
+                    return;
+                }
+                _ => return,
+            }
+        }
+        match server
+            .wait_index(Consistency::Stale, q.clone(), index.max(1), wait)
+            .await
+        {
+            Ok(meta) if meta.index == index => {
+                if let Some(e) = lock().get_mut(&key).filter(|e| mine(e)) {
+                    e.fetched = Instant::now();
+                }
+            }
+            Ok(_) => {
+                let mut c = lock();
+                if c.get(&key).is_some_and(mine) {
+                    c.remove(&key);
+                }
+                return;
+            }
+            // No server: the entry ages until `read` stops answering with it.
+            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
     }
 }
 

@@ -240,34 +240,61 @@ impl Drop for Dnsmasq {
     }
 }
 
+/// Starts dnsmasq on a free loopback port and waits until it listens. A port found free can
+/// be taken before dnsmasq binds it (tests run in parallel, and dnsmasq wants it for UDP and
+/// TCP both): dnsmasq then exits, and another port is tried.
 fn dnsmasq(upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Dnsmasq> {
-    // Pick a free port for dnsmasq (bind and release; dnsmasq binds it right after).
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = std::process::Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-        ])
-        .args([
-            "--listen-address=127.0.0.1",
-            &format!("--port={port}"),
-            "--cache-size=0",
-        ])
-        .arg(format!(
-            "--server=/consul/{}#{}",
-            upstream.ip(),
-            upstream.port()
-        ))
-        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    Ok(Dnsmasq(child, format!("127.0.0.1:{port}").parse()?))
+    let log = dir.join("dnsmasq.log");
+    for _ in 0..5 {
+        let port = {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let port = tcp.local_addr()?.port();
+            // Free for UDP too, or try another.
+            match std::net::UdpSocket::bind(("127.0.0.1", port)) {
+                Ok(_) => port,
+                Err(_) => continue,
+            }
+        };
+        let mut child = std::process::Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+            ])
+            .args([
+                "--listen-address=127.0.0.1",
+                &format!("--port={port}"),
+                "--cache-size=0",
+            ])
+            .arg(format!(
+                "--server=/consul/{}#{}",
+                upstream.ip(),
+                upstream.port()
+            ))
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()?;
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return Ok(Dnsmasq(child, addr));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    anyhow::bail!(
+        "dnsmasq did not start: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -282,22 +309,26 @@ async fn resolves_through_dnsmasq_including_search_domains() -> anyhow::Result<(
         )
         .await;
     }
-    let d = dnsmasq(a.dns.expect("dns"), root.path())?;
-    let dm = d.1;
-    // dnsmasq binds its port a moment after it starts: a query sent before is lost, so
-    // readiness is polled with one-second tries rather than the 5 s reply timeout.
-    let ask = query("log-aggregator.service.consul.", RecordType::A, Some(1232));
-    let first = wait_until("dnsmasq answering", Duration::from_secs(20), || {
-        let ask = ask.clone();
-        async move {
-            let m = tokio::task::spawn_blocking(move || udp_raw(dm, &ask))
-                .await
-                .ok()??;
-            (m.response_code() == ResponseCode::NoError).then_some(m)
-        }
-    })
+    // The server's own node record lands once the leader has reconciled its membership.
+    let dns = a.dns.expect("dns");
+    wait_until(
+        "web01 in the catalog",
+        Duration::from_secs(10),
+        || async move {
+            (ips(&udp(dns, "web01.node.consul.", RecordType::A)) == ["127.0.0.1"]).then_some(())
+        },
+    )
     .await?;
-    assert_eq!(sorted(ips(&first)), ["10.1.0.1", "10.1.0.2"]);
+    let d = dnsmasq(dns, root.path())?;
+    let dm = d.1;
+    assert_eq!(
+        sorted(ips(&udp(
+            dm,
+            "log-aggregator.service.consul.",
+            RecordType::A
+        ))),
+        ["10.1.0.1", "10.1.0.2"]
+    );
     assert_eq!(
         ips(&udp(dm, "web01.node.consul.", RecordType::A)),
         ["127.0.0.1"]
@@ -708,6 +739,26 @@ async fn malformed_and_hostile_packets_get_errors_not_stalls() -> anyhow::Result
     Ok(())
 }
 
+/// A client agent `cli` joined to `server`, with `config` as its config file.
+fn client_agent(
+    root: &std::path::Path,
+    server: &Agent,
+    config: serde_json::Value,
+) -> anyhow::Result<Agent> {
+    let cfg = root.join("client.json");
+    std::fs::write(&cfg, config.to_string())?;
+    Agent::start(
+        "cli",
+        &root.join("cli"),
+        &[
+            "-retry-join",
+            &server.serf.to_string(),
+            "-config-file",
+            &cfg.display().to_string(),
+        ],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn client_agent_answers_from_its_cache_for_max_stale() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
@@ -717,18 +768,7 @@ async fn client_agent_answers_from_its_cache_for_max_stale() -> anyhow::Result<(
         json!({"Node": "db1", "Address": "10.9.0.1", "Service": {"Service": "db", "Port": 5432}}),
     )
     .await;
-    let cfg = root.path().join("client.json");
-    std::fs::write(&cfg, json!({"dns_config": {"max_stale": "3s"}}).to_string())?;
-    let c = Agent::start(
-        "cli",
-        &root.path().join("cli"),
-        &[
-            "-retry-join",
-            &s.serf.to_string(),
-            "-config-file",
-            &cfg.display().to_string(),
-        ],
-    )?;
+    let c = client_agent(root.path(), &s, json!({"dns_config": {"max_stale": "3s"}}))?;
     let dns = c.dns.expect("dns");
     wait_until("client answers", Duration::from_secs(15), || async move {
         (ips(&udp(dns, "db.service.consul.", RecordType::A)) == ["10.9.0.1"]).then_some(())
@@ -761,6 +801,50 @@ async fn client_agent_answers_from_its_cache_for_max_stale() -> anyhow::Result<(
             .then_some(())
     })
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_agent_use_cache_answers_without_a_server_and_follows_changes() -> anyhow::Result<()>
+{
+    let root = tempfile::tempdir()?;
+    let s = single_server(root.path(), "srv", &[]).await?;
+    let web = |i: u8| {
+        json!({"Node": format!("web{i}"), "Address": format!("10.8.0.{i}"),
+        "Service": {"Service": "web", "Port": 80}})
+    };
+    register(&s, web(1)).await;
+    let c = client_agent(root.path(), &s, json!({"dns_config": {"use_cache": true}}))?;
+    let dns = c.dns.expect("dns");
+    let web_ips = move || sorted(ips(&udp(dns, "web.service.consul.", RecordType::A)));
+    wait_until("client answers", Duration::from_secs(15), || async move {
+        (web_ips() == ["10.8.0.1"]).then_some(())
+    })
+    .await?;
+
+    // The entry's watcher (a blocking query on the server) sees the change.
+    register(&s, web(2)).await;
+    wait_until(
+        "cached answer follows",
+        Duration::from_secs(10),
+        || async move { (web_ips() == ["10.8.0.1", "10.8.0.2"]).then_some(()) },
+    )
+    .await?;
+
+    // A frozen server cannot answer; the cached answer comes without asking it, within the
+    // one second `udp_raw` waits (an uncached lookup waits out the 5 s server RPC).
+    let pid = s.pid().expect("server pid").to_string();
+    let signal = |sig: &str| {
+        std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+    };
+    assert!(signal("-STOP")?.success());
+    let ask = query("web.service.consul.", RecordType::A, Some(1232));
+    let m = tokio::task::spawn_blocking(move || udp_raw(dns, &ask)).await?;
+    assert!(signal("-CONT")?.success());
+    let m = m.expect("a cached answer within a second while the server is frozen");
+    assert_eq!(sorted(ips(&m)), ["10.8.0.1", "10.8.0.2"]);
     Ok(())
 }
 
