@@ -13,7 +13,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use muster_tests::bench::Stats;
+use muster_tests::bench::{cpu_ticks, Stats};
 use muster_tests::{put, wait_until, Agent};
 
 struct Proc(Child);
@@ -130,10 +130,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&hosts_file, hosts)?;
     let conf_file = root.path().join("dnsmasq.conf");
     std::fs::write(&conf_file, conf)?;
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let _dnsmasq = Proc(
+    let port = muster_tests::free_port()?;
+    let mut dnsmasq = Proc(
         Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
@@ -154,7 +152,16 @@ async fn main() -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()?,
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("dnsmasq listening", Duration::from_secs(5), || async {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .is_ok()
+            .then_some(())
+    })
+    .await?;
+    anyhow::ensure!(
+        dnsmasq.0.try_wait()?.is_none(),
+        "dnsmasq exited (port {port} taken?)"
+    );
     let muster_port = a.dns.expect("dns").port();
     println!("== DNS: dnsperf -c 20 -T 2 -q 100, {secs} s, 100 services x 3 instances (A, node A, tag A, SRV)");
     let m = dnsperf(muster_port, &qfile, secs, None)?;
@@ -168,8 +175,52 @@ async fn main() -> anyhow::Result<()> {
         &dnsperf(muster_port, &qfile, secs.min(5), Some(5000))?,
     );
     report("dnsmasq", &dnsperf(port, &qfile, secs.min(5), Some(5000))?);
+    client_agents(&a, &qfile, root.path(), secs.min(5)).await?;
     drop(a);
     failover(&qfile, root.path()).await
+}
+
+/// The same queries against a client agent, without and with `dns_config.use_cache`, and the
+/// server CPU each run cost.
+async fn client_agents(
+    server: &Agent,
+    qfile: &std::path::Path,
+    root: &std::path::Path,
+    secs: u64,
+) -> anyhow::Result<()> {
+    let pid = server.pid().ok_or_else(|| anyhow::anyhow!("server pid"))?;
+    println!("== client agent, dnsperf -c 20 -T 2 -q 100, {secs} s; server CPU during the run");
+    for use_cache in [false, true] {
+        let name = format!("client-cache-{use_cache}");
+        let cfg = root.join(format!("{name}.json"));
+        let conf = serde_json::json!({"dns_config": {"use_cache": use_cache}});
+        std::fs::write(&cfg, conf.to_string())?;
+        let c = Agent::start(
+            &name,
+            &root.join(&name),
+            &[
+                "-retry-join",
+                &server.serf.to_string(),
+                "-config-file",
+                &cfg.display().to_string(),
+                "-log-level",
+                "warn",
+            ],
+        )?;
+        wait_until("client found the server", Duration::from_secs(15), || {
+            muster_tests::leader_of(&c)
+        })
+        .await?;
+        let port = c.dns.expect("dns").port();
+        // Warm up: every name asked once, so the cached run starts with its watchers set.
+        dnsperf(port, qfile, 1, None)?;
+        let t0 = cpu_ticks(pid);
+        let run = dnsperf(port, qfile, secs, None)?;
+        let server_cpu = (cpu_ticks(pid) - t0) as f64 / 100.0 / secs as f64;
+        report(&format!("use_cache={use_cache}"), &run);
+        println!("    server CPU {:.0}% of a core", server_cpu * 100.0);
+    }
+    Ok(())
 }
 
 /// dnsperf at 5,000 QPS against a follower of a 3-server cluster while its leader is killed

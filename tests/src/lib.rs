@@ -366,3 +366,14 @@ pub async fn wait_for_agreed_leader(
         .iter()
         .position(|a| a.rpc.as_deref() == Some(leader.as_str())))
 }
+
+/// A loopback port free for TCP and UDP both (dnsmasq binds the two), at the moment of asking.
+pub fn free_port() -> std::io::Result<u16> {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = tcp.local_addr()?.port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+}

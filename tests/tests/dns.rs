@@ -246,15 +246,7 @@ impl Drop for Dnsmasq {
 fn dnsmasq(upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Dnsmasq> {
     let log = dir.join("dnsmasq.log");
     for _ in 0..5 {
-        let port = {
-            let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let port = tcp.local_addr()?.port();
-            // Free for UDP too, or try another.
-            match std::net::UdpSocket::bind(("127.0.0.1", port)) {
-                Ok(_) => port,
-                Err(_) => continue,
-            }
-        };
+        let port = muster_tests::free_port()?;
         let mut child = std::process::Command::new("dnsmasq")
             .args([
                 "--keep-in-foreground",
