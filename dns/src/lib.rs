@@ -602,7 +602,8 @@ impl DnsHandler {
             }
             mode = Consistency::Stale;
         }
-        let q_watch = q.clone();
+        // Only a client agent with `use_cache` keeps the query, for the entry's watcher.
+        let q_watch = cached.then(|| q.clone());
         let fresh = async {
             let mut meta = self.server.read_meta(mode, q.clone()).await?;
             if mode == Consistency::Stale
@@ -647,12 +648,12 @@ impl DnsHandler {
                 value: value.clone(),
             };
             c.insert(key.to_string(), entry);
-            if watch {
+            if let Some(q) = q_watch.filter(|_| watch) {
                 tokio::spawn(watch_entry(
                     self.server.clone(),
                     cache.clone(),
                     key.to_string(),
-                    q_watch,
+                    q,
                     meta.index,
                     self.watch_wait(),
                 ));
