@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use muster_tests::bench::{rss_kb, Stats};
+use muster_tests::bench::{cpu_ticks, rss_kb, Stats};
 use muster_tests::{get, wait_for_agreed_leader, wait_until, Agent};
 use rand::Rng;
 
@@ -238,7 +238,19 @@ impl Etcd {
     }
 }
 
-fn report(name: &str, s: &Stats) {
+/// CPU time (clock ticks) the servers under test and this process, the load generator, used
+/// during `f`: on a shared 2-core machine the load generator's share limits both peers.
+async fn with_cpu<T>(pids: &[u32], f: impl std::future::Future<Output = T>) -> (T, u64, u64) {
+    let servers = || pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let (s0, g0) = (servers(), cpu_ticks(std::process::id()));
+    let out = f.await;
+    let (s1, g1) = (servers(), cpu_ticks(std::process::id()));
+    (out, s1.saturating_sub(s0), g1.saturating_sub(g0))
+}
+
+fn report(name: &str, s: &Stats, server_ticks: u64, gen_ticks: u64) {
+    // Clock ticks are 10 ms each.
+    let per_put = |ticks: u64| ticks as f64 * 10_000.0 / s.ok.max(1) as f64;
     println!(
         "  {name:<8} {:>9.0} PUT/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} failed in {:.1} s)",
         s.rate(),
@@ -247,6 +259,12 @@ fn report(name: &str, s: &Stats) {
         s.ok,
         s.failed,
         s.secs
+    );
+    println!(
+        "  {:<8} CPU per PUT: servers {:>5.0} us, load generator {:>4.0} us",
+        "",
+        per_put(server_ticks),
+        per_put(gen_ticks)
     );
 }
 
@@ -261,15 +279,18 @@ async fn bench_kv_put(secs: u64, servers: usize) -> anyhow::Result<()> {
             .iter()
             .map(|a| Target::Muster(format!("http://{}", a.http)))
             .collect();
-        load(&targets, secs).await
+        let pids: Vec<u32> = agents.iter().filter_map(Agent::pid).collect();
+        let (stats, st, gt) = with_cpu(&pids, load(&targets, secs)).await;
+        report("muster", &stats, st, gt);
+        stats
     };
-    report("muster", &muster);
     if etcd_available() {
         let etcd_root = tempfile::tempdir()?;
         let etcd = start_etcd(etcd_root.path(), servers).await?;
         let targets: Vec<Target> = etcd.urls.iter().cloned().map(Target::Etcd).collect();
-        let e = load(&targets, secs).await;
-        report("etcd", &e);
+        let pids: Vec<u32> = etcd.procs.iter().flatten().map(|p| p.0.id()).collect();
+        let (e, st, gt) = with_cpu(&pids, load(&targets, secs)).await;
+        report("etcd", &e, st, gt);
         println!(
             "  ratio muster/etcd: {:.2}x throughput, p99 {:.2}x",
             muster.rate() / e.rate(),
