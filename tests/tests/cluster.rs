@@ -333,3 +333,73 @@ async fn a_server_without_a_leader_idles_and_stops_on_sigterm() -> anyhow::Resul
     a.terminate(Duration::from_secs(10))?;
     Ok(())
 }
+
+/// The whole cluster dies at once (a power cut: `kill -9` of every server) and comes back from
+/// its data dirs on the same addresses: the servers find each other again, elect a leader and
+/// hold every acknowledged write; nothing is wiped, no `peers.json`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    // Fixed gossip and RPC ports, as a real deployment has: the restarted servers must find
+    // each other where they were.
+    let ports: Vec<(String, String)> = (0..3)
+        .map(|_| Ok((free_port()?.to_string(), free_port()?.to_string())))
+        .collect::<std::io::Result<_>>()?;
+    let first_serf = format!("127.0.0.1:{}", ports[0].0);
+    let mut servers = Vec::new();
+    for (i, (serf, rpc)) in ports.iter().enumerate() {
+        let name = format!("s{}", i + 1);
+        let mut args = vec![
+            "-server",
+            "-bootstrap-expect",
+            "3",
+            "-serf-lan-port",
+            serf,
+            "-server-port",
+            rpc,
+        ];
+        if i > 0 {
+            args.extend(["-retry-join", &first_serf]);
+        }
+        servers.push(Agent::start(&name, &root.path().join(&name), &args)?);
+    }
+    wait_for_agreed_leader(&servers, Duration::from_secs(30)).await?;
+    for i in 0..100 {
+        let url = servers[i % 3].url(&format!("/v1/kv/collapse/{i:03}"));
+        let r = put(&url, format!("v{i}").as_bytes()).await?;
+        assert_eq!(r.text(), "true", "write {i} acknowledged");
+    }
+
+    for s in &mut servers {
+        s.kill9();
+    }
+    for s in &mut servers {
+        s.restart()?;
+    }
+
+    wait_for_agreed_leader(&servers, Duration::from_secs(30))
+        .await
+        .map_err(|e| {
+            let logs: Vec<String> = servers
+                .iter()
+                .map(|s| format!("--- {}\n{}", s.name, s.logs()))
+                .collect();
+            anyhow::anyhow!("{e}\n{}", logs.join("\n"))
+        })?;
+    for s in &servers {
+        let keys = get(&s.url("/v1/kv/collapse/?keys&consistent")).await?.json();
+        assert_eq!(
+            keys.as_array().map(Vec::len),
+            Some(100),
+            "{} holds every acknowledged write",
+            s.name
+        );
+        let v = get(&s.url("/v1/kv/collapse/042?raw&consistent")).await?;
+        assert_eq!(v.text(), "v42");
+    }
+    let r = put(&servers[1].url("/v1/kv/collapse/after"), b"x").await?;
+    assert_eq!(r.text(), "true", "writes work after the restart");
+    let peers = get(&servers[0].url("/v1/status/peers")).await?.json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(3), "{peers}");
+    Ok(())
+}
