@@ -156,6 +156,7 @@ pub async fn run(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
         "maint" => maint(args).await,
         "reload" => reload(args).await,
         "services" => services(args).await,
+        "recover" => recover(args).await,
         other => bail!("unknown command {other:?}; run `muster help`"),
     }
 }
@@ -870,6 +871,27 @@ async fn reload(args: &[String]) -> anyhow::Result<i32> {
         .call(reqwest::Method::PUT, "/v1/agent/reload", None)
         .await?;
     println!("Configuration reload triggered");
+    Ok(0)
+}
+
+/// `muster recover -data-dir DIR`: offline, on a stopped server whose fellow servers are gone
+/// for good, makes it the sole voter of its cluster, keeping its data.
+async fn recover(args: &[String]) -> anyhow::Result<i32> {
+    let p = flags::parse(args, &[("data-dir", Kind::Value)]).map_err(|e| anyhow!(e))?;
+    let Some(dir) = p.value("data-dir") else {
+        bail!("muster recover needs -data-dir: the data dir of the stopped server to recover");
+    };
+    let r = muster_server::recover_sole_server(std::path::Path::new(dir)).await?;
+    println!(
+        "Recovered server {} ({}) as the only voter of its cluster (was: {}), at log index {} \
+         in term {}. Start its agent as before: it elects itself with all its data, and servers \
+         that join it are added as voters.",
+        r.node_name,
+        r.address,
+        r.old_voters.join(", "),
+        r.index,
+        r.term
+    );
     Ok(0)
 }
 

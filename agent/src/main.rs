@@ -18,6 +18,7 @@ Commands:
     maint        Controls node or service maintenance mode
     services     Registers or deregisters services with the local agent
     reload       Re-reads the agent's configuration files
+    recover      Makes a stopped server the only voter of its cluster, keeping its data
     version      Prints the version";
 
 fn main() {

@@ -13,12 +13,14 @@ pub mod model;
 // every internal call would only add allocations on the write path.
 #[allow(clippy::result_large_err)]
 mod raft;
+mod recover;
 mod server;
 #[allow(clippy::result_large_err)]
 mod store;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};
+pub use recover::{recover_sole_server, Recovered};
 pub use server::Server;
 pub use store::Catalog;
 

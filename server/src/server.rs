@@ -119,10 +119,10 @@ enum LeaderView {
 
 /// A Raft server's identity, stored in `raft.redb` and checked at every start.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Identity {
-    node_name: String,
-    datacenter: String,
-    node_id: u64,
+pub(crate) struct Identity {
+    pub(crate) node_name: String,
+    pub(crate) datacenter: String,
+    pub(crate) node_id: u64,
 }
 
 /// The local Raft node and its stores.
@@ -167,7 +167,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Opens a redb file with a bounded page cache (redb's default is 1 GiB).
-fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> {
+pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> {
     match Database::builder().set_cache_size(cache_bytes).create(path) {
         Ok(db) => Ok(Arc::new(db)),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::DataDirInUse(

@@ -334,41 +334,80 @@ async fn a_server_without_a_leader_idles_and_stops_on_sigterm() -> anyhow::Resul
     Ok(())
 }
 
+/// Starts `n` servers with fixed gossip and RPC ports, as a real deployment has, so that
+/// restarted servers are found where they were.
+async fn start_on_fixed_ports(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<Agent>> {
+    let expect = n.to_string();
+    let mut first_serf = None;
+    let mut servers = Vec::new();
+    for i in 0..n {
+        let (serf, rpc) = (free_port()?.to_string(), free_port()?.to_string());
+        let name = format!("s{}", i + 1);
+        let mut args = vec![
+            "-server",
+            "-bootstrap-expect",
+            &expect,
+            "-serf-lan-port",
+            &serf,
+            "-server-port",
+            &rpc,
+        ];
+        let join = first_serf
+            .get_or_insert_with(|| format!("127.0.0.1:{serf}"))
+            .clone();
+        if i > 0 {
+            args.extend(["-retry-join", &join]);
+        }
+        servers.push(Agent::start(&name, &root.join(&name), &args)?);
+    }
+    wait_for_agreed_leader(&servers, Duration::from_secs(30)).await?;
+    Ok(servers)
+}
+
+/// Writes `collapse/000` .. `collapse/{n-1}` spread over the servers, each acknowledged.
+async fn write_keys(servers: &[Agent], n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let url = servers[i % servers.len()].url(&format!("/v1/kv/collapse/{i:03}"));
+        let r = put(&url, format!("v{i}").as_bytes()).await?;
+        assert_eq!(r.text(), "true", "write {i} acknowledged");
+    }
+    Ok(())
+}
+
+/// Asserts `s` holds exactly the `n` keys [`write_keys`] wrote, read in `mode`.
+async fn assert_keys(s: &Agent, n: usize, mode: &str) -> anyhow::Result<()> {
+    let keys = get(&s.url(&format!("/v1/kv/collapse/?keys&{mode}")))
+        .await?
+        .json();
+    assert_eq!(
+        keys.as_array().map(Vec::len),
+        Some(n),
+        "{} holds every acknowledged write: {keys}",
+        s.name
+    );
+    let v = get(&s.url(&format!("/v1/kv/collapse/042?raw&{mode}"))).await?;
+    assert_eq!(v.text(), "v42");
+    Ok(())
+}
+
+fn with_logs(servers: &[Agent]) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ {
+    move |e| {
+        let logs: Vec<String> = servers
+            .iter()
+            .map(|s| format!("--- {}\n{}", s.name, s.logs()))
+            .collect();
+        anyhow::anyhow!("{e}\n{}", logs.join("\n"))
+    }
+}
+
 /// The whole cluster dies at once (a power cut: `kill -9` of every server) and comes back from
 /// its data dirs on the same addresses: the servers find each other again, elect a leader and
 /// hold every acknowledged write; nothing is wiped, no `peers.json`.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    // Fixed gossip and RPC ports, as a real deployment has: the restarted servers must find
-    // each other where they were.
-    let ports: Vec<(String, String)> = (0..3)
-        .map(|_| Ok((free_port()?.to_string(), free_port()?.to_string())))
-        .collect::<std::io::Result<_>>()?;
-    let first_serf = format!("127.0.0.1:{}", ports[0].0);
-    let mut servers = Vec::new();
-    for (i, (serf, rpc)) in ports.iter().enumerate() {
-        let name = format!("s{}", i + 1);
-        let mut args = vec![
-            "-server",
-            "-bootstrap-expect",
-            "3",
-            "-serf-lan-port",
-            serf,
-            "-server-port",
-            rpc,
-        ];
-        if i > 0 {
-            args.extend(["-retry-join", &first_serf]);
-        }
-        servers.push(Agent::start(&name, &root.path().join(&name), &args)?);
-    }
-    wait_for_agreed_leader(&servers, Duration::from_secs(30)).await?;
-    for i in 0..100 {
-        let url = servers[i % 3].url(&format!("/v1/kv/collapse/{i:03}"));
-        let r = put(&url, format!("v{i}").as_bytes()).await?;
-        assert_eq!(r.text(), "true", "write {i} acknowledged");
-    }
+    let mut servers = start_on_fixed_ports(root.path(), 3).await?;
+    write_keys(&servers, 100).await?;
 
     for s in &mut servers {
         s.kill9();
@@ -379,27 +418,134 @@ async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<(
 
     wait_for_agreed_leader(&servers, Duration::from_secs(30))
         .await
-        .map_err(|e| {
-            let logs: Vec<String> = servers
-                .iter()
-                .map(|s| format!("--- {}\n{}", s.name, s.logs()))
-                .collect();
-            anyhow::anyhow!("{e}\n{}", logs.join("\n"))
-        })?;
+        .map_err(with_logs(&servers))?;
     for s in &servers {
-        let keys = get(&s.url("/v1/kv/collapse/?keys&consistent")).await?.json();
-        assert_eq!(
-            keys.as_array().map(Vec::len),
-            Some(100),
-            "{} holds every acknowledged write",
-            s.name
-        );
-        let v = get(&s.url("/v1/kv/collapse/042?raw&consistent")).await?;
-        assert_eq!(v.text(), "v42");
+        assert_keys(s, 100, "consistent").await?;
     }
-    let r = put(&servers[1].url("/v1/kv/collapse/after"), b"x").await?;
+    let r = put(&servers[1].url("/v1/kv/after-collapse"), b"x").await?;
     assert_eq!(r.text(), "true", "writes work after the restart");
     let peers = get(&servers[0].url("/v1/status/peers")).await?.json();
     assert_eq!(peers.as_array().map(Vec::len), Some(3), "{peers}");
+    Ok(())
+}
+
+/// Two of three servers are lost for good. `muster recover` on the stopped survivor makes it
+/// the only voter, keeping its data; it leads alone at once, and a new server that joins is
+/// added as a voter and brought up to date.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_on_fixed_ports(root.path(), 3).await?;
+    write_keys(&servers, 100).await?;
+    let recover = |dir: &std::path::Path| {
+        std::process::Command::new(muster_bin())
+            .args(["recover", "-data-dir"])
+            .arg(dir)
+            .output()
+    };
+
+    // A running server's data dir is refused, untouched.
+    let busy = recover(&servers[0].data_dir)?;
+    assert!(!busy.status.success());
+    assert!(
+        String::from_utf8_lossy(&busy.stderr).contains("in use by another muster process"),
+        "{busy:?}"
+    );
+    let empty = tempfile::tempdir()?;
+    let none = recover(empty.path())?;
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("nothing to recover"),
+        "{none:?}"
+    );
+
+    servers[1].kill9();
+    servers[2].kill9();
+    servers[0].kill9();
+    let out = recover(&servers[0].data_dir)?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(said.contains("Recovered server s1"), "{said}");
+    assert!(
+        said.contains(servers[2].rpc.as_deref().unwrap_or("?")),
+        "{said}"
+    );
+
+    let survivor = &mut servers[0];
+    survivor.restart()?;
+    let me = survivor.rpc.clone().expect("rpc address");
+    wait_until(
+        "the survivor leads alone",
+        Duration::from_secs(15),
+        || async { (leader_of(&servers[0]).await? == me).then_some(()) },
+    )
+    .await
+    .map_err(with_logs(&servers[..1]))?;
+    let peers = get(&servers[0].url("/v1/status/peers")).await?.json();
+    assert_eq!(peers, serde_json::json!([me]), "only the survivor votes");
+    assert_keys(&servers[0], 100, "consistent").await?;
+    let r = put(&servers[0].url("/v1/kv/after-collapse"), b"x").await?;
+    assert_eq!(r.text(), "true", "writes work at once");
+
+    // A replacement server joins and becomes a voter with the survivor's data.
+    let join = servers[0].serf.to_string();
+    let fresh = Agent::start(
+        "s4",
+        &root.path().join("s4"),
+        &["-server", "-retry-join", &join],
+    )?;
+    let both = [&servers[0], &fresh];
+    wait_until("the new server votes", Duration::from_secs(30), || async {
+        let p = get(&both[0].url("/v1/status/peers")).await.ok()?.json();
+        (p.as_array()?.len() == 2).then_some(())
+    })
+    .await?;
+    wait_until(
+        "the new server has the data",
+        Duration::from_secs(30),
+        || async {
+            let k = get(&both[1].url("/v1/kv/collapse/?keys&stale"))
+                .await
+                .ok()?
+                .json();
+            (k.as_array()?.len() == 100).then_some(())
+        },
+    )
+    .await?;
+    assert_keys(&fresh, 100, "stale").await?;
+
+    // A lost server that turns up after all, with its old data dir and the old membership,
+    // cannot elect itself (the survivor's log is newer) and is taken in as a voter.
+    servers[1].restart()?;
+    let all = [&servers[0], &fresh, &servers[1]];
+    wait_until(
+        "the returning server votes",
+        Duration::from_secs(30),
+        || async {
+            let p = get(&all[0].url("/v1/status/peers")).await.ok()?.json();
+            (p.as_array()?.len() == 3).then_some(())
+        },
+    )
+    .await
+    .map_err(with_logs(&servers[..2]))?;
+    wait_until(
+        "the returning server follows",
+        Duration::from_secs(30),
+        || async {
+            let v = get(&all[2].url("/v1/kv/after-collapse?raw&stale"))
+                .await
+                .ok()?;
+            (v.text() == "x").then_some(())
+        },
+    )
+    .await?;
+    for a in all {
+        assert_eq!(
+            leader_of(a).await.as_deref(),
+            Some(me.as_str()),
+            "{}",
+            a.name
+        );
+    }
     Ok(())
 }

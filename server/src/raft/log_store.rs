@@ -62,6 +62,25 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Appends entries and returns once they are on disk: for outage recovery, which writes
+    /// the log while no Raft node runs.
+    pub(crate) async fn append_durable(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let rows = entries
+            .iter()
+            .map(|e| Ok((e.log_id.index, encode(e)?)))
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        self.write(Durability::Immediate, move |txn| {
+            let mut t = txn.open_table(LOGS).map_err(sto_err)?;
+            for (i, b) in &rows {
+                t.insert(*i, b.as_slice()).map_err(sto_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
 pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
     db: &Database,
     key: &str,

@@ -1,0 +1,143 @@
+//! Outage recovery: a server whose peers are gone for good becomes a cluster of one, keeping
+//! all its data. Runs offline, on a stopped server's data dir.
+//!
+//! Consul asks for a hand-written `peers.json` on every survivor. Here one command rewrites
+//! the Raft membership in place: it appends a membership entry naming only this server, in a
+//! term above any it has seen, and votes for itself in that term. On the next start the
+//! server is the only voter, elects itself and commits the entry; servers that join later are
+//! added as voters as usual.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use openraft::storage::RaftLogStorage;
+use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader};
+
+use crate::raft::log_store::{get_meta, LogStore, IDENTITY};
+use crate::raft::types::{Entry, LogId, NodeId, StoredMembership, Vote};
+use crate::server::{open_db, Identity};
+use crate::store::tables::{MEMBERSHIP, SM_META};
+use crate::{Error, Result};
+
+/// What a recovery found and did.
+#[derive(Debug, Clone)]
+pub struct Recovered {
+    pub node_name: String,
+    /// The server RPC address kept for this server.
+    pub address: String,
+    /// The voters of the membership that was replaced.
+    pub old_voters: Vec<String>,
+    /// Index and term of the new membership entry.
+    pub index: u64,
+    pub term: u64,
+}
+
+fn storage(e: impl std::fmt::Display) -> Error {
+    Error::Storage(e.to_string())
+}
+
+/// Makes the server whose data dir is `data_dir` the sole voter of its cluster.
+pub async fn recover_sole_server(data_dir: &Path) -> Result<Recovered> {
+    let raft_path = data_dir.join("raft.redb");
+    if !raft_path.exists() {
+        return Err(Error::InvalidRequest(format!(
+            "{} holds no Raft state (no raft.redb): nothing to recover",
+            data_dir.display()
+        )));
+    }
+    let log_db = open_db(&raft_path, 4 << 20)?;
+    let ident: Identity = get_meta(&log_db, IDENTITY)
+        .map_err(storage)?
+        .ok_or_else(|| {
+            Error::InvalidRequest(format!(
+                "{} was never a server's data dir: nothing to recover",
+                data_dir.display()
+            ))
+        })?;
+    let id: NodeId = ident.node_id;
+    let mut logs = LogStore::new(log_db).map_err(storage)?;
+    let state = logs.get_log_state().await.map_err(storage)?;
+    let Some(last) = state.last_log_id else {
+        return Err(Error::InvalidRequest(format!(
+            "{} holds no Raft log: this server never joined a cluster, nothing to recover",
+            data_dir.display()
+        )));
+    };
+    let from = state.last_purged_log_id.map_or(0, |l| l.index + 1);
+    let current = latest_membership(&mut logs, from, last, data_dir).await?;
+    let old_voters: Vec<String> = current
+        .voter_ids()
+        .map(|v| {
+            current
+                .get_node(&v)
+                .map_or_else(|| v.to_string(), |n| n.addr.clone())
+        })
+        .collect();
+    let node = current.get_node(&id).cloned().ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "node {} is not in its cluster's membership ({}): nothing to recover from here",
+            ident.node_name,
+            old_voters.join(", ")
+        ))
+    })?;
+    let vote: Option<Vote> = logs.read_vote().await.map_err(storage)?;
+    let term = vote
+        .map_or(0, |v| v.leader_id().term)
+        .max(last.leader_id.term)
+        + 1;
+    let membership = Membership::new(
+        vec![BTreeSet::from([id])],
+        BTreeMap::from([(id, node.clone())]),
+    );
+    let entry = Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, id), last.index + 1),
+        payload: EntryPayload::Membership(membership),
+    };
+    logs.append_durable(vec![entry]).await.map_err(storage)?;
+    logs.save_vote(&Vote::new(term, id))
+        .await
+        .map_err(storage)?;
+    Ok(Recovered {
+        node_name: ident.node_name.clone(),
+        address: node.addr,
+        old_voters,
+        index: last.index + 1,
+        term,
+    })
+}
+
+/// The membership in force at the end of the log: the last membership entry in it, else the
+/// one the state machine applied (the log before it was purged into a snapshot).
+async fn latest_membership(
+    logs: &mut LogStore,
+    from: u64,
+    last: LogId,
+    data_dir: &Path,
+) -> Result<Membership<NodeId, BasicNode>> {
+    let entries = logs
+        .try_get_log_entries(from..=last.index)
+        .await
+        .map_err(storage)?;
+    if let Some(m) = entries.into_iter().rev().find_map(|e| match e.payload {
+        EntryPayload::Membership(m) => Some(m),
+        _ => None,
+    }) {
+        return Ok(m);
+    }
+    let sm_path = data_dir.join("state.redb");
+    if !sm_path.exists() {
+        return Err(Error::InvalidRequest(format!(
+            "{} has no state.redb, and its log holds no membership: cannot tell the cluster's \
+             servers",
+            data_dir.display()
+        )));
+    }
+    let sm_db = open_db(&sm_path, 1 << 20)?;
+    let txn = sm_db.begin_read().map_err(storage)?;
+    let t = txn.open_table(SM_META).map_err(storage)?;
+    let stored: StoredMembership = match t.get(MEMBERSHIP).map_err(storage)? {
+        Some(v) => crate::raft::types::decode(v.value()).map_err(storage)?,
+        None => StoredMembership::default(),
+    };
+    Ok(stored.membership().clone())
+}
