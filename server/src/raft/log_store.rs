@@ -38,6 +38,14 @@ impl LogStore {
         })
     }
 
+    /// Appends entries and returns once they are on disk: for outage recovery, which writes
+    /// the log while no Raft node runs.
+    pub(crate) async fn append_durable(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
+        let rows = encode_rows(entries)?;
+        self.write(Durability::Immediate, move |txn| insert_rows(txn, &rows))
+            .await
+    }
+
     fn get_meta<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,
@@ -62,23 +70,21 @@ impl LogStore {
     }
 }
 
-impl LogStore {
-    /// Appends entries and returns once they are on disk: for outage recovery, which writes
-    /// the log while no Raft node runs.
-    pub(crate) async fn append_durable(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
-        let rows = entries
-            .iter()
-            .map(|e| Ok((e.log_id.index, encode(e)?)))
-            .collect::<Result<Vec<_>, StorageError>>()?;
-        self.write(Durability::Immediate, move |txn| {
-            let mut t = txn.open_table(LOGS).map_err(sto_err)?;
-            for (i, b) in &rows {
-                t.insert(*i, b.as_slice()).map_err(sto_err)?;
-            }
-            Ok(())
-        })
-        .await
+fn encode_rows(
+    entries: impl IntoIterator<Item = Entry>,
+) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+    entries
+        .into_iter()
+        .map(|e| Ok((e.log_id.index, encode(&e)?)))
+        .collect()
+}
+
+fn insert_rows(txn: &redb::WriteTransaction, rows: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+    let mut t = txn.open_table(LOGS).map_err(sto_err)?;
+    for (i, b) in rows {
+        t.insert(*i, b.as_slice()).map_err(sto_err)?;
     }
+    Ok(())
 }
 
 pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
@@ -184,18 +190,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         // One transaction and one fsync for the whole batch: this is the group commit.
-        let mut rows = Vec::new();
-        for e in entries {
-            rows.push((e.log_id.index, encode(&e)?));
-        }
+        let rows = encode_rows(entries)?;
         let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
         let committed = committed.map(|c| encode(&Some(c))).transpose()?;
         let res = self
             .write(Durability::Immediate, move |txn| {
-                let mut t = txn.open_table(LOGS).map_err(sto_err)?;
-                for (i, b) in &rows {
-                    t.insert(*i, b.as_slice()).map_err(sto_err)?;
-                }
+                insert_rows(txn, &rows)?;
                 if let Some(c) = &committed {
                     let mut m = txn.open_table(META).map_err(sto_err)?;
                     m.insert(COMMITTED, c.as_slice()).map_err(sto_err)?;
