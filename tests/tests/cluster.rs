@@ -336,7 +336,11 @@ async fn a_server_without_a_leader_idles_and_stops_on_sigterm() -> anyhow::Resul
 
 /// Starts `n` servers with fixed gossip and RPC ports, as a real deployment has, so that
 /// restarted servers are found where they were.
-async fn start_on_fixed_ports(root: &std::path::Path, n: usize) -> anyhow::Result<Vec<Agent>> {
+async fn start_on_fixed_ports(
+    root: &std::path::Path,
+    n: usize,
+    extra: &[&str],
+) -> anyhow::Result<Vec<Agent>> {
     let expect = n.to_string();
     let mut first_serf = None;
     let mut servers = Vec::new();
@@ -358,6 +362,7 @@ async fn start_on_fixed_ports(root: &std::path::Path, n: usize) -> anyhow::Resul
         if i > 0 {
             args.extend(["-retry-join", &join]);
         }
+        args.extend(extra);
         servers.push(Agent::start(&name, &root.join(&name), &args)?);
     }
     wait_for_agreed_leader(&servers, Duration::from_secs(30)).await?;
@@ -406,7 +411,7 @@ fn with_logs(servers: &[Agent]) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_on_fixed_ports(root.path(), 3).await?;
+    let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
     write_keys(&servers, 100).await?;
 
     for s in &mut servers {
@@ -430,13 +435,25 @@ async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<(
 }
 
 /// Two of three servers are lost for good. `muster recover` on the stopped survivor makes it
-/// the only voter, keeping its data; it leads alone at once, and a new server that joins is
+/// the only voter, keeping its data (here from a snapshot, its log purged); it leads alone at once, and a new server that joins is
 /// added as a voter and brought up to date.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_on_fixed_ports(root.path(), 3).await?;
+    // Snapshots every 50 entries, no trailing log: the membership entries are purged from
+    // the log, so recovery must find the membership in the state machine.
+    let cfg = root.path().join("raft.json");
+    std::fs::write(
+        &cfg,
+        r#"{"raft_snapshot_threshold": 50, "raft_trailing_logs": 0}"#,
+    )?;
+    let cfg = cfg.display().to_string();
+    let mut servers = start_on_fixed_ports(root.path(), 3, &["-config-file", &cfg]).await?;
     write_keys(&servers, 100).await?;
+    wait_until("s1 built a snapshot", Duration::from_secs(10), || async {
+        servers[0].logs().contains("built snapshot").then_some(())
+    })
+    .await?;
     let recover = |dir: &std::path::Path| {
         std::process::Command::new(muster_bin())
             .args(["recover", "-data-dir"])
