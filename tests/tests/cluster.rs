@@ -434,6 +434,48 @@ async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<(
     Ok(())
 }
 
+/// `muster recover -data-dir DIR`.
+fn recover(dir: &std::path::Path) -> std::io::Result<std::process::Output> {
+    std::process::Command::new(muster_bin())
+        .args(["recover", "-data-dir"])
+        .arg(dir)
+        .output()
+}
+
+/// Restarts a recovered server and waits until it leads as the only voter; returns its
+/// server RPC address.
+async fn restart_leading_alone(survivor: &mut Agent) -> anyhow::Result<String> {
+    survivor.restart()?;
+    let me = survivor.rpc.clone().expect("rpc address");
+    let s = &*survivor;
+    wait_until(
+        "the survivor leads alone",
+        Duration::from_secs(15),
+        || async { (leader_of(s).await? == me).then_some(()) },
+    )
+    .await
+    .map_err(with_logs(std::slice::from_ref(s)))?;
+    let peers = get(&s.url("/v1/status/peers")).await?.json();
+    assert_eq!(peers, serde_json::json!([me]), "only the survivor votes");
+    Ok(me)
+}
+
+/// Recovery before any snapshot: the whole log, membership entries included, is still there.
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_before_any_snapshot() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
+    write_keys(&servers, 100).await?;
+    for s in &mut servers {
+        s.kill9();
+    }
+    let out = recover(&servers[2].data_dir)?;
+    assert!(out.status.success(), "{out:?}");
+    restart_leading_alone(&mut servers[2]).await?;
+    assert_keys(&servers[2], 100, "consistent").await?;
+    Ok(())
+}
+
 /// Two of three servers are lost for good. `muster recover` on the stopped survivor makes it
 /// the only voter, keeping its data (here from a snapshot, its log purged); it leads alone at once, and a new server that joins is
 /// added as a voter and brought up to date.
@@ -454,13 +496,6 @@ async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<
         servers[0].logs().contains("built snapshot").then_some(())
     })
     .await?;
-    let recover = |dir: &std::path::Path| {
-        std::process::Command::new(muster_bin())
-            .args(["recover", "-data-dir"])
-            .arg(dir)
-            .output()
-    };
-
     // A running server's data dir is refused, untouched.
     let busy = recover(&servers[0].data_dir)?;
     assert!(!busy.status.success());
@@ -488,18 +523,7 @@ async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<
         "{said}"
     );
 
-    let survivor = &mut servers[0];
-    survivor.restart()?;
-    let me = survivor.rpc.clone().expect("rpc address");
-    wait_until(
-        "the survivor leads alone",
-        Duration::from_secs(15),
-        || async { (leader_of(&servers[0]).await? == me).then_some(()) },
-    )
-    .await
-    .map_err(with_logs(&servers[..1]))?;
-    let peers = get(&servers[0].url("/v1/status/peers")).await?.json();
-    assert_eq!(peers, serde_json::json!([me]), "only the survivor votes");
+    let me = restart_leading_alone(&mut servers[0]).await?;
     assert_keys(&servers[0], 100, "consistent").await?;
     let r = put(&servers[0].url("/v1/kv/after-collapse"), b"x").await?;
     assert_eq!(r.text(), "true", "writes work at once");
