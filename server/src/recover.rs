@@ -14,9 +14,9 @@ use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader};
 
 use crate::raft::log_store::{get_meta, LogStore, IDENTITY};
-use crate::raft::types::{Entry, LogId, NodeId, StoredMembership, Vote};
+use crate::raft::state_machine::read_applied;
+use crate::raft::types::{Entry, LogId, NodeId, Vote};
 use crate::server::{open_db, Identity};
-use crate::store::tables::{MEMBERSHIP, SM_META};
 use crate::{Error, Result};
 
 /// What a recovery found and did.
@@ -133,11 +133,6 @@ async fn latest_membership(
         )));
     }
     let sm_db = open_db(&sm_path, 1 << 20)?;
-    let txn = sm_db.begin_read().map_err(storage)?;
-    let t = txn.open_table(SM_META).map_err(storage)?;
-    let stored: StoredMembership = match t.get(MEMBERSHIP).map_err(storage)? {
-        Some(v) => crate::raft::types::decode(v.value()).map_err(storage)?,
-        None => StoredMembership::default(),
-    };
+    let (_, stored) = read_applied(&sm_db).map_err(storage)?;
     Ok(stored.membership().clone())
 }

@@ -146,13 +146,7 @@ async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Res
         },
     )
     .await
-    .map_err(|e| {
-        let logs: Vec<String> = servers
-            .iter()
-            .map(|s| format!("--- {}\n{}", s.name, s.logs()))
-            .collect();
-        anyhow::anyhow!("{e}\n{}", logs.join("\n"))
-    })?;
+    .map_err(with_logs(&servers))?;
     wait_for_agreed_leader(&servers, Duration::from_secs(15)).await?;
     let peers = get(&servers[leader].url("/v1/status/peers")).await?.json();
     assert_eq!(
@@ -223,15 +217,21 @@ async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()>
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn snapshot_brings_a_new_server_up_to_date() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let cfg = root.path().join("raft.json");
+/// Writes a config file making servers snapshot every 50 entries and keep no log behind the
+/// snapshot; returns its path for `-config-file`.
+fn snapshot_often(root: &std::path::Path) -> anyhow::Result<String> {
+    let cfg = root.join("raft.json");
     std::fs::write(
         &cfg,
         r#"{"raft_snapshot_threshold": 50, "raft_trailing_logs": 0}"#,
     )?;
-    let cfg = cfg.display().to_string();
+    Ok(cfg.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn snapshot_brings_a_new_server_up_to_date() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = snapshot_often(root.path())?;
     let s1 = Agent::start(
         "s1",
         &root.path().join("s1"),
@@ -395,6 +395,7 @@ async fn assert_keys(s: &Agent, n: usize, mode: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Appends every agent's log to an error, for failure messages.
 fn with_logs(servers: &[Agent]) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ {
     move |e| {
         let logs: Vec<String> = servers
@@ -477,19 +478,14 @@ async fn recovery_before_any_snapshot() -> anyhow::Result<()> {
 }
 
 /// Two of three servers are lost for good. `muster recover` on the stopped survivor makes it
-/// the only voter, keeping its data (here from a snapshot, its log purged); it leads alone at once, and a new server that joins is
-/// added as a voter and brought up to date.
+/// the only voter, keeping its data (here from a snapshot, its log purged); it leads alone at
+/// once, and a new server that joins is added as a voter and brought up to date.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     // Snapshots every 50 entries, no trailing log: the membership entries are purged from
     // the log, so recovery must find the membership in the state machine.
-    let cfg = root.path().join("raft.json");
-    std::fs::write(
-        &cfg,
-        r#"{"raft_snapshot_threshold": 50, "raft_trailing_logs": 0}"#,
-    )?;
-    let cfg = cfg.display().to_string();
+    let cfg = snapshot_often(root.path())?;
     let mut servers = start_on_fixed_ports(root.path(), 3, &["-config-file", &cfg]).await?;
     write_keys(&servers, 100).await?;
     wait_until("s1 built a snapshot", Duration::from_secs(10), || async {

@@ -85,6 +85,23 @@ pub(crate) fn spawn_flusher(
     Ok(())
 }
 
+/// The last applied log id and the membership applied with it, as committed in `db`.
+pub(crate) fn read_applied(
+    db: &Database,
+) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    let txn = db.begin_read().map_err(sto_err)?;
+    let t = txn.open_table(SM_META).map_err(sto_err)?;
+    let last = match t.get(LAST_APPLIED).map_err(sto_err)? {
+        Some(v) => decode(v.value())?,
+        None => None,
+    };
+    let membership = match t.get(MEMBERSHIP).map_err(sto_err)? {
+        Some(v) => decode(v.value())?,
+        None => StoredMembership::default(),
+    };
+    Ok((last, membership))
+}
+
 impl StateMachine {
     pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
         let txn = db.begin_write().map_err(sto_err)?;
@@ -117,17 +134,7 @@ impl StateMachine {
     }
 
     fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let txn = self.db.begin_read().map_err(sto_err)?;
-        let t = txn.open_table(SM_META).map_err(sto_err)?;
-        let last = match t.get(LAST_APPLIED).map_err(sto_err)? {
-            Some(v) => decode(v.value())?,
-            None => None,
-        };
-        let membership = match t.get(MEMBERSHIP).map_err(sto_err)? {
-            Some(v) => decode(v.value())?,
-            None => StoredMembership::default(),
-        };
-        Ok((last, membership))
+        read_applied(&self.db)
     }
 
     /// Serializes the current state; runs on a blocking thread.
