@@ -381,10 +381,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     print_banner(&config, http_addr, dns_addr, serf_addr, &server).await;
 
-    cancel.cancelled().await;
-    tracing::info!("agent shutting down: leaving the cluster");
-    if server.is_server() {
-        reconcile::leave_raft(&server).await;
+    let retired = tokio::select! {
+        _ = cancel.cancelled() => None,
+        why = server.retired() => Some(why),
+    };
+    match &retired {
+        // Its Raft data predates a recovery: it must neither serve nor touch the membership.
+        Some(why) => {
+            tracing::error!(reason = %why, "this server was retired by `muster recover` on another server; stopping");
+            cancel.cancel();
+        }
+        None => {
+            tracing::info!("agent shutting down: leaving the cluster");
+            if server.is_server() {
+                reconcile::leave_raft(&server).await;
+            }
+        }
     }
     gossip.leave().await;
     core.cancel();
@@ -397,6 +409,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     server.shutdown().await;
     tracing::info!("agent stopped");
+    if let Some(why) = retired {
+        anyhow::bail!(
+            "{why}. This server was retired and has stopped; start it again as before: it sets \
+             its old Raft data aside (in superseded-<time>/ in its data dir) and rejoins as a \
+             new member"
+        );
+    }
     Ok(())
 }
 

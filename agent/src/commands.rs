@@ -885,7 +885,8 @@ async fn recover(args: &[String]) -> anyhow::Result<i32> {
     println!(
         "Recovered server {} ({}) as the only voter of its cluster (was: {}), at log index {} \
          in term {}. Start its agent as before: it elects itself with all its data, and servers \
-         that join it are added as voters.",
+         that join it are added as voters. The replaced servers are retired: if one comes back \
+         with its old data dir, it sets that data aside and rejoins as a new member.",
         r.node_name,
         r.address,
         r.old_voters.join(", "),

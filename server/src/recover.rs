@@ -6,6 +6,13 @@
 //! term above any it has seen, and votes for itself in that term. On the next start the
 //! server is the only voter, elects itself and commits the entry; servers that join later are
 //! added as voters as usual.
+//!
+//! The replaced members are retired: their Raft IDs go into the state machine (directly here,
+//! and through a log entry for every server that joins later), and Raft requests from them
+//! are refused. A lost server that turns up with its old data dir, alone or together with
+//! another (which could elect each other in the old membership), can then neither take over
+//! nor overwrite the recovered log: it is told it was retired, sets its Raft data aside and
+//! rejoins as a new member.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -13,10 +20,12 @@ use std::path::Path;
 use openraft::storage::RaftLogStorage;
 use openraft::{BasicNode, CommittedLeaderId, EntryPayload, Membership, RaftLogReader};
 
+use crate::model::Command;
 use crate::raft::log_store::{get_meta, LogStore, IDENTITY};
 use crate::raft::state_machine::read_applied;
-use crate::raft::types::{Entry, LogId, NodeId, Vote};
+use crate::raft::types::{Batch, Entry, LogId, NodeId, Vote};
 use crate::server::{open_db, Identity};
+use crate::store::retire_servers;
 use crate::{Error, Result};
 
 /// What a recovery found and did.
@@ -85,15 +94,38 @@ pub async fn recover_sole_server(data_dir: &Path) -> Result<Recovered> {
         .map_or(0, |v| v.leader_id().term)
         .max(last.leader_id.term)
         + 1;
+    let retired: Vec<NodeId> = current
+        .nodes()
+        .map(|(n, _)| *n)
+        .filter(|n| *n != id)
+        .collect();
     let membership = Membership::new(
         vec![BTreeSet::from([id])],
         BTreeMap::from([(id, node.clone())]),
     );
-    let entry = Entry {
-        log_id: LogId::new(CommittedLeaderId::new(term, id), last.index + 1),
-        payload: EntryPayload::Membership(membership),
-    };
-    logs.append_durable(vec![entry]).await.map_err(storage)?;
+    let leader = CommittedLeaderId::new(term, id);
+    let entries = vec![
+        Entry {
+            log_id: LogId::new(leader, last.index + 1),
+            payload: EntryPayload::Membership(membership),
+        },
+        Entry {
+            log_id: LogId::new(leader, last.index + 2),
+            payload: EntryPayload::Normal(Batch(vec![Command::RetireServers {
+                ids: retired.clone(),
+            }])),
+        },
+    ];
+    // In the state machine at once too: the log entry applies only once this server leads.
+    let sm_path = data_dir.join("state.redb");
+    if sm_path.exists() {
+        let sm_db = open_db(&sm_path, 1 << 20)?;
+        let mut txn = sm_db.begin_write().map_err(storage)?;
+        txn.set_durability(redb::Durability::Immediate);
+        retire_servers(&txn, &retired).map_err(storage)?;
+        txn.commit().map_err(storage)?;
+    }
+    logs.append_durable(entries).await.map_err(storage)?;
     logs.save_vote(&Vote::new(term, id))
         .await
         .map_err(storage)?;

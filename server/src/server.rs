@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
-use crate::raft::log_store::{get_meta, put_meta, LogStore, IDENTITY};
+use crate::raft::log_store::{get_meta, put_meta, LogStore, IDENTITY, RETIRED_BY};
 use crate::raft::network::Network;
 use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
 use crate::raft::state_machine::StateMachine;
@@ -143,6 +143,11 @@ struct Local {
     leader_floor: Mutex<(u64, u64)>,
     /// Commands waiting to be packed into the next log entry.
     batcher: tokio::sync::mpsc::Sender<Pending>,
+    /// Raft IDs whose Raft requests are refused (the state machine's retired servers).
+    retired: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// Why a peer refused this server as retired, once one did.
+    retired_by: watch::Receiver<Option<String>>,
+    log_db: Arc<Database>,
     /// Commands waiting to be forwarded to the leader, many per RPC.
     forwarder: tokio::sync::mpsc::Sender<Forward>,
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
@@ -180,6 +185,49 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> 
     }
 }
 
+/// The Raft files of a data dir, which a retired server sets aside.
+const RAFT_FILES: [&str; 3] = ["raft.redb", "state.redb", "snapshot.bin"];
+
+/// If another server refused this one as retired (see [`Server::retired`]), moves its Raft
+/// files into `superseded-<unix time>/` in the data dir, kept for inspection, so that it
+/// starts with no Raft state and rejoins the cluster as a new member with the data that
+/// cluster holds.
+fn set_aside_if_retired(dir: &Path) -> Result<()> {
+    let raft_path = dir.join("raft.redb");
+    if !raft_path.exists() {
+        return Ok(());
+    }
+    let why: Option<String> = {
+        let db = open_db(&raft_path, 1 << 20)?;
+        get_meta(&db, RETIRED_BY).map_err(|e| Error::Storage(e.to_string()))?
+    };
+    let Some(why) = why else { return Ok(()) };
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = dir.join(format!("superseded-{secs}"));
+    let moved = std::fs::create_dir_all(&aside).and_then(|()| {
+        for f in RAFT_FILES {
+            match std::fs::rename(dir.join(f), aside.join(f)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    });
+    moved.map_err(|e| Error::Open {
+        path: aside.clone(),
+        reason: format!("cannot set aside the Raft data of a retired server: {e}"),
+    })?;
+    tracing::warn!(
+        reason = %why,
+        moved_to = %aside.display(),
+        "this server was retired by a recovery elsewhere; its old Raft data is set aside and it \
+         rejoins as a new member"
+    );
+    Ok(())
+}
+
 fn wire(e: Error) -> WireError {
     match e {
         Error::NoLeader => WireError::NoLeader,
@@ -209,6 +257,7 @@ impl Server {
             path: config.data_dir.clone(),
             reason: e.to_string(),
         })?;
+        set_aside_if_retired(&config.data_dir)?;
         let log_db = open_db(&config.data_dir.join("raft.redb"), 4 << 20)?;
         let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
         let log_store = LogStore::new(log_db.clone()).map_err(st)?;
@@ -244,6 +293,7 @@ impl Server {
         let applied = sm.applied_rx();
         let hub = sm.hub.clone();
         let lock_delays = sm.lock_delays.clone();
+        let retired = sm.retired.clone();
 
         let raft_config = openraft::Config {
             cluster_name: config.datacenter.clone(),
@@ -258,7 +308,11 @@ impl Server {
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
         let rpc = RpcClient::default();
-        let network = Network { rpc: rpc.clone() };
+        let (retired_tx, retired_by) = watch::channel(None);
+        let network = Network {
+            rpc: rpc.clone(),
+            retired: retired_tx,
+        };
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
             .await
             .map_err(|e| Error::Stopped(e.to_string()))?;
@@ -284,6 +338,9 @@ impl Server {
             leader_contact: Mutex::new(None),
             quorum_ack: Mutex::new(None),
             leader_floor: Mutex::new((0, 0)),
+            retired,
+            retired_by,
+            log_db,
         });
         tokio::spawn(track_lease(local.clone(), cancel.clone()));
         tokio::spawn(session_reaper(local.clone(), cancel.clone()));
@@ -576,6 +633,30 @@ impl Server {
             Some(l) => l.voters(),
             None => BTreeMap::new(),
         }
+    }
+
+    /// Resolves once another server refuses this one as retired by `muster recover`: its
+    /// Raft data predates the recovery and must not be served or replicated. Records that
+    /// for the next start (which sets the data aside and rejoins afresh) and returns why.
+    /// Never resolves on a client agent.
+    pub async fn retired(&self) -> String {
+        let Some(l) = &self.local else {
+            return std::future::pending().await;
+        };
+        let mut rx = l.retired_by.clone();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(w) => w.clone().unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        let db = l.log_db.clone();
+        let mark = why.clone();
+        let put = move || put_meta(&db, RETIRED_BY, &mark).map_err(|e| e.to_string());
+        match tokio::task::spawn_blocking(put).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot record the retirement"),
+            Err(e) => tracing::error!(error = %e, "cannot record the retirement"),
+        }
+        why
     }
 
     /// Stops the Raft node, waiting for it to finish.
@@ -1093,6 +1174,17 @@ impl Local {
                 if voters.get(id) == Some(addr) {
                     return Ok(());
                 }
+                if self
+                    .retired
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains(id)
+                {
+                    return Err(Error::InvalidRequest(format!(
+                        "Raft ID {id} ({addr}) was retired by `muster recover`; that server \
+                         rejoins under a new ID once it has restarted"
+                    )));
+                }
                 let node = BasicNode { addr: addr.clone() };
                 let known = self
                     .raft
@@ -1136,7 +1228,38 @@ impl Local {
         }
     }
 
+    /// A refusal for a Raft request from a retired server, or `None` to serve it.
+    fn refuse_retired(&self, vote: &crate::raft::types::Vote) -> Option<Response> {
+        let from = vote.leader_id().voted_for()?;
+        if !self
+            .retired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&from)
+        {
+            return None;
+        }
+        tracing::warn!(
+            id = from,
+            "refused a Raft request from a server retired by `muster recover`"
+        );
+        Some(Response::Retired(format!(
+            "server {} ({}) refuses Raft requests from Raft ID {from}: `muster recover` replaced \
+             the membership that ID belongs to, so this server's log predates the recovery",
+            self.config.node_name, self.config.advertise_rpc
+        )))
+    }
+
     async fn handle(&self, req: Request) -> Response {
+        let vote = match &req {
+            Request::AppendEntries(r) => Some(&r.vote),
+            Request::Vote(r) => Some(&r.vote),
+            Request::InstallSnapshot(r) => Some(&r.vote),
+            _ => None,
+        };
+        if let Some(refusal) = vote.and_then(|v| self.refuse_retired(v)) {
+            return refusal;
+        }
         match req {
             Request::AppendEntries(r) => {
                 let res = self.raft.append_entries(r).await;

@@ -552,7 +552,9 @@ async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<
     assert_keys(&fresh, 100, "stale").await?;
 
     // A lost server that turns up after all, with its old data dir and the old membership,
-    // cannot elect itself (the survivor's log is newer) and is taken in as a voter.
+    // is refused as retired and stops; started again, it rejoins as a new member.
+    servers[1].restart()?;
+    stops_as_retired(&mut servers[1]).await?;
     servers[1].restart()?;
     let all = [&servers[0], &fresh, &servers[1]];
     wait_until(
@@ -584,5 +586,108 @@ async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<
             a.name
         );
     }
+    Ok(())
+}
+
+/// Waits for a returning server to be refused as retired and to stop with an error.
+async fn stops_as_retired(s: &mut Agent) -> anyhow::Result<()> {
+    let status = s
+        .wait_exit(Duration::from_secs(30))
+        .map_err(with_logs(std::slice::from_ref(s)))?;
+    assert!(!status.success(), "{}: {status}", s.name);
+    let logs = s.logs();
+    assert!(
+        logs.contains("refuses Raft requests from Raft ID") && logs.contains("was retired"),
+        "{} says why it stopped:\n{logs}",
+        s.name
+    );
+    Ok(())
+}
+
+/// Writes `after/00` .. `after/{n-1}` through `s`, each acknowledged.
+async fn write_after(s: &Agent, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let r = put(&s.url(&format!("/v1/kv/after/{i:02}")), b"a").await?;
+        assert_eq!(r.text(), "true", "write after/{i:02} acknowledged");
+    }
+    Ok(())
+}
+
+/// The two "lost" servers come back together after the survivor was recovered. In their old
+/// membership they are a majority and could elect one of them, whose log would then overwrite
+/// the survivor's. The survivor refuses them as retired: they stop, and started again they set
+/// their old Raft data aside and rejoin with the survivor's data. Nothing the survivor
+/// acknowledged, before or after the recovery, is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
+) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
+    write_keys(&servers, 100).await?;
+    for s in &mut servers {
+        s.kill9();
+    }
+    let out = recover(&servers[0].data_dir)?;
+    assert!(out.status.success(), "{out:?}");
+    let me = restart_leading_alone(&mut servers[0]).await?;
+    write_after(&servers[0], 20).await?;
+
+    servers[1].restart()?;
+    servers[2].restart()?;
+    for s in &mut servers[1..] {
+        stops_as_retired(s).await?;
+    }
+    assert_keys(&servers[0], 100, "consistent").await?;
+    let after = get(&servers[0].url("/v1/kv/after/?keys&consistent"))
+        .await?
+        .json();
+    assert_eq!(after.as_array().map(Vec::len), Some(20), "{after}");
+
+    for s in &mut servers[1..] {
+        s.restart()?;
+    }
+    let peers = wait_until("both rejoin as voters", Duration::from_secs(60), || async {
+        let p = get(&servers[0].url("/v1/status/peers")).await.ok()?.json();
+        (p.as_array()?.len() == 3).then_some(p)
+    })
+    .await
+    .map_err(with_logs(&servers))?;
+    for s in &servers[1..] {
+        assert!(
+            peers
+                .as_array()
+                .is_some_and(|p| p.iter().any(|a| a.as_str() == s.rpc.as_deref())),
+            "{} votes: {peers}",
+            s.name
+        );
+        wait_until(
+            "it has the survivor's writes",
+            Duration::from_secs(30),
+            || async {
+                let k = get(&s.url("/v1/kv/after/?keys&stale")).await.ok()?.json();
+                (k.as_array()?.len() == 20).then_some(())
+            },
+        )
+        .await
+        .map_err(with_logs(&servers))?;
+        assert_keys(s, 100, "stale").await?;
+        assert_eq!(
+            leader_of(s).await.as_deref(),
+            Some(me.as_str()),
+            "{}",
+            s.name
+        );
+        let aside = std::fs::read_dir(&s.data_dir)?
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().starts_with("superseded-"))
+            .map(|e| e.path().join("raft.redb"));
+        assert!(
+            aside.is_some_and(|p| p.exists()),
+            "{}'s old Raft data is kept aside",
+            s.name
+        );
+    }
+    let r = put(&servers[2].url("/v1/kv/after-rejoin"), b"x").await?;
+    assert_eq!(r.text(), "true", "writes work through a rejoined server");
     Ok(())
 }

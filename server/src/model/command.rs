@@ -35,6 +35,9 @@ pub enum Command {
     Txn(Vec<TxnOp>),
     /// Drop KV tombstones left at or before this index (the leader's tombstone GC).
     KvReapTombstones { upto: u64 },
+    /// Refuse Raft requests from these server IDs from now on: written by `muster recover`,
+    /// which replaced the membership they belong to.
+    RetireServers { ids: Vec<u64> },
 }
 
 /// What applying a [`Command`] produced.

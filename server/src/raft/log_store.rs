@@ -17,6 +17,9 @@ const VOTE: &str = "vote";
 const COMMITTED: &str = "committed";
 const PURGED: &str = "last_purged";
 pub(crate) const IDENTITY: &str = "identity";
+/// Set when another server refused this one as retired by `muster recover`: why. At the next
+/// start the Raft files are set aside and the server rejoins as a new member.
+pub(crate) const RETIRED_BY: &str = "retired_by";
 
 #[derive(Clone)]
 pub(crate) struct LogStore {

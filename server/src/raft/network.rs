@@ -9,18 +9,22 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
+use tokio::sync::watch;
 
 use super::rpc::{Request, Response, RpcClient};
 use super::types::{NodeId, TypeConfig};
 
 pub(crate) struct Network {
     pub(crate) rpc: RpcClient,
+    /// Set when a peer refuses this server as retired (see `Response::Retired`).
+    pub(crate) retired: watch::Sender<Option<String>>,
 }
 
 pub(crate) struct PeerConn {
     rpc: RpcClient,
     target: NodeId,
     addr: String,
+    retired: watch::Sender<Option<String>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -31,6 +35,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             rpc: self.rpc.clone(),
             target,
             addr: node.addr.clone(),
+            retired: self.retired.clone(),
         }
     }
 }
@@ -43,10 +48,18 @@ impl PeerConn {
         req: Request,
         option: &RPCOption,
     ) -> Result<Response, RPCError<NodeId, BasicNode, E>> {
-        self.rpc
+        let resp = self
+            .rpc
             .call(&self.addr, &req, option.hard_ttl())
             .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        if let Response::Retired(why) = resp {
+            self.retired
+                .send_if_modified(|r| r.replace(why.clone()).is_none());
+            let e = std::io::Error::other(why);
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        Ok(resp)
     }
 
     fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {

@@ -81,6 +81,8 @@ pub(crate) enum Response {
     Renewed(Result<bool, WireError>),
     Meta(Result<ReadMeta, WireError>),
     Status(StatusReply),
+    /// A Raft request from a server that `muster recover` retired, refused: why, for its log.
+    Retired(String),
 }
 
 #[derive(Debug, thiserror::Error)]

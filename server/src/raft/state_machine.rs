@@ -4,10 +4,10 @@
 //! durable commit and openraft re-applies the committed log from there. Every snapshot is
 //! taken right after a durable commit, so the log is never purged past what is on disk.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use super::types::*;
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
-use crate::store::{apply_command, rebuild_session_keys, Catalog, Changes};
+use crate::store::{apply_command, rebuild_session_keys, retired_servers, Catalog, Changes};
 
 /// What a snapshot file holds: the table rows plus the metadata they correspond to.
 #[derive(Serialize, Deserialize)]
@@ -44,6 +44,8 @@ pub(crate) struct StateMachine {
     pub(crate) hub: Arc<WatchHub>,
     /// Keys whose lock was released by a session invalidation, until when they stay unlockable.
     pub(crate) lock_delays: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    /// Raft IDs of retired servers, as in the `RETIRED` table.
+    pub(crate) retired: Arc<RwLock<BTreeSet<NodeId>>>,
     /// When the last durable commit was. Batches commit without fsync (the Raft log is the
     /// durable record), but redb frees pages only in durable commits: without one now and
     /// then, the file grows with every write.
@@ -118,11 +120,20 @@ impl StateMachine {
             applied: watch::channel(0).0,
             hub: Arc::default(),
             lock_delays: Arc::default(),
+            retired: Arc::default(),
             last_durable: Instant::now(),
         };
         let last = sm.read_applied()?.0.map_or(0, |l| l.index);
         sm.applied.send_replace(last);
+        sm.load_retired()?;
         Ok(sm)
+    }
+
+    fn load_retired(&self) -> Result<(), StorageError> {
+        let txn = self.db.begin_read().map_err(sto_err)?;
+        let ids = retired_servers(&txn.open_table(RETIRED).map_err(sto_err)?)?;
+        *self.retired.write().unwrap_or_else(|p| p.into_inner()) = ids;
+        Ok(())
     }
 
     pub(crate) fn catalog(&self) -> Catalog {
@@ -290,6 +301,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 d.insert(k.clone(), now + Duration::from_millis(*ms));
             }
         }
+        if changes.retired {
+            self.load_retired()?;
+        }
         if let Some(l) = last {
             self.applied.send_replace(l.index);
         }
@@ -345,6 +359,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(sto_err)??;
         tracing::info!(index, "installed snapshot");
+        self.load_retired()?;
         self.applied.send_replace(index);
         self.hub.publish_all();
         Ok(())

@@ -43,6 +43,32 @@ pub(crate) struct Changes {
     /// Keys whose lock was released by a session invalidation, with that session's lock
     /// delay in ms: they cannot be re-acquired until it passes.
     pub(crate) lock_delays: Vec<(String, u64)>,
+    /// Servers were retired: the refused Raft IDs must be reloaded.
+    pub(crate) retired: bool,
+}
+
+/// Records `ids` as retired servers (see [`RETIRED`]).
+pub(crate) fn retire_servers(txn: &WriteTransaction, ids: &[u64]) -> R<()> {
+    let mut t = txn.open_table(RETIRED).map_err(sto_err)?;
+    for id in ids {
+        t.insert(id.to_string().as_str(), [].as_slice())
+            .map_err(sto_err)?;
+    }
+    Ok(())
+}
+
+/// The retired servers' Raft IDs.
+pub(crate) fn retired_servers(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> R<BTreeSet<u64>> {
+    let mut out = BTreeSet::new();
+    for item in t.iter().map_err(sto_err)? {
+        let (k, _) = item.map_err(sto_err)?;
+        if let Ok(id) = k.value().parse() {
+            out.insert(id);
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn apply_command(
@@ -68,6 +94,11 @@ pub(crate) fn apply_command(
         Command::KvDelete { key, cas } => a.kv_delete(&key, cas)?,
         Command::KvDeleteTree { prefix } => a.kv_delete_tree(&prefix)?,
         Command::KvReapTombstones { upto } => a.kv_reap_tombstones(upto)?,
+        Command::RetireServers { ids } => {
+            retire_servers(txn, &ids)?;
+            a.ch.retired = true;
+            true
+        }
         Command::Register(reg) => a.register(*reg)?,
         Command::Deregister {
             node,

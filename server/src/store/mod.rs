@@ -5,5 +5,7 @@ mod catalog;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
-pub(crate) use apply::{apply_command, rebuild_session_keys, Changes};
+pub(crate) use apply::{
+    apply_command, rebuild_session_keys, retire_servers, retired_servers, Changes,
+};
 pub use catalog::Catalog;

@@ -27,8 +27,13 @@ pub(crate) const SESSION_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::n
 /// Keys: `kv`, `nodes`, `services`, `checks`, `sessions`, `svc:<name>` and `node:<name>`.
 pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
 
-/// The tables a snapshot carries, all keyed by string with byte values.
-pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 7] = [
+/// Raft IDs of servers that `muster recover` retired (decimal, empty values): Raft requests
+/// from them are refused, since their log and membership are from before the recovery.
+pub(crate) const RETIRED: TableDefinition<&str, &[u8]> = TableDefinition::new("retired_servers");
+
+/// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
+/// an older snapshot, with fewer tables, still installs.
+pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -36,6 +41,7 @@ pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 7] = [
     SERVICE_NAMES,
     CHECKS,
     SESSIONS,
+    RETIRED,
 ];
 
 pub(crate) const LAST_APPLIED: &str = "last_applied";
