@@ -1181,8 +1181,10 @@ impl Local {
                     .contains(id)
                 {
                     return Err(Error::InvalidRequest(format!(
-                        "Raft ID {id} ({addr}) was retired by `muster recover`; that server \
-                         rejoins under a new ID once it has restarted"
+                        "Raft ID {id} ({addr}) was retired by `muster recover`: that server \
+                         stops when it contacts this cluster and rejoins under a new ID once \
+                         restarted; if it keeps running, it leads a cluster of its own (was \
+                         `muster recover` run on it too?)"
                     )));
                 }
                 let node = BasicNode { addr: addr.clone() };

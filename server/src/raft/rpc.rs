@@ -183,7 +183,17 @@ where
         let req: Request = match postcard::from_bytes(&buf) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "malformed server RPC frame; closing connection");
+                // Most likely a server of another version during a rolling upgrade: say so.
+                let peer = s
+                    .peer_addr()
+                    .map_or_else(|_| "?".to_string(), |a| a.to_string());
+                tracing::warn!(
+                    error = %e,
+                    %peer,
+                    version = env!("CARGO_PKG_VERSION"),
+                    "cannot decode a server RPC request (is the peer another Muster version?); \
+                     closing the connection"
+                );
                 return;
             }
         };
