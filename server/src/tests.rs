@@ -174,3 +174,44 @@ fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError>
     );
     Ok(())
 }
+
+/// Servers that join after a recovery learn the retired Raft IDs from the log entry
+/// `muster recover` writes, and also from a snapshot when the log was purged.
+#[tokio::test]
+async fn retired_servers_reach_joiners_through_the_log_and_snapshots() -> Result<(), StorageError> {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    use crate::model::Command;
+    use crate::raft::types::{sto_err, Batch};
+
+    let state_machine = |dir: &TempDir| -> Result<StateMachine, StorageError> {
+        let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
+        StateMachine::new(std::sync::Arc::new(db), dir.path().join("snapshot.bin"))
+    };
+    let retired = |sm: &StateMachine| {
+        let ids = sm.retired.read().unwrap_or_else(|p| p.into_inner());
+        ids.iter().copied().collect::<Vec<u64>>()
+    };
+    let (a_dir, b_dir) = (
+        TempDir::new().map_err(sto_err)?,
+        TempDir::new().map_err(sto_err)?,
+    );
+    let mut a = state_machine(&a_dir)?;
+    assert!(retired(&a).is_empty());
+    let entry = Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(3, 1), 7),
+        payload: EntryPayload::Normal(Batch(vec![Command::RetireServers { ids: vec![5, 9] }])),
+    };
+    a.apply(vec![entry]).await?;
+    assert_eq!(retired(&a), [5, 9], "applied from the log");
+
+    let snap = a.build_snapshot().await?;
+    let mut b = state_machine(&b_dir)?;
+    b.install_snapshot(&snap.meta, snap.snapshot).await?;
+    assert_eq!(retired(&b), [5, 9], "installed from a snapshot");
+    drop(b);
+    let b = state_machine(&b_dir)?;
+    assert_eq!(retired(&b), [5, 9], "loaded at start");
+    Ok(())
+}
