@@ -240,15 +240,17 @@ impl Etcd {
 
 /// CPU time (clock ticks) the servers under test and this process, the load generator, used
 /// during `f`: on a shared 2-core machine the load generator's share limits both peers.
-async fn with_cpu<T>(pids: &[u32], f: impl std::future::Future<Output = T>) -> (T, u64, u64) {
-    let servers = || pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+/// Per server, in the order of `pids`.
+async fn with_cpu<T>(pids: &[u32], f: impl std::future::Future<Output = T>) -> (T, Vec<u64>, u64) {
+    let servers = || pids.iter().map(|&p| cpu_ticks(p)).collect::<Vec<u64>>();
     let (s0, g0) = (servers(), cpu_ticks(std::process::id()));
     let out = f.await;
     let (s1, g1) = (servers(), cpu_ticks(std::process::id()));
-    (out, s1.saturating_sub(s0), g1.saturating_sub(g0))
+    let used = s1.iter().zip(&s0).map(|(a, b)| a.saturating_sub(*b));
+    (out, used.collect(), g1.saturating_sub(g0))
 }
 
-fn report(name: &str, s: &Stats, server_ticks: u64, gen_ticks: u64) {
+fn report(name: &str, s: &Stats, server_ticks: &[u64], leader: Option<usize>, gen_ticks: u64) {
     // Clock ticks are 10 ms each.
     let per_put = |ticks: u64| ticks as f64 * 10_000.0 / s.ok.max(1) as f64;
     println!(
@@ -263,9 +265,20 @@ fn report(name: &str, s: &Stats, server_ticks: u64, gen_ticks: u64) {
     println!(
         "  {:<8} CPU per PUT: servers {:>5.0} us, load generator {:>4.0} us",
         "",
-        per_put(server_ticks),
+        per_put(server_ticks.iter().sum()),
         per_put(gen_ticks)
     );
+    if server_ticks.len() > 1 {
+        let each: Vec<String> = server_ticks
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                let role = if Some(i) == leader { " (leader)" } else { "" };
+                format!("s{} {:.0} us{role}", i + 1, per_put(t))
+            })
+            .collect();
+        println!("  {:<8} per server: {}", "", each.join(", "));
+    }
 }
 
 async fn bench_kv_put(secs: u64, servers: usize) -> anyhow::Result<()> {
@@ -281,7 +294,11 @@ async fn bench_kv_put(secs: u64, servers: usize) -> anyhow::Result<()> {
             .collect();
         let pids: Vec<u32> = agents.iter().filter_map(Agent::pid).collect();
         let (stats, st, gt) = with_cpu(&pids, load(&targets, secs)).await;
-        report("muster", &stats, st, gt);
+        let leader = wait_for_agreed_leader(&agents, Duration::from_secs(10))
+            .await
+            .ok()
+            .flatten();
+        report("muster", &stats, &st, leader, gt);
         stats
     };
     if etcd_available() {
@@ -290,7 +307,7 @@ async fn bench_kv_put(secs: u64, servers: usize) -> anyhow::Result<()> {
         let targets: Vec<Target> = etcd.urls.iter().cloned().map(Target::Etcd).collect();
         let pids: Vec<u32> = etcd.procs.iter().flatten().map(|p| p.0.id()).collect();
         let (e, st, gt) = with_cpu(&pids, load(&targets, secs)).await;
-        report("etcd", &e, st, gt);
+        report("etcd", &e, &st, etcd.leader().await, gt);
         println!(
             "  ratio muster/etcd: {:.2}x throughput, p99 {:.2}x",
             muster.rate() / e.rate(),
