@@ -188,20 +188,11 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> 
 /// The Raft files of a data dir, which a retired server sets aside.
 const RAFT_FILES: [&str; 3] = ["raft.redb", "state.redb", "snapshot.bin"];
 
-/// If another server refused this one as retired (see [`Server::retired`]), moves its Raft
-/// files into `superseded-<unix time>/` in the data dir, kept for inspection, so that it
-/// starts with no Raft state and rejoins the cluster as a new member with the data that
-/// cluster holds.
-fn set_aside_if_retired(dir: &Path) -> Result<()> {
-    let raft_path = dir.join("raft.redb");
-    if !raft_path.exists() {
-        return Ok(());
-    }
-    let why: Option<String> = {
-        let db = open_db(&raft_path, 1 << 20)?;
-        get_meta(&db, RETIRED_BY).map_err(|e| Error::Storage(e.to_string()))?
-    };
-    let Some(why) = why else { return Ok(()) };
+/// For a server another one refused as retired (see [`Server::retired`]): moves its Raft
+/// files, closed, into `superseded-<unix time>/` in the data dir, kept for inspection, so
+/// that it starts with no Raft state and rejoins the cluster as a new member with the data
+/// that cluster holds.
+fn set_aside_retired(dir: &Path, why: &str) -> Result<()> {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -257,8 +248,15 @@ impl Server {
             path: config.data_dir.clone(),
             reason: e.to_string(),
         })?;
-        set_aside_if_retired(&config.data_dir)?;
-        let log_db = open_db(&config.data_dir.join("raft.redb"), 4 << 20)?;
+        let raft_path = config.data_dir.join("raft.redb");
+        let mut log_db = open_db(&raft_path, 4 << 20)?;
+        let retired_by: Option<String> =
+            get_meta(&log_db, RETIRED_BY).map_err(|e| Error::Storage(e.to_string()))?;
+        if let Some(why) = retired_by {
+            drop(log_db);
+            set_aside_retired(&config.data_dir, &why)?;
+            log_db = open_db(&raft_path, 4 << 20)?;
+        }
         let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
         let log_store = LogStore::new(log_db.clone()).map_err(st)?;
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {

@@ -369,25 +369,31 @@ async fn start_on_fixed_ports(
     Ok(servers)
 }
 
-/// Writes `collapse/000` .. `collapse/{n-1}` spread over the servers, each acknowledged.
-async fn write_keys(servers: &[Agent], n: usize) -> anyhow::Result<()> {
+/// Writes `PREFIX/000` .. `PREFIX/{n-1}` (values `v0` ..) spread over the servers, each
+/// acknowledged.
+async fn write_keys(servers: &[Agent], prefix: &str, n: usize) -> anyhow::Result<()> {
     for i in 0..n {
-        let url = servers[i % servers.len()].url(&format!("/v1/kv/collapse/{i:03}"));
+        let url = servers[i % servers.len()].url(&format!("/v1/kv/{prefix}/{i:03}"));
         let r = put(&url, format!("v{i}").as_bytes()).await?;
-        assert_eq!(r.text(), "true", "write {i} acknowledged");
+        assert_eq!(r.text(), "true", "write {prefix}/{i:03} acknowledged");
     }
     Ok(())
 }
 
-/// Asserts `s` holds exactly the `n` keys [`write_keys`] wrote, read in `mode`.
-async fn assert_keys(s: &Agent, n: usize, mode: &str) -> anyhow::Result<()> {
-    let keys = get(&s.url(&format!("/v1/kv/collapse/?keys&{mode}")))
+/// How many keys under `PREFIX/` `s` holds, read in `mode`.
+async fn key_count(s: &Agent, prefix: &str, mode: &str) -> anyhow::Result<Option<usize>> {
+    let keys = get(&s.url(&format!("/v1/kv/{prefix}/?keys&{mode}")))
         .await?
         .json();
+    Ok(keys.as_array().map(Vec::len))
+}
+
+/// Asserts `s` holds exactly the `n` `collapse/` keys [`write_keys`] wrote, read in `mode`.
+async fn assert_keys(s: &Agent, n: usize, mode: &str) -> anyhow::Result<()> {
     assert_eq!(
-        keys.as_array().map(Vec::len),
+        key_count(s, "collapse", mode).await?,
         Some(n),
-        "{} holds every acknowledged write: {keys}",
+        "{} holds every acknowledged write",
         s.name
     );
     let v = get(&s.url(&format!("/v1/kv/collapse/042?raw&{mode}"))).await?;
@@ -413,7 +419,7 @@ fn with_logs(servers: &[Agent]) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ 
 async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
-    write_keys(&servers, 100).await?;
+    write_keys(&servers, "collapse", 100).await?;
 
     for s in &mut servers {
         s.kill9();
@@ -466,7 +472,7 @@ async fn restart_leading_alone(survivor: &mut Agent) -> anyhow::Result<String> {
 async fn recovery_before_any_snapshot() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
-    write_keys(&servers, 100).await?;
+    write_keys(&servers, "collapse", 100).await?;
     for s in &mut servers {
         s.kill9();
     }
@@ -487,7 +493,7 @@ async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<
     // the log, so recovery must find the membership in the state machine.
     let cfg = snapshot_often(root.path())?;
     let mut servers = start_on_fixed_ports(root.path(), 3, &["-config-file", &cfg]).await?;
-    write_keys(&servers, 100).await?;
+    write_keys(&servers, "collapse", 100).await?;
     wait_until("s1 built a snapshot", Duration::from_secs(10), || async {
         servers[0].logs().contains("built snapshot").then_some(())
     })
@@ -541,11 +547,8 @@ async fn a_survivor_of_a_lost_quorum_recovers_with_its_data() -> anyhow::Result<
         "the new server has the data",
         Duration::from_secs(30),
         || async {
-            let k = get(&both[1].url("/v1/kv/collapse/?keys&stale"))
-                .await
-                .ok()?
-                .json();
-            (k.as_array()?.len() == 100).then_some(())
+            let n = key_count(both[1], "collapse", "stale").await.ok()??;
+            (n == 100).then_some(())
         },
     )
     .await?;
@@ -604,15 +607,6 @@ async fn stops_as_retired(s: &mut Agent) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `after/00` .. `after/{n-1}` through `s`, each acknowledged.
-async fn write_after(s: &Agent, n: usize) -> anyhow::Result<()> {
-    for i in 0..n {
-        let r = put(&s.url(&format!("/v1/kv/after/{i:02}")), b"a").await?;
-        assert_eq!(r.text(), "true", "write after/{i:02} acknowledged");
-    }
-    Ok(())
-}
-
 /// The two "lost" servers come back together after the survivor was recovered. In their old
 /// membership they are a majority and could elect one of them, whose log would then overwrite
 /// the survivor's. The survivor refuses them as retired: they stop, and started again they set
@@ -623,14 +617,14 @@ async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
 ) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
-    write_keys(&servers, 100).await?;
+    write_keys(&servers, "collapse", 100).await?;
     for s in &mut servers {
         s.kill9();
     }
     let out = recover(&servers[0].data_dir)?;
     assert!(out.status.success(), "{out:?}");
     let me = restart_leading_alone(&mut servers[0]).await?;
-    write_after(&servers[0], 20).await?;
+    write_keys(&servers[..1], "after", 20).await?;
 
     servers[1].restart()?;
     servers[2].restart()?;
@@ -638,10 +632,11 @@ async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
         stops_as_retired(s).await?;
     }
     assert_keys(&servers[0], 100, "consistent").await?;
-    let after = get(&servers[0].url("/v1/kv/after/?keys&consistent"))
-        .await?
-        .json();
-    assert_eq!(after.as_array().map(Vec::len), Some(20), "{after}");
+    assert_eq!(
+        key_count(&servers[0], "after", "consistent").await?,
+        Some(20),
+        "the survivor keeps its writes from after the recovery"
+    );
 
     for s in &mut servers[1..] {
         s.restart()?;
@@ -664,8 +659,8 @@ async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
             "it has the survivor's writes",
             Duration::from_secs(30),
             || async {
-                let k = get(&s.url("/v1/kv/after/?keys&stale")).await.ok()?.json();
-                (k.as_array()?.len() == 20).then_some(())
+                let n = key_count(s, "after", "stale").await.ok()??;
+                (n == 20).then_some(())
             },
         )
         .await
