@@ -249,16 +249,15 @@ impl Server {
             reason: e.to_string(),
         })?;
         let raft_path = config.data_dir.join("raft.redb");
+        let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
         let mut log_db = open_db(&raft_path, 4 << 20)?;
-        let retired_by: Option<String> =
-            get_meta(&log_db, RETIRED_BY).map_err(|e| Error::Storage(e.to_string()))?;
-        if let Some(why) = retired_by {
-            drop(log_db);
+        let mut log_store = LogStore::new(log_db.clone()).map_err(st)?;
+        if let Some(why) = get_meta::<String>(&log_db, RETIRED_BY).map_err(st)? {
+            drop((log_store, log_db));
             set_aside_retired(&config.data_dir, &why)?;
             log_db = open_db(&raft_path, 4 << 20)?;
+            log_store = LogStore::new(log_db.clone()).map_err(st)?;
         }
-        let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
-        let log_store = LogStore::new(log_db.clone()).map_err(st)?;
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
             Some(found) => {
                 if found.node_name != config.node_name || found.datacenter != config.datacenter {
