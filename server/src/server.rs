@@ -648,10 +648,9 @@ impl Server {
         let db = l.log_db.clone();
         let mark = why.clone();
         let put = move || put_meta(&db, RETIRED_BY, &mark).map_err(|e| e.to_string());
-        match tokio::task::spawn_blocking(put).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot record the retirement"),
-            Err(e) => tracing::error!(error = %e, "cannot record the retirement"),
+        let done = tokio::task::spawn_blocking(put).await;
+        if let Err(e) = done.map_err(|e| e.to_string()).and_then(|r| r) {
+            tracing::error!(error = %e, "cannot record the retirement");
         }
         why
     }
@@ -1171,12 +1170,7 @@ impl Local {
                 if voters.get(id) == Some(addr) {
                     return Ok(());
                 }
-                if self
-                    .retired
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains(id)
-                {
+                if self.is_retired(*id) {
                     return Err(Error::InvalidRequest(format!(
                         "Raft ID {id} ({addr}) was retired by `muster recover`: that server \
                          stops when it contacts this cluster and rejoins under a new ID once \
@@ -1227,15 +1221,17 @@ impl Local {
         }
     }
 
+    fn is_retired(&self, id: NodeId) -> bool {
+        self.retired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&id)
+    }
+
     /// A refusal for a Raft request from a retired server, or `None` to serve it.
     fn refuse_retired(&self, vote: &crate::raft::types::Vote) -> Option<Response> {
         let from = vote.leader_id().voted_for()?;
-        if !self
-            .retired
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&from)
-        {
+        if !self.is_retired(from) {
             return None;
         }
         tracing::warn!(

@@ -401,6 +401,17 @@ async fn assert_keys(s: &Agent, n: usize, mode: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Three servers on fixed ports that acknowledged 100 `collapse/` writes, then all got
+/// `kill -9` (a power cut): stopped, their data dirs left as the outage left them.
+async fn collapsed_cluster(root: &std::path::Path) -> anyhow::Result<Vec<Agent>> {
+    let mut servers = start_on_fixed_ports(root, 3, &[]).await?;
+    write_keys(&servers, "collapse", 100).await?;
+    for s in &mut servers {
+        s.kill9();
+    }
+    Ok(servers)
+}
+
 /// Appends every agent's log to an error, for failure messages.
 fn with_logs(servers: &[Agent]) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ {
     move |e| {
@@ -418,12 +429,7 @@ fn with_logs(servers: &[Agent]) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_collapsed_cluster_comes_back_from_its_data_dirs() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
-    write_keys(&servers, "collapse", 100).await?;
-
-    for s in &mut servers {
-        s.kill9();
-    }
+    let mut servers = collapsed_cluster(root.path()).await?;
     for s in &mut servers {
         s.restart()?;
     }
@@ -471,11 +477,7 @@ async fn restart_leading_alone(survivor: &mut Agent) -> anyhow::Result<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn recovery_before_any_snapshot() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
-    write_keys(&servers, "collapse", 100).await?;
-    for s in &mut servers {
-        s.kill9();
-    }
+    let mut servers = collapsed_cluster(root.path()).await?;
     let out = recover(&servers[2].data_dir)?;
     assert!(out.status.success(), "{out:?}");
     restart_leading_alone(&mut servers[2]).await?;
@@ -616,11 +618,7 @@ async fn stops_as_retired(s: &mut Agent) -> anyhow::Result<()> {
 async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
 ) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_on_fixed_ports(root.path(), 3, &[]).await?;
-    write_keys(&servers, "collapse", 100).await?;
-    for s in &mut servers {
-        s.kill9();
-    }
+    let mut servers = collapsed_cluster(root.path()).await?;
     let out = recover(&servers[0].data_dir)?;
     assert!(out.status.success(), "{out:?}");
     let me = restart_leading_alone(&mut servers[0]).await?;
