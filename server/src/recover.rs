@@ -111,7 +111,7 @@ pub async fn recover_sole_server(data_dir: &Path) -> Result<Recovered> {
         },
         Entry {
             log_id: LogId::new(leader, last.index + 2),
-            payload: EntryPayload::Normal(Batch(vec![Command::RetireServers {
+            payload: EntryPayload::Normal(Batch::new(vec![Command::RetireServers {
                 ids: retired.clone(),
             }])),
         },

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use crate::raft::log_store::{get_meta, put_meta, LogStore, IDENTITY, RETIRED_BY}
 use crate::raft::network::Network;
 use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
 use crate::raft::state_machine::StateMachine;
-use crate::raft::types::{Batch, NodeId, Raft};
+use crate::raft::types::{Batch, CommitHook, NodeId, Raft};
 use crate::store::watch::{Topic, WatchHub};
 use crate::store::Catalog;
 use crate::{Error, Result, ServerConfig};
@@ -28,7 +29,7 @@ use crate::{Error, Result, ServerConfig};
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most commands packed into one log entry.
 const MAX_BATCH: usize = 1024;
-/// Log entries proposed but not yet applied, at most, on a single-server cluster: later
+/// Log entries proposed but not yet committed, at most, on a single-server cluster: later
 /// writes queue up and form the next, larger batch meanwhile. With more voters the leader
 /// keeps one: openraft 0.9 blocks its core for the whole local log fsync, so a second entry's
 /// append holds back the follower acks that would commit the first, and only makes batches
@@ -83,29 +84,72 @@ async fn batch_loop(raft: Raft, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            let res = raft.client_write(Batch(cmds)).await;
-            drop(permit);
-            match res {
-                Ok(resp) => {
-                    for (w, r) in waiters.into_iter().zip(resp.data.0) {
-                        let _ = w.send(Outcome::Done(r));
-                    }
-                }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                    for w in waiters {
-                        let _ = w.send(Outcome::NotLeader);
-                    }
-                }
-                Err(e) => {
-                    let msg = e.to_string();
-                    for w in waiters {
-                        let _ = w.send(Outcome::Failed(msg.clone()));
-                    }
+        tokio::spawn(propose(raft.clone(), cmds, waiters, permit));
+    }
+}
+
+/// Proposes one batch. Its unconditional KV writes are answered, and its in-flight slot
+/// freed, as soon as a quorum holds the entry: the entry is then as durable as Raft makes
+/// anything, and reads wait for the apply (see `Local::read_index`). Applying a batch thus
+/// overlaps the next one's log append, and a round trip no longer includes an apply.
+async fn propose(
+    raft: Raft,
+    cmds: Vec<Command>,
+    waiters: Vec<tokio::sync::oneshot::Sender<Outcome>>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let early: Vec<bool> = cmds.iter().map(Command::succeeds_unconditionally).collect();
+    let mut waiters: Vec<_> = waiters.into_iter().map(Some).collect();
+    let mut permit = Some(permit);
+    let (hook, committed) = CommitHook::new();
+    let write = raft.client_write(Batch {
+        cmds,
+        on_commit: Some(hook),
+    });
+    tokio::pin!(write);
+    let res = tokio::select! {
+        biased;
+        res = &mut write => res,
+        Ok(index) = committed => {
+            drop(permit.take());
+            for (w, _) in waiters.iter_mut().zip(&early).filter(|(_, &e)| e) {
+                if let Some(w) = w.take() {
+                    let _ = w.send(Outcome::Done(CommandResult {
+                        index,
+                        success: true,
+                        txn: None,
+                    }));
                 }
             }
-        });
+            write.await
+        }
+    };
+    drop(permit);
+    match res {
+        Ok(resp) => {
+            for ((w, r), e) in waiters.into_iter().zip(resp.data.0).zip(early) {
+                if e && !r.success {
+                    tracing::error!(
+                        index = r.index,
+                        "a write acknowledged at commit failed to apply"
+                    );
+                }
+                if let Some(w) = w {
+                    let _ = w.send(Outcome::Done(r));
+                }
+            }
+        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+            for w in waiters.into_iter().flatten() {
+                let _ = w.send(Outcome::NotLeader);
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            for w in waiters.into_iter().flatten() {
+                let _ = w.send(Outcome::Failed(msg.clone()));
+            }
+        }
     }
 }
 
@@ -132,6 +176,8 @@ struct Local {
     raft: Raft,
     catalog: Catalog,
     applied: watch::Receiver<u64>,
+    /// The latest commit index this server knows of (the log store's).
+    committed: Arc<AtomicU64>,
     rpc: RpcClient,
     /// When this follower last accepted entries or a heartbeat from a leader.
     leader_contact: Mutex<Option<Instant>>,
@@ -258,6 +304,7 @@ impl Server {
             log_db = open_db(&raft_path, 4 << 20)?;
             log_store = LogStore::new(log_db.clone()).map_err(st)?;
         }
+        let committed = log_store.committed_index();
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
             Some(found) => {
                 if found.node_name != config.node_name || found.datacenter != config.datacenter {
@@ -331,6 +378,7 @@ impl Server {
             raft,
             catalog,
             applied,
+            committed,
             rpc: rpc.clone(),
             leader_contact: Mutex::new(None),
             quorum_ack: Mutex::new(None),
@@ -1070,9 +1118,12 @@ impl Local {
                     _ => Err(Error::NoLeader),
                 }
             }
+            // Writes are acknowledged at commit, before they are applied: a read must wait
+            // for what is committed, or a client could miss the write it was just told of.
             _ => {
                 let applied = *self.applied.borrow();
-                Ok(applied.max(lock(&self.leader_floor).1))
+                let committed = self.committed.load(Ordering::Acquire);
+                Ok(applied.max(committed).max(lock(&self.leader_floor).1))
             }
         }
     }

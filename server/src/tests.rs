@@ -201,7 +201,7 @@ async fn retired_servers_reach_joiners_through_the_log_and_snapshots() -> Result
     assert!(retired(&a).is_empty());
     let entry = Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(3, 1), 7),
-        payload: EntryPayload::Normal(Batch(vec![Command::RetireServers { ids: vec![5, 9] }])),
+        payload: EntryPayload::Normal(Batch::new(vec![Command::RetireServers { ids: vec![5, 9] }])),
     };
     a.apply(vec![entry]).await?;
     assert_eq!(retired(&a), [5, 9], "applied from the log");
@@ -213,5 +213,37 @@ async fn retired_servers_reach_joiners_through_the_log_and_snapshots() -> Result
     drop(b);
     let b = state_machine(&b_dir)?;
     assert_eq!(retired(&b), [5, 9], "loaded at start");
+    Ok(())
+}
+
+/// The commit hook rides on the leader's in-memory entry only: a batch is logged and sent as
+/// its bare command list, so the log format is what it was before the hook existed.
+#[test]
+fn a_batch_is_logged_as_its_bare_commands() -> Result<(), StorageError> {
+    use crate::model::Command;
+    use crate::raft::types::{decode, encode, Batch, CommitHook};
+
+    let cmds = vec![
+        Command::KvSet {
+            key: "a".into(),
+            value: b"1".to_vec(),
+            flags: 0,
+            cas: None,
+            lock: None,
+        },
+        Command::KvDeleteTree {
+            prefix: "b/".into(),
+        },
+    ];
+    let (hook, _rx) = CommitHook::new();
+    let batch = Batch {
+        cmds: cmds.clone(),
+        on_commit: Some(hook),
+    };
+    let bytes = encode(&batch)?;
+    assert_eq!(bytes, encode(&cmds)?);
+    let back: Batch = decode(&bytes)?;
+    assert_eq!(back.cmds, cmds);
+    assert!(back.on_commit.is_none());
     Ok(())
 }

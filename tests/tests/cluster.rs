@@ -61,6 +61,44 @@ async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Writes are acknowledged once committed, before they are applied; a default-mode read that
+/// follows on any server must still see them (read-your-writes, as with Consul).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_acknowledged_write_is_seen_by_the_next_read_on_any_server() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let servers = start_servers(root.path(), 3, &[]).await?;
+    wait_for_agreed_leader(&servers, Duration::from_secs(10)).await?;
+    let bases: Arc<Vec<String>> = Arc::new(servers.iter().map(|s| s.url("/v1/kv/")).collect());
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..8usize {
+        let bases = bases.clone();
+        writers.spawn(async move {
+            let client = http();
+            for i in 0..60usize {
+                let url = |s: usize| format!("{}ryw/{w}", bases[(w + i + s) % bases.len()]);
+                let r = client.put(url(0)).body(format!("{i}")).send().await?;
+                anyhow::ensure!(
+                    r.status() == 200 && r.text().await? == "true",
+                    "write {w}/{i}"
+                );
+                for s in 0..bases.len() {
+                    let r = client.get(format!("{}?raw", url(s))).send().await?;
+                    let (status, body) = (r.status(), r.text().await?);
+                    anyhow::ensure!(
+                        status == 200 && body == i.to_string(),
+                        "write {i} to ryw/{w} acknowledged, then a read answered {status} {body:?}"
+                    );
+                }
+            }
+            Ok(())
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;

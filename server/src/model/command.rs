@@ -40,6 +40,23 @@ pub enum Command {
     RetireServers { ids: Vec<u64> },
 }
 
+impl Command {
+    /// Whether applying this command succeeds whatever the state it meets: a KV write or
+    /// delete with no CAS index and no lock. Such a write is acknowledged once it commits,
+    /// without waiting for the apply (the state machine's `apply` must agree; it is checked).
+    pub fn succeeds_unconditionally(&self) -> bool {
+        matches!(
+            self,
+            Command::KvSet {
+                cas: None,
+                lock: None,
+                ..
+            } | Command::KvDelete { cas: None, .. }
+                | Command::KvDeleteTree { .. }
+        )
+    }
+}
+
 /// What applying a [`Command`] produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {

@@ -1,14 +1,18 @@
 //! The Raft log, vote and committed index in one redb file (`raft.redb`).
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{LogState, OptionalSend, RaftLogReader};
+use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use super::types::{decode, encode, sto_err, Entry, LogId, StorageError, TypeConfig, Vote};
+use super::types::{
+    decode, encode, sto_err, CommitHook, Entry, LogId, StorageError, TypeConfig, Vote,
+};
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -26,7 +30,17 @@ pub(crate) struct LogStore {
     db: Arc<Database>,
     /// The latest committed log id, persisted with the next append rather than on its own:
     /// a stale value only means re-applying a few entries after a crash.
-    committed: Arc<std::sync::Mutex<Option<LogId>>>,
+    committed: Arc<Mutex<Option<LogId>>>,
+    /// The index of `committed`, for readers outside Raft: a leader's default-mode read
+    /// must observe every write it has acknowledged, and it acknowledges at commit.
+    committed_index: Arc<AtomicU64>,
+    /// Entries this server proposed as leader, by index, until they commit (or are
+    /// truncated away): their hooks fire in `save_committed`.
+    proposed: Arc<Mutex<BTreeMap<u64, CommitHook>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl LogStore {
@@ -38,7 +52,14 @@ impl LogStore {
         Ok(LogStore {
             db,
             committed: Arc::default(),
+            committed_index: Arc::default(),
+            proposed: Arc::default(),
         })
+    }
+
+    /// The latest committed index this server knows of, shared with readers.
+    pub(crate) fn committed_index(&self) -> Arc<AtomicU64> {
+        self.committed_index.clone()
     }
 
     /// Appends entries and returns once they are on disk: for outage recovery, which writes
@@ -171,12 +192,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
+        *lock(&self.committed) = committed;
+        if let Some(c) = committed {
+            self.committed_index.fetch_max(c.index, Ordering::Release);
+            // openraft calls this as soon as a quorum holds the entries, before applying them.
+            let fired = {
+                let mut proposed = lock(&self.proposed);
+                let later = proposed.split_off(&(c.index + 1));
+                std::mem::replace(&mut *proposed, later)
+            };
+            for (index, hook) in fired {
+                hook.fire(index);
+            }
+        }
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        let mem = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let mem = *lock(&self.committed);
         match mem {
             Some(c) => Ok(Some(c)),
             None => Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten()),
@@ -193,8 +226,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         // One transaction and one fsync for the whole batch: this is the group commit.
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for e in &entries {
+            if let EntryPayload::Normal(b) = &e.payload {
+                if let Some(hook) = &b.on_commit {
+                    lock(&self.proposed).insert(e.log_id.index, hook.clone());
+                }
+            }
+        }
         let rows = encode_rows(entries)?;
-        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = *lock(&self.committed);
         let committed = committed.map(|c| encode(&Some(c))).transpose()?;
         let res = self
             .write(Durability::Immediate, move |txn| {
@@ -214,6 +255,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Entries this server proposed from here on will never commit: dropping their hooks
+        // leaves their writers to the error client_write returns.
+        lock(&self.proposed).split_off(&log_id.index);
         self.write(Durability::Immediate, move |txn| {
             let mut t = txn.open_table(LOGS).map_err(sto_err)?;
             t.retain_in(log_id.index.., |_, _| false).map_err(sto_err)?;

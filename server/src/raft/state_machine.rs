@@ -265,7 +265,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 last = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => results.push(BatchResult::default()),
-                    EntryPayload::Normal(Batch(cmds)) => {
+                    EntryPayload::Normal(Batch { cmds, .. }) => {
                         let mut out = Vec::with_capacity(cmds.len());
                         for cmd in cmds {
                             out.push(apply_command(&txn, index, cmd, &mut changes)?);

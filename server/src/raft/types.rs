@@ -1,4 +1,7 @@
 use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 use serde::{Deserialize, Serialize};
 
@@ -7,8 +10,56 @@ use crate::model::{Command, CommandResult};
 /// One log entry's payload: the commands the leader collected while the previous entries were
 /// in flight. Group commit: many client writes share one append, one fsync and one apply
 /// transaction. They also share the entry's index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Batch(pub(crate) Vec<Command>);
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Batch {
+    pub(crate) cmds: Vec<Command>,
+    /// Set on the leader that proposes the entry, never serialized (the log and the wire carry
+    /// `cmds` alone, byte for byte as a bare `Vec<Command>`): the log store tells it the
+    /// entry's index the moment a quorum holds the entry, before it is applied.
+    #[serde(skip)]
+    pub(crate) on_commit: Option<CommitHook>,
+}
+
+impl Batch {
+    pub(crate) fn new(cmds: Vec<Command>) -> Batch {
+        Batch {
+            cmds,
+            on_commit: None,
+        }
+    }
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.cmds == other.cmds
+    }
+}
+
+impl Eq for Batch {}
+
+/// Fires once with an entry's log index when the entry commits.
+#[derive(Clone)]
+pub(crate) struct CommitHook(Arc<Mutex<Option<oneshot::Sender<u64>>>>);
+
+impl CommitHook {
+    pub(crate) fn new() -> (CommitHook, oneshot::Receiver<u64>) {
+        let (tx, rx) = oneshot::channel();
+        (CommitHook(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
+    pub(crate) fn fire(&self, index: u64) {
+        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let _ = tx.send(index);
+        }
+    }
+}
+
+impl std::fmt::Debug for CommitHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CommitHook")
+    }
+}
 
 /// One result per command of a [`Batch`], in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
