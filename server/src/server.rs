@@ -31,10 +31,9 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BATCH: usize = 1024;
 /// Log entries proposed but not yet committed, at most, on a single-server cluster: later
 /// writes queue up and form the next, larger batch meanwhile. With more voters the leader
-/// keeps one: openraft 0.9 blocks its core for the whole local log fsync, so a second entry's
-/// append holds back the follower acks that would commit the first, and only makes batches
-/// smaller (3-server PUT bench: one in flight 7.9-8.0k PUT/s at 152-154 us of CPU per PUT,
-/// two 7.4-7.5k at 177-178 us; one server: two 17.7k, one 15.8k).
+/// keeps one: since the leader's own append runs beside replication (vendor/openraft), 1 to 4
+/// in flight gave the same PUT rate in the 3-server bench (5.4-6.0k PUT/s, paired runs),
+/// and one costs the least CPU per PUT (213-217 us against 226-241 us).
 const BATCHES_IN_FLIGHT: usize = 2;
 
 /// Forwarding RPCs to the leader in flight, at most. More than `BATCHES_IN_FLIGHT`: a
@@ -297,13 +296,12 @@ impl Server {
         let raft_path = config.data_dir.join("raft.redb");
         let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
         let mut log_db = open_db(&raft_path, 4 << 20)?;
-        let mut log_store = LogStore::new(log_db.clone()).map_err(st)?;
         if let Some(why) = get_meta::<String>(&log_db, RETIRED_BY).map_err(st)? {
-            drop((log_store, log_db));
+            drop(log_db);
             set_aside_retired(&config.data_dir, &why)?;
             log_db = open_db(&raft_path, 4 << 20)?;
-            log_store = LogStore::new(log_db.clone()).map_err(st)?;
         }
+        let log_store = LogStore::new(log_db.clone()).map_err(st)?;
         let committed = log_store.committed_index();
         let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
             Some(found) => {

@@ -37,10 +37,120 @@ pub(crate) struct LogStore {
     /// Entries this server proposed as leader, by index, until they commit (or are
     /// truncated away): their hooks fire in `save_committed`.
     proposed: Arc<Mutex<BTreeMap<u64, CommitHook>>>,
+    /// Entries appended but not yet written to `raft.redb`. A leader replicates entries
+    /// while its own append is still on its way to disk, so they must be readable at once.
+    unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    /// The log writer thread: every write to `raft.redb` goes through it, in order.
+    writer: std::sync::mpsc::Sender<Job>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
+
+/// One write to `raft.redb`, done by the writer thread in the order submitted.
+enum Job {
+    /// Log entries, with the committed id known when they were submitted.
+    Append {
+        rows: Vec<(u64, Vec<u8>)>,
+        ids: Vec<LogId>,
+        committed: Option<Vec<u8>>,
+        callback: LogFlushed<TypeConfig>,
+    },
+    /// Anything else (vote, truncation, purge): one durable transaction.
+    Run {
+        f: TxnFn,
+        done: tokio::sync::oneshot::Sender<Result<(), StorageError>>,
+    },
+}
+
+/// Writes jobs in submission order. Appends that queued up meanwhile share one transaction
+/// and one fsync: group commit across log entries, on top of the batching into entries.
+fn writer_loop(
+    db: Arc<Database>,
+    unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
+    rx: std::sync::mpsc::Receiver<Job>,
+) {
+    let mut next = None;
+    loop {
+        let Some(job) = next.take().or_else(|| rx.recv().ok()) else {
+            return;
+        };
+        match job {
+            Job::Run { f, done } => {
+                let res = commit(&db, f);
+                let _ = done.send(res);
+            }
+            Job::Append {
+                rows,
+                ids,
+                committed,
+                callback,
+            } => {
+                let mut appends = vec![(rows, ids, committed, callback)];
+                while let Ok(job) = rx.try_recv() {
+                    match job {
+                        Job::Append {
+                            rows,
+                            ids,
+                            committed,
+                            callback,
+                        } => appends.push((rows, ids, committed, callback)),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let mut written: Vec<LogId> = Vec::new();
+                let mut batches = Vec::with_capacity(appends.len());
+                let mut callbacks = Vec::with_capacity(appends.len());
+                for (rows, ids, committed, cb) in appends {
+                    written.extend(ids);
+                    batches.push((rows, committed));
+                    callbacks.push(cb);
+                }
+                let res = commit(
+                    &db,
+                    Box::new(move |txn| {
+                        for (rows, committed) in &batches {
+                            insert_rows(txn, rows)?;
+                            if let Some(c) = committed {
+                                let mut m = txn.open_table(META).map_err(sto_err)?;
+                                m.insert(COMMITTED, c.as_slice()).map_err(sto_err)?;
+                            }
+                        }
+                        Ok(())
+                    }),
+                );
+                if res.is_ok() {
+                    // Readers find these in the file now. An entry replaced meanwhile (a
+                    // truncation and a new append at its index) stays for its own write.
+                    let mut u = lock(&unflushed);
+                    for id in &written {
+                        if u.get(&id.index).is_some_and(|e| e.log_id == *id) {
+                            u.remove(&id.index);
+                        }
+                    }
+                }
+                for cb in callbacks {
+                    match &res {
+                        Ok(()) => cb.log_io_completed(Ok(())),
+                        Err(e) => cb.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, f: TxnFn) -> Result<(), StorageError> {
+    let mut txn = db.begin_write().map_err(sto_err)?;
+    txn.set_durability(Durability::Immediate);
+    f(&txn)?;
+    txn.commit().map_err(sto_err)
 }
 
 impl LogStore {
@@ -49,11 +159,22 @@ impl LogStore {
         txn.open_table(LOGS).map_err(sto_err)?;
         txn.open_table(META).map_err(sto_err)?;
         txn.commit().map_err(sto_err)?;
+        let unflushed: Arc<Mutex<BTreeMap<u64, Entry>>> = Arc::default();
+        let (writer, rx) = std::sync::mpsc::channel();
+        {
+            let (db, unflushed) = (db.clone(), unflushed.clone());
+            std::thread::Builder::new()
+                .name("raft-log".into())
+                .spawn(move || writer_loop(db, unflushed, rx))
+                .map_err(sto_err)?;
+        }
         Ok(LogStore {
             db,
             committed: Arc::default(),
             committed_index: Arc::default(),
             proposed: Arc::default(),
+            unflushed,
+            writer,
         })
     }
 
@@ -65,9 +186,8 @@ impl LogStore {
     /// Appends entries and returns once they are on disk: for outage recovery, which writes
     /// the log while no Raft node runs.
     pub(crate) async fn append_durable(&self, entries: Vec<Entry>) -> Result<(), StorageError> {
-        let rows = encode_rows(entries)?;
-        self.write(Durability::Immediate, move |txn| insert_rows(txn, &rows))
-            .await
+        let rows = encode_rows(&entries)?;
+        self.write(move |txn| insert_rows(txn, &rows)).await
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -77,29 +197,31 @@ impl LogStore {
         get_meta(&self.db, key)
     }
 
-    /// Runs a write transaction on a blocking thread: redb writes block on fsync.
-    async fn write<F>(&self, durability: Durability, f: F) -> Result<(), StorageError>
+    /// Runs a durable write transaction on the writer thread, after every write submitted
+    /// before it.
+    async fn write<F>(&self, f: F) -> Result<(), StorageError>
     where
         F: FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send + 'static,
     {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(sto_err)?;
-            txn.set_durability(durability);
-            f(&txn)?;
-            txn.commit().map_err(sto_err)
-        })
-        .await
-        .map_err(sto_err)?
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let job = Job::Run {
+            f: Box::new(f),
+            done,
+        };
+        self.writer
+            .send(job)
+            .map_err(|_| sto_err("the raft log writer has stopped"))?;
+        rx.await
+            .map_err(|_| sto_err("the raft log writer has stopped"))?
     }
 }
 
-fn encode_rows(
-    entries: impl IntoIterator<Item = Entry>,
+fn encode_rows<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
 ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     entries
         .into_iter()
-        .map(|e| Ok((e.log_id.index, encode(&e)?)))
+        .map(|e| Ok((e.log_id.index, encode(e)?)))
         .collect()
 }
 
@@ -116,7 +238,12 @@ pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
     key: &str,
 ) -> Result<Option<T>, StorageError> {
     let txn = db.begin_read().map_err(sto_err)?;
-    let table = txn.open_table(META).map_err(sto_err)?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        // A new file: LogStore::new creates the table.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(sto_err(e)),
+    };
     match table.get(key).map_err(sto_err)? {
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
@@ -144,14 +271,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        // The unflushed entries first: one the writer removes after this look was written
+        // to the file before it was removed, so the read below finds it.
+        let mut found: BTreeMap<u64, Entry> = lock(&self.unflushed)
+            .range(range.clone())
+            .map(|(i, e)| (*i, e.clone()))
+            .collect();
         let txn = self.db.begin_read().map_err(sto_err)?;
         let table = txn.open_table(LOGS).map_err(sto_err)?;
-        let mut out = Vec::new();
         for item in table.range(range).map_err(sto_err)? {
-            let (_, v) = item.map_err(sto_err)?;
-            out.push(decode(v.value())?);
+            let (k, v) = item.map_err(sto_err)?;
+            if let std::collections::btree_map::Entry::Vacant(slot) = found.entry(k.value()) {
+                slot.insert(decode(v.value())?);
+            }
         }
-        Ok(out)
+        Ok(found.into_values().collect())
     }
 }
 
@@ -166,6 +300,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Some((_, v)) => Some(decode::<Entry>(v.value())?.log_id),
             None => last_purged,
         };
+        let pending = lock(&self.unflushed)
+            .last_key_value()
+            .map(|(_, e)| e.log_id);
+        let last = last.max(pending);
         Ok(LogState {
             last_purged_log_id: last_purged,
             last_log_id: last,
@@ -179,7 +317,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         // A vote must be durable before it is acted on, or a server could vote twice in a term.
         let bytes = encode(vote)?;
-        self.write(Durability::Immediate, move |txn| {
+        self.write(move |txn| {
             let mut t = txn.open_table(META).map_err(sto_err)?;
             t.insert(VOTE, bytes.as_slice()).map_err(sto_err)?;
             Ok(())
@@ -225,40 +363,42 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // One transaction and one fsync for the whole batch: this is the group commit.
+        // Submitted to the writer, not waited for: the callback reports the flush. One
+        // transaction and one fsync for the batch (and for any appends queued behind it).
         let entries: Vec<Entry> = entries.into_iter().collect();
-        for e in &entries {
-            if let EntryPayload::Normal(b) = &e.payload {
-                if let Some(hook) = &b.on_commit {
-                    lock(&self.proposed).insert(e.log_id.index, hook.clone());
-                }
-            }
-        }
-        let rows = encode_rows(entries)?;
+        let rows = encode_rows(&entries)?;
         let committed = *lock(&self.committed);
         let committed = committed.map(|c| encode(&Some(c))).transpose()?;
-        let res = self
-            .write(Durability::Immediate, move |txn| {
-                insert_rows(txn, &rows)?;
-                if let Some(c) = &committed {
-                    let mut m = txn.open_table(META).map_err(sto_err)?;
-                    m.insert(COMMITTED, c.as_slice()).map_err(sto_err)?;
+        let ids = entries.iter().map(|e| e.log_id).collect();
+        {
+            let mut proposed = lock(&self.proposed);
+            let mut unflushed = lock(&self.unflushed);
+            for e in entries {
+                if let EntryPayload::Normal(b) = &e.payload {
+                    if let Some(hook) = &b.on_commit {
+                        proposed.insert(e.log_id.index, hook.clone());
+                    }
                 }
-                Ok(())
-            })
-            .await;
-        match &res {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
+                unflushed.insert(e.log_id.index, e);
+            }
         }
-        res
+        let job = Job::Append {
+            rows,
+            ids,
+            committed,
+            callback,
+        };
+        self.writer
+            .send(job)
+            .map_err(|_| sto_err("the raft log writer has stopped"))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Entries this server proposed from here on will never commit: dropping their hooks
         // leaves their writers to the error client_write returns.
         lock(&self.proposed).split_off(&log_id.index);
-        self.write(Durability::Immediate, move |txn| {
+        lock(&self.unflushed).split_off(&log_id.index);
+        self.write(move |txn| {
             let mut t = txn.open_table(LOGS).map_err(sto_err)?;
             t.retain_in(log_id.index.., |_, _| false).map_err(sto_err)?;
             Ok(())
@@ -268,7 +408,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = encode(&Some(log_id))?;
-        self.write(Durability::Immediate, move |txn| {
+        {
+            let mut unflushed = lock(&self.unflushed);
+            let keep = unflushed.split_off(&(log_id.index + 1));
+            *unflushed = keep;
+        }
+        self.write(move |txn| {
             {
                 let mut m = txn.open_table(META).map_err(sto_err)?;
                 m.insert(PURGED, bytes.as_slice()).map_err(sto_err)?;
