@@ -40,8 +40,8 @@ pub(crate) struct LogStore {
     /// Entries appended but not yet written to `raft.redb`. A leader replicates entries
     /// while its own append is still on its way to disk, so they must be readable at once.
     unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
-    /// The log writer thread: every write to `raft.redb` goes through it, in order.
-    writer: std::sync::mpsc::Sender<Job>,
+    /// The log writer task: every write to `raft.redb` goes through it, in order.
+    writer: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -50,7 +50,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
 
-/// One write to `raft.redb`, done by the writer thread in the order submitted.
+/// One write to `raft.redb`, done by the writer task in the order submitted.
 enum Job {
     /// Log entries, with the committed id known when they were submitted.
     Append {
@@ -66,21 +66,27 @@ enum Job {
     },
 }
 
-/// Writes jobs in submission order. Appends that queued up meanwhile share one transaction
-/// and one fsync: group commit across log entries, on top of the batching into entries.
-fn writer_loop(
+/// Writes jobs one at a time, in submission order, each on a blocking thread (a task rather
+/// than a thread of its own: the blocking pool's threads and their malloc arenas exist
+/// anyway). Appends that queued up meanwhile share one transaction and one fsync: group
+/// commit across log entries, on top of the batching into entries.
+async fn writer_loop(
     db: Arc<Database>,
     unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
-    rx: std::sync::mpsc::Receiver<Job>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>,
 ) {
     let mut next = None;
     loop {
-        let Some(job) = next.take().or_else(|| rx.recv().ok()) else {
-            return;
+        let job = match next.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => return,
+            },
         };
         match job {
             Job::Run { f, done } => {
-                let res = commit(&db, f);
+                let res = commit(&db, f).await;
                 let _ = done.send(res);
             }
             Job::Append {
@@ -124,7 +130,8 @@ fn writer_loop(
                         }
                         Ok(())
                     }),
-                );
+                )
+                .await;
                 if res.is_ok() {
                     // Readers find these in the file now. An entry replaced meanwhile (a
                     // truncation and a new append at its index) stays for its own write.
@@ -146,11 +153,17 @@ fn writer_loop(
     }
 }
 
-fn commit(db: &Database, f: TxnFn) -> Result<(), StorageError> {
-    let mut txn = db.begin_write().map_err(sto_err)?;
-    txn.set_durability(Durability::Immediate);
-    f(&txn)?;
-    txn.commit().map_err(sto_err)
+/// One durable transaction, on a blocking thread: redb writes block on fsync.
+async fn commit(db: &Arc<Database>, f: TxnFn) -> Result<(), StorageError> {
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut txn = db.begin_write().map_err(sto_err)?;
+        txn.set_durability(Durability::Immediate);
+        f(&txn)?;
+        txn.commit().map_err(sto_err)
+    })
+    .await
+    .map_err(sto_err)?
 }
 
 impl LogStore {
@@ -160,14 +173,9 @@ impl LogStore {
         txn.open_table(META).map_err(sto_err)?;
         txn.commit().map_err(sto_err)?;
         let unflushed: Arc<Mutex<BTreeMap<u64, Entry>>> = Arc::default();
-        let (writer, rx) = std::sync::mpsc::channel();
-        {
-            let (db, unflushed) = (db.clone(), unflushed.clone());
-            std::thread::Builder::new()
-                .name("raft-log".into())
-                .spawn(move || writer_loop(db, unflushed, rx))
-                .map_err(sto_err)?;
-        }
+        let (writer, rx) = tokio::sync::mpsc::unbounded_channel();
+        let runtime = tokio::runtime::Handle::try_current().map_err(sto_err)?;
+        runtime.spawn(writer_loop(db.clone(), unflushed.clone(), rx));
         Ok(LogStore {
             db,
             committed: Arc::default(),
@@ -197,7 +205,7 @@ impl LogStore {
         get_meta(&self.db, key)
     }
 
-    /// Runs a durable write transaction on the writer thread, after every write submitted
+    /// Runs a durable write transaction on the writer task, after every write submitted
     /// before it.
     async fn write<F>(&self, f: F) -> Result<(), StorageError>
     where
