@@ -69,13 +69,15 @@ enum Job {
 /// Writes jobs one at a time, in submission order, each on a blocking thread (a task rather
 /// than a thread of its own: the blocking pool's threads and their malloc arenas exist
 /// anyway). Appends that queued up meanwhile share one transaction and one fsync: group
-/// commit across log entries, on top of the batching into entries.
+/// commit across log entries, on top of the batching into entries. After a failed write every
+/// later one fails too: writing past a lost append would leave a hole in the log.
 async fn writer_loop(
     db: Arc<Database>,
     unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>,
 ) {
     let mut next = None;
+    let mut broken: Option<String> = None;
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -86,7 +88,7 @@ async fn writer_loop(
         };
         match job {
             Job::Run { f, done } => {
-                let res = commit(&db, f).await;
+                let res = commit(&db, f, &mut broken).await;
                 let _ = done.send(res);
             }
             Job::Append {
@@ -130,6 +132,7 @@ async fn writer_loop(
                         }
                         Ok(())
                     }),
+                    &mut broken,
                 )
                 .await;
                 if res.is_ok() {
@@ -153,17 +156,30 @@ async fn writer_loop(
     }
 }
 
-/// One durable transaction, on a blocking thread: redb writes block on fsync.
-async fn commit(db: &Arc<Database>, f: TxnFn) -> Result<(), StorageError> {
+/// One durable transaction, on a blocking thread (redb writes block on fsync), unless an
+/// earlier one failed.
+async fn commit(
+    db: &Arc<Database>,
+    f: TxnFn,
+    broken: &mut Option<String>,
+) -> Result<(), StorageError> {
+    if let Some(why) = broken {
+        return Err(sto_err(format!("an earlier raft log write failed: {why}")));
+    }
     let db = db.clone();
-    tokio::task::spawn_blocking(move || {
+    let res = tokio::task::spawn_blocking(move || {
         let mut txn = db.begin_write().map_err(sto_err)?;
         txn.set_durability(Durability::Immediate);
         f(&txn)?;
         txn.commit().map_err(sto_err)
     })
     .await
-    .map_err(sto_err)?
+    .map_err(sto_err)
+    .and_then(|r| r);
+    if let Err(e) = &res {
+        *broken = Some(e.to_string());
+    }
+    res
 }
 
 impl LogStore {
@@ -432,5 +448,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write that fails stops the writer: a later append must not land after a lost one.
+    #[tokio::test]
+    async fn after_a_failed_write_every_later_write_fails() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().map_err(sto_err)?;
+        let db = Database::create(dir.path().join("raft.redb")).map_err(sto_err)?;
+        let mut store = LogStore::new(Arc::new(db))?;
+        let failed = store.write(|_| Err(sto_err("disk gone"))).await;
+        assert!(failed.is_err());
+        let vote = Vote::new(1, 1);
+        let later = store.save_vote(&vote).await;
+        let msg = later.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg.contains("an earlier raft log write failed"), "{msg}");
+        assert_eq!(store.read_vote().await?, None);
+        Ok(())
     }
 }
