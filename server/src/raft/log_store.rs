@@ -50,15 +50,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;
 
+/// Log entries to write, with the committed id known when they were submitted.
+struct Append {
+    rows: Vec<(u64, Vec<u8>)>,
+    ids: Vec<LogId>,
+    committed: Option<Vec<u8>>,
+    callback: LogFlushed<TypeConfig>,
+}
+
 /// One write to `raft.redb`, done by the writer task in the order submitted.
 enum Job {
-    /// Log entries, with the committed id known when they were submitted.
-    Append {
-        rows: Vec<(u64, Vec<u8>)>,
-        ids: Vec<LogId>,
-        committed: Option<Vec<u8>>,
-        callback: LogFlushed<TypeConfig>,
-    },
+    Append(Append),
     /// Anything else (vote, truncation, purge): one durable transaction.
     Run {
         f: TxnFn,
@@ -91,44 +93,30 @@ async fn writer_loop(
                 let res = commit(&db, f, &mut broken).await;
                 let _ = done.send(res);
             }
-            Job::Append {
-                rows,
-                ids,
-                committed,
-                callback,
-            } => {
-                let mut appends = vec![(rows, ids, committed, callback)];
+            Job::Append(first) => {
+                let mut appends = vec![first];
                 while let Ok(job) = rx.try_recv() {
                     match job {
-                        Job::Append {
-                            rows,
-                            ids,
-                            committed,
-                            callback,
-                        } => appends.push((rows, ids, committed, callback)),
+                        Job::Append(a) => appends.push(a),
                         other => {
                             next = Some(other);
                             break;
                         }
                     }
                 }
-                let mut written: Vec<LogId> = Vec::new();
-                let mut batches = Vec::with_capacity(appends.len());
-                let mut callbacks = Vec::with_capacity(appends.len());
-                for (rows, ids, committed, cb) in appends {
-                    written.extend(ids);
-                    batches.push((rows, committed));
-                    callbacks.push(cb);
-                }
+                let written: Vec<LogId> = appends.iter().flat_map(|a| a.ids.clone()).collect();
+                let committed = appends.iter().rev().find_map(|a| a.committed.clone());
+                let (rows, callbacks): (Vec<_>, Vec<_>) =
+                    appends.into_iter().map(|a| (a.rows, a.callback)).unzip();
                 let res = commit(
                     &db,
                     Box::new(move |txn| {
-                        for (rows, committed) in &batches {
+                        for rows in &rows {
                             insert_rows(txn, rows)?;
-                            if let Some(c) = committed {
-                                let mut m = txn.open_table(META).map_err(sto_err)?;
-                                m.insert(COMMITTED, c.as_slice()).map_err(sto_err)?;
-                            }
+                        }
+                        if let Some(c) = &committed {
+                            let mut m = txn.open_table(META).map_err(sto_err)?;
+                            m.insert(COMMITTED, c.as_slice()).map_err(sto_err)?;
                         }
                         Ok(())
                     }),
@@ -406,12 +394,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 unflushed.insert(e.log_id.index, e);
             }
         }
-        let job = Job::Append {
+        let job = Job::Append(Append {
             rows,
             ids,
             committed,
             callback,
-        };
+        });
         self.writer
             .send(job)
             .map_err(|_| sto_err("the raft log writer has stopped"))
