@@ -247,3 +247,96 @@ fn a_batch_is_logged_as_its_bare_commands() -> Result<(), StorageError> {
     assert!(back.on_commit.is_none());
     Ok(())
 }
+
+/// Writes answered at commit (`Command::succeeds_unconditionally`) must succeed whatever state
+/// their apply meets: absent, present, tombstoned and lock-held keys alike.
+#[test]
+fn unconditional_writes_succeed_on_every_state_they_can_meet() -> Result<(), StorageError> {
+    use crate::model::{Command, LockOp, Node, Registration, Session};
+    use crate::raft::types::sto_err;
+    use crate::store::{apply_command, Changes};
+
+    let dir = TempDir::new().map_err(sto_err)?;
+    let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
+    let db = std::sync::Arc::new(db);
+    let _sm = StateMachine::new(db.clone(), dir.path().join("snapshot.bin"))?;
+    let set = |key: &str, lock: Option<LockOp>| Command::KvSet {
+        key: key.into(),
+        value: b"v".to_vec(),
+        flags: 7,
+        cas: None,
+        lock,
+    };
+    let del = |key: &str| Command::KvDelete {
+        key: key.into(),
+        cas: None,
+    };
+    let tree = |prefix: &str| Command::KvDeleteTree {
+        prefix: prefix.into(),
+    };
+    let setup = vec![
+        Command::Register(Box::new(Registration {
+            node: Node {
+                name: "n1".into(),
+                ..Node::default()
+            },
+            skip_node_update: false,
+            service: None,
+            checks: Vec::new(),
+        })),
+        Command::SessionCreate(Box::new(Session {
+            id: "s".into(),
+            node: "n1".into(),
+            ..Session::default()
+        })),
+        set("present", None),
+        set("held", Some(LockOp::Acquire("s".into()))),
+        set("gone", None),
+        del("gone"),
+    ];
+    // Each unconditional command, on a key absent, present, held by a session, tombstoned,
+    // and again on what the previous one left.
+    let writes = vec![
+        set("absent", None),
+        set("present", None),
+        set("held", None),
+        set("gone", None),
+        del("never"),
+        del("present"),
+        del("held"),
+        del("present"),
+        tree("nothing/"),
+        tree("absent"),
+        tree(""),
+        set("held", None),
+    ];
+    let txn = db.begin_write().map_err(sto_err)?;
+    let mut ch = Changes::default();
+    for c in setup {
+        assert!(apply_command(&txn, 1, c, &mut ch)?.success);
+    }
+    for (i, c) in writes.into_iter().enumerate() {
+        assert!(c.succeeds_unconditionally(), "{c:?}");
+        let shown = format!("{c:?}");
+        assert!(
+            apply_command(&txn, 2 + i as u64, c, &mut ch)?.success,
+            "{shown}"
+        );
+    }
+    let conditional = [
+        Command::KvSet {
+            key: "k".into(),
+            value: Vec::new(),
+            flags: 0,
+            cas: Some(0),
+            lock: None,
+        },
+        set("k", Some(LockOp::Release("s".into()))),
+        Command::KvDelete {
+            key: "k".into(),
+            cas: Some(3),
+        },
+    ];
+    assert!(conditional.iter().all(|c| !c.succeeds_unconditionally()));
+    Ok(())
+}
