@@ -44,6 +44,11 @@ pub(crate) struct LogStore {
     writer: tokio::sync::mpsc::UnboundedSender<Job>,
 }
 
+/// The error for a write the writer task can no longer take: the Raft node is shutting down.
+fn writer_stopped() -> StorageError {
+    sto_err("the raft log writer has stopped")
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -220,11 +225,8 @@ impl LogStore {
             f: Box::new(f),
             done,
         };
-        self.writer
-            .send(job)
-            .map_err(|_| sto_err("the raft log writer has stopped"))?;
-        rx.await
-            .map_err(|_| sto_err("the raft log writer has stopped"))?
+        self.writer.send(job).map_err(|_| writer_stopped())?;
+        rx.await.map_err(|_| writer_stopped())?
     }
 }
 
@@ -400,9 +402,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             committed,
             callback,
         });
-        self.writer
-            .send(job)
-            .map_err(|_| sto_err("the raft log writer has stopped"))
+        self.writer.send(job).map_err(|_| writer_stopped())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
