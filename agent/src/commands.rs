@@ -172,9 +172,9 @@ async fn members(args: &[String]) -> anyhow::Result<i32> {
     )
     .map_err(|e| anyhow!(e))?;
     let re = match p.value("status") {
-        Some(s) => {
-            Some(regex::Regex::new(s).map_err(|e| anyhow!("invalid -status regex {s:?}: {e}"))?)
-        }
+        Some(s) => Some(
+            regex_lite::Regex::new(s).map_err(|e| anyhow!("invalid -status regex {s:?}: {e}"))?,
+        ),
         None => None,
     };
     let c = Client::new(&p);

@@ -72,20 +72,36 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
     }
     let (mut cfg, warnings) = config::load(&parsed).map_err(|e| anyhow!(e))?;
     cfg.args = args.to_vec();
-    let filter = tracing_subscriber::EnvFilter::try_new(format!(
-        "{},openraft=warn,foca=info,hickory_server=warn,hickory_proto=warn",
+    let level: tracing::level_filters::LevelFilter =
         match cfg.log_level.to_ascii_lowercase().as_str() {
-            "err" => "error".to_string(),
-            l => l.to_string(),
+            "err" => "error",
+            l => l,
         }
-    ))
-    .map_err(|e| anyhow!("invalid -log-level {:?}: {e}", cfg.log_level))?;
+        .parse()
+        .map_err(|_| {
+            anyhow!(
+                "invalid -log-level {:?}: expected trace, debug, info, warn or err",
+                cfg.log_level
+            )
+        })?;
+    // The libraries' own info lines are noise to an operator; their warnings are not.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(level)
+        .with_target("openraft", level.min(tracing::Level::WARN.into()))
+        .with_target("hickory_server", level.min(tracing::Level::WARN.into()))
+        .with_target("hickory_proto", level.min(tracing::Level::WARN.into()))
+        .with_target("foca", level.min(tracing::Level::INFO.into()));
     // Colours only on a terminal: log files and journald get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+        )
+        .with(filter)
         .init();
     for w in warnings {
         tracing::warn!("{w}");

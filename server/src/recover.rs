@@ -25,7 +25,7 @@ use crate::raft::log_store::{get_meta, LogStore, IDENTITY};
 use crate::raft::state_machine::read_applied;
 use crate::raft::types::{Batch, Entry, LogId, NodeId, Vote};
 use crate::server::{open_db, Identity};
-use crate::store::retire_servers;
+use crate::store::tables::{file_table, RETIRED};
 use crate::{Error, Result};
 
 /// What a recovery found and did.
@@ -122,7 +122,13 @@ pub async fn recover_sole_server(data_dir: &Path) -> Result<Recovered> {
         let sm_db = open_db(&sm_path, 1 << 20)?;
         let mut txn = sm_db.begin_write().map_err(storage)?;
         txn.set_durability(redb::Durability::Immediate);
-        retire_servers(&txn, &retired).map_err(storage)?;
+        {
+            let mut t = txn.open_table(file_table(RETIRED)).map_err(storage)?;
+            for id in &retired {
+                t.insert(id.to_string().as_str(), [].as_slice())
+                    .map_err(storage)?;
+            }
+        }
         txn.commit().map_err(storage)?;
     }
     logs.append_durable(entries).await.map_err(storage)?;

@@ -327,10 +327,9 @@ impl Server {
             }
         };
         let sm_path = config.data_dir.join("state.redb");
-        let sm_db = open_db(&sm_path, 16 << 20)?;
+        // Written only by checkpoints, and read only at start: a small cache does.
+        let sm_db = open_db(&sm_path, 2 << 20)?;
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
-        crate::raft::state_machine::spawn_flusher(&sm_path, sm.applied_rx())
-            .map_err(|e| Error::Storage(format!("cannot start the state file flusher: {e}")))?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
         let hub = sm.hub.clone();

@@ -35,25 +35,22 @@ fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError>
     use crate::model::{
         Command, KvEntry, KvVerb, LockOp, Node, Registration, Session, SessionBehavior, TxnOp,
     };
-    use crate::raft::types::{decode, sto_err};
+    use crate::raft::types::decode;
+    use crate::store::mem::{Rows, Tables, WriteTxn};
     use crate::store::tables::{KV, SESSION_KEYS};
     use crate::store::{apply_command, rebuild_session_keys, Changes};
-    use redb::{ReadableTable, ReadableTableMetadata};
 
-    let dir = TempDir::new().map_err(sto_err)?;
-    let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
-    let db = std::sync::Arc::new(db);
-    let _sm = StateMachine::new(db.clone(), dir.path().join("snapshot.bin"))?;
+    let mut db = Tables::default();
     let mut index = 0;
-    let mut apply = |cmds: Vec<Command>| -> Result<Vec<bool>, StorageError> {
+    let mut apply = |db: &mut Tables, cmds: Vec<Command>| -> Result<Vec<bool>, StorageError> {
         index += 1;
-        let txn = db.begin_write().map_err(sto_err)?;
+        let txn = WriteTxn::new(db);
         let mut ch = Changes::default();
         let mut ok = Vec::new();
         for c in cmds {
             ok.push(apply_command(&txn, index, c, &mut ch)?.success);
         }
-        txn.commit().map_err(sto_err)?;
+        *db = txn.finish(None, Default::default());
         Ok(ok)
     };
     let set = |key: &str, lock: Option<LockOp>| Command::KvSet {
@@ -76,79 +73,75 @@ fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError>
         ..Node::default()
     };
     let acquire = |s: &str| Some(LockOp::Acquire(s.into()));
-    let ok = apply(vec![
-        Command::Register(Box::new(Registration {
-            node,
-            skip_node_update: false,
-            service: None,
-            checks: Vec::new(),
-        })),
-        session("a", SessionBehavior::Release),
-        session("b", SessionBehavior::Delete),
-        set("free", None),
-        set("a/plain", acquire("a")),
-        set("a/rewritten", acquire("a")),
-        set("a/deleted", acquire("a")),
-        set("a/tree/x", acquire("a")),
-        set("b/held", acquire("b")),
-    ])?;
+    let ok = apply(
+        &mut db,
+        vec![
+            Command::Register(Box::new(Registration {
+                node,
+                skip_node_update: false,
+                service: None,
+                checks: Vec::new(),
+            })),
+            session("a", SessionBehavior::Release),
+            session("b", SessionBehavior::Delete),
+            set("free", None),
+            set("a/plain", acquire("a")),
+            set("a/rewritten", acquire("a")),
+            set("a/deleted", acquire("a")),
+            set("a/tree/x", acquire("a")),
+            set("b/held", acquire("b")),
+        ],
+    )?;
     assert!(ok.iter().all(|&o| o), "{ok:?}");
-    let ok = apply(vec![
-        // A plain write keeps the holder; a delete (alone or in a tree) drops the lock.
-        set("a/rewritten", None),
-        Command::KvDelete {
-            key: "a/deleted".into(),
-            cas: None,
-        },
-        set("a/deleted", None),
-        Command::KvDeleteTree {
-            prefix: "a/tree/".into(),
-        },
-        Command::Txn(vec![TxnOp::Kv {
-            verb: KvVerb::Lock,
-            key: "a/txn".into(),
-            value: b"t".to_vec(),
-            flags: 0,
-            index: 0,
-            session: "a".into(),
-        }]),
-    ])?;
+    let ok = apply(
+        &mut db,
+        vec![
+            // A plain write keeps the holder; a delete (alone or in a tree) drops the lock.
+            set("a/rewritten", None),
+            Command::KvDelete {
+                key: "a/deleted".into(),
+                cas: None,
+            },
+            set("a/deleted", None),
+            Command::KvDeleteTree {
+                prefix: "a/tree/".into(),
+            },
+            Command::Txn(vec![TxnOp::Kv {
+                verb: KvVerb::Lock,
+                key: "a/txn".into(),
+                value: b"t".to_vec(),
+                flags: 0,
+                index: 0,
+                session: "a".into(),
+            }]),
+        ],
+    )?;
     assert!(ok.iter().all(|&o| o), "{ok:?}");
 
-    let held = |db: &redb::Database| -> Result<Vec<String>, StorageError> {
-        let txn = db.begin_read().map_err(sto_err)?;
-        let t = txn.open_table(SESSION_KEYS).map_err(sto_err)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(sto_err)? {
-            let (k, _) = item.map_err(sto_err)?;
-            out.push(k.value().replace('\0', " "));
-        }
-        Ok(out)
+    let held = |db: &Tables| -> Vec<String> {
+        db.table(SESSION_KEYS)
+            .keys()
+            .map(|k| k.replace('\0', " "))
+            .collect()
     };
     let expect = ["a a/plain", "a a/rewritten", "a a/txn", "b b/held"];
-    assert_eq!(held(&db)?, expect);
+    assert_eq!(held(&db), expect);
     // A restart rebuilds the same index from the KV table.
-    {
-        let txn = db.begin_write().map_err(sto_err)?;
-        txn.open_table(SESSION_KEYS)
-            .map_err(sto_err)?
-            .retain(|_, _| false)
-            .map_err(sto_err)?;
-        rebuild_session_keys(&txn)?;
-        txn.commit().map_err(sto_err)?;
-    }
-    assert_eq!(held(&db)?, expect);
+    *db.table_mut(SESSION_KEYS) = Rows::new();
+    rebuild_session_keys(&mut db)?;
+    assert_eq!(held(&db), expect);
 
-    apply(vec![
-        Command::SessionDestroy { id: "a".into() },
-        Command::SessionDestroy { id: "b".into() },
-    ])?;
-    let txn = db.begin_read().map_err(sto_err)?;
-    let kv = txn.open_table(KV).map_err(sto_err)?;
+    apply(
+        &mut db,
+        vec![
+            Command::SessionDestroy { id: "a".into() },
+            Command::SessionDestroy { id: "b".into() },
+        ],
+    )?;
     let get = |k: &str| -> Result<Option<KvEntry>, StorageError> {
-        kv.get(k)
-            .map_err(sto_err)?
-            .map(|v| decode::<KvEntry>(v.value()))
+        db.table(KV)
+            .get(k)
+            .map(|v| decode::<KvEntry>(v))
             .transpose()
     };
     for k in ["a/plain", "a/rewritten", "a/txn", "a/deleted", "free"] {
@@ -164,14 +157,7 @@ fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError>
         get("b/held")?.is_none(),
         "a delete-behavior session deletes its keys"
     );
-    assert_eq!(held(&db)?, Vec::<String>::new());
-    assert_eq!(
-        txn.open_table(SESSION_KEYS)
-            .map_err(sto_err)?
-            .len()
-            .map_err(sto_err)?,
-        0
-    );
+    assert_eq!(held(&db), Vec::<String>::new());
     Ok(())
 }
 
@@ -253,13 +239,9 @@ fn a_batch_is_logged_as_its_bare_commands() -> Result<(), StorageError> {
 #[test]
 fn unconditional_writes_succeed_on_every_state_they_can_meet() -> Result<(), StorageError> {
     use crate::model::{Command, LockOp, Node, Registration, Session};
-    use crate::raft::types::sto_err;
+    use crate::store::mem::{Tables, WriteTxn};
     use crate::store::{apply_command, Changes};
 
-    let dir = TempDir::new().map_err(sto_err)?;
-    let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
-    let db = std::sync::Arc::new(db);
-    let _sm = StateMachine::new(db.clone(), dir.path().join("snapshot.bin"))?;
     let set = |key: &str, lock: Option<LockOp>| Command::KvSet {
         key: key.into(),
         value: b"v".to_vec(),
@@ -310,7 +292,8 @@ fn unconditional_writes_succeed_on_every_state_they_can_meet() -> Result<(), Sto
         tree(""),
         set("held", None),
     ];
-    let txn = db.begin_write().map_err(sto_err)?;
+    let tables = Tables::default();
+    let txn = WriteTxn::new(&tables);
     let mut ch = Changes::default();
     for c in setup {
         assert!(apply_command(&txn, 1, c, &mut ch)?.success);
@@ -338,5 +321,90 @@ fn unconditional_writes_succeed_on_every_state_they_can_meet() -> Result<(), Sto
         },
     ];
     assert!(conditional.iter().all(|c| !c.succeeds_unconditionally()));
+    Ok(())
+}
+
+/// The state machine lives in memory and reaches `state.redb` through checkpoints: a
+/// restart loads the last checkpoint and reports its applied index, so openraft re-applies
+/// the log after it; a write that no checkpoint took is not half there.
+#[tokio::test]
+async fn a_restart_loads_the_last_checkpoint_and_no_more() -> Result<(), StorageError> {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    use crate::model::Command;
+    use crate::raft::types::{sto_err, Batch};
+
+    let dir = TempDir::new().map_err(sto_err)?;
+    let open = || -> Result<StateMachine, StorageError> {
+        let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
+        StateMachine::new(std::sync::Arc::new(db), dir.path().join("snapshot.bin"))
+    };
+    let put = |index: u64, keys: std::ops::Range<u32>| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Batch::new(
+            keys.map(|k| Command::KvSet {
+                key: format!("k/{k:03}"),
+                value: format!("v{index}").into_bytes(),
+                flags: 0,
+                cas: None,
+                lock: None,
+            })
+            .collect(),
+        )),
+    };
+    let del = |index: u64, prefix: &str| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Batch::new(vec![Command::KvDeleteTree {
+            prefix: prefix.into(),
+        }])),
+    };
+
+    let mut sm = open()?;
+    sm.apply(vec![put(1, 0..300), put(2, 100..200), del(3, "k/0")])
+        .await?;
+    // A snapshot checkpoints the state it describes.
+    let snap = sm.build_snapshot().await?;
+    assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(3));
+    // Applied, not checkpointed: a crash now loses these from the state machine (the log
+    // still has them).
+    sm.apply(vec![put(4, 0..10), del(5, "k/2")]).await?;
+    let live = sm.catalog().kv_list("k/").map_err(sto_err)?;
+    assert_eq!(live.len(), 110, "applied in memory");
+    drop(sm);
+
+    let mut sm = open()?;
+    let (applied, _) = sm.applied_state().await?;
+    assert_eq!(applied.map(|l| l.index), Some(3), "the checkpoint's index");
+    let c = sm.catalog();
+    let keys = c.kv_keys("k/", None).map_err(sto_err)?;
+    assert_eq!(
+        keys.len(),
+        200,
+        "k/100..k/299 and nothing of entries 4 and 5"
+    );
+    assert_eq!(keys.first().map(String::as_str), Some("k/100"));
+    let e = c
+        .kv_get("k/150")
+        .map_err(sto_err)?
+        .ok_or_else(|| sto_err("k/150 lost"))?;
+    assert_eq!((e.value.as_slice(), e.modify_index), (&b"v2"[..], 2));
+    assert_eq!(
+        c.kv_get("k/250").map_err(sto_err)?.map(|e| e.value),
+        Some(b"v1".to_vec())
+    );
+    // The index of a deleted prefix survives through its tombstones.
+    assert_eq!(
+        c.query(&crate::model::Query::KvGet {
+            key: "k/050".into()
+        })
+        .map_err(sto_err)?
+        .1,
+        3
+    );
+
+    // Re-applying the log from there gives the state before the restart.
+    sm.apply(vec![put(4, 0..10), del(5, "k/2")]).await?;
+    assert_eq!(sm.catalog().kv_list("k/").map_err(sto_err)?, live);
     Ok(())
 }

@@ -1,15 +1,24 @@
-//! The state machine in redb (`state.redb`), and its snapshots.
+//! The state machine: the tables in memory ([`crate::store::mem`]), checkpointed to
+//! `state.redb`, and its snapshots.
 //!
-//! Applied batches commit without fsync: after a crash the file falls back to its last
-//! durable commit and openraft re-applies the committed log from there. Every snapshot is
-//! taken right after a durable commit, so the log is never purged past what is on disk.
+//! A batch is applied in memory and answered from there. A checkpointer thread writes what
+//! changed since its last checkpoint to `state.redb` every [`CHECKPOINT_EVERY`], in one
+//! durable transaction. After a crash the tables are loaded from the last checkpoint and
+//! openraft re-applies the committed log from there. Every snapshot is taken right after a
+//! checkpoint of the same state, so the log is never purged past what is on disk.
+//!
+//! Why not apply straight to redb, as Muster did first: each write then copied a B-tree page
+//! or two in `state.redb` on every server, which was most of the disk traffic and half the
+//! CPU of a KV write in the 3-server bench. A checkpoint writes a key once however often it
+//! changed in between, and a write costs a map insert.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use imbl::ordmap::DiffItem;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use redb::{Database, Durability, ReadableTable};
@@ -17,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::*;
+use crate::store::mem::{put_raw, Live, Tables, WriteTxn};
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
 use crate::store::{apply_command, rebuild_session_keys, retired_servers, Catalog, Changes};
@@ -36,7 +46,8 @@ struct SnapshotFile {
 
 #[derive(Clone)]
 pub(crate) struct StateMachine {
-    db: Arc<Database>,
+    live: Arc<Live>,
+    checkpoint: Arc<Checkpoint>,
     snapshot_path: PathBuf,
     /// Bumped with the last applied index after every applied batch.
     applied: watch::Sender<u64>,
@@ -46,48 +57,92 @@ pub(crate) struct StateMachine {
     pub(crate) lock_delays: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
     /// Raft IDs of retired servers, as in the `RETIRED` table.
     pub(crate) retired: Arc<RwLock<BTreeSet<NodeId>>>,
-    /// When the last durable commit was. Batches commit without fsync (the Raft log is the
-    /// durable record), but redb frees pages only in durable commits: without one now and
-    /// then, the file grows with every write.
-    last_durable: Instant,
 }
 
-/// How often applied batches are committed durably, freeing the pages they replaced.
-const DURABLE_EVERY: Duration = Duration::from_millis(100);
-/// How often the flusher writes back what the last batches changed.
-const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// How often the checkpointer writes the applied state to `state.redb`. It bounds what a
+/// restart re-applies from the log (a second of writes), not what survives a crash: the log
+/// has every committed write.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
-/// Writes the state file's dirty pages back on a thread of its own, so the fsync of the
-/// periodic durable commit, which runs on the apply path and holds up every write's reply,
-/// finds less left to do: in the 3-server PUT bench it took 9-10 ms every 100 ms, 4-5 ms
-/// with this, and PUT p99 went from 21-25 to 18 ms.
-/// An fsync through a second handle only persists pages early; a crash still recovers to
-/// the last durable commit, since non-durable commits never write the file's header.
-pub(crate) fn spawn_flusher(
-    path: &std::path::Path,
+/// `state.redb`, and the tables as its last checkpoint wrote them.
+struct Checkpoint {
+    db: Arc<Database>,
+    written: Mutex<Tables>,
+}
+
+impl Checkpoint {
+    /// Writes what differs between the last checkpoint and `to` in one durable transaction.
+    /// The maps share every node a checkpoint did not change, and the diff skips those.
+    fn write(&self, to: &Tables) -> Result<(), StorageError> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.last_applied == to.last_applied && written.membership == to.membership {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(sto_err)?;
+        txn.set_durability(Durability::Immediate);
+        for def in ALL_TABLES {
+            let mut t = txn.open_table(file_table(def)).map_err(sto_err)?;
+            for d in written.table(def).diff(to.table(def)) {
+                match d {
+                    DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => {
+                        t.insert(&**k, &**v).map_err(sto_err)?;
+                    }
+                    DiffItem::Remove(k, _) => {
+                        t.remove(&**k).map_err(sto_err)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut t = txn.open_table(INDEXES).map_err(sto_err)?;
+            for d in written.indexes.diff(&to.indexes) {
+                match d {
+                    DiffItem::Add(k, v) | DiffItem::Update { new: (k, v), .. } => {
+                        t.insert(k.as_str(), *v).map_err(sto_err)?;
+                    }
+                    DiffItem::Remove(k, _) => {
+                        t.remove(k.as_str()).map_err(sto_err)?;
+                    }
+                }
+            }
+            let mut meta = txn.open_table(SM_META).map_err(sto_err)?;
+            meta.insert(LAST_APPLIED, encode(&to.last_applied)?.as_slice())
+                .map_err(sto_err)?;
+            meta.insert(MEMBERSHIP, encode(&to.membership)?.as_slice())
+                .map_err(sto_err)?;
+        }
+        txn.commit().map_err(sto_err)?;
+        *written = to.clone();
+        Ok(())
+    }
+}
+
+/// Checkpoints the applied state every [`CHECKPOINT_EVERY`] while it changes, on a thread of
+/// its own so that the fsync never holds up a batch. It holds the state machine weakly: once
+/// the server drops it, `state.redb` closes and the thread ends.
+fn spawn_checkpointer(
+    live: Weak<Live>,
+    checkpoint: Weak<Checkpoint>,
     mut applied: watch::Receiver<u64>,
 ) -> std::io::Result<()> {
-    let file = std::fs::File::open(path)?;
     std::thread::Builder::new()
-        .name("state-flush".into())
+        .name("checkpoint".into())
         .spawn(move || loop {
-            std::thread::sleep(FLUSH_EVERY);
-            match applied.has_changed() {
-                // The state machine is gone: the server has stopped.
-                Err(_) => return,
-                Ok(false) => {}
-                Ok(true) => {
-                    applied.mark_unchanged();
-                    if let Err(e) = file.sync_data() {
-                        tracing::warn!(error = %e, "state file writeback failed");
-                    }
+            std::thread::sleep(CHECKPOINT_EVERY);
+            let (Some(live), Some(checkpoint)) = (live.upgrade(), checkpoint.upgrade()) else {
+                return;
+            };
+            if applied.has_changed().unwrap_or(false) {
+                applied.mark_unchanged();
+                if let Err(e) = checkpoint.write(&live.snapshot()) {
+                    tracing::warn!(error = %e, "state checkpoint failed");
                 }
             }
         })?;
     Ok(())
 }
 
-/// The last applied log id and the membership applied with it, as committed in `db`.
+/// The last applied log id and the membership applied with it, as checkpointed in `db`.
 pub(crate) fn read_applied(
     db: &Database,
 ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -104,86 +159,101 @@ pub(crate) fn read_applied(
     Ok((last, membership))
 }
 
+/// Reads the last checkpoint of `db` into memory, creating its tables on a new file.
+fn load(db: &Database) -> Result<Tables, StorageError> {
+    let txn = db.begin_write().map_err(sto_err)?;
+    for t in ALL_TABLES {
+        txn.open_table(file_table(t)).map_err(sto_err)?;
+    }
+    txn.open_table(SM_META).map_err(sto_err)?;
+    txn.open_table(INDEXES).map_err(sto_err)?;
+    txn.commit().map_err(sto_err)?;
+
+    let mut tables = Tables::default();
+    (tables.last_applied, tables.membership) = read_applied(db)?;
+    let txn = db.begin_read().map_err(sto_err)?;
+    for def in ALL_TABLES {
+        let t = txn.open_table(file_table(def)).map_err(sto_err)?;
+        let rows = tables.table_mut(def);
+        for item in t.iter().map_err(sto_err)? {
+            let (k, v) = item.map_err(sto_err)?;
+            put_raw(rows, k.value(), v.value());
+        }
+    }
+    let t = txn.open_table(INDEXES).map_err(sto_err)?;
+    for item in t.iter().map_err(sto_err)? {
+        let (k, v) = item.map_err(sto_err)?;
+        tables.indexes.insert(k.value().to_string(), v.value());
+    }
+    Ok(tables)
+}
+
 impl StateMachine {
     pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
-        let txn = db.begin_write().map_err(sto_err)?;
-        for t in DATA_TABLES {
-            txn.open_table(t).map_err(sto_err)?;
-        }
-        txn.open_table(SM_META).map_err(sto_err)?;
-        txn.open_table(INDEXES).map_err(sto_err)?;
-        rebuild_session_keys(&txn)?;
-        txn.commit().map_err(sto_err)?;
-        let sm = StateMachine {
+        let written = load(&db)?;
+        let mut tables = written.clone();
+        // Derived from KV, so rebuilt rather than trusted (files from before it existed).
+        rebuild_session_keys(&mut tables)?;
+        let last = tables.last_applied.map_or(0, |l| l.index);
+        let live = Arc::new(Live::default());
+        live.publish(tables);
+        let checkpoint = Arc::new(Checkpoint {
             db,
+            written: Mutex::new(written),
+        });
+        let sm = StateMachine {
+            live: live.clone(),
+            checkpoint: checkpoint.clone(),
             snapshot_path,
-            applied: watch::channel(0).0,
+            applied: watch::channel(last).0,
             hub: Arc::default(),
             lock_delays: Arc::default(),
             retired: Arc::default(),
-            last_durable: Instant::now(),
         };
-        let last = sm.read_applied()?.0.map_or(0, |l| l.index);
-        sm.applied.send_replace(last);
-        sm.load_retired()?;
+        spawn_checkpointer(
+            Arc::downgrade(&live),
+            Arc::downgrade(&checkpoint),
+            sm.applied.subscribe(),
+        )
+        .map_err(|e| sto_err(format!("cannot start the state checkpointer: {e}")))?;
+        sm.load_retired();
         Ok(sm)
     }
 
-    fn load_retired(&self) -> Result<(), StorageError> {
-        let txn = self.db.begin_read().map_err(sto_err)?;
-        let ids = retired_servers(&txn.open_table(RETIRED).map_err(sto_err)?)?;
+    fn load_retired(&self) {
+        let ids = retired_servers(self.live.snapshot().table(RETIRED));
         *self.retired.write().unwrap_or_else(|p| p.into_inner()) = ids;
-        Ok(())
     }
 
     pub(crate) fn catalog(&self) -> Catalog {
-        Catalog::new(self.db.clone())
+        Catalog::new(self.live.clone())
     }
 
     pub(crate) fn applied_rx(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
     }
 
-    fn read_applied(&self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        read_applied(&self.db)
-    }
-
     /// Serializes the current state; runs on a blocking thread.
-    fn dump(db: &Database) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), StorageError> {
-        // Make every applied batch durable first: the snapshot must never describe state that a
+    fn dump(
+        live: &Live,
+        checkpoint: &Checkpoint,
+    ) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), StorageError> {
+        let t = live.snapshot();
+        // Checkpoint this very state first: the snapshot must never describe state that a
         // crash could take back, since the log before it may be purged.
-        let mut w = db.begin_write().map_err(sto_err)?;
-        w.set_durability(Durability::Immediate);
-        w.commit().map_err(sto_err)?;
-
-        let txn = db.begin_read().map_err(sto_err)?;
-        let mut tables = Vec::new();
-        for def in DATA_TABLES {
-            let t = txn.open_table(def).map_err(sto_err)?;
-            let mut rows = Vec::new();
-            for item in t.iter().map_err(sto_err)? {
-                let (k, v) = item.map_err(sto_err)?;
-                rows.push((k.value().to_string(), v.value().to_vec()));
-            }
-            tables.push(rows);
-        }
-        let mut indexes = Vec::new();
-        let t = txn.open_table(INDEXES).map_err(sto_err)?;
-        for item in t.iter().map_err(sto_err)? {
-            let (k, v) = item.map_err(sto_err)?;
-            indexes.push((k.value().to_string(), v.value()));
-        }
-        let meta = txn.open_table(SM_META).map_err(sto_err)?;
-        let last: Option<LogId> = match meta.get(LAST_APPLIED).map_err(sto_err)? {
-            Some(v) => decode(v.value())?,
-            None => None,
-        };
-        let membership: StoredMembership = match meta.get(MEMBERSHIP).map_err(sto_err)? {
-            Some(v) => decode(v.value())?,
-            None => StoredMembership::default(),
-        };
+        checkpoint.write(&t)?;
+        let tables = DATA_TABLES
+            .iter()
+            .map(|def| {
+                t.table(*def)
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_vec()))
+                    .collect()
+            })
+            .collect();
+        let indexes = t.indexes.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let data = encode(&SnapshotData { tables, indexes })?;
-        Ok((last, membership, data))
+        Ok((t.last_applied, t.membership, data))
     }
 
     fn write_snapshot_file(path: &PathBuf, file: &SnapshotFile) -> Result<(), StorageError> {
@@ -199,10 +269,10 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let db = self.db.clone();
+        let (live, checkpoint) = (self.live.clone(), self.checkpoint.clone());
         let path = self.snapshot_path.clone();
         tokio::task::spawn_blocking(move || {
-            let (last, membership, data) = Self::dump(&db)?;
+            let (last, membership, data) = Self::dump(&live, &checkpoint)?;
             let snapshot_id = match &last {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
                 None => format!("0-0-{}", rand::random::<u32>()),
@@ -232,7 +302,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        self.read_applied()
+        let t = self.live.snapshot();
+        Ok((t.last_applied, t.membership))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
@@ -240,59 +311,40 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let db = self.db.clone();
-        let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        if durable {
-            self.last_durable = Instant::now();
-        }
-        let (results, last, changes) = tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(sto_err)?;
-            txn.set_durability(if durable {
-                Durability::Immediate
-            } else {
-                Durability::None
-            });
-            let mut results = Vec::with_capacity(entries.len());
-            let mut changes = Changes::default();
-            let mut last = None;
-            let mut membership = None;
-            for e in entries {
-                let index = e.log_id.index;
-                last = Some(e.log_id);
-                match e.payload {
-                    EntryPayload::Blank => results.push(BatchResult::default()),
-                    EntryPayload::Normal(Batch { cmds, .. }) => {
-                        let mut out = Vec::with_capacity(cmds.len());
-                        for cmd in cmds {
-                            out.push(apply_command(&txn, index, cmd, &mut changes)?);
-                        }
-                        results.push(BatchResult(out));
+        // In memory and short (a map insert per write), so applied right here rather than on a
+        // blocking thread. Only this task replaces the live tables, so the copy taken here is
+        // still the live one when the batch is published.
+        let base = self.live.snapshot();
+        let txn = WriteTxn::new(&base);
+        let mut results = Vec::new();
+        let mut changes = Changes::default();
+        let mut last = None;
+        let mut membership = None;
+        for e in entries {
+            let index = e.log_id.index;
+            last = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => results.push(BatchResult::default()),
+                EntryPayload::Normal(Batch { cmds, .. }) => {
+                    let mut out = Vec::with_capacity(cmds.len());
+                    for cmd in cmds {
+                        out.push(apply_command(&txn, index, cmd, &mut changes)?);
                     }
-                    EntryPayload::Membership(m) => {
-                        membership = Some(StoredMembership::new(Some(e.log_id), m));
-                        results.push(BatchResult::default());
-                    }
+                    results.push(BatchResult(out));
+                }
+                EntryPayload::Membership(m) => {
+                    membership = Some(StoredMembership::new(Some(e.log_id), m));
+                    results.push(BatchResult::default());
                 }
             }
-            {
-                let mut meta = txn.open_table(SM_META).map_err(sto_err)?;
-                meta.insert(LAST_APPLIED, encode(&last)?.as_slice())
-                    .map_err(sto_err)?;
-                if let Some(m) = membership {
-                    meta.insert(MEMBERSHIP, encode(&m)?.as_slice())
-                        .map_err(sto_err)?;
-                }
-            }
-            txn.commit().map_err(sto_err)?;
-            Ok::<_, StorageError>((results, last, changes))
-        })
-        .await
-        .map_err(sto_err)??;
-        let (results, last, changes) = (results, last, changes);
+        }
+        let Some(last) = last else {
+            return Ok(results);
+        };
+        self.live.publish(txn.finish(
+            Some(last),
+            membership.unwrap_or_else(|| base.membership.clone()),
+        ));
         if !changes.lock_delays.is_empty() {
             let mut d = self.lock_delays.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -302,11 +354,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         if changes.retired {
-            self.load_retired()?;
+            self.load_retired();
         }
-        if let Some(l) = last {
-            self.applied.send_replace(l.index);
-        }
+        self.applied.send_replace(last.index);
         self.hub.publish(&changes);
         Ok(results)
     }
@@ -326,40 +376,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let parsed: SnapshotData = decode(&data)?;
-        let db = self.db.clone();
+        let mut tables = Tables::default();
+        for (def, rows) in DATA_TABLES.iter().zip(parsed.tables) {
+            let t = tables.table_mut(*def);
+            for (k, v) in rows {
+                put_raw(t, &k, &v);
+            }
+        }
+        tables.indexes = parsed.indexes.into_iter().collect();
+        tables.last_applied = meta.last_log_id;
+        tables.membership = meta.last_membership.clone();
+        rebuild_session_keys(&mut tables)?;
+        let checkpoint = self.checkpoint.clone();
         let path = self.snapshot_path.clone();
         let meta = meta.clone();
         let index = meta.last_log_id.map_or(0, |l| l.index);
-        tokio::task::spawn_blocking(move || {
-            let mut txn = db.begin_write().map_err(sto_err)?;
-            txn.set_durability(Durability::Immediate);
-            for (def, rows) in DATA_TABLES.iter().zip(parsed.tables) {
-                let mut t = txn.open_table(*def).map_err(sto_err)?;
-                t.retain(|_, _| false).map_err(sto_err)?;
-                for (k, v) in rows {
-                    t.insert(k.as_str(), v.as_slice()).map_err(sto_err)?;
-                }
-            }
-            {
-                let mut t = txn.open_table(INDEXES).map_err(sto_err)?;
-                t.retain(|_, _| false).map_err(sto_err)?;
-                for (k, v) in parsed.indexes {
-                    t.insert(k.as_str(), v).map_err(sto_err)?;
-                }
-                let mut m = txn.open_table(SM_META).map_err(sto_err)?;
-                m.insert(LAST_APPLIED, encode(&meta.last_log_id)?.as_slice())
-                    .map_err(sto_err)?;
-                m.insert(MEMBERSHIP, encode(&meta.last_membership)?.as_slice())
-                    .map_err(sto_err)?;
-            }
-            rebuild_session_keys(&txn)?;
-            txn.commit().map_err(sto_err)?;
-            Self::write_snapshot_file(&path, &SnapshotFile { meta, data })
+        // On disk before it is visible, as an applied batch is in the log before it is applied.
+        let tables = tokio::task::spawn_blocking(move || {
+            checkpoint.write(&tables)?;
+            Self::write_snapshot_file(&path, &SnapshotFile { meta, data })?;
+            Ok::<_, StorageError>(tables)
         })
         .await
         .map_err(sto_err)??;
+        self.live.publish(tables);
         tracing::info!(index, "installed snapshot");
-        self.load_retired()?;
+        self.load_retired();
         self.applied.send_replace(index);
         self.hub.publish_all();
         Ok(())

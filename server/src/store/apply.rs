@@ -3,7 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use std::cell::RefMut;
+
+use super::mem::{put_raw, retain_in, span, Rows, TableId, Tables, WriteTxn};
 
 use super::tables::*;
 use std::collections::BTreeMap;
@@ -12,24 +14,21 @@ use crate::model::{
     CatalogVerb, Check, Command, CommandResult, HealthStatus, KvEntry, KvVerb, LockOp, Node,
     Registration, Service, Session, SessionBehavior, TxnOp, TxnOutcome, TxnResult,
 };
-use crate::raft::types::{decode, encode, sto_err, StorageError};
+use crate::raft::types::{decode, encode, StorageError};
 
 type R<T> = Result<T, StorageError>;
 
 /// Rebuilds [`SESSION_KEYS`] from the KV table: at start (data written before the index
 /// existed) and after a snapshot replaced the tables.
-pub(crate) fn rebuild_session_keys(txn: &WriteTransaction) -> R<()> {
-    let mut idx = txn.open_table(SESSION_KEYS).map_err(sto_err)?;
-    idx.retain(|_, _| false).map_err(sto_err)?;
-    let kv = txn.open_table(KV).map_err(sto_err)?;
-    for item in kv.iter().map_err(sto_err)? {
-        let (k, v) = item.map_err(sto_err)?;
-        let e: KvEntry = decode(v.value())?;
+pub(crate) fn rebuild_session_keys(t: &mut Tables) -> R<()> {
+    let mut idx = Rows::new();
+    for (k, v) in t.table(KV).iter() {
+        let e: KvEntry = decode(v)?;
         if let Some(s) = &e.session {
-            idx.insert(node_key(s, k.value()).as_str(), [].as_slice())
-                .map_err(sto_err)?;
+            put_raw(&mut idx, &node_key(s, k), &[]);
         }
     }
+    *t.table_mut(SESSION_KEYS) = idx;
     Ok(())
 }
 
@@ -48,31 +47,21 @@ pub(crate) struct Changes {
 }
 
 /// Records `ids` as retired servers (see [`RETIRED`]).
-pub(crate) fn retire_servers(txn: &WriteTransaction, ids: &[u64]) -> R<()> {
-    let mut t = txn.open_table(RETIRED).map_err(sto_err)?;
+pub(crate) fn retire_servers(txn: &WriteTxn, ids: &[u64]) -> R<()> {
+    let mut t = txn.open_table(RETIRED)?;
     for id in ids {
-        t.insert(id.to_string().as_str(), [].as_slice())
-            .map_err(sto_err)?;
+        put_raw(&mut t, &id.to_string(), &[]);
     }
     Ok(())
 }
 
 /// The retired servers' Raft IDs.
-pub(crate) fn retired_servers(
-    t: &impl ReadableTable<&'static str, &'static [u8]>,
-) -> R<BTreeSet<u64>> {
-    let mut out = BTreeSet::new();
-    for item in t.iter().map_err(sto_err)? {
-        let (k, _) = item.map_err(sto_err)?;
-        if let Ok(id) = k.value().parse() {
-            out.insert(id);
-        }
-    }
-    Ok(out)
+pub(crate) fn retired_servers(t: &Rows) -> BTreeSet<u64> {
+    t.keys().filter_map(|k| k.parse().ok()).collect()
 }
 
 pub(crate) fn apply_command(
-    txn: &WriteTransaction,
+    txn: &WriteTxn,
     index: u64,
     cmd: Command,
     ch: &mut Changes,
@@ -124,20 +113,20 @@ pub(crate) fn apply_command(
     })
 }
 
-fn get<T: serde::de::DeserializeOwned>(t: &Table<&str, &[u8]>, key: &str) -> R<Option<T>> {
-    match t.get(key).map_err(sto_err)? {
-        Some(v) => Ok(Some(decode(v.value())?)),
+fn get<T: serde::de::DeserializeOwned>(t: &Rows, key: &str) -> R<Option<T>> {
+    match t.get(key) {
+        Some(v) => Ok(Some(decode(v)?)),
         None => Ok(None),
     }
 }
 
-fn put<T: serde::Serialize>(t: &mut Table<&str, &[u8]>, key: &str, v: &T) -> R<()> {
-    t.insert(key, encode(v)?.as_slice()).map_err(sto_err)?;
+fn put<T: serde::Serialize>(t: &mut Rows, key: &str, v: &T) -> R<()> {
+    t.insert(key.into(), encode(v)?.into());
     Ok(())
 }
 
 struct Apply<'a> {
-    txn: &'a WriteTransaction,
+    txn: &'a WriteTxn,
     index: u64,
     ch: &'a mut Changes,
     /// Set by any table change; tells register/deregister whether their node changed.
@@ -145,16 +134,12 @@ struct Apply<'a> {
 }
 
 impl Apply<'_> {
-    fn table(
-        &self,
-        def: redb::TableDefinition<&str, &[u8]>,
-    ) -> R<Table<'_, &'static str, &'static [u8]>> {
-        self.txn.open_table(def).map_err(sto_err)
+    fn table(&self, t: TableId) -> R<RefMut<'_, Rows>> {
+        self.txn.open_table(t)
     }
 
     fn bump(&mut self, name: &'static str) -> R<()> {
-        let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
-        t.insert(name, self.index).map_err(sto_err)?;
+        self.txn.indexes()?.insert(name.to_string(), self.index);
         self.ch.tables.insert(name);
         self.touched = true;
         Ok(())
@@ -162,17 +147,13 @@ impl Apply<'_> {
 
     /// Marks everything about one node (record, services, checks) as changed.
     fn bump_node(&mut self, node: &str) -> R<()> {
-        let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
-        t.insert(node_index(node).as_str(), self.index)
-            .map_err(sto_err)?;
+        self.txn.indexes()?.insert(node_index(node), self.index);
         self.ch.nodes.insert(node.to_string());
         Ok(())
     }
 
     fn bump_service(&mut self, name: &str) -> R<()> {
-        let mut t = self.txn.open_table(INDEXES).map_err(sto_err)?;
-        t.insert(svc_index(name).as_str(), self.index)
-            .map_err(sto_err)?;
+        self.txn.indexes()?.insert(svc_index(name), self.index);
         self.ch.services.insert(name.to_string());
         Ok(())
     }
@@ -183,9 +164,8 @@ impl Apply<'_> {
             let t = self.table(SERVICES)?;
             let (lo, hi) = node_range(node);
             let mut names = Vec::new();
-            for item in t.range::<&str>(lo.as_str()..hi.as_str()).map_err(sto_err)? {
-                let (_, v) = item.map_err(sto_err)?;
-                names.push(decode::<Service>(v.value())?.name);
+            for (_, v) in span(&t, lo.as_str(), Some(hi.as_str())) {
+                names.push(decode::<Service>(v)?.name);
             }
             names
         };
@@ -197,16 +177,15 @@ impl Apply<'_> {
 
     /// Writes a KV entry whose holder was `prev_holder`, keeping [`SESSION_KEYS`] in step.
     fn kv_store(&mut self, e: &KvEntry, prev_holder: Option<&str>) -> R<()> {
-        put(&mut self.table(KV)?, &e.key, e)?;
+        put(&mut *self.table(KV)?, &e.key, e)?;
         let holder = e.session.as_deref();
         if holder != prev_holder {
             let mut t = self.table(SESSION_KEYS)?;
             if let Some(s) = prev_holder {
-                t.remove(node_key(s, &e.key).as_str()).map_err(sto_err)?;
+                t.remove(node_key(s, &e.key).as_str());
             }
             if let Some(s) = holder {
-                t.insert(node_key(s, &e.key).as_str(), [].as_slice())
-                    .map_err(sto_err)?;
+                put_raw(&mut t, &node_key(s, &e.key), &[]);
             }
         }
         Ok(())
@@ -214,14 +193,12 @@ impl Apply<'_> {
 
     /// Removes a KV entry, keeping [`SESSION_KEYS`] in step; returns what was there.
     fn kv_remove(&mut self, key: &str) -> R<Option<KvEntry>> {
-        let old: Option<KvEntry> = match self.table(KV)?.remove(key).map_err(sto_err)? {
-            Some(v) => Some(decode(v.value())?),
+        let old: Option<KvEntry> = match self.table(KV)?.remove(key) {
+            Some(v) => Some(decode(&v)?),
             None => None,
         };
         if let Some(s) = old.as_ref().and_then(|e| e.session.as_deref()) {
-            self.table(SESSION_KEYS)?
-                .remove(node_key(s, key).as_str())
-                .map_err(sto_err)?;
+            self.table(SESSION_KEYS)?.remove(node_key(s, key).as_str());
         }
         Ok(old)
     }
@@ -232,7 +209,7 @@ impl Apply<'_> {
     }
 
     fn session_exists(&self, id: &str) -> R<bool> {
-        Ok(self.table(SESSIONS)?.get(id).map_err(sto_err)?.is_some())
+        Ok(self.table(SESSIONS)?.get(id).is_some())
     }
 
     fn kv_set(
@@ -248,7 +225,7 @@ impl Apply<'_> {
                 return Ok(false);
             }
         }
-        let old: Option<KvEntry> = get(&self.table(KV)?, &key)?;
+        let old: Option<KvEntry> = get(&*self.table(KV)?, &key)?;
         if let Some(cas) = cas {
             if old.as_ref().map_or(0, |e| e.modify_index) != cas {
                 return Ok(false);
@@ -290,22 +267,20 @@ impl Apply<'_> {
             None => {}
         }
         self.kv_store(&entry, prev_holder.as_deref())?;
-        self.table(KV_TOMBS)?
-            .remove(key.as_str())
-            .map_err(sto_err)?;
+        self.table(KV_TOMBS)?.remove(key.as_str());
         self.kv_touch(&key)?;
         Ok(true)
     }
 
     fn tombstone(&mut self, key: &str) -> R<()> {
         let index = self.index;
-        put(&mut self.table(KV_TOMBS)?, key, &index)?;
+        put(&mut *self.table(KV_TOMBS)?, key, &index)?;
         self.kv_touch(key)
     }
 
     fn kv_delete(&mut self, key: &str, cas: Option<u64>) -> R<bool> {
         if let Some(cas) = cas {
-            match get::<KvEntry>(&self.table(KV)?, key)? {
+            match get::<KvEntry>(&*self.table(KV)?, key)? {
                 Some(e) if e.modify_index == cas => {}
                 // Consul: deleting a missing key with cas=0 succeeds; anything else fails.
                 None if cas == 0 => return Ok(true),
@@ -322,12 +297,11 @@ impl Apply<'_> {
         // Collected first: the keys under a prefix are one contiguous run, and the rest of
         // the table need not be visited.
         let mut removed = Vec::new();
-        for item in self.table(KV)?.range::<&str>(prefix..).map_err(sto_err)? {
-            let (k, _) = item.map_err(sto_err)?;
-            if !k.value().starts_with(prefix) {
+        for (k, _) in span(&*self.table(KV)?, prefix, None) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            removed.push(k.value().to_string());
+            removed.push(k.to_string());
         }
         for k in removed {
             self.kv_remove(&k)?;
@@ -341,15 +315,13 @@ impl Apply<'_> {
     /// back to the KV table's index, which this bumps past theirs.
     fn kv_reap_tombstones(&mut self, upto: u64) -> R<bool> {
         let mut reaped = Vec::new();
-        self.table(KV_TOMBS)?
-            .retain(|k, v| {
-                let old = decode::<u64>(v).is_ok_and(|i| i <= upto);
-                if old {
-                    reaped.push(k.to_string());
-                }
-                !old
-            })
-            .map_err(sto_err)?;
+        retain_in(&mut *self.table(KV_TOMBS)?, "", None, |k, v| {
+            let old = decode::<u64>(v).is_ok_and(|i| i <= upto);
+            if old {
+                reaped.push(k.to_string());
+            }
+            !old
+        });
         if reaped.is_empty() {
             return Ok(true);
         }
@@ -386,13 +358,12 @@ impl Apply<'_> {
                 || self
                     .table(SERVICES)?
                     .get(node_key(&node.name, sid).as_str())
-                    .map_err(sto_err)?
                     .is_some();
             if !ok {
                 return Ok(false);
             }
         }
-        let old: Option<Node> = get(&self.table(NODES)?, &node.name)?;
+        let old: Option<Node> = get(&*self.table(NODES)?, &node.name)?;
         let write = match &old {
             None => true,
             Some(_) if skip_node_update => false,
@@ -411,13 +382,13 @@ impl Apply<'_> {
                 modify_index: self.index,
                 ..node.clone()
             };
-            put(&mut self.table(NODES)?, &node.name, &n)?;
+            put(&mut *self.table(NODES)?, &node.name, &n)?;
             self.bump(IDX_NODES)?;
             self.bump_node_services(&node.name)?;
         }
         if let Some(svc) = service {
             let key = node_key(&node.name, &svc.id);
-            let old: Option<Service> = get(&self.table(SERVICES)?, &key)?;
+            let old: Option<Service> = get(&*self.table(SERVICES)?, &key)?;
             let same = |o: &Service| {
                 Service {
                     create_index: 0,
@@ -433,9 +404,7 @@ impl Apply<'_> {
                 if let Some(o) = old.as_ref().filter(|o| o.name != svc.name) {
                     // Renamed in place: drop the old name's index row.
                     let k = format!("{}\0{}", o.name, key);
-                    self.table(SERVICE_NAMES)?
-                        .remove(k.as_str())
-                        .map_err(sto_err)?;
+                    self.table(SERVICE_NAMES)?.remove(k.as_str());
                     self.bump_service(&o.name.clone())?;
                 }
                 let create_index = old.map_or(self.index, |o| o.create_index);
@@ -444,11 +413,9 @@ impl Apply<'_> {
                     modify_index: self.index,
                     ..svc.clone()
                 };
-                put(&mut self.table(SERVICES)?, &key, &s)?;
+                put(&mut *self.table(SERVICES)?, &key, &s)?;
                 let name_key = format!("{}\0{}", svc.name, key);
-                self.table(SERVICE_NAMES)?
-                    .insert(name_key.as_str(), &[][..])
-                    .map_err(sto_err)?;
+                put_raw(&mut *self.table(SERVICE_NAMES)?, &name_key, &[]);
                 self.bump(IDX_SERVICES)?;
                 self.bump_service(&svc.name)?;
             }
@@ -459,12 +426,15 @@ impl Apply<'_> {
             c.service_name = if c.service_id.is_empty() {
                 String::new()
             } else {
-                get::<Service>(&self.table(SERVICES)?, &node_key(&node.name, &c.service_id))?
-                    .map(|s| s.name)
-                    .unwrap_or_default()
+                get::<Service>(
+                    &*self.table(SERVICES)?,
+                    &node_key(&node.name, &c.service_id),
+                )?
+                .map(|s| s.name)
+                .unwrap_or_default()
             };
             let key = node_key(&node.name, &c.id);
-            let old: Option<Check> = get(&self.table(CHECKS)?, &key)?;
+            let old: Option<Check> = get(&*self.table(CHECKS)?, &key)?;
             let same = |o: &Check| {
                 Check {
                     create_index: 0,
@@ -488,7 +458,7 @@ impl Apply<'_> {
                 modify_index: self.index,
                 ..c
             };
-            put(&mut self.table(CHECKS)?, &key, &c)?;
+            put(&mut *self.table(CHECKS)?, &key, &c)?;
             self.bump(IDX_CHECKS)?;
             if c.service_name.is_empty() {
                 self.bump_node_services(&node.name)?;
@@ -506,26 +476,22 @@ impl Apply<'_> {
     fn remove_services(&mut self, node: &str, only: Option<&str>) -> R<()> {
         let (lo, hi) = node_range(node);
         let mut gone: Vec<Service> = Vec::new();
-        self.table(SERVICES)?
-            .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, v| {
-                let Ok(s) = decode::<Service>(v) else {
-                    return true;
-                };
-                if only.is_some_and(|id| id != s.id) {
-                    return true;
-                }
-                gone.push(s);
-                false
-            })
-            .map_err(sto_err)?;
+        retain_in(&mut *self.table(SERVICES)?, &lo, Some(&hi), |_, v| {
+            let Ok(s) = decode::<Service>(v) else {
+                return true;
+            };
+            if only.is_some_and(|id| id != s.id) {
+                return true;
+            }
+            gone.push(s);
+            false
+        });
         if gone.is_empty() {
             return Ok(());
         }
         for s in &gone {
             let k = format!("{}\0{}", s.name, node_key(node, &s.id));
-            self.table(SERVICE_NAMES)?
-                .remove(k.as_str())
-                .map_err(sto_err)?;
+            self.table(SERVICE_NAMES)?.remove(k.as_str());
             self.bump_service(&s.name)?;
         }
         self.bump(IDX_SERVICES)
@@ -535,15 +501,18 @@ impl Apply<'_> {
     fn remove_checks(&mut self, node: &str, pred: impl Fn(&Check) -> bool) -> R<Vec<Check>> {
         let (lo, hi) = node_range(node);
         let mut gone = Vec::new();
-        self.table(CHECKS)?
-            .retain_in::<&str, _>(lo.as_str()..hi.as_str(), |_, v| match decode::<Check>(v) {
+        retain_in(
+            &mut *self.table(CHECKS)?,
+            &lo,
+            Some(&hi),
+            |_, v| match decode::<Check>(v) {
                 Ok(c) if pred(&c) => {
                     gone.push(c);
                     false
                 }
                 _ => true,
-            })
-            .map_err(sto_err)?;
+            },
+        );
         if !gone.is_empty() {
             self.bump(IDX_CHECKS)?;
         }
@@ -592,7 +561,7 @@ impl Apply<'_> {
             (None, None) => {
                 self.remove_checks(node, |_| true)?;
                 self.remove_services(node, None)?;
-                if self.table(NODES)?.remove(node).map_err(sto_err)?.is_some() {
+                if self.table(NODES)?.remove(node).is_some() {
                     self.bump(IDX_NODES)?;
                 }
                 // A node that is gone takes its sessions with it.
@@ -613,9 +582,8 @@ impl Apply<'_> {
     fn sessions(&self) -> R<Vec<Session>> {
         let t = self.table(SESSIONS)?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(sto_err)? {
-            let (_, v) = item.map_err(sto_err)?;
-            out.push(decode(v.value())?);
+        for (_, v) in t.iter() {
+            out.push(decode(v)?);
         }
         Ok(out)
     }
@@ -623,39 +591,35 @@ impl Apply<'_> {
     fn session_create(&mut self, mut s: Session) -> R<bool> {
         // As Consul: the node must exist, and every check the session depends on must exist and
         // not be critical.
-        if get::<Node>(&self.table(NODES)?, &s.node)?.is_none() {
+        if get::<Node>(&*self.table(NODES)?, &s.node)?.is_none() {
             return Ok(false);
         }
         for c in s.node_checks.iter().chain(&s.service_checks) {
-            match get::<Check>(&self.table(CHECKS)?, &node_key(&s.node, c))? {
+            match get::<Check>(&*self.table(CHECKS)?, &node_key(&s.node, c))? {
                 Some(check) if check.status != HealthStatus::Critical => {}
                 _ => return Ok(false),
             }
         }
         s.create_index = self.index;
         s.modify_index = self.index;
-        put(&mut self.table(SESSIONS)?, &s.id.clone(), &s)?;
+        put(&mut *self.table(SESSIONS)?, &s.id.clone(), &s)?;
         self.bump(IDX_SESSIONS)?;
         Ok(true)
     }
 
     fn session_destroy(&mut self, id: &str) -> R<bool> {
-        let Some(s) = get::<Session>(&self.table(SESSIONS)?, id)? else {
+        let Some(s) = get::<Session>(&*self.table(SESSIONS)?, id)? else {
             return Ok(true);
         };
-        self.table(SESSIONS)?.remove(id).map_err(sto_err)?;
+        self.table(SESSIONS)?.remove(id);
         self.bump(IDX_SESSIONS)?;
         let held: Vec<KvEntry> = {
             let (lo, hi) = node_range(id);
             let idx = self.table(SESSION_KEYS)?;
             let kv = self.table(KV)?;
             let mut held = Vec::new();
-            for item in idx
-                .range::<&str>(lo.as_str()..hi.as_str())
-                .map_err(sto_err)?
-            {
-                let (k, _) = item.map_err(sto_err)?;
-                let key = &k.value()[lo.len()..];
+            for (k, _) in span(&idx, lo.as_str(), Some(hi.as_str())) {
+                let key = &k[lo.len()..];
                 if let Some(e) = get::<KvEntry>(&kv, key)? {
                     held.push(e);
                 }
@@ -714,7 +678,8 @@ impl Apply<'_> {
         for (i, op) in ops.iter_mut().enumerate() {
             let (verb, current) = match op {
                 TxnOp::Node { verb, node } => {
-                    let cur = get::<Node>(&self.table(NODES)?, &node.name)?.map(|n| n.modify_index);
+                    let cur =
+                        get::<Node>(&*self.table(NODES)?, &node.name)?.map(|n| n.modify_index);
                     (verb, cur)
                 }
                 TxnOp::Service {
@@ -722,13 +687,14 @@ impl Apply<'_> {
                     node,
                     service,
                 } => {
-                    let cur = get::<Service>(&self.table(SERVICES)?, &node_key(node, &service.id))?
-                        .map(|s| s.modify_index);
+                    let cur =
+                        get::<Service>(&*self.table(SERVICES)?, &node_key(node, &service.id))?
+                            .map(|s| s.modify_index);
                     (verb, cur)
                 }
                 TxnOp::Check { verb, check } => {
                     let cur =
-                        get::<Check>(&self.table(CHECKS)?, &node_key(&check.node, &check.id))?
+                        get::<Check>(&*self.table(CHECKS)?, &node_key(&check.node, &check.id))?
                             .map(|c| c.modify_index);
                     (verb, cur)
                 }
@@ -773,7 +739,7 @@ impl Apply<'_> {
                 } => {
                     let cur = match kv.get(key) {
                         Some(e) => e.clone(),
-                        None => get::<KvEntry>(&self.table(KV)?, key)?,
+                        None => get::<KvEntry>(&*self.table(KV)?, key)?,
                     };
                     let modify = cur.as_ref().map_or(0, |e| e.modify_index);
                     let written = |cur: Option<KvEntry>| match cur {
@@ -852,12 +818,11 @@ impl Apply<'_> {
                         KvVerb::GetTree => {
                             let mut tree: BTreeMap<String, KvEntry> = BTreeMap::new();
                             let t = self.table(KV)?;
-                            for item in t.range::<&str>(key.as_str()..).map_err(sto_err)? {
-                                let (k, v) = item.map_err(sto_err)?;
-                                if !k.value().starts_with(key.as_str()) {
+                            for (k, v) in span(&t, key.as_str(), None) {
+                                if !k.starts_with(key.as_str()) {
                                     break;
                                 }
-                                tree.insert(k.value().to_string(), decode(v.value())?);
+                                tree.insert(k.to_string(), decode(v)?);
                             }
                             for (k, e) in kv
                                 .range(key.clone()..)
@@ -895,12 +860,11 @@ impl Apply<'_> {
                         }
                         KvVerb::DeleteTree => {
                             let t = self.table(KV)?;
-                            for item in t.range::<&str>(key.as_str()..).map_err(sto_err)? {
-                                let (k, _) = item.map_err(sto_err)?;
-                                if !k.value().starts_with(key.as_str()) {
+                            for (k, _) in span(&t, key.as_str(), None) {
+                                if !k.starts_with(key.as_str()) {
                                     break;
                                 }
-                                kv.insert(k.value().to_string(), None);
+                                kv.insert(k.to_string(), None);
                             }
                             let pending: Vec<String> = kv
                                 .range(key.clone()..)
@@ -915,7 +879,7 @@ impl Apply<'_> {
                     }
                 }
                 TxnOp::Node { verb, node } => match verb {
-                    CatalogVerb::Get => match get::<Node>(&self.table(NODES)?, &node.name)? {
+                    CatalogVerb::Get => match get::<Node>(&*self.table(NODES)?, &node.name)? {
                         Some(n) => Ok(Some(TxnResult::Node(n))),
                         None => Err(format!("node {:?} doesn't exist", node.name)),
                     },
@@ -941,7 +905,7 @@ impl Apply<'_> {
                 } => {
                     let key = node_key(node, &service.id);
                     match verb {
-                        CatalogVerb::Get => match get::<Service>(&self.table(SERVICES)?, &key)? {
+                        CatalogVerb::Get => match get::<Service>(&*self.table(SERVICES)?, &key)? {
                             Some(s) => Ok(Some(TxnResult::Service(node.clone(), s))),
                             None => Err(format!(
                                 "service {:?} on node {node:?} doesn't exist",
@@ -950,7 +914,7 @@ impl Apply<'_> {
                         },
                         CatalogVerb::Set
                             if !new_nodes.contains(node)
-                                && get::<Node>(&self.table(NODES)?, node)?.is_none() =>
+                                && get::<Node>(&*self.table(NODES)?, node)?.is_none() =>
                         {
                             Err(format!("node {node:?} doesn't exist"))
                         }
@@ -970,7 +934,7 @@ impl Apply<'_> {
                 TxnOp::Check { verb, check } => {
                     let key = node_key(&check.node, &check.id);
                     match verb {
-                        CatalogVerb::Get => match get::<Check>(&self.table(CHECKS)?, &key)? {
+                        CatalogVerb::Get => match get::<Check>(&*self.table(CHECKS)?, &key)? {
                             Some(c) => Ok(Some(TxnResult::Check(c))),
                             None => Err(format!(
                                 "check {:?} on node {:?} doesn't exist",
@@ -979,7 +943,7 @@ impl Apply<'_> {
                         },
                         CatalogVerb::Set
                             if !new_nodes.contains(&check.node)
-                                && get::<Node>(&self.table(NODES)?, &check.node)?.is_none() =>
+                                && get::<Node>(&*self.table(NODES)?, &check.node)?.is_none() =>
                         {
                             Err(format!("node {:?} doesn't exist", check.node))
                         }
@@ -1008,11 +972,9 @@ impl Apply<'_> {
         for (key, e) in kv {
             match e {
                 Some(e) => {
-                    let prev = get::<KvEntry>(&self.table(KV)?, &key)?.and_then(|p| p.session);
+                    let prev = get::<KvEntry>(&*self.table(KV)?, &key)?.and_then(|p| p.session);
                     self.kv_store(&e, prev.as_deref())?;
-                    self.table(KV_TOMBS)?
-                        .remove(key.as_str())
-                        .map_err(sto_err)?;
+                    self.table(KV_TOMBS)?.remove(key.as_str());
                     self.kv_touch(&key)?;
                 }
                 None => {

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition};
+use super::mem::{span, Live, TableId, Tables};
 
 use super::tables::*;
 use std::collections::BTreeMap;
@@ -11,12 +11,13 @@ use crate::model::{
 use crate::raft::types::decode;
 use crate::{Error, Result};
 
-/// Read handle over the local state machine. Reads run beside writes (redb MVCC) and return
-/// owned model values; no lock is held once a method returns. Callers choose consistency
-/// through [`crate::Server::barrier`] before reading.
+/// Read handle over the local state machine. Each read works on a snapshot of the tables,
+/// taken for the price of a few reference counts, and returns owned model values; no lock is
+/// held once a method returns. Callers choose consistency through [`crate::Server::barrier`]
+/// before reading.
 #[derive(Clone)]
 pub struct Catalog {
-    db: Arc<Database>,
+    live: Arc<Live>,
 }
 
 fn de<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
@@ -24,68 +25,58 @@ fn de<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
 }
 
 impl Catalog {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
-        Catalog { db }
+    pub(crate) fn new(live: Arc<Live>) -> Self {
+        Catalog { live }
     }
 
-    fn read(&self) -> Result<ReadTransaction> {
-        Ok(self.db.begin_read()?)
+    fn read(&self) -> Tables {
+        self.live.snapshot()
     }
 
     fn scan<T: serde::de::DeserializeOwned>(
-        txn: &ReadTransaction,
-        table: TableDefinition<&str, &[u8]>,
+        snap: &Tables,
+        table: TableId,
         lo: &str,
         hi: Option<&str>,
         mut keep: impl FnMut(&str) -> bool,
     ) -> Result<Vec<T>> {
-        let t = txn.open_table(table)?;
         let mut out = Vec::new();
-        let iter = match hi {
-            Some(hi) => t.range::<&str>(lo..hi)?,
-            None => t.range::<&str>(lo..)?,
-        };
-        for item in iter {
-            let (k, v) = item?;
-            if !keep(k.value()) {
+        for (k, v) in span(snap.table(table), lo, hi) {
+            if !keep(k) {
                 break;
             }
-            out.push(de(v.value())?);
+            out.push(de(v)?);
         }
         Ok(out)
     }
 
     /// The Raft index of the last change to a table (`kv`, `nodes`, `services`, `checks`).
     pub fn table_index(&self, table: &str) -> Result<u64> {
-        let txn = self.read()?;
-        let t = txn.open_table(INDEXES)?;
-        Ok(t.get(table)?.map_or(0, |v| v.value()))
+        Ok(self.read().index(table))
     }
 
     pub fn kv_get(&self, key: &str) -> Result<Option<KvEntry>> {
-        let txn = self.read()?;
-        let t = txn.open_table(KV)?;
-        match t.get(key)? {
-            Some(v) => Ok(Some(de(v.value())?)),
+        let snap = self.read();
+        let t = snap.table(KV);
+        match t.get(key) {
+            Some(v) => Ok(Some(de(v)?)),
             None => Ok(None),
         }
     }
 
     /// Every entry whose key starts with `prefix`, in key order.
     pub fn kv_list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
-        let txn = self.read()?;
-        Self::scan(&txn, KV, prefix, None, |k| k.starts_with(prefix))
+        let snap = self.read();
+        Self::scan(&snap, KV, prefix, None, |k| k.starts_with(prefix))
     }
 
     /// Keys under `prefix`; with a separator, keys past it are folded into one entry ending at
     /// the separator, as Consul's `?keys&separator=/`.
     pub fn kv_keys(&self, prefix: &str, separator: Option<&str>) -> Result<Vec<String>> {
-        let txn = self.read()?;
-        let t = txn.open_table(KV)?;
+        let snap = self.read();
+        let t = snap.table(KV);
         let mut out: Vec<String> = Vec::new();
-        for item in t.range::<&str>(prefix..)? {
-            let (k, _) = item?;
-            let k = k.value();
+        for (k, _) in span(t, prefix, None) {
             if !k.starts_with(prefix) {
                 break;
             }
@@ -104,60 +95,58 @@ impl Catalog {
     }
 
     pub fn nodes(&self) -> Result<Vec<Node>> {
-        let txn = self.read()?;
-        Self::scan(&txn, NODES, "", None, |_| true)
+        let snap = self.read();
+        Self::scan(&snap, NODES, "", None, |_| true)
     }
 
     pub fn node(&self, name: &str) -> Result<Option<Node>> {
-        let txn = self.read()?;
-        let t = txn.open_table(NODES)?;
-        match t.get(name)? {
-            Some(v) => Ok(Some(de(v.value())?)),
+        let snap = self.read();
+        let t = snap.table(NODES);
+        match t.get(name) {
+            Some(v) => Ok(Some(de(v)?)),
             None => Ok(None),
         }
     }
 
     pub fn node_services(&self, name: &str) -> Result<Vec<Service>> {
-        let txn = self.read()?;
+        let snap = self.read();
         let (lo, hi) = node_range(name);
-        Self::scan(&txn, SERVICES, &lo, Some(&hi), |_| true)
+        Self::scan(&snap, SERVICES, &lo, Some(&hi), |_| true)
     }
 
     pub fn node_checks(&self, name: &str) -> Result<Vec<Check>> {
-        let txn = self.read()?;
+        let snap = self.read();
         let (lo, hi) = node_range(name);
-        Self::scan(&txn, CHECKS, &lo, Some(&hi), |_| true)
+        Self::scan(&snap, CHECKS, &lo, Some(&hi), |_| true)
     }
 
     /// Every service instance in the catalog, with its node.
     pub fn services(&self) -> Result<Vec<(String, Service)>> {
-        let txn = self.read()?;
-        let t = txn.open_table(SERVICES)?;
+        let snap = self.read();
+        let t = snap.table(SERVICES);
         let mut out = Vec::new();
-        for item in t.iter()? {
-            let (k, v) = item?;
-            let node = k.value().split('\0').next().unwrap_or_default().to_string();
-            out.push((node, de(v.value())?));
+        for (k, v) in t.iter() {
+            let node = k.split('\0').next().unwrap_or_default().to_string();
+            out.push((node, de(v)?));
         }
         Ok(out)
     }
 
     /// The index a deleted key left behind, if any.
-    fn tombstone(&self, txn: &ReadTransaction, key: &str) -> Result<Option<u64>> {
-        let t = txn.open_table(KV_TOMBS)?;
-        match t.get(key)? {
-            Some(v) => Ok(Some(de(v.value())?)),
+    fn tombstone(&self, snap: &Tables, key: &str) -> Result<Option<u64>> {
+        let t = snap.table(KV_TOMBS);
+        match t.get(key) {
+            Some(v) => Ok(Some(de(v)?)),
             None => Ok(None),
         }
     }
 
     /// Whether any tombstone was left at or before `index`.
     pub(crate) fn has_tombstones_upto(&self, index: u64) -> Result<bool> {
-        let txn = self.read()?;
-        let t = txn.open_table(KV_TOMBS)?;
-        for item in t.iter()? {
-            let (_, v) = item?;
-            if de::<u64>(v.value())? <= index {
+        let snap = self.read();
+        let t = snap.table(KV_TOMBS);
+        for (_, v) in t.iter() {
+            if de::<u64>(v)? <= index {
                 return Ok(true);
             }
         }
@@ -165,15 +154,14 @@ impl Catalog {
     }
 
     /// The highest deletion index under a prefix.
-    fn max_tombstone(&self, txn: &ReadTransaction, prefix: &str) -> Result<u64> {
-        let t = txn.open_table(KV_TOMBS)?;
+    fn max_tombstone(&self, snap: &Tables, prefix: &str) -> Result<u64> {
+        let t = snap.table(KV_TOMBS);
         let mut max = 0;
-        for item in t.range::<&str>(prefix..)? {
-            let (k, v) = item?;
-            if !k.value().starts_with(prefix) {
+        for (k, v) in span(t, prefix, None) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            max = max.max(de::<u64>(v.value())?);
+            max = max.max(de::<u64>(v)?);
         }
         Ok(max)
     }
@@ -204,27 +192,26 @@ impl Catalog {
 
     /// The instances of one service, with their nodes.
     pub fn service_nodes(&self, name: &str) -> Result<Vec<(Node, Service)>> {
-        Self::service_nodes_in(&self.read()?, name)
+        Self::service_nodes_in(&self.read(), name)
     }
 
-    fn service_nodes_in(txn: &ReadTransaction, name: &str) -> Result<Vec<(Node, Service)>> {
-        let names = txn.open_table(SERVICE_NAMES)?;
-        let services = txn.open_table(SERVICES)?;
-        let nodes = txn.open_table(NODES)?;
+    fn service_nodes_in(snap: &Tables, name: &str) -> Result<Vec<(Node, Service)>> {
+        let names = snap.table(SERVICE_NAMES);
+        let services = snap.table(SERVICES);
+        let nodes = snap.table(NODES);
         let (lo, hi) = node_range(name);
         let mut out = Vec::new();
-        for item in names.range::<&str>(lo.as_str()..hi.as_str())? {
-            let (k, _) = item?;
-            let svc_key = &k.value()[name.len() + 1..];
-            let Some(sv) = services.get(svc_key)? else {
+        for (k, _) in span(names, lo.as_str(), Some(hi.as_str())) {
+            let svc_key = &k[name.len() + 1..];
+            let Some(sv) = services.get(svc_key) else {
                 continue;
             };
-            let svc: Service = de(sv.value())?;
+            let svc: Service = de(sv)?;
             let node_name = svc_key.split('\0').next().unwrap_or_default();
-            let Some(nv) = nodes.get(node_name)? else {
+            let Some(nv) = nodes.get(node_name) else {
                 continue;
             };
-            out.push((de(nv.value())?, svc));
+            out.push((de(nv)?, svc));
         }
         Ok(out)
     }
@@ -232,15 +219,14 @@ impl Catalog {
     /// The instances of one service with every check that applies to each, from one
     /// consistent snapshot of the tables.
     pub fn service_health(&self, name: &str) -> Result<Vec<ServiceHealth>> {
-        let txn = self.read()?;
-        let checks = txn.open_table(CHECKS)?;
+        let snap = self.read();
+        let checks = snap.table(CHECKS);
         let mut out = Vec::new();
-        for (node, service) in Self::service_nodes_in(&txn, name)? {
+        for (node, service) in Self::service_nodes_in(&snap, name)? {
             let (lo, hi) = node_range(&node.name);
             let mut mine = Vec::new();
-            for item in checks.range::<&str>(lo.as_str()..hi.as_str())? {
-                let (_, v) = item?;
-                let c: Check = de(v.value())?;
+            for (_, v) in span(checks, lo.as_str(), Some(hi.as_str())) {
+                let c: Check = de(v)?;
                 if c.service_id.is_empty() || c.service_id == service.id {
                     mine.push(c);
                 }
@@ -256,8 +242,8 @@ impl Catalog {
 
     /// Every check, optionally only those in `state`.
     pub fn checks(&self, state: Option<HealthStatus>) -> Result<Vec<Check>> {
-        let txn = self.read()?;
-        let all: Vec<Check> = Self::scan(&txn, CHECKS, "", None, |_| true)?;
+        let snap = self.read();
+        let all: Vec<Check> = Self::scan(&snap, CHECKS, "", None, |_| true)?;
         Ok(all
             .into_iter()
             .filter(|c| state.is_none_or(|s| c.status == s))
@@ -265,15 +251,15 @@ impl Catalog {
     }
 
     pub fn sessions(&self) -> Result<Vec<Session>> {
-        let txn = self.read()?;
-        Self::scan(&txn, SESSIONS, "", None, |_| true)
+        let snap = self.read();
+        Self::scan(&snap, SESSIONS, "", None, |_| true)
     }
 
     pub fn session(&self, id: &str) -> Result<Option<Session>> {
-        let txn = self.read()?;
-        let t = txn.open_table(SESSIONS)?;
-        match t.get(id)? {
-            Some(v) => Ok(Some(de(v.value())?)),
+        let snap = self.read();
+        let t = snap.table(SESSIONS);
+        match t.get(id) {
+            Some(v) => Ok(Some(de(v)?)),
             None => Ok(None),
         }
     }
@@ -299,14 +285,14 @@ impl Catalog {
 
     /// Runs a [`Query`] against local state, returning the data and its index.
     ///
-    /// The index is always read before the data (separate read transactions): a write landing
+    /// The index is always read before the data (separate snapshots): a write landing
     /// in between then makes the index older than the data, which costs a blocking client one
     /// extra round trip; the other order would hand out old data under the new index, and the
     /// client's next blocking query would wait for a change that already happened.
     pub fn query(&self, q: &Query) -> Result<(QueryResult, u64)> {
         Ok(match q {
             Query::KvGet { key } => {
-                let before = match self.tombstone(&self.read()?, key)? {
+                let before = match self.tombstone(&self.read(), key)? {
                     Some(i) => i,
                     None => self.table_index(IDX_KV)?,
                 };
@@ -316,7 +302,7 @@ impl Catalog {
             }
             Query::KvList { prefix } => {
                 let (tomb, table) = (
-                    self.max_tombstone(&self.read()?, prefix)?,
+                    self.max_tombstone(&self.read(), prefix)?,
                     self.table_index(IDX_KV)?,
                 );
                 let l = self.kv_list(prefix)?;
@@ -328,7 +314,7 @@ impl Catalog {
             }
             Query::KvKeys { prefix, separator } => {
                 let (tomb, table) = (
-                    self.max_tombstone(&self.read()?, prefix)?,
+                    self.max_tombstone(&self.read(), prefix)?,
                     self.table_index(IDX_KV)?,
                 );
                 let newest = self

@@ -1,11 +1,11 @@
-//! The state machine's tables in redb (`state.redb`) and the read handle over them.
+//! The state machine's tables (in memory, checkpointed to `state.redb`) and the read handle
+//! over them.
 
 mod apply;
 mod catalog;
+pub(crate) mod mem;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
-pub(crate) use apply::{
-    apply_command, rebuild_session_keys, retire_servers, retired_servers, Changes,
-};
+pub(crate) use apply::{apply_command, rebuild_session_keys, retired_servers, Changes};
 pub use catalog::Catalog;

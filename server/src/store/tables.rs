@@ -1,39 +1,44 @@
 use redb::TableDefinition;
 
+use super::mem::{TableId, TABLE_COUNT};
+
+const fn table(slot: usize, name: &'static str) -> TableId {
+    TableId { slot, name }
+}
+
 /// State-machine metadata: `last_applied` and `membership`, written in the same transaction
 /// as the data they describe.
 pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("sm_meta");
 /// KV entries by key (postcard `KvEntry`).
-pub(crate) const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+pub(crate) const KV: TableId = table(0, "kv");
 /// Deleted keys and the index they were deleted at, so a read of a deleted key or of its
 /// prefix still reports an index that moved. Removed when the key is written again.
-pub(crate) const KV_TOMBS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_tombstones");
+pub(crate) const KV_TOMBS: TableId = table(1, "kv_tombstones");
 /// Catalog nodes by name.
-pub(crate) const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
+pub(crate) const NODES: TableId = table(2, "nodes");
 /// Services by `node \0 service_id`, so a node's services are one range.
-pub(crate) const SERVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("services");
+pub(crate) const SERVICES: TableId = table(3, "services");
 /// Index of services by `name \0 node \0 service_id` (empty values): one range per service.
-pub(crate) const SERVICE_NAMES: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("service_names");
+pub(crate) const SERVICE_NAMES: TableId = table(4, "service_names");
 /// Checks by `node \0 check_id`.
-pub(crate) const CHECKS: TableDefinition<&str, &[u8]> = TableDefinition::new("checks");
+pub(crate) const CHECKS: TableId = table(5, "checks");
 /// Sessions by ID.
-pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+pub(crate) const SESSIONS: TableId = table(6, "sessions");
 /// The keys each session holds, as `session \0 key` (empty values), so destroying a session
 /// visits its own locks rather than the whole KV store. Derived from [`KV`]: rebuilt at start
 /// and after a snapshot is installed, never carried in snapshots.
-pub(crate) const SESSION_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("session_keys");
+pub(crate) const SESSION_KEYS: TableId = table(8, "session_keys");
 /// Per-table and per-service index: the Raft index of the last change (deletes included).
 /// Keys: `kv`, `nodes`, `services`, `checks`, `sessions`, `svc:<name>` and `node:<name>`.
 pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("indexes");
 
 /// Raft IDs of servers that `muster recover` retired (decimal, empty values): Raft requests
 /// from them are refused, since their log and membership are from before the recovery.
-pub(crate) const RETIRED: TableDefinition<&str, &[u8]> = TableDefinition::new("retired_servers");
+pub(crate) const RETIRED: TableId = table(7, "retired_servers");
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
+pub(crate) const DATA_TABLES: [TableId; 8] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -43,6 +48,23 @@ pub(crate) const DATA_TABLES: [TableDefinition<&str, &[u8]>; 8] = [
     SESSIONS,
     RETIRED,
 ];
+
+/// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
+/// [`SESSION_KEYS`].
+pub(crate) const ALL_TABLES: [TableId; TABLE_COUNT] = {
+    let mut all = [SESSION_KEYS; TABLE_COUNT];
+    let mut i = 0;
+    while i < DATA_TABLES.len() {
+        all[i] = DATA_TABLES[i];
+        i += 1;
+    }
+    all
+};
+
+/// A table's definition in `state.redb`.
+pub(crate) fn file_table(t: TableId) -> TableDefinition<'static, &'static str, &'static [u8]> {
+    TableDefinition::new(t.name)
+}
 
 pub(crate) const LAST_APPLIED: &str = "last_applied";
 pub(crate) const MEMBERSHIP: &str = "membership";

@@ -107,7 +107,9 @@ where C: RaftTypeConfig
             seen_greater_log: false,
             leader: None,
             candidate: None,
-            output: EngineOutput::new(4096),
+            // (Muster) 64, not 4096: the queue grows when it must, and 4096 commands
+            // preallocated are 600 KB of a server's memory.
+            output: EngineOutput::new(64),
         }
     }
 
