@@ -328,7 +328,7 @@ impl Server {
         };
         let sm_path = config.data_dir.join("state.redb");
         // Written only by checkpoints, and read only at start: a small cache does.
-        let sm_db = open_db(&sm_path, 2 << 20)?;
+        let sm_db = open_db(&sm_path, 1 << 20)?;
         let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
