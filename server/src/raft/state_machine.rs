@@ -194,6 +194,39 @@ fn load(db: &Database) -> Result<Tables, StorageError> {
     Ok(tables)
 }
 
+/// Applies `entries` (at least one) to a copy of `base`: the results, the tables to publish
+/// and what changed.
+fn apply_entries(
+    base: &Tables,
+    entries: Vec<Entry>,
+) -> Result<(Vec<BatchResult>, Tables, Changes), StorageError> {
+    let txn = WriteTxn::new(base);
+    let mut results = Vec::with_capacity(entries.len());
+    let mut changes = Changes::default();
+    let mut last = None;
+    let mut membership = None;
+    for e in entries {
+        let index = e.log_id.index;
+        last = Some(e.log_id);
+        match e.payload {
+            EntryPayload::Blank => results.push(BatchResult::default()),
+            EntryPayload::Normal(Batch { cmds, .. }) => {
+                let mut out = Vec::with_capacity(cmds.len());
+                for cmd in cmds {
+                    out.push(apply_command(&txn, index, cmd, &mut changes)?);
+                }
+                results.push(BatchResult(out));
+            }
+            EntryPayload::Membership(m) => {
+                membership = Some(StoredMembership::new(Some(e.log_id), m));
+                results.push(BatchResult::default());
+            }
+        }
+    }
+    let membership = membership.unwrap_or_else(|| base.membership.clone());
+    Ok((results, txn.finish(last, membership), changes))
+}
+
 impl StateMachine {
     pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
         let written = load(&db)?;
@@ -317,40 +350,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // In memory and short (a map insert per write), so applied right here rather than on a
-        // blocking thread. Only this task replaces the live tables, so the copy taken here is
-        // still the live one when the batch is published.
-        let base = self.live.snapshot();
-        let txn = WriteTxn::new(&base);
-        let mut results = Vec::new();
-        let mut changes = Changes::default();
-        let mut last = None;
-        let mut membership = None;
-        for e in entries {
-            let index = e.log_id.index;
-            last = Some(e.log_id);
-            match e.payload {
-                EntryPayload::Blank => results.push(BatchResult::default()),
-                EntryPayload::Normal(Batch { cmds, .. }) => {
-                    let mut out = Vec::with_capacity(cmds.len());
-                    for cmd in cmds {
-                        out.push(apply_command(&txn, index, cmd, &mut changes)?);
-                    }
-                    results.push(BatchResult(out));
-                }
-                EntryPayload::Membership(m) => {
-                    membership = Some(StoredMembership::new(Some(e.log_id), m));
-                    results.push(BatchResult::default());
-                }
-            }
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        let Some(last) = last else {
-            return Ok(results);
-        };
-        self.live.publish(txn.finish(
-            Some(last),
-            membership.unwrap_or_else(|| base.membership.clone()),
-        ));
+        // Only this task replaces the live tables, so the copy taken here is still the live
+        // one when the batch is published. Applied on a blocking thread: a batch is a map
+        // insert per write, but one delete-tree of a big prefix, or the log re-applied after a
+        // restart, would hold an async worker for a long time.
+        let base = self.live.snapshot();
+        let (results, next, changes) =
+            tokio::task::spawn_blocking(move || apply_entries(&base, entries))
+                .await
+                .map_err(sto_err)??;
+        let last = next.last_applied.map_or(0, |l| l.index);
+        self.live.publish(next);
         if !changes.lock_delays.is_empty() {
             let mut d = self.lock_delays.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -362,7 +376,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if changes.retired {
             self.load_retired();
         }
-        self.applied.send_replace(last.index);
+        self.applied.send_replace(last);
         self.hub.publish(&changes);
         Ok(results)
     }
