@@ -121,7 +121,7 @@ fn get<T: serde::de::DeserializeOwned>(t: &Rows, key: &str) -> R<Option<T>> {
 }
 
 fn put<T: serde::Serialize>(t: &mut Rows, key: &str, v: &T) -> R<()> {
-    t.insert(key.into(), encode(v)?.into());
+    put_raw(t, key, &encode(v)?);
     Ok(())
 }
 
