@@ -428,6 +428,9 @@ async fn fill(target: Target) {
     }
 }
 
+/// How much longer than `settle` the idle server runs before its steady idle RSS is read.
+const SETTLED: Duration = Duration::from_secs(60);
+
 async fn bench_memory() -> anyhow::Result<()> {
     println!("== Memory: one server idle, then holding {KEYS} keys of 100 bytes (VmRSS)");
     let settle = Duration::from_secs(3);
@@ -436,6 +439,10 @@ async fn bench_memory() -> anyhow::Result<()> {
     let pid = agents[0].pid().expect("pid");
     tokio::time::sleep(settle).await;
     let idle = rss_kb(pid);
+    // Again once the agent's periodic tasks (anti-entropy, reconciliation) have all run once:
+    // the steady idle figure, a few hundred KB above the first.
+    tokio::time::sleep(SETTLED).await;
+    let settled = rss_kb(pid);
     fill(Target::Muster(format!("http://{}", agents[0].http))).await;
     tokio::time::sleep(settle).await;
     let loaded = rss_kb(pid);
@@ -445,9 +452,11 @@ async fn bench_memory() -> anyhow::Result<()> {
         .as_array()
         .map_or(0, Vec::len);
     println!(
-        "  muster   idle {:>6.1} MB  loaded {:>6.1} MB  ({n} keys)",
+        "  muster   idle {:>6.1} MB  loaded {:>6.1} MB  ({n} keys); idle after {} s: {:.1} MB",
         idle as f64 / 1024.0,
-        loaded as f64 / 1024.0
+        loaded as f64 / 1024.0,
+        (settle + SETTLED).as_secs(),
+        settled as f64 / 1024.0
     );
     drop(agents);
     if etcd_available() {
