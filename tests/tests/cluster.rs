@@ -47,15 +47,20 @@ async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()>
         assert!(nodes
             .as_array()
             .is_some_and(|a| a.iter().any(|n| n["Node"] == s.name.as_str())));
-        let node = get(&servers[0].url(&format!("/v1/catalog/node/{}", s.name)))
-            .await?
-            .json();
         let port: u16 = s
             .rpc
             .as_deref()
             .and_then(|r| r.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok())
             .unwrap_or(0);
+        // The leader registers each server's `consul` service on its reconcile tick, which
+        // may come after the node itself is in the catalog.
+        let url = servers[0].url(&format!("/v1/catalog/node/{}", s.name));
+        let node = wait_until("the consul service", Duration::from_secs(10), || async {
+            let node = get(&url).await.ok()?.json();
+            (!node["Services"]["consul"].is_null()).then_some(node)
+        })
+        .await?;
         assert_eq!(node["Services"]["consul"]["Port"], port, "{node}");
     }
     Ok(())
@@ -198,7 +203,10 @@ async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    let hold = root.path().join("hold.json");
+    std::fs::write(&hold, r#"{"performance": {"rpc_hold_timeout": "2s"}}"#)?;
+    let hold = hold.to_string_lossy().into_owned();
+    let mut servers = start_servers(root.path(), 3, &["-config-file", &hold]).await?;
     let w = put(&servers[0].url("/v1/kv/app/x"), b"1").await?;
     assert_eq!(w.status, 200);
     // The value must be on the survivor before the others die.
@@ -236,14 +244,22 @@ async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()>
         t.elapsed()
     );
 
-    // Default reads fail once past max_stale; consistent reads fail at once.
-    wait_until("default reads refused", Duration::from_secs(20), || async {
-        let r = get(&s.url("/v1/kv/app/x")).await.ok()?;
-        (r.status == 500 && r.text() == "No cluster leader").then_some(())
-    })
-    .await?;
-    let r = get(&s.url("/v1/kv/app/x?consistent")).await?;
-    assert_eq!((r.status, r.text().as_str()), (500, "No cluster leader"));
+    // Default and consistent reads wait for a leader for rpc_hold_timeout (2 s here), never
+    // answering from the survivor's possibly stale state, then fail as Consul's do.
+    for path in ["/v1/kv/app/x", "/v1/kv/app/x?consistent"] {
+        let t = Instant::now();
+        let r = get(&s.url(path)).await?;
+        let took = t.elapsed();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (500, "No cluster leader"),
+            "{path}"
+        );
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+            "{path}: answered after {took:?}, not after the 2 s hold"
+        );
+    }
 
     // Stale reads still answer from local state, saying there is no known leader.
     let r = get(&s.url("/v1/kv/app/x?stale")).await?;
