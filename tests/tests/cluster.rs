@@ -738,3 +738,79 @@ async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
     assert_eq!(r.text(), "true", "writes work through a rejoined server");
     Ok(())
 }
+
+/// The local and remote addresses of `pid`'s TCP sockets, from `/proc` (IPv4 only).
+fn tcp_connections(pid: u32) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let addr = |s: &str| -> Option<std::net::SocketAddr> {
+        let (ip, port) = s.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.to_le_bytes();
+        Some((ip, u16::from_str_radix(port, 16).ok()?).into())
+    };
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            inodes
+                .contains(&f.get(9)?.to_string())
+                .then(|| Some((addr(f.get(1)?)?, addr(f.get(2)?)?)))?
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outgoing_server_connections_leave_from_the_bind_address() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers: Vec<Agent> = Vec::new();
+    for i in 0..3 {
+        let (name, bind) = (format!("s{}", i + 1), format!("127.0.0.{}", i + 2));
+        let mut args = vec!["-server", "-bootstrap-expect", "3", "-bind", &bind];
+        let join = servers.first().map(|s| s.serf.to_string());
+        if let Some(j) = &join {
+            args.extend(["-retry-join", j]);
+        }
+        servers.push(Agent::start(&name, &root.path().join(&name), &args)?);
+    }
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(30))
+        .await?
+        .unwrap_or(0);
+    // A write through a follower: forwarded to the leader, then replicated to both.
+    let w = put(&servers[(leader + 1) % 3].url("/v1/kv/bind"), b"x").await?;
+    assert_eq!(w.status, 200);
+    let rpc: Vec<std::net::SocketAddr> = servers
+        .iter()
+        .filter_map(|s| s.rpc.as_deref()?.parse().ok())
+        .collect();
+    for (i, s) in servers.iter().enumerate() {
+        let pid = s.pid().expect("running");
+        let outgoing: Vec<_> = tcp_connections(pid)
+            .into_iter()
+            .filter(|(local, remote)| rpc.contains(remote) && !rpc.contains(local))
+            .collect();
+        assert!(
+            i != leader || !outgoing.is_empty(),
+            "the leader {} has no connection to another server",
+            s.name
+        );
+        for (local, remote) in outgoing {
+            assert_eq!(
+                local.ip().to_string(),
+                format!("127.0.0.{}", i + 2),
+                "{}'s connection to {remote} leaves from {local}, not its -bind address",
+                s.name
+            );
+        }
+    }
+    Ok(())
+}
