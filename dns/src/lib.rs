@@ -555,7 +555,10 @@ impl DnsHandler {
                 return Ok(Consistency::Stale);
             }
         }
-        self.server.barrier(Consistency::Default).await?;
+        // Resolvers give up after a few seconds: wait for an election, not for Raft's hold.
+        self.server
+            .barrier_within(Consistency::Default, Duration::from_secs(1))
+            .await?;
         Ok(Consistency::Default)
     }
 

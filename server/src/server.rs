@@ -517,6 +517,17 @@ impl Server {
         }
     }
 
+    /// [`Server::barrier`], waiting at most `hold` for a leader instead of the configured
+    /// `rpc_hold_timeout`: for DNS, whose clients give up after a few seconds.
+    pub async fn barrier_within(&self, mode: Consistency, hold: Duration) -> Result<ReadMeta> {
+        match &self.local {
+            Some(l) => l.barrier_within(mode, hold).await,
+            None => Err(Error::InvalidRequest(
+                "no local state on a client agent".into(),
+            )),
+        }
+    }
+
     /// Runs a read at the given consistency, locally on a server or on a server for a client.
     pub async fn read(&self, mode: Consistency, q: Query) -> Result<(QueryResult, ReadMeta)> {
         match &self.local {
@@ -1145,6 +1156,11 @@ impl Local {
     /// `rpc_hold_timeout`, as Consul holds an RPC during an election. Only `?stale` reads are
     /// served from local state without a leader.
     async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
+        self.barrier_within(mode, self.config.rpc_hold_timeout)
+            .await
+    }
+
+    async fn barrier_within(&self, mode: Consistency, hold: Duration) -> Result<ReadMeta> {
         let meta = |known_leader| ReadMeta {
             index: 0,
             known_leader,
@@ -1153,7 +1169,7 @@ impl Local {
         if mode == Consistency::Stale {
             return Ok(meta(self.leader_view() != LeaderView::Unknown));
         }
-        let deadline = Instant::now() + self.config.rpc_hold_timeout;
+        let deadline = Instant::now() + hold;
         let mut leader_change = self.raft.server_metrics();
         loop {
             let index = match self.leader_view() {
