@@ -64,6 +64,8 @@ pub(crate) fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, Error>) -> R
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "a panic".into());
+        // Assertion messages span lines; an error message is one.
+        let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
         Err(Error::Damaged {
             path: path.to_path_buf(),
             reason: format!("redb failed on it ({what})"),
