@@ -383,11 +383,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     print_banner(&config, http_addr, dns_addr, serf_addr, &server).await;
 
+    // A server that cannot go on (its Raft core, log writer or checkpointer stopped, the disk
+    // full) exits non-zero for its supervisor to restart it, rather than linger unable to serve.
+    let mut fatal = None;
     let retired = tokio::select! {
         _ = cancel.cancelled() => None,
         why = server.retired() => Some(why),
+        why = server.fatal() => {
+            fatal = Some(why);
+            None
+        }
     };
     match &retired {
+        _ if fatal.is_some() => cancel.cancel(),
         // Its Raft data predates a recovery: it must neither serve nor touch the membership.
         Some(why) => {
             tracing::error!(reason = %why, "this server was retired by `muster recover` on another server; stopping");
@@ -411,6 +419,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     server.shutdown().await;
     tracing::info!("agent stopped");
+    if let Some(why) = fatal {
+        anyhow::bail!("{why}. This server has stopped; start it again once the cause is fixed");
+    }
     if let Some(why) = retired {
         anyhow::bail!(
             "{why}. This server was retired and has stopped; start it again as before: it sets \

@@ -35,6 +35,27 @@ pub enum Error {
     /// A database file could not be opened or is corrupt.
     #[error("cannot open {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    /// A data file is damaged and cannot be rebuilt from the others.
+    #[error(
+        "{path} is damaged: {reason}. Restore it (or the whole data dir) from a backup, or start \
+         this server afresh: stop it, move its data dir aside and start it again, and it rejoins \
+         its cluster as a new member and gets the data from the other servers"
+    )]
+    Damaged { path: PathBuf, reason: String },
+    /// The data dir's files do not belong together (a Raft log lost beside its state, files
+    /// of another server): serving them could lose acknowledged writes silently.
+    #[error(
+        "data dir {dir}: {problem}. Refusing to start rather than join as a new member or form \
+         a new cluster with partial data. Choose one: restore the data dir from a backup; or, \
+         with raft.redb restored and the other servers lost for good, run `muster recover \
+         -data-dir {dir}` to make this server the only voter; or start this server afresh: move \
+         the data dir aside (mv {dir} {dir}.old) and start again, as a new, empty member"
+    )]
+    DataDirInconsistent { dir: PathBuf, problem: String },
+    /// A part the server cannot run without stopped (the Raft core, the log writer, the state
+    /// checkpointer): the process must exit, and its supervisor restart it.
+    #[error("{0}")]
+    Fatal(String),
     /// A storage operation failed.
     #[error("storage: {0}")]
     Storage(String),

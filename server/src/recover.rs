@@ -54,17 +54,20 @@ pub async fn recover_sole_server(data_dir: &Path) -> Result<Recovered> {
             data_dir.display()
         )));
     }
-    let log_db = open_db(&raft_path, 4 << 20)?;
-    let ident: Identity = get_meta(&log_db, IDENTITY)
-        .map_err(storage)?
-        .ok_or_else(|| {
-            Error::InvalidRequest(format!(
-                "{} was never a server's data dir: nothing to recover",
-                data_dir.display()
-            ))
-        })?;
+    // redb panics on some damaged files: named errors instead.
+    let (log_db, ident) = crate::raft::files::guarded(&raft_path, || {
+        let db = open_db(&raft_path, 4 << 20)?;
+        let ident: Option<Identity> = get_meta(&db, IDENTITY).map_err(storage)?;
+        Ok((db, ident))
+    })?;
+    let ident: Identity = ident.ok_or_else(|| {
+        Error::InvalidRequest(format!(
+            "{} was never a server's data dir: nothing to recover",
+            data_dir.display()
+        ))
+    })?;
     let id: NodeId = ident.node_id;
-    let mut logs = LogStore::new(log_db).map_err(storage)?;
+    let mut logs = LogStore::new(log_db, &raft_path).map_err(storage)?;
     let state = logs.get_log_state().await.map_err(storage)?;
     let Some(last) = state.last_log_id else {
         return Err(Error::InvalidRequest(format!(

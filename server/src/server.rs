@@ -16,10 +16,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
-use crate::raft::log_store::{get_meta, put_meta, LogStore, IDENTITY, RETIRED_BY};
+use crate::raft::files::{
+    self, guarded, ServerFile, LOG_FILE, SERVER_FILE, SNAPSHOT_FILE, STATE_FILE,
+};
+use crate::raft::log_store::{get_meta, put_meta, scan, LogStore, IDENTITY, RETIRED_BY};
 use crate::raft::network::Network;
 use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
-use crate::raft::state_machine::StateMachine;
+use crate::raft::state_machine::{check_snapshot_file, StateMachine};
 use crate::raft::types::{Batch, CommitHook, NodeId, Raft};
 use crate::store::watch::{Topic, WatchHub};
 use crate::store::Catalog;
@@ -210,20 +213,111 @@ pub struct Server {
     servers: Arc<RwLock<Vec<String>>>,
     /// How long a server may hold a forwarded request while it waits for a leader.
     hold: Duration,
+    /// Why the local server stopped serving, once it has (see [`Server::fatal`]).
+    fatal: Option<watch::Receiver<Option<String>>>,
+}
+
+/// Reports the first reason the server cannot go on; later ones follow from it.
+fn report_fatal(tx: &watch::Sender<Option<String>>, why: String) {
+    tx.send_if_modified(|slot| {
+        if slot.is_some() {
+            return false;
+        }
+        tracing::error!(reason = %why, "the server cannot go on; stopping");
+        *slot = Some(why);
+        true
+    });
+}
+
+/// Spawns the server's tasks that must run as long as it does: one that ends or panics
+/// before shutdown is reported as fatal.
+struct Essential {
+    fatal: Arc<watch::Sender<Option<String>>>,
+    cancel: CancellationToken,
+}
+
+impl Essential {
+    fn spawn(
+        &self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let task = tokio::spawn(task);
+        let (fatal, cancel) = (self.fatal.clone(), self.cancel.clone());
+        tokio::spawn(async move {
+            let res = task.await;
+            if cancel.is_cancelled() {
+                return;
+            }
+            let why = match res {
+                Err(e) if e.is_panic() => format!("the server's {name} task panicked"),
+                _ => format!("the server's {name} task stopped"),
+            };
+            report_fatal(&fatal, why);
+        });
+    }
+}
+
+/// Watches the Raft core, the log writer and the checkpointer until shutdown, and reports
+/// the first of them to stop.
+async fn watch_core(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
+    mut log: watch::Receiver<Option<String>>,
+    mut checkpoint: watch::Receiver<Option<String>>,
+    fatal: Arc<watch::Sender<Option<String>>>,
+    cancel: CancellationToken,
+) {
+    let why = loop {
+        let core = match &metrics.borrow().running_state {
+            Err(openraft::error::Fatal::Stopped) => Some("the Raft core stopped".to_string()),
+            Err(e) => Some(format!("the Raft core stopped: {e}")),
+            Ok(()) => None,
+        };
+        if let Some(why) = log.borrow().clone() {
+            break format!("the Raft log writer stopped: {why}");
+        }
+        if let Some(why) = checkpoint.borrow().clone() {
+            break format!("the state checkpointer stopped: {why}");
+        }
+        if let Some(why) = core {
+            break why;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = metrics.changed() => if r.is_err() {
+                // The core's task ended without reporting: it panicked.
+                if cancel.is_cancelled() {
+                    return;
+                }
+                break "the Raft core panicked".to_string();
+            },
+            // A closed channel only disables its branch: the core's end is seen above.
+            Ok(()) = log.changed() => {}
+            Ok(()) = checkpoint.changed() => {}
+        }
+    };
+    if !cancel.is_cancelled() {
+        report_fatal(&fatal, why);
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Opens a redb file with a bounded page cache (redb's default is 1 GiB).
+/// Opens a redb file with a bounded page cache (redb's default is 1 GiB). redb panics on
+/// some damaged files: callers at start run this under [`files::guarded`].
 pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> {
     match Database::builder().set_cache_size(cache_bytes).create(path) {
         Ok(db) => Ok(Arc::new(db)),
         Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(Error::DataDirInUse(
             path.parent().unwrap_or(path).to_path_buf(),
         )),
-        Err(e) => Err(Error::Open {
+        Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => Err(Error::Open {
+            path: path.to_path_buf(),
+            reason: files::describe_io(&e.to_string()),
+        }),
+        Err(e) => Err(Error::Damaged {
             path: path.to_path_buf(),
             reason: e.to_string(),
         }),
@@ -231,7 +325,7 @@ pub(crate) fn open_db(path: &Path, cache_bytes: usize) -> Result<Arc<Database>> 
 }
 
 /// The Raft files of a data dir, which a retired server sets aside.
-const RAFT_FILES: [&str; 3] = ["raft.redb", "state.redb", "snapshot.bin"];
+const RAFT_FILES: [&str; 4] = [LOG_FILE, STATE_FILE, SNAPSHOT_FILE, SERVER_FILE];
 
 /// For a server another one refused as retired (see [`Server::retired`]): moves its Raft
 /// files, closed, into `superseded-<unix time>/` in the data dir, kept for inspection, so
@@ -264,6 +358,218 @@ fn set_aside_retired(dir: &Path, why: &str) -> Result<()> {
     Ok(())
 }
 
+/// Opens the data dir's files, checking that they belong together (see [`files`]): the Raft
+/// ID, the log store and the state machine. A lost or damaged `state.redb` or `snapshot.bin`
+/// is set aside and rebuilt; a lost or damaged `raft.redb` refuses the start.
+fn open_data_dir(config: &ServerConfig) -> Result<(NodeId, Arc<Database>, LogStore, StateMachine)> {
+    let dir = &config.data_dir;
+    let raft_path = dir.join(LOG_FILE);
+    let sm_path = dir.join(STATE_FILE);
+    let snap_path = dir.join(SNAPSHOT_FILE);
+    let st = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: openraft::StorageError<u64>| Error::Damaged {
+            path: path.clone(),
+            reason: e.to_string(),
+        }
+    };
+    let open_log = || -> Result<(Arc<Database>, Option<String>)> {
+        guarded(&raft_path, || {
+            let db = open_db(&raft_path, 4 << 20)?;
+            let retired = get_meta::<String>(&db, RETIRED_BY).map_err(st(&raft_path))?;
+            Ok((db, retired))
+        })
+    };
+
+    let mut marker = files::read_server_file(dir)?;
+    let log_held = files::size(&raft_path)?.is_some_and(|n| n > 0);
+    if !log_held {
+        // An emptied file is as good as a missing one: redb would make a new log of it.
+        let what = match files::size(&raft_path)? {
+            Some(_) => "raft.redb is empty",
+            None => "raft.redb is missing",
+        };
+        if let Some(m) = &marker {
+            return Err(files::refuse(
+                dir,
+                format!(
+                    "{what}, but {SERVER_FILE} says this data dir belongs to Raft server {}: \
+                     its Raft log, and any acknowledged write only it held, are gone",
+                    m.raft_id
+                ),
+            ));
+        }
+        let beside: Vec<&str> = [STATE_FILE, SNAPSHOT_FILE]
+            .into_iter()
+            .filter(|f| dir.join(f).exists())
+            .collect();
+        if !beside.is_empty() {
+            return Err(files::refuse(
+                dir,
+                format!(
+                    "{what} beside {}: the Raft log, and the writes after the last \
+                     checkpoint, are gone",
+                    beside.join(" and ")
+                ),
+            ));
+        }
+    }
+
+    let (mut log_db, retired) = open_log()?;
+    if let Some(why) = retired {
+        drop(log_db);
+        set_aside_retired(dir, &why)?;
+        marker = None;
+        log_db = open_log()?.0;
+    }
+    let scan = guarded(&raft_path, || {
+        let scan = scan(&log_db).map_err(st(&raft_path))?;
+        let ident = get_meta::<Identity>(&log_db, IDENTITY).map_err(st(&raft_path))?;
+        Ok((scan, ident))
+    });
+    let (scan, ident) = scan?;
+    let agent_id = files::agent_node_id(dir);
+    let id = match ident {
+        Some(found) => {
+            if found.node_name != config.node_name || found.datacenter != config.datacenter {
+                return Err(Error::DataDirMismatch {
+                    dir: dir.clone(),
+                    found_node: found.node_name,
+                    found_dc: found.datacenter,
+                    node: config.node_name.clone(),
+                    dc: config.datacenter.clone(),
+                });
+            }
+            match &marker {
+                Some(m) if m.raft_id != found.node_id => {
+                    return Err(files::refuse(
+                        dir,
+                        format!(
+                            "{SERVER_FILE} says Raft server {}, but raft.redb belongs to Raft \
+                             server {}: the files come from two different servers",
+                            m.raft_id, found.node_id
+                        ),
+                    ));
+                }
+                Some(ServerFile {
+                    node_id: Some(was), ..
+                }) if agent_id.as_ref().is_some_and(|a| a != was) => {
+                    return Err(files::refuse(
+                        dir,
+                        format!(
+                            "node-id holds {}, but this server's Raft data was made with node \
+                             ID {was}: if node-id was lost, write {was} back into it",
+                            agent_id.unwrap_or_default()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                // A data dir from before server.json existed.
+                None => files::write_server_file(
+                    dir,
+                    &ServerFile {
+                        raft_id: found.node_id,
+                        node_id: agent_id,
+                    },
+                )?,
+            }
+            found.node_id
+        }
+        None => {
+            if let Some(m) = &marker {
+                return Err(files::refuse(
+                    dir,
+                    format!(
+                        "raft.redb holds no Raft identity (it was replaced or emptied), but \
+                         {SERVER_FILE} says this data dir belongs to Raft server {}",
+                        m.raft_id
+                    ),
+                ));
+            }
+            if sm_path.exists() || snap_path.exists() {
+                return Err(files::refuse(
+                    dir,
+                    "raft.redb holds no Raft identity (it was replaced or emptied) beside \
+                     state.redb or snapshot.bin"
+                        .into(),
+                ));
+            }
+            let ident = Identity {
+                node_name: config.node_name.clone(),
+                datacenter: config.datacenter.clone(),
+                node_id: rand::random::<u64>() >> 1,
+            };
+            // The identity first: a crash before server.json is written is caught up above.
+            put_meta(&log_db, IDENTITY, &ident).map_err(|e| Error::Open {
+                path: raft_path.clone(),
+                reason: files::describe_io(&e.to_string()),
+            })?;
+            files::write_server_file(
+                dir,
+                &ServerFile {
+                    raft_id: ident.node_id,
+                    node_id: agent_id,
+                },
+            )?;
+            ident.node_id
+        }
+    };
+    let log_store = LogStore::new(log_db.clone(), &raft_path).map_err(st(&raft_path))?;
+
+    // The snapshot is rebuilt from state.redb when missing, so a damaged one is set aside.
+    if let Err(e) = check_snapshot_file(&snap_path) {
+        let to = files::set_aside(&snap_path)?;
+        tracing::warn!(
+            error = %e,
+            moved_to = %to.display(),
+            "{} is damaged: set aside; it is rebuilt from state.redb",
+            snap_path.display()
+        );
+    }
+    // Written only by checkpoints, and read only at start: a small cache does.
+    let open_state = || {
+        guarded(&sm_path, || {
+            let db = open_db(&sm_path, 1 << 20)?;
+            StateMachine::new(db, &sm_path, snap_path.clone()).map_err(st(&sm_path))
+        })
+    };
+    let state_existed = sm_path.exists();
+    let sm = match open_state() {
+        Ok(sm) => sm,
+        Err(e @ Error::Damaged { .. }) => {
+            let to = files::set_aside(&sm_path)?;
+            tracing::warn!(
+                error = %e,
+                moved_to = %to.display(),
+                "{} is damaged: set aside; rebuilding the state from the Raft log and snapshot",
+                sm_path.display()
+            );
+            open_state()?
+        }
+        Err(e) => return Err(e),
+    };
+    if !state_existed && scan.last.is_some() {
+        tracing::warn!(
+            "{} is missing: rebuilding the state from the Raft log and snapshot",
+            sm_path.display()
+        );
+    }
+    // The log before `last_purged` is gone: the state must start at least there.
+    let applied = sm.last_applied();
+    if applied.map(|l| l.index) < scan.last_purged.map(|l| l.index) {
+        return Err(Error::Damaged {
+            path: sm_path,
+            reason: format!(
+                "it was lost and cannot be rebuilt: it reaches log index {}, snapshot.bin is \
+                 missing or behind, and raft.redb was compacted up to index {}",
+                applied.map_or(0, |l| l.index),
+                scan.last_purged.map_or(0, |l| l.index)
+            ),
+        });
+    }
+    Ok((id, log_db, log_store, sm))
+}
+
 fn wire(e: Error) -> WireError {
     match e {
         Error::NoLeader => WireError::NoLeader,
@@ -293,43 +599,10 @@ impl Server {
             path: config.data_dir.clone(),
             reason: e.to_string(),
         })?;
-        let raft_path = config.data_dir.join("raft.redb");
-        let st = |e: openraft::StorageError<u64>| Error::Storage(e.to_string());
-        let mut log_db = open_db(&raft_path, 4 << 20)?;
-        if let Some(why) = get_meta::<String>(&log_db, RETIRED_BY).map_err(st)? {
-            drop(log_db);
-            set_aside_retired(&config.data_dir, &why)?;
-            log_db = open_db(&raft_path, 4 << 20)?;
-        }
-        let log_store = LogStore::new(log_db.clone()).map_err(st)?;
+        let (id, log_db, log_store, sm) = open_data_dir(&config)?;
         let committed = log_store.committed_index();
-        let id = match get_meta::<Identity>(&log_db, IDENTITY).map_err(st)? {
-            Some(found) => {
-                if found.node_name != config.node_name || found.datacenter != config.datacenter {
-                    return Err(Error::DataDirMismatch {
-                        dir: config.data_dir.clone(),
-                        found_node: found.node_name,
-                        found_dc: found.datacenter,
-                        node: config.node_name.clone(),
-                        dc: config.datacenter.clone(),
-                    });
-                }
-                found.node_id
-            }
-            None => {
-                let ident = Identity {
-                    node_name: config.node_name.clone(),
-                    datacenter: config.datacenter.clone(),
-                    node_id: rand::random::<u64>() >> 1,
-                };
-                put_meta(&log_db, IDENTITY, &ident).map_err(st)?;
-                ident.node_id
-            }
-        };
-        let sm_path = config.data_dir.join("state.redb");
-        // Written only by checkpoints, and read only at start: a small cache does.
-        let sm_db = open_db(&sm_path, 1 << 20)?;
-        let sm = StateMachine::new(sm_db, config.data_dir.join("snapshot.bin")).map_err(st)?;
+        let log_broken = log_store.broken();
+        let checkpoint_broken = sm.broken();
         let catalog = sm.catalog();
         let applied = sm.applied_rx();
         let hub = sm.hub.clone();
@@ -355,15 +628,35 @@ impl Server {
             rpc: rpc.clone(),
             retired: retired_tx,
         };
+        let dir = config.data_dir.clone();
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
             .await
-            .map_err(|e| Error::Stopped(e.to_string()))?;
+            .map_err(|e| {
+                Error::Fatal(format!(
+                    "cannot start Raft on data dir {}: {}",
+                    dir.display(),
+                    files::describe_io(&e.to_string())
+                ))
+            })?;
         tracing::info!(node = %config.node_name, id, "raft node started");
 
+        let (fatal_tx, fatal) = watch::channel(None);
+        let fatal_tx = Arc::new(fatal_tx);
+        tokio::spawn(watch_core(
+            raft.metrics(),
+            log_broken,
+            checkpoint_broken,
+            fatal_tx.clone(),
+            cancel.clone(),
+        ));
+        let essential = Essential {
+            fatal: fatal_tx,
+            cancel: cancel.clone(),
+        };
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
-        tokio::spawn(batch_loop(raft.clone(), batch_rx));
+        essential.spawn("write batcher", batch_loop(raft.clone(), batch_rx));
         let (fwd_tx, fwd_rx) = tokio::sync::mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
-        tokio::spawn(forward_loop(rpc.clone(), fwd_rx));
+        essential.spawn("write forwarder", forward_loop(rpc.clone(), fwd_rx));
         let local = Arc::new(Local {
             hub,
             lock_delays,
@@ -384,9 +677,18 @@ impl Server {
             retired_by,
             log_db,
         });
-        tokio::spawn(session_reaper(local.clone(), cancel.clone()));
-        tokio::spawn(tombstone_reaper(local.clone(), cancel.clone()));
-        tokio::spawn(accept_loop(local.clone(), listener, cancel.clone()));
+        essential.spawn(
+            "session reaper",
+            session_reaper(local.clone(), cancel.clone()),
+        );
+        essential.spawn(
+            "tombstone reaper",
+            tombstone_reaper(local.clone(), cancel.clone()),
+        );
+        essential.spawn(
+            "server RPC listener",
+            accept_loop(local.clone(), listener, cancel.clone()),
+        );
         {
             let raft = local.raft.clone();
             tokio::spawn(async move {
@@ -399,6 +701,7 @@ impl Server {
             rpc,
             servers: Arc::default(),
             hold,
+            fatal: Some(fatal),
         })
     }
 
@@ -415,7 +718,24 @@ impl Server {
             rpc: RpcClient::new(bind),
             servers: Arc::default(),
             hold,
+            fatal: None,
         }
+    }
+
+    /// Resolves, with why, once a part this server cannot run without has stopped (the Raft
+    /// core, the log writer, the state checkpointer, or one of its tasks). The server then
+    /// serves nothing more: the agent must exit non-zero, so that its supervisor restarts it
+    /// (a restart recovers from a full disk once space is freed). Never resolves on a client
+    /// agent, nor after a normal shutdown.
+    pub async fn fatal(&self) -> String {
+        let Some(mut rx) = self.fatal.clone() else {
+            return std::future::pending().await;
+        };
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone().unwrap_or_default(),
+            Err(_) => return std::future::pending().await,
+        };
+        why
     }
 
     /// Replaces the server RPC addresses a client agent forwards to.

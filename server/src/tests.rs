@@ -17,8 +17,12 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbBuilder {
                 .map(std::sync::Arc::new)
                 .map_err(crate::raft::types::sto_err)
         };
-        let log = LogStore::new(open("raft.redb")?)?;
-        let sm = StateMachine::new(open("state.redb")?, dir.path().join("snapshot.bin"))?;
+        let log = LogStore::new(open("raft.redb")?, &dir.path().join("raft.redb"))?;
+        let sm = StateMachine::new(
+            open("state.redb")?,
+            &dir.path().join("state.redb"),
+            dir.path().join("snapshot.bin"),
+        )?;
         Ok((dir, log, sm))
     }
 }
@@ -173,7 +177,11 @@ async fn retired_servers_reach_joiners_through_the_log_and_snapshots() -> Result
 
     let state_machine = |dir: &TempDir| -> Result<StateMachine, StorageError> {
         let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
-        StateMachine::new(std::sync::Arc::new(db), dir.path().join("snapshot.bin"))
+        StateMachine::new(
+            std::sync::Arc::new(db),
+            &dir.path().join("state.redb"),
+            dir.path().join("snapshot.bin"),
+        )
     };
     let retired = |sm: &StateMachine| {
         let ids = sm.retired.read().unwrap_or_else(|p| p.into_inner());
@@ -338,7 +346,11 @@ async fn a_restart_loads_the_last_checkpoint_and_no_more() -> Result<(), Storage
     let dir = TempDir::new().map_err(sto_err)?;
     let open = || -> Result<StateMachine, StorageError> {
         let db = redb::Database::create(dir.path().join("state.redb")).map_err(sto_err)?;
-        StateMachine::new(std::sync::Arc::new(db), dir.path().join("snapshot.bin"))
+        StateMachine::new(
+            std::sync::Arc::new(db),
+            &dir.path().join("state.redb"),
+            dir.path().join("snapshot.bin"),
+        )
     };
     let put = |index: u64, keys: std::ops::Range<u32>| Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -42,6 +43,8 @@ pub(crate) struct LogStore {
     unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
     /// The log writer task: every write to `raft.redb` goes through it, in order.
     writer: tokio::sync::mpsc::UnboundedSender<Job>,
+    /// Why the writer stopped taking writes, once it has: the server cannot go on without it.
+    broken: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 /// The error for a write the writer task can no longer take: the Raft node is shutting down.
@@ -80,11 +83,17 @@ enum Job {
 /// later one fails too: writing past a lost append would leave a hole in the log.
 async fn writer_loop(
     db: Arc<Database>,
+    path: PathBuf,
     unflushed: Arc<Mutex<BTreeMap<u64, Entry>>>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    report: tokio::sync::watch::Sender<Option<String>>,
 ) {
     let mut next = None;
-    let mut broken: Option<String> = None;
+    let mut broken = Broken {
+        path,
+        why: None,
+        report,
+    };
     loop {
         let job = match next.take() {
             Some(job) => job,
@@ -149,14 +158,17 @@ async fn writer_loop(
     }
 }
 
+/// The writer's failure, once it failed: reported once to the server, which stops.
+struct Broken {
+    path: PathBuf,
+    why: Option<String>,
+    report: tokio::sync::watch::Sender<Option<String>>,
+}
+
 /// One durable transaction, on a blocking thread (redb writes block on fsync), unless an
 /// earlier one failed.
-async fn commit(
-    db: &Arc<Database>,
-    f: TxnFn,
-    broken: &mut Option<String>,
-) -> Result<(), StorageError> {
-    if let Some(why) = broken {
+async fn commit(db: &Arc<Database>, f: TxnFn, broken: &mut Broken) -> Result<(), StorageError> {
+    if let Some(why) = &broken.why {
         return Err(sto_err(format!("an earlier raft log write failed: {why}")));
     }
     let db = db.clone();
@@ -170,13 +182,23 @@ async fn commit(
     .map_err(sto_err)
     .and_then(|r| r);
     if let Err(e) = &res {
-        *broken = Some(e.to_string());
+        // redb refuses every later write after an I/O error, and a write past a lost append
+        // would leave a hole in the log: only a restart recovers.
+        let why = format!(
+            "cannot write {}: {}",
+            broken.path.display(),
+            super::files::describe_io(&e.to_string())
+        );
+        broken.report.send_replace(Some(why.clone()));
+        broken.why = Some(why.clone());
+        return Err(sto_err(why));
     }
     res
 }
 
 impl LogStore {
-    pub(crate) fn new(db: Arc<Database>) -> Result<Self, StorageError> {
+    /// The store over `db`, the open `path`.
+    pub(crate) fn new(db: Arc<Database>, path: &Path) -> Result<Self, StorageError> {
         let txn = db.begin_write().map_err(sto_err)?;
         txn.open_table(LOGS).map_err(sto_err)?;
         txn.open_table(META).map_err(sto_err)?;
@@ -184,7 +206,14 @@ impl LogStore {
         let unflushed: Arc<Mutex<BTreeMap<u64, Entry>>> = Arc::default();
         let (writer, rx) = tokio::sync::mpsc::unbounded_channel();
         let runtime = tokio::runtime::Handle::try_current().map_err(sto_err)?;
-        runtime.spawn(writer_loop(db.clone(), unflushed.clone(), rx));
+        let (report, broken) = tokio::sync::watch::channel(None);
+        runtime.spawn(writer_loop(
+            db.clone(),
+            path.to_path_buf(),
+            unflushed.clone(),
+            rx,
+            report,
+        ));
         Ok(LogStore {
             db,
             committed: Arc::default(),
@@ -192,7 +221,13 @@ impl LogStore {
             proposed: Arc::default(),
             unflushed,
             writer,
+            broken,
         })
+    }
+
+    /// Resolves with why the log writer stopped, if it ever does.
+    pub(crate) fn broken(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.broken.clone()
     }
 
     /// The latest committed index this server knows of, shared with readers.
@@ -262,6 +297,49 @@ pub(crate) fn get_meta<T: serde::de::DeserializeOwned>(
         Some(v) => Ok(Some(decode(v.value())?)),
         None => Ok(None),
     }
+}
+
+/// What a start-up read of the whole of `raft.redb` found.
+pub(crate) struct Scan {
+    pub(crate) last_purged: Option<LogId>,
+    pub(crate) last: Option<LogId>,
+}
+
+/// Reads every row of `raft.redb` once, so that damage anywhere in it shows at start, named,
+/// rather than as a failed read in the middle of replication: the log is what every
+/// acknowledged write depends on, and is never rebuilt from anything else.
+pub(crate) fn scan(db: &Database) -> Result<Scan, StorageError> {
+    let _: Option<Vote> = get_meta(db, VOTE)?;
+    let _: Option<Option<LogId>> = get_meta(db, COMMITTED)?;
+    let last_purged = get_meta::<Option<LogId>>(db, PURGED)?.flatten();
+    let txn = db.begin_read().map_err(sto_err)?;
+    let table = match txn.open_table(LOGS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Ok(Scan {
+                last_purged,
+                last: last_purged,
+            })
+        }
+        Err(e) => return Err(sto_err(e)),
+    };
+    let mut last = last_purged;
+    let mut expect = last_purged.map_or(0, |l| l.index + 1);
+    for item in table.iter().map_err(sto_err)? {
+        let (k, v) = item.map_err(sto_err)?;
+        let e: Entry =
+            decode(v.value()).map_err(|e| sto_err(format!("log entry {}: {e}", k.value())))?;
+        // Index 0 is openraft's first entry when a cluster forms; a purge may leave none.
+        if e.log_id.index != k.value() || (k.value() != expect && last.is_some()) {
+            return Err(sto_err(format!(
+                "log entry {} is out of place (expected {expect})",
+                k.value()
+            )));
+        }
+        expect = k.value() + 1;
+        last = Some(e.log_id);
+    }
+    Ok(Scan { last_purged, last })
 }
 
 pub(crate) fn put_meta<T: serde::Serialize>(
@@ -448,7 +526,7 @@ mod tests {
     async fn after_a_failed_write_every_later_write_fails() -> Result<(), StorageError> {
         let dir = tempfile::tempdir().map_err(sto_err)?;
         let db = Database::create(dir.path().join("raft.redb")).map_err(sto_err)?;
-        let mut store = LogStore::new(Arc::new(db))?;
+        let mut store = LogStore::new(Arc::new(db), &dir.path().join("raft.redb"))?;
         let failed = store.write(|_| Err(sto_err("disk gone"))).await;
         assert!(failed.is_err());
         let vote = Vote::new(1, 1);

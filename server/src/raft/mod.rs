@@ -1,5 +1,6 @@
 //! Raft: type config, redb log store and state machine, network and the server RPC port.
 
+pub(crate) mod files;
 pub(crate) mod log_store;
 pub(crate) mod network;
 pub(crate) mod rpc;

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -71,7 +71,11 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 /// `state.redb`, and the tables as its last checkpoint wrote them.
 struct Checkpoint {
     db: Arc<Database>,
+    path: PathBuf,
     written: Mutex<Tables>,
+    /// Why checkpoints stopped, once one failed: redb refuses every write after an I/O
+    /// error, so the server cannot go on (nor build a snapshot) without a restart.
+    broken: watch::Sender<Option<String>>,
 }
 
 impl Checkpoint {
@@ -84,6 +88,20 @@ impl Checkpoint {
         if to.last_applied <= written.last_applied {
             return Ok(());
         }
+        self.write_diff(&written, to).map_err(|e| {
+            let why = format!(
+                "cannot write {}: {}",
+                self.path.display(),
+                super::files::describe_io(&e.to_string())
+            );
+            self.broken.send_replace(Some(why.clone()));
+            sto_err(why)
+        })?;
+        *written = to.clone();
+        Ok(())
+    }
+
+    fn write_diff(&self, written: &Tables, to: &Tables) -> Result<(), StorageError> {
         let mut txn = self.db.begin_write().map_err(sto_err)?;
         txn.set_durability(Durability::Immediate);
         for def in ALL_TABLES {
@@ -117,9 +135,7 @@ impl Checkpoint {
             meta.insert(MEMBERSHIP, encode(&to.membership)?.as_slice())
                 .map_err(sto_err)?;
         }
-        txn.commit().map_err(sto_err)?;
-        *written = to.clone();
-        Ok(())
+        txn.commit().map_err(sto_err)
     }
 }
 
@@ -141,7 +157,9 @@ fn spawn_checkpointer(
             if applied.has_changed().unwrap_or(false) {
                 applied.mark_unchanged();
                 if let Err(e) = checkpoint.write(&live.snapshot()) {
-                    tracing::warn!(error = %e, "state checkpoint failed");
+                    // Reported through `broken`: the server stops.
+                    tracing::error!(error = %e, "state checkpoint failed");
+                    return;
                 }
             }
         })?;
@@ -227,19 +245,76 @@ fn apply_entries(
     Ok((results, txn.finish(last, membership), changes))
 }
 
+/// Reads the snapshot file at `path`, if there is one.
+fn read_snapshot_file(path: &Path) -> Result<Option<SnapshotFile>, StorageError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(sto_err(format!("cannot read {}: {e}", path.display()))),
+    };
+    decode(&bytes)
+        .map(Some)
+        .map_err(|e| sto_err(format!("{} is damaged: {e}", path.display())))
+}
+
+/// Checks that the snapshot file at `path`, if any, reads whole; returns what it describes.
+pub(crate) fn check_snapshot_file(path: &Path) -> Result<Option<SnapshotMeta>, StorageError> {
+    Ok(read_snapshot_file(path)?.map(|f| f.meta))
+}
+
+/// The tables a snapshot holds.
+fn from_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Tables, StorageError> {
+    let parsed: SnapshotData = decode(data)?;
+    let mut tables = Tables::default();
+    for (def, rows) in DATA_TABLES.iter().zip(parsed.tables) {
+        let t = tables.table_mut(*def);
+        for (k, v) in rows {
+            put_raw(t, &k, &v);
+        }
+    }
+    tables.indexes = parsed.indexes.into_iter().collect();
+    tables.last_applied = meta.last_log_id;
+    tables.membership = meta.last_membership.clone();
+    rebuild_session_keys(&mut tables)?;
+    Ok(tables)
+}
+
 impl StateMachine {
-    pub(crate) fn new(db: Arc<Database>, snapshot_path: PathBuf) -> Result<Self, StorageError> {
+    /// The state machine over `db` (open at `path`), from its last checkpoint, or from the
+    /// snapshot at `snapshot_path` when that is newer: `state.redb` was lost or set aside
+    /// and is being rebuilt, and the log before the snapshot may be purged.
+    pub(crate) fn new(
+        db: Arc<Database>,
+        path: &Path,
+        snapshot_path: PathBuf,
+    ) -> Result<Self, StorageError> {
         let written = load(&db)?;
+        let snapshot = read_snapshot_file(&snapshot_path)?
+            .filter(|f| f.meta.last_log_id > written.last_applied);
         let mut tables = written.clone();
-        // Derived from KV, so rebuilt rather than trusted (files from before it existed).
-        rebuild_session_keys(&mut tables)?;
+        let checkpoint = Arc::new(Checkpoint {
+            db,
+            path: path.to_path_buf(),
+            written: Mutex::new(written),
+            broken: watch::channel(None).0,
+        });
+        match snapshot {
+            Some(file) => {
+                tables = from_snapshot(&file.meta, &file.data)?;
+                checkpoint.write(&tables)?;
+                tracing::warn!(
+                    index = file.meta.last_log_id.map_or(0, |l| l.index),
+                    "{} was behind {}: loaded the snapshot into it; the Raft log replays the rest",
+                    path.display(),
+                    snapshot_path.display()
+                );
+            }
+            // Derived from KV, so rebuilt rather than trusted (files from before it existed).
+            None => rebuild_session_keys(&mut tables)?,
+        }
         let last = tables.last_applied.map_or(0, |l| l.index);
         let live = Arc::new(Live::default());
         live.publish(tables);
-        let checkpoint = Arc::new(Checkpoint {
-            db,
-            written: Mutex::new(written),
-        });
         let sm = StateMachine {
             live: live.clone(),
             checkpoint: checkpoint.clone(),
@@ -262,6 +337,16 @@ impl StateMachine {
     fn load_retired(&self) {
         let ids = retired_servers(self.live.snapshot().table(RETIRED));
         *self.retired.write().unwrap_or_else(|p| p.into_inner()) = ids;
+    }
+
+    /// Resolves with why checkpoints stopped, if they ever do.
+    pub(crate) fn broken(&self) -> watch::Receiver<Option<String>> {
+        self.checkpoint.broken.subscribe()
+    }
+
+    /// The last applied log id.
+    pub(crate) fn last_applied(&self) -> Option<LogId> {
+        self.live.snapshot().last_applied
     }
 
     pub(crate) fn catalog(&self) -> Catalog {
@@ -395,18 +480,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let parsed: SnapshotData = decode(&data)?;
-        let mut tables = Tables::default();
-        for (def, rows) in DATA_TABLES.iter().zip(parsed.tables) {
-            let t = tables.table_mut(*def);
-            for (k, v) in rows {
-                put_raw(t, &k, &v);
-            }
-        }
-        tables.indexes = parsed.indexes.into_iter().collect();
-        tables.last_applied = meta.last_log_id;
-        tables.membership = meta.last_membership.clone();
-        rebuild_session_keys(&mut tables)?;
+        let tables = from_snapshot(meta, &data)?;
         let checkpoint = self.checkpoint.clone();
         let path = self.snapshot_path.clone();
         let meta = meta.clone();
@@ -428,15 +502,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let bytes = match std::fs::read(&self.snapshot_path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(sto_err(e)),
-        };
-        let file: SnapshotFile = decode(&bytes)?;
-        Ok(Some(Snapshot {
-            meta: file.meta,
-            snapshot: Box::new(Cursor::new(file.data)),
-        }))
+        Ok(
+            read_snapshot_file(&self.snapshot_path)?.map(|file| Snapshot {
+                meta: file.meta,
+                snapshot: Box::new(Cursor::new(file.data)),
+            }),
+        )
     }
 }
