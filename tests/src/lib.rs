@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 pub mod bench;
+pub mod linearizability;
 
 /// The `muster` binary: `MUSTER_BIN`, else next to the test executable's `deps/` folder.
 pub fn muster_bin() -> PathBuf {
