@@ -212,9 +212,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             sc.snapshot_threshold = config.raft_snapshot_threshold;
             sc.trailing_logs = config.raft_trailing_logs;
             sc.tombstone_ttl = config.tombstone_ttl;
+            sc.rpc_hold_timeout = config.rpc_hold_timeout;
+            sc.bind_ip = Some(config.bind_addr);
             Server::start(sc, listener, core.clone()).await?
         }
-        None => Server::client(),
+        None => Server::client_bound(Some(config.bind_addr), config.rpc_hold_timeout),
     };
 
     let mut tags = BTreeMap::new();

@@ -51,6 +51,8 @@ pub struct Config {
     pub raft_trailing_logs: u64,
     /// How long deleted KV keys' tombstones are kept (Muster's own key; Consul: 15 min).
     pub tombstone_ttl: std::time::Duration,
+    /// How long a read or write waits for a cluster leader (`performance.rpc_hold_timeout`).
+    pub rpc_hold_timeout: std::time::Duration,
     /// Service definitions from config files: (file, definition). Shared: the config is
     /// cloned, and thousands of definitions need not be.
     pub services: std::sync::Arc<Vec<(String, Value)>>,
@@ -94,6 +96,7 @@ impl Default for Config {
             raft_snapshot_threshold: 16_384,
             raft_trailing_logs: 10_240,
             tombstone_ttl: std::time::Duration::from_secs(15 * 60),
+            rpc_hold_timeout: std::time::Duration::from_secs(7),
             services: Default::default(),
             checks: Default::default(),
             check_update_interval: std::time::Duration::from_secs(300),
@@ -191,7 +194,6 @@ const UNSUPPORTED: &[&str] = &[
     "node_meta",
     "partition",
     "peering",
-    "performance",
     "pid_file",
     "primary_datacenter",
     "protocol",
@@ -406,6 +408,7 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 cfg.tombstone_ttl =
                     muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
             }
+            "performance" => apply_performance(cfg, v, &name.to_string(), &mut ignored)?,
             "check_update_interval" => {
                 let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
                 cfg.check_update_interval =
@@ -451,6 +454,49 @@ fn apply_ports(
             "serf_lan" => cfg.serf_lan_port = port()?,
             k if UNSUPPORTED_PORTS.contains(&k) => ignored.push(format!("ports.{k}")),
             _ => return Err(format!("config file {name}: unknown key \"ports.{k}\"")),
+        }
+    }
+    Ok(())
+}
+
+/// `performance { rpc_hold_timeout }`; Consul's other tuning knobs are warned about.
+fn apply_performance(
+    cfg: &mut Config,
+    v: &Value,
+    name: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), String> {
+    let Value::Object(perf) = v else {
+        return Err(format!(
+            "config file {name}: key \"performance\": expected an object"
+        ));
+    };
+    for (k, v) in perf {
+        match k.as_str() {
+            "rpc_hold_timeout" => {
+                let err = || {
+                    format!(
+                        "config file {name}: key \"performance.rpc_hold_timeout\": \
+                         expected a duration string such as \"7s\""
+                    )
+                };
+                let d = as_str(v)
+                    .and_then(muster_api::go_duration)
+                    .ok_or_else(err)?;
+                if d.is_zero() || d > std::time::Duration::from_secs(600) {
+                    return Err(format!(
+                        "config file {name}: key \"performance.rpc_hold_timeout\": \
+                         must be between 1ms and 10m, not {d:?}"
+                    ));
+                }
+                cfg.rpc_hold_timeout = d;
+            }
+            "raft_multiplier" | "leave_drain_time" => ignored.push(format!("performance.{k}")),
+            _ => {
+                return Err(format!(
+                    "config file {name}: unknown key \"performance.{k}\""
+                ))
+            }
         }
     }
     Ok(())
@@ -649,7 +695,8 @@ mod tests {
         let (c, w) = load_with(
             r#"{"server": true, "bootstrap_expect": 3, "data_dir": "/d", "node_name": "n1",
                 "ports": {"http": -1, "dns": 8653, "grpc": 8502}, "retry_join": ["a"],
-                "performance": {"raft_multiplier": 1}, "telemetry": {}}"#,
+                "performance": {"raft_multiplier": 1, "rpc_hold_timeout": "3s"},
+                "telemetry": {}}"#,
             &["-retry-join", "b", "-node=n2"],
         )
         .expect("loads");
@@ -659,9 +706,10 @@ mod tests {
         assert_eq!(c.dns_port, 8653);
         assert_eq!(c.retry_join, ["a", "b"]);
         assert_eq!(c.node_name, "n2", "flags override files");
+        assert_eq!(c.rpc_hold_timeout, std::time::Duration::from_secs(3));
         assert_eq!(w.len(), 1);
         assert!(
-            w[0].contains("performance, ports.grpc, telemetry"),
+            w[0].contains("performance.raft_multiplier, ports.grpc, telemetry"),
             "{}",
             w[0]
         );
@@ -767,6 +815,19 @@ service {
         assert!(c.dns.use_cache);
         assert_eq!(c.dns.cache_max_age, std::time::Duration::from_secs(5));
         assert!(w.is_empty(), "{w:?}");
+    }
+
+    #[test]
+    fn rpc_hold_timeout_must_be_a_sane_duration() {
+        for (v, why) in [("\"0s\"", "must be between"), ("7", "expected a duration")] {
+            let json = format!(r#"{{"performance": {{"rpc_hold_timeout": {v}}}}}"#);
+            let e = load_with(&json, &[]).unwrap_err();
+            assert!(
+                e.starts_with("config file FILE: key \"performance.rpc_hold_timeout\": ")
+                    && e.contains(why),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -21,11 +21,13 @@ pub struct ServerConfig {
     pub snapshot_threshold: u64,
     /// Log entries kept behind a snapshot so slightly lagging followers need no snapshot.
     pub trailing_logs: u64,
-    /// How long a default-mode read may be served from local state while no leader is known.
-    /// Past it, such reads fail with `No cluster leader`. `?stale` reads are never refused.
-    pub max_stale: Duration,
     /// Upper bound on waiting for a leader before a write fails with `No cluster leader`.
     pub leader_wait: Duration,
+    /// How long a default-mode or consistent read waits for a leader (Consul's
+    /// `performance.rpc_hold_timeout`) before it fails with `No cluster leader`.
+    pub rpc_hold_timeout: Duration,
+    /// The agent's `-bind` address; outgoing server connections leave from it.
+    pub bind_ip: Option<std::net::IpAddr>,
     /// How long a deleted KV key's tombstone is kept (Consul: 15 minutes). It must outlast
     /// the longest blocking query (10 minutes), which relies on it to see the delete.
     pub tombstone_ttl: Duration,
@@ -46,8 +48,9 @@ impl ServerConfig {
             election_timeout_max: Duration::from_millis(350),
             snapshot_threshold: 16_384,
             trailing_logs: 10_240,
-            max_stale: Duration::from_secs(5),
             leader_wait: Duration::from_secs(2),
+            rpc_hold_timeout: Duration::from_secs(7),
+            bind_ip: None,
             tombstone_ttl: Duration::from_secs(15 * 60),
         }
     }

@@ -180,11 +180,9 @@ struct Local {
     rpc: RpcClient,
     /// When this follower last accepted entries or a heartbeat from a leader.
     leader_contact: Mutex<Option<Instant>>,
-    /// When this leader last heard from a quorum (its lease); refreshed from Raft metrics.
-    quorum_ack: Mutex<Option<Instant>>,
-    /// (term, last log index when this node became leader in that term): everything up to
-    /// that index must be applied before the leader serves a default-mode read, or a leader
-    /// that just restarted could answer from a state machine still replaying its log.
+    /// (term, last log index when this leader first served a read in that term): everything
+    /// up to that index must be applied before the leader serves a read, or a leader that just
+    /// restarted could answer from a state machine still replaying its log.
     leader_floor: Mutex<(u64, u64)>,
     /// Commands waiting to be packed into the next log entry.
     batcher: tokio::sync::mpsc::Sender<Pending>,
@@ -210,6 +208,8 @@ pub struct Server {
     rpc: RpcClient,
     /// Server RPC addresses a client agent forwards to (learned through gossip).
     servers: Arc<RwLock<Vec<String>>>,
+    /// How long a server may hold a forwarded request while it waits for a leader.
+    hold: Duration,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -348,7 +348,8 @@ impl Server {
         }
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
-        let rpc = RpcClient::default();
+        let rpc = RpcClient::new(config.bind_ip);
+        let hold = config.rpc_hold_timeout;
         let (retired_tx, retired_by) = watch::channel(None);
         let network = Network {
             rpc: rpc.clone(),
@@ -378,13 +379,11 @@ impl Server {
             committed,
             rpc: rpc.clone(),
             leader_contact: Mutex::new(None),
-            quorum_ack: Mutex::new(None),
             leader_floor: Mutex::new((0, 0)),
             retired,
             retired_by,
             log_db,
         });
-        tokio::spawn(track_lease(local.clone(), cancel.clone()));
         tokio::spawn(session_reaper(local.clone(), cancel.clone()));
         tokio::spawn(tombstone_reaper(local.clone(), cancel.clone()));
         tokio::spawn(accept_loop(local.clone(), listener, cancel.clone()));
@@ -399,15 +398,23 @@ impl Server {
             local: Some(local),
             rpc,
             servers: Arc::default(),
+            hold,
         })
     }
 
     /// A handle for a client agent: no local state, every request goes to a server.
     pub fn client() -> Server {
+        Self::client_bound(None, Duration::from_secs(7))
+    }
+
+    /// [`Server::client`] whose connections leave from `bind` (the agent's `-bind` address),
+    /// allowing servers `hold` (their `rpc_hold_timeout`) to wait for a leader.
+    pub fn client_bound(bind: Option<std::net::IpAddr>, hold: Duration) -> Server {
         Server {
             local: None,
-            rpc: RpcClient::default(),
+            rpc: RpcClient::new(bind),
             servers: Arc::default(),
+            hold,
         }
     }
 
@@ -459,25 +466,27 @@ impl Server {
         self.local.as_ref().map(|l| l.id)
     }
 
-    fn pick_server(&self) -> Result<String> {
-        let servers = self.servers.read().unwrap_or_else(|p| p.into_inner());
-        if servers.is_empty() {
-            return Err(Error::NoServers);
-        }
-        Ok(servers[rand::random_range(0..servers.len())].clone())
-    }
-
     async fn client_call(&self, req: Request) -> Result<Response> {
         self.client_call_timeout(req, FORWARD_TIMEOUT).await
     }
 
-    /// Calls a server from a client agent, trying the others when one is unreachable.
+    /// Calls a server from a client agent, trying each of the others in turn when one is
+    /// unreachable. A server holds a read or write for up to its `rpc_hold_timeout` while it
+    /// waits for a leader, so the call allows for that on top of `timeout`.
     async fn client_call_timeout(&self, req: Request, timeout: Duration) -> Result<Response> {
-        let n = self.servers.read().map(|s| s.len()).unwrap_or(0).max(1);
+        let mut servers = self
+            .servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if servers.is_empty() {
+            return Err(Error::NoServers);
+        }
+        let start = rand::random_range(0..servers.len());
+        servers.rotate_left(start);
         let mut last = Error::NoServers;
-        for _ in 0..n {
-            let addr = self.pick_server()?;
-            match self.rpc.call(&addr, &req, timeout).await {
+        for addr in servers {
+            match self.rpc.call(&addr, &req, timeout + self.hold).await {
                 Ok(r) => return Ok(r),
                 Err(e) => last = Error::Rpc { addr, reason: e.0 },
             }
@@ -791,32 +800,6 @@ async fn accept_loop(local: Arc<Local>, listener: TcpListener, cancel: Cancellat
     }
 }
 
-/// Keeps the leader lease current from Raft metrics: a leader that has not heard from a
-/// quorum within the lease stops claiming leadership to readers and writers.
-async fn track_lease(local: Arc<Local>, cancel: CancellationToken) {
-    let mut rx = local.raft.metrics();
-    loop {
-        {
-            let m = rx.borrow_and_update();
-            if m.state == ServerState::Leader {
-                let mut floor = lock(&local.leader_floor);
-                if floor.0 != m.current_term {
-                    *floor = (m.current_term, m.last_log_index.unwrap_or(0));
-                }
-                drop(floor);
-                if let Some(ms) = m.millis_since_quorum_ack {
-                    let at = Instant::now().checked_sub(Duration::from_millis(ms));
-                    *lock(&local.quorum_ack) = at;
-                }
-            }
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = rx.changed() => if r.is_err() { return },
-        }
-    }
-}
-
 /// On the leader: destroys sessions whose TTL (doubled, as Consul's grace) ran out.
 async fn session_reaper(local: Arc<Local>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -1003,7 +986,11 @@ impl Local {
                 return LeaderView::Unknown;
             }
             let single = mem.voter_ids().count() <= 1;
-            let fresh = lock(&self.quorum_ack).is_some_and(|t| t.elapsed() < self.lease());
+            // The metrics carry this term's quorum ack only: a lease from an earlier term
+            // proves nothing.
+            let fresh = m
+                .quorum_acked_at
+                .is_some_and(|t| t.elapsed() < self.lease());
             return if single || fresh {
                 LeaderView::Me
             } else {
@@ -1102,79 +1089,112 @@ impl Local {
         }
     }
 
-    /// On the leader: the index a read in `mode` must observe.
+    /// Whether this leader may serve a default-mode read from its own state: a quorum
+    /// acknowledged it within the read lease. Followers refuse to vote for another candidate
+    /// for `election_timeout_max` after a heartbeat (openraft's vote lease), and the ack is
+    /// timed from when its heartbeat was sent, so no other leader can have been elected yet.
+    /// The read lease is half of that: the margin covers clock drift and scheduling delay.
+    fn holds_read_lease(&self) -> bool {
+        let m = self.metrics.borrow();
+        m.membership_config.membership().voter_ids().count() <= 1
+            || m.quorum_acked_at
+                .is_some_and(|t| t.elapsed() < self.config.election_timeout_max / 2)
+    }
+
+    /// The last log index when this leader's term began (first asked in the term): a new
+    /// leader must apply everything its predecessors committed before it answers a read.
+    fn leader_floor(&self) -> u64 {
+        let (term, last) = {
+            let m = self.metrics.borrow();
+            (m.current_term, m.last_log_index.unwrap_or(0))
+        };
+        let mut floor = lock(&self.leader_floor);
+        if floor.0 != term {
+            *floor = (term, last);
+        }
+        floor.1
+    }
+
+    /// On the leader: the index a read in `mode` must observe. A default-mode read inside
+    /// the read lease needs no round trip; outside it, and for `?consistent`, the leader
+    /// confirms with a quorum that it still leads (Raft's read index).
     async fn read_index(&self, mode: Consistency) -> Result<u64> {
         if self.leader_view() != LeaderView::Me {
             return Err(Error::NoLeader);
         }
-        match mode {
-            Consistency::Consistent => {
-                let fut = self.raft.ensure_linearizable();
-                match tokio::time::timeout(self.lease(), fut).await {
-                    Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index)),
-                    _ => Err(Error::NoLeader),
-                }
-            }
-            // Writes are acknowledged at commit, before they are applied: a read must wait
-            // for what is committed, or a client could miss the write it was just told of.
-            _ => {
-                let applied = *self.applied.borrow();
-                let committed = self.committed.load(Ordering::Acquire);
-                Ok(applied.max(committed).max(lock(&self.leader_floor).1))
-            }
+        // Writes are acknowledged at commit, before they are applied: a read must wait for
+        // what is committed, or a client could miss the write it was just told of. The floor
+        // keeps a new leader from answering before its predecessors' entries are applied.
+        let local = || {
+            let applied = *self.applied.borrow();
+            let committed = self.committed.load(Ordering::Acquire);
+            applied.max(committed).max(self.leader_floor())
+        };
+        if mode == Consistency::Default && self.holds_read_lease() {
+            return Ok(local());
+        }
+        let fut = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.lease(), fut).await {
+            Ok(Ok(log_id)) => Ok(log_id.map_or(0, |l| l.index).max(local())),
+            _ => Err(Error::NoLeader),
         }
     }
 
+    /// Makes local state as fresh as `mode` asks. Default and consistent reads go through the
+    /// leader's read index; while there is no leader they wait for one, up to
+    /// `rpc_hold_timeout`, as Consul holds an RPC during an election. Only `?stale` reads are
+    /// served from local state without a leader.
     async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
-        let view = self.leader_view();
-        let known_leader = view != LeaderView::Unknown;
         let meta = |known_leader| ReadMeta {
             index: 0,
             known_leader,
             last_contact_ms: self.last_contact_ms(),
         };
-        match (mode, view) {
-            (Consistency::Stale, _) => Ok(meta(known_leader)),
-            (_, LeaderView::Me) => {
-                let idx = self.read_index(mode).await?;
-                self.wait_applied(idx).await?;
-                Ok(meta(true))
-            }
-            (_, LeaderView::Other(addr)) => {
-                let req = Request::ReadIndex(mode);
-                match self.rpc.call(&addr, &req, FORWARD_TIMEOUT).await {
-                    Ok(Response::ReadIndex(Ok(idx))) => {
-                        self.wait_applied(idx).await?;
-                        Ok(meta(true))
-                    }
-                    Ok(Response::ReadIndex(Err(e))) if mode == Consistency::Consistent => {
-                        Err(unwire(e))
-                    }
-                    _ if mode == Consistency::Consistent => Err(Error::NoLeader),
-                    _ => self.leaderless_read(),
-                }
-            }
-            (Consistency::Consistent, LeaderView::Unknown) => Err(Error::NoLeader),
-            (_, LeaderView::Unknown) => self.leaderless_read(),
+        if mode == Consistency::Stale {
+            return Ok(meta(self.leader_view() != LeaderView::Unknown));
         }
-    }
-
-    /// A default-mode read with no reachable leader: served from local state while the last
-    /// leader contact is within `max_stale` (elections take well under a second), refused
-    /// after that as Consul does.
-    fn leaderless_read(&self) -> Result<ReadMeta> {
-        let since = lock(&self.leader_contact)
-            .into_iter()
-            .chain(*lock(&self.quorum_ack))
-            .map(|t| t.elapsed())
-            .min();
-        match since {
-            Some(d) if d <= self.config.max_stale => Ok(ReadMeta {
-                index: 0,
-                known_leader: false,
-                last_contact_ms: d.as_millis() as u64,
-            }),
-            _ => Err(Error::NoLeader),
+        let deadline = Instant::now() + self.config.rpc_hold_timeout;
+        let mut leader_change = self.raft.server_metrics();
+        loop {
+            let index = match self.leader_view() {
+                LeaderView::Me => match self.read_index(mode).await {
+                    Ok(i) => Some(i),
+                    Err(Error::NoLeader) => None,
+                    Err(e) => return Err(e),
+                },
+                LeaderView::Other(addr) => {
+                    // A stopped leader must not hold the read past the point where a new
+                    // one could answer it.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let timeout = left.min(self.lease() * 2).max(Duration::from_millis(50));
+                    match self
+                        .rpc
+                        .call(&addr, &Request::ReadIndex(mode), timeout)
+                        .await
+                    {
+                        Ok(Response::ReadIndex(Ok(i))) => Some(i),
+                        Ok(Response::ReadIndex(Err(WireError::NoLeader))) | Err(_) => None,
+                        Ok(Response::ReadIndex(Err(e))) => return Err(unwire(e)),
+                        Ok(_) => {
+                            return Err(Error::Storage(format!(
+                                "server {addr} answered a read-index request with another reply"
+                            )))
+                        }
+                    }
+                }
+                LeaderView::Unknown => None,
+            };
+            if let Some(i) = index {
+                self.wait_applied(i).await?;
+                return Ok(meta(true));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::NoLeader);
+            }
+            // Try again when leadership changes, or shortly (a leader may become reachable
+            // without a change this server sees).
+            leader_change.mark_unchanged();
+            let _ = tokio::time::timeout(Duration::from_millis(50), leader_change.changed()).await;
         }
     }
 

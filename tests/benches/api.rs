@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release --bin muster
 //! cargo bench -p muster-tests --bench api                # everything
-//! cargo bench -p muster-tests --bench api -- kv-get      # one of: kv-get health idle-watch wake
+//! cargo bench -p muster-tests --bench api -- kv-get      # one of: kv-get health idle-watch wake conns
 //! cargo bench -p muster-tests --bench api -- --secs 5
 //! ```
 
@@ -262,6 +262,112 @@ async fn bench_idle_watch() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Open file descriptors of `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Opens `n` TCP connections to `addr`, at most 100 from each source address (127.0.1.x,
+/// 127.0.2.x, ...: many clients, each under the per-client limit), each sending `request`
+/// once. With `read_reply`, each waits for its reply (an idle keep-alive connection after);
+/// otherwise the request stays parked.
+async fn open_conns(
+    addr: std::net::SocketAddr,
+    n: usize,
+    request: impl Fn(usize) -> String,
+    read_reply: bool,
+) -> anyhow::Result<Vec<tokio::net::TcpStream>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let src =
+            std::net::Ipv4Addr::new(127, 1 + (i / 25_000) as u8, (1 + i / 100 % 250) as u8, 1);
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind((src, 0).into())?;
+        let mut s = sock.connect(addr).await?;
+        s.write_all(request(i).as_bytes()).await?;
+        if read_reply {
+            let mut buf = [0u8; 4096];
+            let got = s.read(&mut buf).await?;
+            anyhow::ensure!(
+                buf[..got].starts_with(b"HTTP/1.1 200"),
+                "connection {i} refused"
+            );
+        }
+        conns.push(s);
+    }
+    Ok(conns)
+}
+
+/// RSS and open descriptors of one server holding 5,000 idle keep-alive connections, then
+/// 2,000 parked blocking queries, each from its own connection.
+async fn bench_conns() -> anyhow::Result<()> {
+    const IDLE: usize = 5_000;
+    const PARKED: usize = 2_000;
+    println!("== Connections: one server with {IDLE} idle HTTP connections, then {PARKED} parked blocking queries");
+    // This process holds every client end: lift its own soft descriptor limit.
+    if let Ok((_, hard)) = rlimit::Resource::NOFILE.get() {
+        let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    }
+    let root = tempfile::tempdir()?;
+    let a = muster_tests::single_server(root.path(), "s1", &["-log-level", "warn"]).await?;
+    let pid = a.pid().expect("pid");
+    put(&format!("http://{}/v1/kv/park", a.http), b"v").await?;
+    let index = get(&format!("http://{}/v1/kv/park", a.http))
+        .await?
+        .header("x-consul-index")
+        .unwrap_or_default()
+        .parse::<u64>()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss0, fd0) = (muster_tests::bench::rss_kb(pid), fd_count(pid));
+    println!(
+        "  idle server:           RSS {:>6.1} MB  fds {fd0}",
+        rss0 as f64 / 1024.0
+    );
+
+    let idle = open_conns(
+        a.http,
+        IDLE,
+        |_| "GET /v1/status/leader HTTP/1.1\r\nHost: bench\r\n\r\n".to_string(),
+        true,
+    )
+    .await?;
+    let t = Instant::now();
+    let probe = get(&format!("http://{}/v1/status/leader", a.http)).await?;
+    let probe_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let (rss1, fd1) = (muster_tests::bench::rss_kb(pid), fd_count(pid));
+    println!(
+        "  + {IDLE} idle conns:     RSS {:>6.1} MB  fds {fd1}  ({:.1} KB per connection; a new request meanwhile: {} in {probe_ms:.1} ms)",
+        rss1 as f64 / 1024.0,
+        (rss1.saturating_sub(rss0)) as f64 / IDLE as f64,
+        probe.status
+    );
+    drop(idle);
+    wait_until(
+        "idle connections closed",
+        Duration::from_secs(10),
+        || async { (fd_count(pid) <= fd0 + 10).then_some(()) },
+    )
+    .await?;
+
+    let parked = open_conns(
+        a.http,
+        PARKED,
+        |i| format!("GET /v1/kv/park?index={index}&wait=5m&n={i} HTTP/1.1\r\nHost: bench\r\n\r\n"),
+        false,
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (rss2, fd2) = (muster_tests::bench::rss_kb(pid), fd_count(pid));
+    println!(
+        "  + {PARKED} parked queries: RSS {:>6.1} MB  fds {fd2}  ({:.1} KB per query)",
+        rss2 as f64 / 1024.0,
+        (rss2.saturating_sub(rss0)) as f64 / PARKED as f64
+    );
+    drop(parked);
+    Ok(())
+}
+
 async fn bench_wake() -> anyhow::Result<()> {
     const ROUNDS: usize = 200;
     println!("== Blocking query wake-up: PUT on the leader -> watcher's reply, watchers on every server, {ROUNDS} rounds");
@@ -395,7 +501,7 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let names = ["kv-get", "health", "idle-watch", "wake"];
+    let names = ["kv-get", "health", "idle-watch", "wake", "conns"];
     let want =
         |n: &str| !args.iter().any(|a| names.contains(&a.as_str())) || args.iter().any(|a| a == n);
     if want("kv-get") {
@@ -409,6 +515,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("wake") {
         bench_wake().await?;
+    }
+    if want("conns") {
+        bench_conns().await?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --release --bin muster
 //! cargo bench -p muster-tests --bench cluster               # everything
-//! cargo bench -p muster-tests --bench cluster -- kv-put      # one of: kv-put failover memory
+//! cargo bench -p muster-tests --bench cluster -- kv-put      # one of: kv-put failover read-failover memory
 //! cargo bench -p muster-tests --bench cluster -- --secs 5    # shorter load phases
 //! cargo bench -p muster-tests --bench cluster -- kv-put --servers 1   # single-node ceiling
 //! ```
@@ -14,6 +14,11 @@
 //!   100,000.
 //! - failover: `kill -9` of the leader, then the time to the first successful write through a
 //!   survivor; 10 trials, median.
+//! - read-failover: 16 connections spread over the three servers read one key in the default
+//!   (linearizable) mode while the leader is killed with `kill -9`; 10 trials, each on a fresh
+//!   cluster, 1 s of reads before the kill and 3 s after. Latency of every answered read,
+//!   reads answered with an error, and reads that found their server dead (not counted as
+//!   failed: a client of that server would see its agent gone).
 //! - memory: RSS of one idle server, then holding 100,000 keys of 100 bytes.
 
 use std::path::Path;
@@ -55,6 +60,27 @@ impl Target {
                 Target::Etcd(_) => r.bytes().await.is_ok(),
             },
             _ => false,
+        }
+    }
+}
+
+impl Target {
+    /// A default-mode (Muster) or linearizable (etcd) read of `key`. `Err` when the server
+    /// could not be reached at all.
+    async fn get(&self, client: &reqwest::Client, key: &str) -> Result<bool, ()> {
+        let req = match self {
+            Target::Muster(base) => client.get(format!("{base}/v1/kv/{key}")),
+            Target::Etcd(base) => {
+                let b64 = base64::engine::general_purpose::STANDARD;
+                client
+                    .post(format!("{base}/v3/kv/range"))
+                    .json(&serde_json::json!({"key": b64.encode(key)}))
+            }
+        };
+        match req.send().await {
+            Ok(r) => Ok(r.status().is_success() && r.bytes().await.is_ok()),
+            Err(e) if e.is_connect() => Err(()),
+            Err(_) => Ok(false),
         }
     }
 }
@@ -408,6 +434,127 @@ async fn bench_failover(trials: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads during leader kills, summed over trials.
+#[derive(Default)]
+struct FailoverReads {
+    latencies: Vec<Duration>,
+    failed: usize,
+    unreachable: usize,
+}
+
+impl FailoverReads {
+    fn report(&mut self, name: &str) {
+        self.latencies.sort();
+        let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+        let pct = |p: f64| {
+            let i = (self.latencies.len() as f64 * p) as usize;
+            ms(self
+                .latencies
+                .get(i.min(self.latencies.len().saturating_sub(1))))
+        };
+        println!(
+            "  {name:<8} {} reads answered  p50 {:.2} ms  p99 {:.1} ms  p99.9 {:.1} ms  max {:.0} ms;  \
+             {} failed, {} to the killed server",
+            self.latencies.len(),
+            pct(0.5),
+            pct(0.99),
+            pct(0.999),
+            ms(self.latencies.last()),
+            self.failed,
+            self.unreachable
+        );
+    }
+}
+
+/// Reads `key` through `targets` from 16 connections for 1 s, kills the leader, reads 3 s more.
+async fn reads_through_kill(
+    targets: &[Target],
+    key: &str,
+    kill: impl FnOnce(),
+    into: &mut FailoverReads,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for i in 0..16 {
+        let t = targets[i % targets.len()].clone();
+        let (stop, key) = (stop.clone(), key.to_string());
+        readers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(15))
+                .build()
+                .expect("client");
+            let mut out = FailoverReads::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t0 = Instant::now();
+                match t.get(&client, &key).await {
+                    Ok(true) => out.latencies.push(t0.elapsed()),
+                    Ok(false) => out.failed += 1,
+                    Err(()) => {
+                        out.unreachable += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            out
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        if let Ok(o) = r.await {
+            into.latencies.extend(o.latencies);
+            into.failed += o.failed;
+            into.unreachable += o.unreachable;
+        }
+    }
+}
+
+async fn bench_read_failover(trials: usize) -> anyhow::Result<()> {
+    println!(
+        "== Reads during leader kills: 16 connections over 3 servers, default-mode (Muster) and \
+         linearizable (etcd) reads, kill -9 of the leader, {trials} trials"
+    );
+    let mut m = FailoverReads::default();
+    for _ in 0..trials {
+        let root = tempfile::tempdir()?;
+        let mut agents = start_muster(root.path(), 3).await?;
+        let targets: Vec<Target> = agents
+            .iter()
+            .map(|a| Target::Muster(format!("http://{}", a.http)))
+            .collect();
+        let client = reqwest::Client::new();
+        while !targets[0].put(&client, "failover/read", b"x").await {}
+        let leader = wait_for_agreed_leader(&agents, Duration::from_secs(10))
+            .await?
+            .unwrap_or(0);
+        reads_through_kill(&targets, "failover/read", || agents[leader].kill9(), &mut m).await;
+    }
+    m.report("muster");
+    if etcd_available() {
+        let mut e = FailoverReads::default();
+        for _ in 0..trials {
+            let root = tempfile::tempdir()?;
+            let mut etcd = start_etcd(root.path(), 3).await?;
+            let leader =
+                wait_until("etcd leader", Duration::from_secs(10), || etcd.leader()).await?;
+            let targets: Vec<Target> = etcd.urls.iter().map(|u| Target::Etcd(u.clone())).collect();
+            let client = reqwest::Client::new();
+            while !targets[0].put(&client, "failover/read", b"x").await {}
+            reads_through_kill(
+                &targets,
+                "failover/read",
+                || drop(etcd.procs[leader].take()),
+                &mut e,
+            )
+            .await;
+        }
+        e.report("etcd");
+    }
+    Ok(())
+}
+
 /// Writes every key of 0..KEYS once (100-byte values), 64 at a time.
 async fn fill(target: Target) {
     let mut tasks = Vec::new();
@@ -497,7 +644,7 @@ async fn main() -> anyhow::Result<()> {
     let want = |name: &str| {
         !args
             .iter()
-            .any(|a| ["kv-put", "failover", "memory"].contains(&a.as_str()))
+            .any(|a| ["kv-put", "failover", "read-failover", "memory"].contains(&a.as_str()))
             || args.iter().any(|a| a == name)
     };
     println!("muster binary: {}", muster_tests::muster_bin().display());
@@ -512,6 +659,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("failover") {
         bench_failover(10).await?;
+    }
+    if want("read-failover") {
+        bench_read_failover(10).await?;
     }
     if want("memory") {
         bench_memory().await?;

@@ -47,15 +47,20 @@ async fn three_servers_form_through_gossip_and_replicate() -> anyhow::Result<()>
         assert!(nodes
             .as_array()
             .is_some_and(|a| a.iter().any(|n| n["Node"] == s.name.as_str())));
-        let node = get(&servers[0].url(&format!("/v1/catalog/node/{}", s.name)))
-            .await?
-            .json();
         let port: u16 = s
             .rpc
             .as_deref()
             .and_then(|r| r.rsplit_once(':'))
             .and_then(|(_, p)| p.parse().ok())
             .unwrap_or(0);
+        // The leader registers each server's `consul` service on its reconcile tick, which
+        // may come after the node itself is in the catalog.
+        let url = servers[0].url(&format!("/v1/catalog/node/{}", s.name));
+        let node = wait_until("the consul service", Duration::from_secs(10), || async {
+            let node = get(&url).await.ok()?.json();
+            (!node["Services"]["consul"].is_null()).then_some(node)
+        })
+        .await?;
         assert_eq!(node["Services"]["consul"]["Port"], port, "{node}");
     }
     Ok(())
@@ -198,7 +203,10 @@ async fn leader_kill9_during_writes_loses_no_acknowledged_write() -> anyhow::Res
 #[tokio::test(flavor = "multi_thread")]
 async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    let hold = root.path().join("hold.json");
+    std::fs::write(&hold, r#"{"performance": {"rpc_hold_timeout": "2s"}}"#)?;
+    let hold = hold.to_string_lossy().into_owned();
+    let mut servers = start_servers(root.path(), 3, &["-config-file", &hold]).await?;
     let w = put(&servers[0].url("/v1/kv/app/x"), b"1").await?;
     assert_eq!(w.status, 200);
     // The value must be on the survivor before the others die.
@@ -236,14 +244,22 @@ async fn losing_quorum_fails_fast_but_stale_reads_answer() -> anyhow::Result<()>
         t.elapsed()
     );
 
-    // Default reads fail once past max_stale; consistent reads fail at once.
-    wait_until("default reads refused", Duration::from_secs(20), || async {
-        let r = get(&s.url("/v1/kv/app/x")).await.ok()?;
-        (r.status == 500 && r.text() == "No cluster leader").then_some(())
-    })
-    .await?;
-    let r = get(&s.url("/v1/kv/app/x?consistent")).await?;
-    assert_eq!((r.status, r.text().as_str()), (500, "No cluster leader"));
+    // Default and consistent reads wait for a leader for rpc_hold_timeout (2 s here), never
+    // answering from the survivor's possibly stale state, then fail as Consul's do.
+    for path in ["/v1/kv/app/x", "/v1/kv/app/x?consistent"] {
+        let t = Instant::now();
+        let r = get(&s.url(path)).await?;
+        let took = t.elapsed();
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (500, "No cluster leader"),
+            "{path}"
+        );
+        assert!(
+            took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+            "{path}: answered after {took:?}, not after the 2 s hold"
+        );
+    }
 
     // Stale reads still answer from local state, saying there is no known leader.
     let r = get(&s.url("/v1/kv/app/x?stale")).await?;
@@ -720,5 +736,81 @@ async fn lost_servers_returning_together_cannot_overwrite_a_recovered_survivor(
     }
     let r = put(&servers[2].url("/v1/kv/after-rejoin"), b"x").await?;
     assert_eq!(r.text(), "true", "writes work through a rejoined server");
+    Ok(())
+}
+
+/// The local and remote addresses of `pid`'s TCP sockets, from `/proc` (IPv4 only).
+fn tcp_connections(pid: u32) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let addr = |s: &str| -> Option<std::net::SocketAddr> {
+        let (ip, port) = s.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.to_le_bytes();
+        Some((ip, u16::from_str_radix(port, 16).ok()?).into())
+    };
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            inodes
+                .contains(&f.get(9)?.to_string())
+                .then(|| Some((addr(f.get(1)?)?, addr(f.get(2)?)?)))?
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn outgoing_server_connections_leave_from_the_bind_address() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut servers: Vec<Agent> = Vec::new();
+    for i in 0..3 {
+        let (name, bind) = (format!("s{}", i + 1), format!("127.0.0.{}", i + 2));
+        let mut args = vec!["-server", "-bootstrap-expect", "3", "-bind", &bind];
+        let join = servers.first().map(|s| s.serf.to_string());
+        if let Some(j) = &join {
+            args.extend(["-retry-join", j]);
+        }
+        servers.push(Agent::start(&name, &root.path().join(&name), &args)?);
+    }
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(30))
+        .await?
+        .unwrap_or(0);
+    // A write through a follower: forwarded to the leader, then replicated to both.
+    let w = put(&servers[(leader + 1) % 3].url("/v1/kv/bind"), b"x").await?;
+    assert_eq!(w.status, 200);
+    let rpc: Vec<std::net::SocketAddr> = servers
+        .iter()
+        .filter_map(|s| s.rpc.as_deref()?.parse().ok())
+        .collect();
+    for (i, s) in servers.iter().enumerate() {
+        let pid = s.pid().expect("running");
+        let outgoing: Vec<_> = tcp_connections(pid)
+            .into_iter()
+            .filter(|(local, remote)| rpc.contains(remote) && !rpc.contains(local))
+            .collect();
+        assert!(
+            i != leader || !outgoing.is_empty(),
+            "the leader {} has no connection to another server",
+            s.name
+        );
+        for (local, remote) in outgoing {
+            assert_eq!(
+                local.ip().to_string(),
+                format!("127.0.0.{}", i + 2),
+                "{}'s connection to {remote} leaves from {local}, not its -bind address",
+                s.name
+            );
+        }
+    }
     Ok(())
 }

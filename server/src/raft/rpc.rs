@@ -12,7 +12,7 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::types::{NodeId, TypeConfig};
 use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
@@ -112,9 +112,46 @@ async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 #[derive(Clone, Default)]
 pub(crate) struct RpcClient {
     pools: Arc<Mutex<HashMap<String, Vec<TcpStream>>>>,
+    /// The agent's `-bind` address: outgoing connections leave from it, so peers (and their
+    /// firewalls) see the address the operator configured, not whatever the route picks.
+    bind: Option<std::net::IpAddr>,
 }
 
 impl RpcClient {
+    pub(crate) fn new(bind: Option<std::net::IpAddr>) -> Self {
+        RpcClient {
+            pools: Arc::default(),
+            bind: bind.filter(|ip| !ip.is_unspecified()),
+        }
+    }
+
+    async fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let Some(ip) = self.bind else {
+            return TcpStream::connect(addr).await;
+        };
+        let mut last = None;
+        for peer in tokio::net::lookup_host(addr).await? {
+            if peer.is_ipv4() != ip.is_ipv4() {
+                continue;
+            }
+            let socket = if ip.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+            match socket.connect(peer).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            std::io::Error::other(format!(
+                "no address of {addr} reachable from bind address {ip}"
+            ))
+        }))
+    }
+
     fn take(&self, addr: &str) -> Option<TcpStream> {
         self.pools.lock().ok()?.get_mut(addr)?.pop()
     }
@@ -144,7 +181,7 @@ impl RpcClient {
                     return Ok(r);
                 }
             }
-            let mut s = TcpStream::connect(addr).await?;
+            let mut s = self.connect(addr).await?;
             s.set_nodelay(true)?;
             let r = Self::exchange(&mut s, &body).await?;
             self.put(addr, s);

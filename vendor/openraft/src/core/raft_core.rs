@@ -555,7 +555,9 @@ where
     #[tracing::instrument(level = "debug", skip_all)]
     pub(crate) fn report_metrics(&mut self, replication: Option<ReplicationMetrics<C::NodeId>>) {
         let last_quorum_acked = self.last_quorum_acked_time();
-        let millis_since_quorum_ack = last_quorum_acked.map(|t| t.elapsed().as_millis() as u64);
+        let since_quorum_ack = last_quorum_acked.map(|t| t.elapsed());
+        let millis_since_quorum_ack = since_quorum_ack.map(|d| d.as_millis() as u64);
+        let quorum_acked_at = since_quorum_ack.and_then(|d| std::time::Instant::now().checked_sub(d));
 
         let st = &self.engine.state;
 
@@ -578,6 +580,7 @@ where
             state: st.server_state,
             current_leader: current_leader.clone(),
             millis_since_quorum_ack,
+            quorum_acked_at,
             membership_config: membership_config.clone(),
 
             // --- replication ---

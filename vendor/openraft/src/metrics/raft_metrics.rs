@@ -75,6 +75,13 @@ where
     /// being partitioned from the cluster.
     pub millis_since_quorum_ack: Option<u64>,
 
+    /// Muster: the same moment as `millis_since_quorum_ack`, as an instant taken when the
+    /// metrics were built. A reader converting the millis with its own clock later would
+    /// place the ack as late as its reading was delayed (by seconds, after a SIGSTOP), and
+    /// so overestimate the leader lease.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub quorum_acked_at: Option<std::time::Instant>,
+
     /// The current membership config of the cluster.
     pub membership_config: Arc<StoredMembership<NID, N>>,
 
@@ -153,6 +160,7 @@ where
             state: ServerState::Follower,
             current_leader: None,
             millis_since_quorum_ack: None,
+            quorum_acked_at: None,
             membership_config: Arc::new(StoredMembership::default()),
             replication: None,
         }
