@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 
 pub mod bench;
+pub mod linearizability;
 
 /// The `muster` binary: `MUSTER_BIN`, else next to the test executable's `deps/` folder.
 pub fn muster_bin() -> PathBuf {
@@ -33,6 +34,9 @@ pub struct Agent {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     args: Vec<String>,
+    /// The group the process runs as (kept across restarts), so firewall rules can match
+    /// its packets by owner whatever source address they leave from.
+    gid: Option<u32>,
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -45,6 +49,27 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 impl Agent {
     /// Starts `muster agent -node NAME -data-dir DIR ARGS...` with every port ephemeral.
     pub fn start(name: &str, data_dir: &Path, args: &[&str]) -> anyhow::Result<Agent> {
+        Self::spawn(name, data_dir, Self::agent_args(name, data_dir, args), None)
+    }
+
+    /// [`Agent::start`], with the process (and its restarts) running as group `gid`, which
+    /// needs root. iptables' `-m owner --gid-owner` then matches every packet it sends,
+    /// whatever source address it leaves from.
+    pub fn start_in_group(
+        name: &str,
+        data_dir: &Path,
+        args: &[&str],
+        gid: u32,
+    ) -> anyhow::Result<Agent> {
+        Self::spawn(
+            name,
+            data_dir,
+            Self::agent_args(name, data_dir, args),
+            Some(gid),
+        )
+    }
+
+    fn agent_args(name: &str, data_dir: &Path, args: &[&str]) -> Vec<String> {
         let mut all: Vec<String> = [
             "agent",
             "-node",
@@ -70,17 +95,26 @@ impl Agent {
         .map(|s| s.to_string())
         .collect();
         all.extend(args.iter().map(|s| s.to_string()));
-        Self::spawn(name, data_dir, all)
+        all
     }
 
-    fn spawn(name: &str, data_dir: &Path, args: Vec<String>) -> anyhow::Result<Agent> {
+    fn spawn(
+        name: &str,
+        data_dir: &Path,
+        args: Vec<String>,
+        gid: Option<u32>,
+    ) -> anyhow::Result<Agent> {
         std::fs::create_dir_all(data_dir)?;
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)?;
-        let mut child = Command::new(muster_bin())
+        let mut cmd = Command::new(muster_bin());
+        if let Some(gid) = gid {
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
+        let mut child = cmd
             .args(&args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -115,6 +149,7 @@ impl Agent {
             data_dir: data_dir.to_path_buf(),
             log: log.clone(),
             args,
+            gid,
         };
         let banner = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         let client = banner.iter().find(|l| l.contains("Client Addr:"));
@@ -198,7 +233,12 @@ impl Agent {
     /// Starts the same agent again (same name, flags and data dir); ports are new.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill9();
-        let fresh = Self::spawn(&self.name, &self.data_dir.clone(), self.args.clone())?;
+        let fresh = Self::spawn(
+            &self.name,
+            &self.data_dir.clone(),
+            self.args.clone(),
+            self.gid,
+        )?;
         *self = fresh;
         Ok(())
     }
