@@ -95,6 +95,18 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
+/// A token as the 400 names it.
+fn describe(t: Option<&Tok>) -> String {
+    match t {
+        None => "the end of the expression".into(),
+        Some(Tok::Word(w)) => format!("{w:?}"),
+        Some(Tok::Str(s)) => format!("the string {s:?}"),
+        Some(Tok::Op(o)) => format!("{o:?}"),
+        Some(Tok::Open) => "\"(\"".into(),
+        Some(Tok::Close) => "\")\"".into(),
+    }
+}
+
 struct Parser {
     toks: Vec<Tok>,
     pos: usize,
@@ -163,7 +175,7 @@ impl Parser {
     fn value(&mut self) -> Result<String, String> {
         match self.next() {
             Some(Tok::Str(s)) | Some(Tok::Word(s)) => Ok(s),
-            t => Err(format!("expected a value, found {t:?}")),
+            t => Err(format!("expected a value, found {}", describe(t.as_ref()))),
         }
     }
 
@@ -218,10 +230,13 @@ impl Parser {
                         self.pos += 1;
                         Ok(Expr::Empty(sel, negate))
                     }
-                    t => Err(format!("expected an operator after {w}, found {t:?}")),
+                    t => Err(format!(
+                        "expected an operator after {w}, found {}",
+                        describe(t.as_ref())
+                    )),
                 }
             }
-            t => Err(format!("unexpected {t:?}")),
+            t => Err(format!("unexpected {}", describe(t.as_ref()))),
         }
     }
 }
@@ -241,7 +256,7 @@ pub(crate) fn parse(s: &str) -> Result<Expr, String> {
     };
     let e = p.or().map_err(|e| format!("{PREFIX}: {e}"))?;
     if let Some(t) = p.toks.get(p.pos) {
-        return Err(format!("{PREFIX}: unexpected {t:?}"));
+        return Err(format!("{PREFIX}: unexpected {}", describe(Some(t))));
     }
     Ok(e)
 }
