@@ -72,8 +72,7 @@ fn done(r: Result<(), LocalError>) -> Response {
 }
 
 fn parse_body(b: &[u8]) -> ApiResult<serde_json::Value> {
-    serde_json::from_slice(b)
-        .map_err(|e| ApiError::BadRequest(format!("Request decode failed: {e}")))
+    crate::body::json_value(b)
 }
 
 pub(crate) async fn agent_services(

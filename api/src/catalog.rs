@@ -176,6 +176,14 @@ pub(crate) async fn catalog_register(
     if node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }
+    // Stricter than Consul, which takes any bytes: a NUL or newline in a name corrupts logs
+    // and CLI output, and a '/' cannot be named in /v1/catalog/node/<name>.
+    if let Some(c) = node.chars().find(|c| c.is_control() || *c == '/') {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid node name {node:?}: it contains {c:?}; control characters and '/' are \
+             not allowed"
+        )));
+    }
     let skip = r.skip_node_update.unwrap_or(false);
     let address = r.address.unwrap_or_default();
     if address.is_empty() && !skip {
