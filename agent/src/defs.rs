@@ -140,9 +140,12 @@ fn duration(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<Duratio
     match string(ctx, m, k)? {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => go_duration(&s)
-            .map(Some)
-            .ok_or_else(|| ctx.err(k, &format!("invalid duration {s:?}"))),
+        Some(s) => go_duration(&s).map(Some).ok_or_else(|| {
+            ctx.err(
+                k,
+                &format!("invalid duration {s:?} (e.g. \"10s\", \"5m\"; at most 2562047h)"),
+            )
+        }),
     }
 }
 
@@ -314,6 +317,13 @@ pub fn parse_check(
     };
     let is_ttl = matches!(probe, Probe::Ttl { .. });
     let interval = match (interval, is_ttl) {
+        // As Consul: an interval check must have one; "0s" would probe without pause.
+        (Some(i), false) if i.is_zero() => {
+            return Err(ctx.err(
+                "interval",
+                "must be > 0 for script, http and tcp checks (the minimum is 1s)",
+            ))
+        }
         (Some(i), false) if i < Duration::from_secs(1) => {
             // As Consul: clamp to the minimum instead of refusing.
             ctx.warnings.push(format!(
@@ -545,7 +555,23 @@ mod tests {
             &serde_json::json!({"name": "w", "check": {"http": "http://x", "interval": "soon"}}),
         )
         .unwrap_err();
-        assert_eq!(e, "web.json: field \"interval\": invalid duration \"soon\"");
+        assert_eq!(
+            e,
+            "web.json: field \"interval\": invalid duration \"soon\" (e.g. \"10s\", \"5m\"; at \
+             most 2562047h)"
+        );
+        let check = |interval: &str| {
+            let mut c = ctx();
+            let v = serde_json::json!({"name": "w", "check": {"tcp": "x:1", "interval": interval}});
+            parse_service(&mut c, &v).map(|d| (d.checks[0].spec.interval, c.warnings))
+        };
+        let e = check("1000000000000h").unwrap_err();
+        assert!(e.contains("invalid duration \"1000000000000h\""), "{e}");
+        let e = check("0s").unwrap_err();
+        assert!(e.contains("\"interval\": must be > 0"), "{e}");
+        let (i, w) = check("100ms").expect("clamped");
+        assert_eq!(i, Duration::from_secs(1));
+        assert!(w[0].contains("below the minimum of 1s; using 1s"), "{w:?}");
         let e = parse_service(
             &mut ctx(),
             &serde_json::json!({"name": "w", "check": {"tcp": "x:1"}}),

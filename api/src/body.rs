@@ -25,9 +25,31 @@ const USER_MAPS: [&str; 3] = ["Meta", "NodeMeta", "TaggedAddresses"];
 /// becomes a one-line 400.
 pub(crate) fn body<T: DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
     let fail = |e: serde_json::Error| ApiError::BadRequest(format!("Request decode failed: {e}"));
-    let mut v: Value = serde_json::from_slice(b).map_err(fail)?;
+    let mut v = json_value(b)?;
     fold_keys(&mut v, names());
     serde_json::from_value(v).map_err(fail)
+}
+
+/// Deepest nesting of arrays and objects a request body may have: serde_json's own limit,
+/// which keeps parsing, and every walk over the parsed value, off the end of the stack.
+pub(crate) const MAX_JSON_DEPTH: usize = 128;
+
+/// Parses a JSON request body; the 400 says where it failed, and names the depth limit when
+/// that is what it met.
+pub(crate) fn json_value(b: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(b).map_err(|e| {
+        let why = if e.to_string().starts_with("recursion limit exceeded") {
+            format!(
+                "JSON nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects (at line {} \
+                 column {})",
+                e.line(),
+                e.column()
+            )
+        } else {
+            e.to_string()
+        };
+        ApiError::BadRequest(format!("Request decode failed: {why}"))
+    })
 }
 
 /// Renames every object key that matches a known field name but for case to that name.
@@ -159,5 +181,16 @@ mod tests {
                 "other": 1
             })
         );
+    }
+
+    #[test]
+    fn names_the_depth_limit() {
+        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        let Err(ApiError::BadRequest(e)) = json_value(deep.as_bytes()) else {
+            panic!("accepted");
+        };
+        assert!(e.contains("deeper than 128 levels"), "{e}");
+        let ok = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(json_value(ok.as_bytes()).is_ok());
     }
 }

@@ -176,6 +176,14 @@ pub(crate) async fn catalog_register(
     if node.is_empty() {
         return Err(ApiError::BadRequest("Must provide node".into()));
     }
+    // Stricter than Consul, which takes any bytes: a NUL or newline in a name corrupts logs
+    // and CLI output, and a '/' cannot be named in /v1/catalog/node/<name>.
+    if let Some(c) = node.chars().find(|c| c.is_control() || *c == '/') {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid node name {node:?}: it contains {c:?}; control characters and '/' are \
+             not allowed"
+        )));
+    }
     let skip = r.skip_node_update.unwrap_or(false);
     let address = r.address.unwrap_or_default();
     if address.is_empty() && !skip {
@@ -261,20 +269,8 @@ fn tags_ok(p: &Params, tags: &[String]) -> bool {
 }
 
 /// Applies `?filter=` to already-serialized results.
-fn filtered<T: serde::Serialize>(p: &Params, items: Vec<T>) -> ApiResult<Vec<Value>> {
-    let expr = p
-        .get("filter")
-        .filter(|f| !f.is_empty())
-        .map(filter::parse)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
-    let values = items
-        .into_iter()
-        .filter_map(|i| serde_json::to_value(i).ok());
-    Ok(match expr {
-        Some(e) => values.filter(|v| e.matches(v)).collect(),
-        None => values.collect(),
-    })
+fn filtered<T: filter::Filterable>(p: &Params, items: Vec<T>) -> ApiResult<Vec<Value>> {
+    filter::apply(p.get("filter"), items).map_err(ApiError::BadRequest)
 }
 
 pub(crate) async fn catalog_nodes(

@@ -117,7 +117,11 @@ pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
     );
 }
 
-/// Parses a Go duration (`10s`, `5m`, `1m30s`, `500ms`, `1h`); a bare `0` is zero.
+/// Longest duration Go's `time.ParseDuration` accepts: 2^63-1 ns, about 292 years.
+const MAX_GO_DURATION: std::time::Duration = std::time::Duration::from_nanos(i64::MAX as u64);
+
+/// Parses a Go duration (`10s`, `5m`, `1m30s`, `500ms`, `1h`); a bare `0` is zero. Like Go, a
+/// duration over about 292 years (2^63-1 ns) is invalid, so a typo cannot become forever.
 pub fn go_duration(s: &str) -> Option<std::time::Duration> {
     let s = s.trim();
     if s == "0" {
@@ -152,7 +156,9 @@ pub fn go_duration(s: &str) -> Option<std::time::Duration> {
         total += n * mult;
         rest = &rest[unit_end..];
     }
-    Some(std::time::Duration::from_secs_f64(total))
+    std::time::Duration::try_from_secs_f64(total)
+        .ok()
+        .filter(|d| *d <= MAX_GO_DURATION)
 }
 
 /// Consul's blocking-query defaults: 5 minutes, at most 10.
@@ -227,4 +233,27 @@ pub(crate) async fn read_cached(
         }
     };
     Ok(with_meta(json_bytes(body), &meta, mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_past_292_years_are_invalid() {
+        assert_eq!(
+            go_duration("1m30s"),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            go_duration("2562047h"),
+            Some(std::time::Duration::from_secs(2562047 * 3600))
+        );
+        assert_eq!(go_duration("1000000000000h"), None);
+        assert_eq!(
+            go_duration(&format!("{}h", "9".repeat(400))),
+            None,
+            "no panic on inf"
+        );
+    }
 }

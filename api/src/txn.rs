@@ -21,6 +21,8 @@ use crate::{ApiState, MAX_VALUE_SIZE};
 
 /// Consul's limit on operations per transaction.
 const MAX_OPS: usize = 128;
+/// Consul's default `limits.txn_max_req_len`: the largest transaction body, 512 KiB.
+const TXN_MAX_REQ_LEN: usize = 512 * 1024;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -254,6 +256,13 @@ pub(crate) async fn txn(
     let p = Params::parse(q.as_deref());
     let dc = st.agent.datacenter();
     p.check_dc(&dc)?;
+    if b.len() > TXN_MAX_REQ_LEN {
+        return Err(ApiError::TooLarge(format!(
+            "Request body({} bytes) too large, max size: {TXN_MAX_REQ_LEN} bytes \
+             (limits.txn_max_req_len)",
+            b.len()
+        )));
+    }
     let ops: Vec<OpIn> = body(&b)?;
     if ops.len() > MAX_OPS {
         return Err(ApiError::TooLarge(format!(
