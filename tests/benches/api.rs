@@ -222,7 +222,15 @@ async fn bench_idle_watch() -> anyhow::Result<()> {
     let a = Agent::start(
         "s1",
         &root.path().join("s1"),
-        &["-server", "-bootstrap-expect", "1", "-log-level", "warn", "-config-file", &cfg],
+        &[
+            "-server",
+            "-bootstrap-expect",
+            "1",
+            "-log-level",
+            "warn",
+            "-config-file",
+            &cfg,
+        ],
     )?;
     wait_until("leader", Duration::from_secs(10), || {
         muster_tests::leader_of(&a)

@@ -597,13 +597,22 @@ async fn check_intervals_lock_delays_and_node_names_are_validated_over_http() ->
     })
     .await?;
 
-    // LockDelay is capped at Consul's 60 s.
+    // A LockDelay past Go's duration range is refused, as Go's parser refuses it; a long
+    // one is capped at Consul's 60 s rather than making the key unacquirable.
     let r = put(
         &a.url("/v1/session/create"),
         br#"{"LockDelay": "9999999999h"}"#,
     )
     .await?;
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("9999999999h"), "{}", r.text());
+    // The leader registers its own node on its next reconcile tick; a session needs it.
+    let url = a.url("/v1/session/create");
+    let r = wait_until("a session created", Duration::from_secs(10), || async {
+        let r = put(&url, br#"{"LockDelay": "9999h"}"#).await.ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await?;
     let id = r.json()["ID"].as_str().unwrap_or("").to_string();
     let r = get(&a.url(&format!("/v1/session/info/{id}"))).await?;
     assert_eq!(r.json()[0]["LockDelay"], 60_000_000_000u64);
