@@ -206,7 +206,7 @@ fn data_dir_of_another_node_is_refused_and_corrupt_files_are_reported() {
     let out = muster()
         .args(["agent", "-node", "n1", "-data-dir"])
         .arg(dir.path())
-        .arg("-server")
+        .args(["-server", "-bootstrap-expect", "1"])
         .args(LOOPBACK_EPHEMERAL)
         .output()
         .expect("run");
@@ -347,7 +347,7 @@ fn unusable_data_dir_is_one_clear_line() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"x").expect("write");
     let out = muster()
-        .args(["agent", "-server", "-data-dir"])
+        .args(["agent", "-server", "-bootstrap-expect", "1", "-data-dir"])
         .arg(&file)
         .args(LOOPBACK_EPHEMERAL)
         .output()
@@ -356,7 +356,10 @@ fn unusable_data_dir_is_one_clear_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
-        err.starts_with(&format!("Error: cannot create data dir {}", file.display())),
+        err.starts_with(&format!(
+            "Error: data_dir {:?} is not a directory",
+            file.display().to_string()
+        )),
         "{err}"
     );
 }
