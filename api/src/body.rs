@@ -32,7 +32,7 @@ pub(crate) fn body<T: DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
 
 /// Deepest nesting of arrays and objects a request body may have: serde_json's own limit,
 /// which keeps parsing, and every walk over the parsed value, off the end of the stack.
-pub(crate) const MAX_JSON_DEPTH: usize = 128;
+pub(crate) const MAX_JSON_DEPTH: usize = 127;
 
 /// Parses a JSON request body; the 400 says where it failed, and names the depth limit when
 /// that is what it met.
@@ -185,12 +185,12 @@ mod tests {
 
     #[test]
     fn names_the_depth_limit() {
-        let deep = format!("{}{}", "[".repeat(129), "]".repeat(129));
+        let deep = format!("{}{}", "[".repeat(128), "]".repeat(128));
         let Err(ApiError::BadRequest(e)) = json_value(deep.as_bytes()) else {
             panic!("accepted");
         };
-        assert!(e.contains("deeper than 128 levels"), "{e}");
-        let ok = format!("{}{}", "[".repeat(128), "]".repeat(128));
+        assert!(e.contains("deeper than 127 levels"), "{e}");
+        let ok = format!("{}{}", "[".repeat(127), "]".repeat(127));
         assert!(json_value(ok.as_bytes()).is_ok());
     }
 }

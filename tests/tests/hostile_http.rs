@@ -199,7 +199,7 @@ async fn every_4xx_says_why() -> anyhow::Result<()> {
         assert_eq!(r.status, 400, "{path}");
         assert!(
             r.text()
-                .contains("JSON nests deeper than 128 levels of arrays and objects"),
+                .contains("JSON nests deeper than 127 levels of arrays and objects"),
             "{path}: {}",
             r.text()
         );
