@@ -48,9 +48,10 @@ async fn stopped_server(root: &Path) -> anyhow::Result<(Agent, String)> {
     Ok((a, cfg))
 }
 
-/// Asserts `a` serves every one of the `KEYS` acknowledged writes.
+/// Asserts `a` serves every one of the `KEYS` acknowledged writes. A consistent read: the
+/// last entries are applied only once the new leader commits, a stale read may come first.
 async fn assert_all_keys(a: &Agent) -> anyhow::Result<()> {
-    let keys = get(&a.url("/v1/kv/k/?keys&stale")).await?.json();
+    let keys = get(&a.url("/v1/kv/k/?keys&consistent")).await?.json();
     assert_eq!(
         keys.as_array().map(Vec::len),
         Some(KEYS),
@@ -58,7 +59,7 @@ async fn assert_all_keys(a: &Agent) -> anyhow::Result<()> {
         a.logs()
     );
     for i in [0, 42, KEYS - 1] {
-        let v = get(&a.url(&format!("/v1/kv/k/{i:03}?raw"))).await?;
+        let v = get(&a.url(&format!("/v1/kv/k/{i:03}?raw&consistent"))).await?;
         assert_eq!(v.text(), format!("v{i}"));
     }
     Ok(())
@@ -365,7 +366,7 @@ async fn a_full_disk_stops_the_agent_and_a_restart_serves_every_acknowledged_wri
 
     std::fs::remove_file(&filler)?;
     let a = single_server(root.path(), "s1", &[]).await?;
-    let keys = get(&a.url("/v1/kv/full/?keys")).await?.json();
+    let keys = get(&a.url("/v1/kv/full/?keys&consistent")).await?.json();
     let served = keys.as_array().map(Vec::len).unwrap_or(0);
     assert!(
         served >= acked.len(),
