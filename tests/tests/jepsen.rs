@@ -27,8 +27,6 @@ const CLIENTS: usize = 10;
 const KEYS: usize = 5;
 /// How long clients run while the fault is injected.
 const LOAD: Duration = Duration::from_secs(12);
-/// A request without an answer by then is indeterminate.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 /// Groups the servers run as inside the namespace, for iptables' owner match.
 const GIDS: [u32; 3] = [47_001, 47_002, 47_003];
@@ -47,6 +45,17 @@ enum Fault {
 }
 
 impl Fault {
+    /// A request without an answer by then is indeterminate. Under kill -9 nothing hangs
+    /// (connections are refused), so it outlasts the servers' 7 s wait for a leader and a
+    /// read refused after it shows as a 500. A stopped or cut-off server makes every request
+    /// sent to it hang: a shorter timeout keeps clients making progress elsewhere.
+    fn request_timeout(self) -> Duration {
+        match self {
+            Fault::KillLeader | Fault::RestartAll => Duration::from_secs(8),
+            Fault::StopLeader | Fault::IsolateLeader => Duration::from_secs(3),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Fault::KillLeader => "kill -9 of the leader",
@@ -381,13 +390,14 @@ type LastRead = HashMap<String, (Option<String>, u64)>;
 async fn client(
     id: usize,
     urls: Vec<String>,
+    timeout: Duration,
     t0: Instant,
     end: Instant,
 ) -> anyhow::Result<Vec<Record>> {
     // No pooled connections: one left over from a killed server would turn the next write
     // into an indeterminate one for no reason.
     let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(timeout)
         .pool_max_idle_per_host(0)
         .build()?;
     let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
@@ -585,7 +595,7 @@ async fn nemesis(c: &mut Cluster, fault: Fault, end: Instant) -> anyhow::Result<
 /// error answers: these close each key's history, so a lost acknowledged write shows.
 async fn final_reads(c: &Cluster, t0: Instant) -> anyhow::Result<Vec<Record>> {
     let http = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
+        .timeout(Duration::from_secs(8))
         .build()?;
     let mut records = Vec::new();
     for k in 0..KEYS {
@@ -626,7 +636,8 @@ async fn run_fault(fault: Fault, in_netns: bool) -> anyhow::Result<()> {
     let end = t0 + LOAD;
     let mut clients = tokio::task::JoinSet::new();
     for id in 0..CLIENTS {
-        clients.spawn(client(id, cluster.urls.clone(), t0, end));
+        let urls = cluster.urls.clone();
+        clients.spawn(client(id, urls, fault.request_timeout(), t0, end));
     }
     let injected = nemesis(&mut cluster, fault, end).await;
     let mut records = Vec::new();
@@ -776,9 +787,14 @@ fn summarize(fault: Fault, injected: usize, records: &[Record]) -> String {
         .map(|r| r.latency)
         .collect();
     reads.sort();
+    let read_timeouts = count(&|r| {
+        matches!(r.kind, Kind::DefaultRead | Kind::ConsistentRead)
+            && r.outcome == Outcome::Indeterminate
+    });
     format!(
-        "jepsen [{}] x{injected}: {} ops: {ok} ok, {failed} failed (error answer), {refused} \
-         refused (connection refused: never sent), {indeterminate} indeterminate; 500s: {default_500} default reads, {consistent_500} consistent reads, \
+        "jepsen [{}] x{injected}: {} ops: {ok} ok, {failed} failed (error answer), \
+         {refused} refused (never sent), {indeterminate} indeterminate ({read_timeouts} of \
+         them reads); 500s: {default_500} default reads, {consistent_500} consistent reads, \
          {writes_500} writes/CAS; ok/all by kind: default reads {}, consistent reads {}, \
          writes {}, CAS {} ({cas_won} swapped); read latency p50 {:?} p99 {:?} max {:?}",
         fault.name(),
