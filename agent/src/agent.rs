@@ -270,17 +270,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let addr = listener.local_addr()?;
             let app = muster_api::router(state.clone());
             let c = cancel.clone();
-            tasks.spawn(async move {
-                // into_make_service: each connection gets a clone of the finished router
-                // (an Arc), not a fresh one built by with_state (~18 KB per connection, which
-                // adds up with thousands of parked blocking queries).
-                let r = axum::serve(listener, app.into_make_service())
-                    .with_graceful_shutdown(c.cancelled_owned())
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "HTTP server failed");
-                }
-            });
+            let limits = config.http_limits.clone();
+            // Read-header deadline, idle timeout and per-client connection limit: see
+            // muster_api::serve.
+            tasks.spawn(muster_api::serve(listener, app, limits, c));
             Some(addr)
         }
         None => None,

@@ -69,6 +69,9 @@ pub struct Config {
     pub dns: muster_dns::DnsConfig,
     /// A second DNS domain answering the same names (`alt_domain`, `-alt-domain`).
     pub alt_domain: Option<String>,
+    /// HTTP connection limits from `limits` (`http_max_conns_per_client`, Consul's 200, and
+    /// Muster's `http_read_header_timeout`).
+    pub http_limits: muster_api::HttpLimits,
 }
 
 impl Default for Config {
@@ -104,6 +107,7 @@ impl Default for Config {
             recursors: Vec::new(),
             dns: muster_dns::DnsConfig::default(),
             alt_domain: None,
+            http_limits: muster_api::HttpLimits::default(),
         }
     }
 }
@@ -184,7 +188,6 @@ const UNSUPPORTED: &[&str] = &[
     "key_file",
     "leave_on_terminate",
     "license_path",
-    "limits",
     "log_file",
     "log_json",
     "log_rotate_bytes",
@@ -258,15 +261,98 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>), String> {
         apply_file(&mut cfg, f, &mut warnings)?;
     }
     apply_flags(&mut cfg, p)?;
-    if cfg.data_dir.is_none() && !cfg.dev {
-        return Err(
-            "data_dir is required: pass -data-dir DIR (or -dev for a throwaway agent)".into(),
-        );
+    validate(&mut cfg, &mut warnings)?;
+    Ok((cfg, warnings))
+}
+
+/// Consul's rules for names and directories, refusing what Consul only warns about where
+/// accepting it is dangerous (a NUL or a newline in a node name).
+fn validate(cfg: &mut Config, warnings: &mut Vec<String>) -> Result<(), String> {
+    match &cfg.data_dir {
+        None if !cfg.dev => {
+            return Err(
+                "data_dir is required: pass -data-dir DIR (or -dev for a throwaway agent)".into(),
+            )
+        }
+        Some(d) if d.as_os_str().is_empty() => {
+            return Err(
+                "data_dir cannot be empty: pass -data-dir DIR (an empty path would \
+                 put the agent's state in the current directory)"
+                    .into(),
+            )
+        }
+        Some(d) if d.exists() && !d.is_dir() => {
+            return Err(format!("data_dir {:?} is not a directory", d.display()))
+        }
+        _ => {}
     }
     if cfg.bootstrap_expect > 0 && !cfg.server {
         return Err("-bootstrap-expect requires -server".into());
     }
-    Ok((cfg, warnings))
+    if cfg.server
+        && cfg.bootstrap_expect == 0
+        && cfg.start_join.is_empty()
+        && cfg.retry_join.is_empty()
+    {
+        warnings.push(
+            "bootstrap_expect is 0 and no -join or -retry-join is given: this server will not \
+             elect a leader by itself; it waits until an existing cluster adds it. To form a new \
+             cluster pass -bootstrap-expect N (the number of servers), or -join an existing one"
+                .into(),
+        );
+    }
+    // Consul lowercases the datacenter, then allows only [a-z0-9_-].
+    cfg.datacenter = cfg.datacenter.to_ascii_lowercase();
+    let dc = &cfg.datacenter;
+    if dc.is_empty() {
+        return Err("datacenter cannot be empty".into());
+    }
+    if !dc
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "datacenter {dc:?} is invalid: it can only contain lowercase alphanumeric, - or _ \
+             characters"
+        ));
+    }
+    let node = &cfg.node_name;
+    if let Some(why) = invalid_node_name(node) {
+        return Err(format!("node name {node:?} is invalid: {why}"));
+    }
+    if !dns_label(node) {
+        warnings.push(format!(
+            "node name {node:?} will not be discoverable via DNS: valid characters are \
+             alphanumerics and dashes, 1 to 63 of them"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a node name is refused: empty, too long, or holding control characters (a NUL ends
+/// the name in C strings and logs; a newline forges log lines) or a `/` (it cannot be named
+/// in a URL path such as `/v1/catalog/node/<name>`).
+pub(crate) fn invalid_node_name(n: &str) -> Option<String> {
+    if n.is_empty() {
+        return Some("it cannot be empty".into());
+    }
+    if n.len() > 256 {
+        return Some(format!(
+            "it is {} bytes long, over the limit of 256",
+            n.len()
+        ));
+    }
+    if let Some(c) = n.chars().find(|c| c.is_control() || *c == '/') {
+        return Some(format!(
+            "it contains {c:?}; control characters and '/' are not allowed"
+        ));
+    }
+    None
+}
+
+/// Consul's DNS rule for node names: alphanumerics and dashes, at most 63.
+fn dns_label(n: &str) -> bool {
+    n.len() <= 63 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
 /// Reads a Consul config or definition file: JSON, or HCL when the name ends in `.hcl`.
@@ -403,6 +489,7 @@ fn apply_file(cfg: &mut Config, path: &Path, warnings: &mut Vec<String>) -> Resu
                 }
             }
             "dns_config" => apply_dns(cfg, v, &name.to_string(), &mut ignored)?,
+            "limits" => apply_limits(cfg, v, &name.to_string(), &mut ignored)?,
             "tombstone_ttl" => {
                 let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
                 cfg.tombstone_ttl =
@@ -454,6 +541,52 @@ fn apply_ports(
             "serf_lan" => cfg.serf_lan_port = port()?,
             k if UNSUPPORTED_PORTS.contains(&k) => ignored.push(format!("ports.{k}")),
             _ => return Err(format!("config file {name}: unknown key \"ports.{k}\"")),
+        }
+    }
+    Ok(())
+}
+
+/// Consul's `limits` block: the HTTP connection limits are honoured; the RPC and rate limits
+/// are not ours yet and are warned about.
+fn apply_limits(
+    cfg: &mut Config,
+    v: &Value,
+    name: &str,
+    ignored: &mut Vec<String>,
+) -> Result<(), String> {
+    let Value::Object(m) = v else {
+        return Err(format!(
+            "config file {name}: key \"limits\": expected an object"
+        ));
+    };
+    let err = |k: &str, why: &str| format!("config file {name}: key \"limits.{k}\": {why}");
+    for (k, v) in m {
+        match k.as_str() {
+            "http_max_conns_per_client" => {
+                cfg.http_limits.max_conns_per_client = as_u64(v)
+                    .and_then(|n| usize::try_from(n).ok())
+                    .ok_or_else(|| err(k, "expected a non-negative number (0: no limit)"))?
+            }
+            "http_read_header_timeout" => {
+                let d = v
+                    .as_str()
+                    .and_then(muster_api::go_duration)
+                    .ok_or_else(|| err(k, "expected a duration such as \"30s\""))?;
+                if d.is_zero() || d > std::time::Duration::from_secs(3600) {
+                    return Err(err(k, "must be between 1ns and 1h"));
+                }
+                cfg.http_limits.read_header_timeout = d;
+            }
+            "https_handshake_timeout"
+            | "rpc_handshake_timeout"
+            | "rpc_client_timeout"
+            | "rpc_max_conns_per_client"
+            | "rpc_rate"
+            | "rpc_max_burst"
+            | "kv_max_value_size"
+            | "txn_max_req_len"
+            | "request_limits" => ignored.push(format!("limits.{k}")),
+            _ => return Err(format!("config file {name}: unknown key \"limits.{k}\"")),
         }
     }
     Ok(())
@@ -648,9 +781,6 @@ fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<(), String> {
     }
     if p.bool("enable-local-script-checks") {
         cfg.enable_local_script_checks = true;
-    }
-    if cfg.node_name.is_empty() {
-        return Err("node name must not be empty".into());
     }
     Ok(())
 }

@@ -106,6 +106,7 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
     for w in warnings {
         tracing::warn!("{w}");
     }
+    raise_fd_limit();
     let rt = runtime()?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();
@@ -118,6 +119,21 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
         muster_agent::run(cfg, shutdown).await
     })?;
     Ok(0)
+}
+
+/// Raises the soft limit on open files to the hard limit, as Consul does through Go's runtime:
+/// each HTTP connection and blocking query holds a descriptor, and the usual soft limit of
+/// 1024 is spent by a few idle clients.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open file limit"),
+            Err(e) => tracing::warn!(soft, hard, error = %e, "cannot raise the open file limit"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the open file limit"),
+    }
 }
 
 async fn wait_for_signal() {

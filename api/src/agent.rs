@@ -81,12 +81,34 @@ pub(crate) async fn agent_services(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let map: BTreeMap<String, AgentService> = local(&st)?
+    let services: Vec<AgentService> = local(&st)?
         .services()
         .into_iter()
-        .map(|s| (s.id.clone(), AgentService::from(s)))
+        .map(AgentService::from)
         .collect();
-    Ok(json(&map, p.pretty()))
+    Ok(json(&keyed(&p, services, "ID")?, p.pretty()))
+}
+
+/// Applies `?filter=` to the agent's own services or checks, as Consul filters the values of
+/// its map, and keys the survivors by `key`.
+fn keyed<T: crate::filter::Filterable>(
+    p: &Params,
+    items: Vec<T>,
+    key: &str,
+) -> ApiResult<BTreeMap<String, serde_json::Value>> {
+    let values = crate::filter::apply(p.get("filter"), items).map_err(ApiError::BadRequest)?;
+    Ok(values
+        .into_iter()
+        .map(|v| {
+            (
+                v.get(key)
+                    .and_then(|k| k.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                v,
+            )
+        })
+        .collect())
 }
 
 pub(crate) async fn agent_service(
@@ -108,12 +130,12 @@ pub(crate) async fn agent_checks(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let map: BTreeMap<String, HealthCheck> = local(&st)?
+    let checks: Vec<HealthCheck> = local(&st)?
         .checks()
         .into_iter()
-        .map(|c| (c.id.clone(), HealthCheck::from(c)))
+        .map(HealthCheck::from)
         .collect();
-    Ok(json(&map, p.pretty()))
+    Ok(json(&keyed(&p, checks, "CheckID")?, p.pretty()))
 }
 
 pub(crate) async fn agent_service_register(

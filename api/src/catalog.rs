@@ -261,20 +261,8 @@ fn tags_ok(p: &Params, tags: &[String]) -> bool {
 }
 
 /// Applies `?filter=` to already-serialized results.
-fn filtered<T: serde::Serialize>(p: &Params, items: Vec<T>) -> ApiResult<Vec<Value>> {
-    let expr = p
-        .get("filter")
-        .filter(|f| !f.is_empty())
-        .map(filter::parse)
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
-    let values = items
-        .into_iter()
-        .filter_map(|i| serde_json::to_value(i).ok());
-    Ok(match expr {
-        Some(e) => values.filter(|v| e.matches(v)).collect(),
-        None => values.collect(),
-    })
+fn filtered<T: filter::Filterable>(p: &Params, items: Vec<T>) -> ApiResult<Vec<Value>> {
+    filter::apply(p.get("filter"), items).map_err(ApiError::BadRequest)
 }
 
 pub(crate) async fn catalog_nodes(

@@ -11,6 +11,7 @@ mod filter;
 mod kv;
 mod params;
 mod router;
+mod serve;
 mod session;
 mod status;
 mod txn;
@@ -22,6 +23,7 @@ pub use error::ApiError;
 use muster_server::Server;
 pub use params::go_duration;
 pub use router::router;
+pub use serve::{serve, HttpLimits};
 
 /// Largest KV value accepted, as Consul (512 KiB).
 pub const MAX_VALUE_SIZE: usize = 512 * 1024;

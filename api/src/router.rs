@@ -1,6 +1,7 @@
 //! Every route, in one place.
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, put};
 use axum::Router;
 
@@ -73,5 +74,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/txn", put(txn))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
+        // Every 4xx says why, these two included.
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> (StatusCode, String) {
+    (
+        StatusCode::NOT_FOUND,
+        format!("No such endpoint: {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> (StatusCode, String) {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("Method {method} not allowed on {}", uri.path()),
+    )
 }

@@ -286,3 +286,39 @@ impl From<muster_server::model::Session> for SessionOut {
         }
     }
 }
+
+// Samples for `?filter=` selector checks: every field present, maps empty, one element in
+// each list of structs.
+impl crate::filter::Filterable for CatalogNode {
+    fn sample() -> Self {
+        Node::default().into()
+    }
+}
+
+impl crate::filter::Filterable for AgentService {
+    fn sample() -> Self {
+        Service::default().into()
+    }
+}
+
+impl crate::filter::Filterable for HealthCheck {
+    fn sample() -> Self {
+        Check::default().into()
+    }
+}
+
+impl crate::filter::Filterable for CatalogService {
+    fn sample() -> Self {
+        CatalogService::new(Node::default(), Service::default())
+    }
+}
+
+impl crate::filter::Filterable for ServiceEntry {
+    fn sample() -> Self {
+        ServiceEntry {
+            node: Node::default().into(),
+            service: Service::default().into(),
+            checks: vec![Check::default().into()],
+        }
+    }
+}
