@@ -16,13 +16,18 @@
 //! record of the asked type: NOERROR, empty; both with the SOA (minimum TTL 0) in the
 //! authority section. A catalog that cannot be read: SERVFAIL.
 
+mod config;
+mod recursor;
+mod tcp;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Header, MessageType, OpCode, ResponseCode};
+pub use config::DnsConfig;
+use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA, SRV, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::authority::MessageResponseBuilder;
@@ -34,84 +39,14 @@ use rand::seq::SliceRandom;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
+use recursor::Recursors;
+
 /// Consul's cap on `udp_answer_limit`: more would not fit 512 bytes reliably.
 const MAX_UDP_ANSWER_LIMIT: usize = 8;
-
-/// DNS settings, built by the agent from Consul's `domain`, `alt_domain`, `recursors` and
-/// `dns_config` keys.
-#[derive(Debug, Clone)]
-pub struct DnsConfig {
-    /// The domain served (`consul.`).
-    pub domain: String,
-    /// A second domain answering the same names (Consul's `alt_domain`).
-    pub alt_domain: Option<String>,
-    /// This agent's datacenter: the only `.<dc>.` label answered.
-    pub datacenter: String,
-    /// Leave out instances with warning checks too.
-    pub only_passing: bool,
-    /// TTL of node records (Consul's `node_ttl`, default 0).
-    pub node_ttl: u32,
-    /// TTL of service records: per service name, `*` for the rest (Consul's `service_ttl`).
-    pub service_ttl: HashMap<String, u32>,
-    /// Upstream servers for names outside the domain, tried in turn; none: REFUSED.
-    pub recursors: Vec<std::net::SocketAddr>,
-    /// How long to wait for each recursor.
-    pub recursor_timeout: Duration,
-    /// Answer from local (possibly stale) state instead of asking the leader.
-    pub allow_stale: bool,
-    /// How stale an answer may be: past this since the last contact with the leader, ask the
-    /// leader; on a client agent, how long answers are kept for when no server answers.
-    pub max_stale: Duration,
-    /// Answers in a UDP reply to a client without EDNS (capped at 8, as Consul).
-    pub udp_answer_limit: usize,
-    /// Answers in an A/AAAA/ANY reply, over any transport; 0: no limit.
-    pub a_record_limit: usize,
-    /// Set TC when `udp_answer_limit` dropped answers (dropping for size always sets it).
-    pub enable_truncate: bool,
-    /// Answer A/AAAA service lookups with one instance picked by its weight, so that clients
-    /// sorting addresses (glibc, RFC 6724) still spread load as the weights say.
-    pub weighted_single_answer: bool,
-    /// On a client agent, answer from its own cache, which a blocking query per name keeps
-    /// current, instead of asking a server on every lookup (Consul's `use_cache`).
-    pub use_cache: bool,
-    /// With `use_cache`: an answer not confirmed by a server for this long is read afresh;
-    /// zero: no limit but `max_stale` (Consul's `cache_max_age`).
-    pub cache_max_age: Duration,
-}
-
-impl Default for DnsConfig {
-    fn default() -> Self {
-        DnsConfig {
-            domain: "consul.".into(),
-            alt_domain: None,
-            datacenter: "dc1".into(),
-            only_passing: false,
-            node_ttl: 0,
-            service_ttl: HashMap::new(),
-            recursors: Vec::new(),
-            recursor_timeout: Duration::from_secs(2),
-            allow_stale: true,
-            // Consul's default: ten years, i.e. any stale answer beats no answer.
-            max_stale: Duration::from_secs(10 * 365 * 24 * 3600),
-            udp_answer_limit: 3,
-            a_record_limit: 0,
-            enable_truncate: false,
-            weighted_single_answer: false,
-            use_cache: false,
-            cache_max_age: Duration::ZERO,
-        }
-    }
-}
-
-impl DnsConfig {
-    fn ttl_of(&self, service: &str) -> u32 {
-        self.service_ttl
-            .get(service)
-            .or_else(|| self.service_ttl.get("*"))
-            .copied()
-            .unwrap_or(0)
-    }
-}
+/// The UDP payload size our OPT record offers: what hickory's UDP socket reads (RFC 6891's
+/// "requestor's payload size" is the largest datagram the sender can take). Answers are cut
+/// to the smaller of this and the client's size.
+const EDNS_PAYLOAD: u16 = 4096;
 
 /// A served domain: `consul.` or the alt domain.
 struct Domain {
@@ -153,6 +88,7 @@ pub struct DnsHandler {
     all_nodes: Cache<Arc<Vec<Node>>>,
     /// The primary domain, then the alt domain if any.
     domains: Vec<Domain>,
+    recursors: Recursors,
     config: DnsConfig,
 }
 
@@ -222,12 +158,18 @@ impl DnsHandler {
         if let Some(alt) = &config.alt_domain {
             domains.push(domain(alt));
         }
+        let recursors = Recursors::new(
+            config.recursors.clone(),
+            config.recursor_timeout,
+            config.recursor_max_inflight,
+        );
         DnsHandler {
             server,
             services: Cache::default(),
             nodes: Cache::default(),
             all_nodes: Cache::default(),
             domains,
+            recursors,
             config,
         }
     }
@@ -488,53 +430,6 @@ impl DnsHandler {
             }
         }
         Ok(answer)
-    }
-
-    /// Asks each recursor in turn; SERVFAIL when none answers in time.
-    async fn recurse(&self, q: hickory_proto::op::Query) -> Answer {
-        let mut m = hickory_proto::op::Message::new();
-        m.set_id(rand::random())
-            .set_recursion_desired(true)
-            .add_query(q);
-        let Ok(bytes) = m.to_vec() else {
-            return Answer::empty(ResponseCode::ServFail, false);
-        };
-        for r in &self.config.recursors {
-            let Ok(sock) = UdpSocket::bind(if r.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await
-            else {
-                continue;
-            };
-            let exchange = async {
-                sock.send_to(&bytes, r).await.ok()?;
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let (n, from) = sock.recv_from(&mut buf).await.ok()?;
-                    if from == *r {
-                        let reply = hickory_proto::op::Message::from_vec(&buf[..n]).ok()?;
-                        if reply.id() == m.id() {
-                            return Some(reply);
-                        }
-                    }
-                }
-            };
-            match tokio::time::timeout(self.config.recursor_timeout, exchange).await {
-                Ok(Some(reply)) => {
-                    return Answer {
-                        code: reply.response_code(),
-                        answers: reply.answers().to_vec(),
-                        additionals: reply
-                            .additionals()
-                            .iter()
-                            .filter(|r| r.record_type() != RecordType::OPT)
-                            .cloned()
-                            .collect(),
-                        soa: false,
-                    }
-                }
-                _ => tracing::debug!(recursor = %r, "dns: recursor did not answer"),
-            }
-        }
-        Answer::empty(ResponseCode::ServFail, false)
     }
 
     /// The consistency to read at: stale unless `allow_stale` is off or this server has not
@@ -870,68 +765,87 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         mut response: R,
     ) -> ResponseInfo {
-        let builder = MessageResponseBuilder::from_message_request(request);
+        let mut builder = MessageResponseBuilder::from_message_request(request);
         let mut header = Header::response_from_request(request.header());
-        let result = if request.message_type() != MessageType::Query
-            || request.op_code() != OpCode::Query
+        // RFC 6891: a query with an OPT record gets one back, ours (version 0, our UDP size,
+        // DO copied as RFC 3225 asks); a version we do not speak gets BADVERS.
+        let mut badvers = false;
+        if let Some(e) = request.edns() {
+            let mut ours = Edns::new();
+            ours.set_version(0)
+                .set_max_payload(EDNS_PAYLOAD)
+                .set_dnssec_ok(e.flags().dnssec_ok);
+            builder.edns(ours);
+            badvers = e.version() > 0;
+        }
+        let info = if badvers {
+            Err(ResponseCode::BADVERS)
+        } else if request.message_type() != MessageType::Query || request.op_code() != OpCode::Query
         {
-            header.set_response_code(ResponseCode::NotImp);
-            response
-                .send_response(builder.build_no_records(header))
-                .await
+            Err(ResponseCode::NotImp)
         } else {
             match request.request_info() {
-                Err(_) => {
-                    header.set_response_code(ResponseCode::FormErr);
-                    response
-                        .send_response(builder.build_no_records(header))
-                        .await
-                }
+                Err(_) => Err(ResponseCode::FormErr),
                 Ok(info)
                     if info.query.query_class() != DNSClass::IN
                         && info.query.query_class() != DNSClass::ANY =>
                 {
-                    header.set_response_code(ResponseCode::NotImp);
-                    response
-                        .send_response(builder.build_no_records(header))
-                        .await
+                    Err(ResponseCode::NotImp)
                 }
-                Ok(info) => {
-                    let qname: Name = info.query.name().into();
-                    let (mut a, d) = self.answer(&qname, info.query.query_type()).await;
-                    if a.code == ResponseCode::Refused && !self.config.recursors.is_empty() {
-                        let q = info.query.original().clone();
-                        a = self.recurse(q).await;
-                        header.set_recursion_available(true);
-                    }
-                    if request.protocol() == hickory_proto::xfer::Protocol::Udp {
-                        let max = request.edns().map_or(512, |e| e.max_payload().max(512)) as usize;
-                        // Consul's udp_answer_limit: for clients that cannot take more than
-                        // 512 bytes, a few answers, shuffled, are enough.
-                        let limit = self.config.udp_answer_limit.min(MAX_UDP_ANSWER_LIMIT);
-                        if max == 512 && limit > 0 && a.answers.len() > limit {
-                            a.truncate(limit);
-                            if self.config.enable_truncate {
-                                header.set_truncated(true);
-                            }
-                        }
-                        if fit_udp(&mut a, info.query.original().clone(), max) {
+                // Zone transfers are not offered (nor forwarded to recursors).
+                Ok(info)
+                    if matches!(info.query.query_type(), RecordType::AXFR | RecordType::IXFR) =>
+                {
+                    Err(ResponseCode::Refused)
+                }
+                Ok(info) => Ok(info),
+            }
+        };
+        let result = match info {
+            Err(code) => {
+                header.set_response_code(code);
+                response
+                    .send_response(builder.build_no_records(header))
+                    .await
+            }
+            Ok(info) => {
+                let qname: Name = info.query.name().into();
+                let (mut a, d) = self.answer(&qname, info.query.query_type()).await;
+                if a.code == ResponseCode::Refused && !self.recursors.is_empty() {
+                    let q = info.query.original().clone();
+                    a = self.recursors.recurse(q).await;
+                    header.set_recursion_available(true);
+                }
+                if request.protocol() == hickory_proto::xfer::Protocol::Udp {
+                    let max = request
+                        .edns()
+                        .map_or(512, |e| e.max_payload().clamp(512, EDNS_PAYLOAD))
+                        as usize;
+                    // Consul's udp_answer_limit: for clients that cannot take more than
+                    // 512 bytes, a few answers, shuffled, are enough.
+                    let limit = self.config.udp_answer_limit.min(MAX_UDP_ANSWER_LIMIT);
+                    if max == 512 && limit > 0 && a.answers.len() > limit {
+                        a.truncate(limit);
+                        if self.config.enable_truncate {
                             header.set_truncated(true);
                         }
                     }
-                    header.set_authoritative(a.code != ResponseCode::Refused);
-                    header.set_response_code(a.code);
-
-                    let soa = if a.soa { vec![self.soa(d)] } else { Vec::new() };
-                    let msg = builder.build(
-                        header,
-                        a.answers.iter(),
-                        std::iter::empty(),
-                        soa.iter(),
-                        a.additionals.iter(),
-                    );
-                    response.send_response(msg).await
+                    if fit_udp(&mut a, info.query.original().clone(), max) {
+                        header.set_truncated(true);
+                    }
                 }
+                header.set_authoritative(a.code != ResponseCode::Refused);
+                header.set_response_code(a.code);
+
+                let soa = if a.soa { vec![self.soa(d)] } else { Vec::new() };
+                let msg = builder.build(
+                    header,
+                    a.answers.iter(),
+                    std::iter::empty(),
+                    soa.iter(),
+                    a.additionals.iter(),
+                );
+                response.send_response(msg).await
             }
         };
         match result {
@@ -946,25 +860,55 @@ impl RequestHandler for DnsHandler {
     }
 }
 
-/// Serves DNS on already-bound sockets until `cancel` fires.
+/// Serves DNS on already-bound sockets until `cancel` fires: UDP through hickory's server,
+/// TCP through `tcp::serve` (per-client limit and timeouts). Recursors that are the
+/// addresses of these sockets are dropped first, with a warning.
 pub async fn serve(
-    handler: DnsHandler,
+    mut handler: DnsHandler,
     udp: UdpSocket,
     tcp: TcpListener,
     cancel: CancellationToken,
 ) {
-    let mut server = ServerFuture::new(handler);
+    let own: Vec<std::net::SocketAddr> = [udp.local_addr(), tcp.local_addr()]
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+    handler.recursors.drop_own(&own);
+    let limits = tcp::TcpLimits {
+        max_conns_per_client: handler.config.max_conns_per_client,
+        timeout: handler.config.tcp_timeout,
+        idle_timeout: handler.config.tcp_idle_timeout,
+    };
+    let handler = Arc::new(handler);
+    let mut server = ServerFuture::new(Shared(handler.clone()));
     server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(5));
-    tokio::select! {
-        _ = cancel.cancelled() => {
-            let _ = server.shutdown_gracefully().await;
-        }
-        r = server.block_until_done() => {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "dns server stopped");
+    let tcp = tcp::serve(handler, tcp, limits, cancel.clone());
+    let udp = async {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                let _ = server.shutdown_gracefully().await;
+            }
+            r = server.block_until_done() => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "dns server stopped");
+                }
             }
         }
+    };
+    tokio::join!(udp, tcp);
+}
+
+/// The handler, shared by hickory's UDP server and our TCP server.
+struct Shared(Arc<DnsHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        self.0.handle_request(request, response).await
     }
 }
 
