@@ -7,6 +7,8 @@ pub mod commands;
 pub mod config;
 pub mod defs;
 pub mod flags;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gossip;
 pub mod local;
 mod lock;

@@ -8,6 +8,8 @@ mod cache;
 mod catalog;
 mod error;
 mod filter;
+#[doc(hidden)]
+pub mod fuzz;
 mod kv;
 mod params;
 mod router;

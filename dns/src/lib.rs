@@ -17,6 +17,8 @@
 //! authority section. A catalog that cannot be read: SERVFAIL.
 
 mod config;
+#[doc(hidden)]
+pub mod fuzz;
 mod recursor;
 mod tcp;
 
