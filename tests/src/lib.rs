@@ -417,3 +417,33 @@ pub fn free_port() -> std::io::Result<u16> {
         }
     }
 }
+
+/// A tiny upstream DNS server on 127.0.0.1 answering every query with an A record of
+/// 192.0.2.7, for recursion tests. Its thread lives as long as the test process.
+pub fn tiny_upstream() -> SocketAddr {
+    use hickory_proto::op::{Message, MessageType};
+    use hickory_proto::rr::{rdata::A, RData, Record};
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = s.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = s.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut r = Message::new();
+            r.set_id(q.id())
+                .set_message_type(MessageType::Response)
+                .set_recursion_available(true);
+            for query in q.queries() {
+                r.add_query(query.clone());
+                let a = A("192.0.2.7".parse().expect("ip"));
+                r.add_answer(Record::from_rdata(query.name().clone(), 60, RData::A(a)));
+            }
+            if let Ok(b) = r.to_vec() {
+                let _ = s.send_to(&b, from);
+            }
+        }
+    });
+    addr
+}

@@ -398,42 +398,11 @@ async fn dns_keeps_answering_while_the_cluster_elects_a_leader() -> anyhow::Resu
     Ok(())
 }
 
-/// A tiny upstream DNS server answering every A query with 192.0.2.7.
-fn tiny_upstream() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = s.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_recursion_available(true);
-            for query in q.queries() {
-                r.add_query(query.clone());
-                let a = hickory_proto::rr::rdata::A("192.0.2.7".parse().expect("ip"));
-                r.add_answer(hickory_proto::rr::Record::from_rdata(
-                    query.name().clone(),
-                    60,
-                    RData::A(a),
-                ));
-            }
-            if let Ok(b) = r.to_vec() {
-                let _ = s.send_to(&b, from);
-            }
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn truncation_recursors_ptr_and_dns_config() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let dead = UdpSocket::bind("127.0.0.1:0")?.local_addr()?; // nobody answers there once dropped
-    let upstream = tiny_upstream();
+    let upstream = muster_tests::tiny_upstream();
     let cfg = root.path().join("dns.json");
     std::fs::write(&cfg, json!({"recursors": [dead.to_string(), upstream.to_string()],
         "dns_config": {"only_passing": true, "node_ttl": "10s", "service_ttl": {"*": "5s", "web": "30s"}, "recursor_timeout": "300ms"}}).to_string())?;

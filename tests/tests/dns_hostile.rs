@@ -104,37 +104,6 @@ fn closed_after(mut s: TcpStream, within: Duration) -> Option<Duration> {
     }
 }
 
-/// A UDP upstream answering every query with 192.0.2.7.
-fn tiny_upstream() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let addr = s.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, from)) = s.recv_from(&mut buf) {
-            let Ok(q) = Message::from_vec(&buf[..n]) else {
-                continue;
-            };
-            let mut r = Message::new();
-            r.set_id(q.id())
-                .set_message_type(MessageType::Response)
-                .set_recursion_available(true);
-            for query in q.queries() {
-                r.add_query(query.clone());
-                let a = hickory_proto::rr::rdata::A("192.0.2.7".parse().expect("ip"));
-                r.add_answer(hickory_proto::rr::Record::from_rdata(
-                    query.name().clone(),
-                    60,
-                    RData::A(a),
-                ));
-            }
-            if let Ok(b) = r.to_vec() {
-                let _ = s.send_to(&b, from);
-            }
-        }
-    });
-    addr
-}
-
 /// A UDP upstream that reads every query and never answers; counts what it got.
 fn silent_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -389,7 +358,7 @@ async fn tcp_connections_past_the_per_client_limit_are_closed() -> anyhow::Resul
 async fn a_recursor_pointing_at_the_agent_itself_is_ignored() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let port = free_port()?;
-    let upstream = tiny_upstream();
+    let upstream = muster_tests::tiny_upstream();
     let me = format!("127.0.0.1:{port}");
     let a = single_server(
         root.path(),
