@@ -69,7 +69,9 @@ impl Agent {
         )
     }
 
-    fn agent_args(name: &str, data_dir: &Path, args: &[&str]) -> Vec<String> {
+    /// The arguments [`Agent::start`] runs `muster` with: ephemeral ports on 127.0.0.1, debug
+    /// logs, then `args`. For tests that run the agent themselves (to see it exit).
+    pub fn agent_args(name: &str, data_dir: &Path, args: &[&str]) -> Vec<String> {
         let mut all: Vec<String> = [
             "agent",
             "-node",

@@ -76,32 +76,13 @@ fn run_to_exit(name: &str, dir: &Path, cfg: &str) -> anyhow::Result<(Option<i32>
     let log = dir.with_extension("log");
     let _ = std::fs::remove_file(&log);
     let log_file = std::fs::File::create(&log)?;
-    let dir_s = dir.display().to_string();
+    let args = Agent::agent_args(
+        name,
+        dir,
+        &["-server", "-bootstrap-expect", "1", "-config-file", cfg],
+    );
     let mut child = Command::new(muster_bin())
-        .args([
-            "agent",
-            "-node",
-            name,
-            "-data-dir",
-            &dir_s,
-            "-bind",
-            "127.0.0.1",
-            "-client",
-            "127.0.0.1",
-            "-http-port",
-            "0",
-            "-dns-port",
-            "0",
-            "-server-port",
-            "0",
-            "-serf-lan-port",
-            "0",
-            "-server",
-            "-bootstrap-expect",
-            "1",
-            "-config-file",
-            cfg,
-        ])
+        .args(&args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
