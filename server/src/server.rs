@@ -829,12 +829,7 @@ impl Server {
     /// Makes local state as fresh as `mode` asks, and tells how fresh it is. `index` in the
     /// returned meta is zero: the caller fills it from the data it reads.
     pub async fn barrier(&self, mode: Consistency) -> Result<ReadMeta> {
-        match &self.local {
-            Some(l) => l.barrier(mode).await,
-            None => Err(Error::InvalidRequest(
-                "no local state on a client agent".into(),
-            )),
-        }
+        self.barrier_within(mode, self.hold).await
     }
 
     /// [`Server::barrier`], waiting at most `hold` for a leader instead of the configured
