@@ -1085,6 +1085,19 @@ async fn forward_loop(rpc: RpcClient, mut rx: tokio::sync::mpsc::Receiver<Forwar
                             let _ = w.send(Some(r));
                         }
                     }
+                    // The leader may have received and applied these: a retry could apply
+                    // them twice (a CAS that succeeded answered false, say). Indeterminate.
+                    Err(e) if e.1 => {
+                        tracing::debug!(error = %e, %addr, "forwarded writes lost in flight");
+                        let why = WireError::Other(format!(
+                            "the leader {addr} failed while handling this write ({}); it may \
+                             or may not have been applied",
+                            e.0
+                        ));
+                        for w in waiters {
+                            let _ = w.send(Some(Err(why.clone())));
+                        }
+                    }
                     other => {
                         tracing::debug!(?other, %addr, "forwarding writes failed");
                         for w in waiters {
@@ -1376,7 +1389,15 @@ impl Local {
                     match tokio::time::timeout(self.config.leader_wait + FORWARD_TIMEOUT, rx).await
                     {
                         Ok(Ok(Outcome::Done(r))) => return Ok(r),
-                        Ok(Ok(Outcome::NotLeader)) => {}
+                        // Proposed, then leadership moved: the entry may still commit under
+                        // the next leader, so proposing it again could apply it twice.
+                        Ok(Ok(Outcome::NotLeader)) => {
+                            return Err(Error::Stopped(
+                                "leadership changed while this write was in flight; it may or \
+                                 may not have been applied"
+                                    .into(),
+                            ))
+                        }
                         Ok(Ok(Outcome::Failed(e))) => return Err(Error::Stopped(e)),
                         Ok(Err(_)) => return Err(Error::Stopped("raft stopped".into())),
                         Err(_) => return Err(Error::NoLeader),

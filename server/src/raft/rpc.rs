@@ -85,9 +85,11 @@ pub(crate) enum Response {
     Retired(String),
 }
 
+/// A failed call: why, and whether the request may have reached the peer (a frame was
+/// written) — then a write may have been applied, and retrying it could apply it twice.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct TransportError(pub(crate) String);
+pub(crate) struct TransportError(pub(crate) String, pub(crate) bool);
 
 async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4 + body.len());
@@ -172,35 +174,49 @@ impl RpcClient {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        let body = postcard::to_stdvec(req).map_err(|e| TransportError(e.to_string()))?;
+        let body = postcard::to_stdvec(req).map_err(|e| TransportError(e.to_string(), false))?;
+        let sent = std::sync::atomic::AtomicBool::new(false);
         let fut = async {
             // A pooled connection may have been closed by the peer; retry once on a fresh one.
             if let Some(mut s) = self.take(addr) {
-                if let Ok(r) = Self::exchange(&mut s, &body).await {
+                if let Ok(r) = Self::exchange(&mut s, &body, &sent).await {
                     self.put(addr, s);
                     return Ok(r);
                 }
             }
             let mut s = self.connect(addr).await?;
             s.set_nodelay(true)?;
-            let r = Self::exchange(&mut s, &body).await?;
+            let r = Self::exchange(&mut s, &body, &sent).await?;
             self.put(addr, s);
             Ok::<_, std::io::Error>(r)
         };
-        let bytes = match tokio::time::timeout(timeout, fut).await {
+        let res = tokio::time::timeout(timeout, fut).await;
+        let bytes = match res {
             Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(TransportError(format!("{addr}: {e}"))),
+            Ok(Err(e)) => {
+                return Err(TransportError(
+                    format!("{addr}: {e}"),
+                    sent.load(std::sync::atomic::Ordering::Relaxed),
+                ))
+            }
             Err(_) => {
-                return Err(TransportError(format!(
-                    "{addr}: timed out after {timeout:?}"
-                )))
+                return Err(TransportError(
+                    format!("{addr}: timed out after {timeout:?}"),
+                    sent.load(std::sync::atomic::Ordering::Relaxed),
+                ))
             }
         };
-        postcard::from_bytes(&bytes).map_err(|e| TransportError(format!("{addr}: bad reply: {e}")))
+        postcard::from_bytes(&bytes)
+            .map_err(|e| TransportError(format!("{addr}: bad reply: {e}"), true))
     }
 
-    async fn exchange(s: &mut TcpStream, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    async fn exchange(
+        s: &mut TcpStream,
+        body: &[u8],
+        sent: &std::sync::atomic::AtomicBool,
+    ) -> std::io::Result<Vec<u8>> {
         write_frame(s, body).await?;
+        sent.store(true, std::sync::atomic::Ordering::Relaxed);
         read_frame(s).await
     }
 }
