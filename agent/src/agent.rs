@@ -131,16 +131,7 @@ fn node_id(dir: &std::path::Path) -> anyhow::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
     }
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    );
+    let id = muster_server::new_uuid();
     std::fs::write(&path, &id).with_context(|| format!("write {}", path.display()))?;
     Ok(id)
 }

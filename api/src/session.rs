@@ -33,22 +33,6 @@ pub(crate) fn field_names() -> Vec<&'static str> {
     crate::body::field_names!(CreateIn, ServiceCheckRef)
 }
 
-/// A new random (v4) UUID, as Consul's session IDs.
-pub(crate) fn uuid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
 /// `LockDelay`: a duration string, or a number of nanoseconds (a bare number under 1000 is
 /// taken as seconds, as Consul's decoder does).
 fn lock_delay_ms(v: &Value) -> ApiResult<u64> {
@@ -111,7 +95,7 @@ pub(crate) async fn session_create(
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| st.agent.node_name());
     let session = Session {
-        id: uuid(),
+        id: muster_server::new_uuid(),
         name: c.name.unwrap_or_default(),
         node: node.clone(),
         lock_delay_ms,

@@ -7,6 +7,6 @@
 mod probe;
 mod runner;
 
-pub use muster_server::model::HealthStatus;
+pub use muster_model::HealthStatus;
 pub use probe::{Probe, MAX_OUTPUT};
 pub use runner::{CheckSpec, CheckUpdate, Runner};

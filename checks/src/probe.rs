@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use muster_server::model::HealthStatus;
+use muster_model::HealthStatus;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;

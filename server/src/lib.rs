@@ -8,7 +8,7 @@
 
 mod config;
 mod error;
-pub mod model;
+mod id;
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at
 // every internal call would only add allocations on the write path.
 #[allow(clippy::result_large_err)]
@@ -20,6 +20,9 @@ mod store;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};
+pub use id::new_uuid;
+/// The replicated data model, its own serde-only crate so `checks` needs neither openraft nor redb.
+pub use muster_model as model;
 pub use recover::{recover_sole_server, Recovered};
 pub use server::Server;
 pub use store::Catalog;

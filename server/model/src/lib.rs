@@ -1,4 +1,4 @@
-//! The replicated data model: what the Raft log carries and the state machine stores.
+//! Muster's replicated data model: what the Raft log carries and the state machine stores.
 //!
 //! Serde only, no I/O. These types are the on-disk and on-wire format between servers, so
 //! they avoid serde attributes that a non-self-describing codec (postcard) cannot handle.
