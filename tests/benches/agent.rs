@@ -4,7 +4,7 @@
 //! `/v1/health/checks/<service>` showing it.
 //!
 //! ```sh
-//! cargo build --release --bin muster
+//! cargo build --profile dist --bin muster    # the benches run target/dist/muster
 //! cargo bench -p muster-tests --bench agent [-- --secs 30]
 //! ```
 
@@ -22,6 +22,7 @@ fn rss_mb(pid: u32) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    muster_tests::bench::use_dist_binary()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let secs: u64 = args
         .iter()

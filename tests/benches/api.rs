@@ -2,7 +2,7 @@
 //! driven by the same load generator in the same run.
 //!
 //! ```sh
-//! cargo build --release --bin muster
+//! cargo build --profile dist --bin muster    # the benches run target/dist/muster
 //! cargo bench -p muster-tests --bench api                # everything
 //! cargo bench -p muster-tests --bench api -- kv-get      # one of: kv-get health idle-watch wake conns
 //! cargo bench -p muster-tests --bench api -- --secs 5
@@ -509,6 +509,7 @@ impl Etcd {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    muster_tests::bench::use_dist_binary()?;
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")

@@ -2,7 +2,7 @@
 //! the same load generator, so only the ratios matter on a shared, noisy machine.
 //!
 //! ```sh
-//! cargo build --release --bin muster
+//! cargo build --profile dist --bin muster    # the benches run target/dist/muster
 //! cargo bench -p muster-tests --bench cluster               # everything
 //! cargo bench -p muster-tests --bench cluster -- kv-put      # one of: kv-put failover read-failover memory
 //! cargo bench -p muster-tests --bench cluster -- --secs 5    # shorter load phases
@@ -633,6 +633,7 @@ async fn bench_memory() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    muster_tests::bench::use_dist_binary()?;
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "--bench")
@@ -649,7 +650,6 @@ async fn main() -> anyhow::Result<()> {
             .any(|a| ["kv-put", "failover", "read-failover", "memory"].contains(&a.as_str()))
             || args.iter().any(|a| a == name)
     };
-    println!("muster binary: {}", muster_tests::muster_bin().display());
     if want("kv-put") {
         let servers = args
             .iter()

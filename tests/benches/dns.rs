@@ -2,7 +2,7 @@
 //! same names from a hosts file and `srv-host` lines, in the same run.
 //!
 //! ```sh
-//! cargo build --release --bin muster
+//! cargo build --profile dist --bin muster    # the benches run target/dist/muster
 //! cargo bench -p muster-tests --bench dns [-- --secs 10]
 //! ```
 //!
@@ -84,6 +84,7 @@ fn report(who: &str, r: &Run) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    muster_tests::bench::use_dist_binary()?;
     let args: Vec<String> = std::env::args().skip(1).collect();
     let secs: u64 = args
         .iter()

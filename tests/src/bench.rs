@@ -1,7 +1,36 @@
 //! Pieces the benchmarks share: latency summaries and `/proc` readings of a process we
 //! started.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use anyhow::bail;
+
+/// Points the harness at the binary the README's figures come from: `MUSTER_BIN` if set,
+/// else the `dist` build (fat LTO), which must exist. The quick `release` build would
+/// measure a different binary than the one packaged.
+pub fn use_dist_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("MUSTER_BIN") {
+        println!("binary: {p} (MUSTER_BIN)");
+        return Ok(p.into());
+    }
+    // The bench executable is target/release/deps/NAME; the dist build is target/dist/muster.
+    let exe = std::env::current_exe()?;
+    let Some(target) = exe.ancestors().nth(3) else {
+        bail!("cannot find the target directory from {}", exe.display());
+    };
+    let bin = target.join("dist").join("muster");
+    if !bin.exists() {
+        bail!(
+            "{} does not exist: build it first with `cargo build --profile dist --bin muster` \
+             (or set MUSTER_BIN)",
+            bin.display()
+        );
+    }
+    println!("binary: {} (dist profile)", bin.display());
+    std::env::set_var("MUSTER_BIN", &bin);
+    Ok(bin)
+}
 
 /// The outcome of a load phase.
 pub struct Stats {
