@@ -217,7 +217,8 @@ impl Server {
     /// to join an existing cluster instead of forming a second one).
     pub async fn remote_status(&self, addr: &str) -> Result<(Option<String>, Vec<String>)> {
         let timeout = Duration::from_secs(2);
-        let s = (self.client)
+        let s = self
+            .client
             .call_at(addr, &Request::Status, timeout, pick!(Response::Status))
             .await?;
         Ok((s.leader, s.peers))
@@ -239,7 +240,8 @@ impl Server {
     pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
         match &self.node {
             Some(n) => n.write(cmd, true).await,
-            None => (self.client)
+            None => self
+                .client
                 .call(Request::Write(cmd), FORWARD_TIMEOUT, pick!(Response::Write))
                 .await?
                 .map_err(unwire),
@@ -267,7 +269,8 @@ impl Server {
     pub async fn read(&self, mode: Consistency, q: Query) -> Result<(QueryResult, ReadMeta)> {
         match &self.node {
             Some(n) => n.read(mode, &q).await,
-            None => (self.client)
+            None => self
+                .client
                 .call(
                     Request::Read(mode, q),
                     FORWARD_TIMEOUT,
@@ -283,7 +286,8 @@ impl Server {
     pub async fn read_meta(&self, mode: Consistency, q: Query) -> Result<ReadMeta> {
         match &self.node {
             Some(n) => n.read_meta(mode, &q).await,
-            None => (self.client)
+            None => self
+                .client
                 .call(
                     Request::QueryIndex(mode, q),
                     FORWARD_TIMEOUT,
@@ -307,7 +311,7 @@ impl Server {
             Some(n) => n.read_blocking(mode, &q, min_index, wait).await,
             None => {
                 let req = Request::ReadBlocking(mode, q, min_index, wait.as_millis() as u64);
-                (self.client)
+                self.client
                     .call(req, wait + FORWARD_TIMEOUT, pick!(Response::Read))
                     .await?
                     .map_err(unwire)
@@ -328,7 +332,7 @@ impl Server {
             Some(n) => n.wait_index(mode, &q, min_index, wait).await,
             None => {
                 let req = Request::WaitIndex(mode, q, min_index, wait.as_millis() as u64);
-                (self.client)
+                self.client
                     .call(req, wait + FORWARD_TIMEOUT, pick!(Response::Meta))
                     .await?
                     .map_err(unwire)
@@ -342,7 +346,7 @@ impl Server {
             Some(n) => n.renew_session(id).await,
             None => {
                 let req = Request::SessionRenew(id.to_string());
-                (self.client)
+                self.client
                     .call(req, FORWARD_TIMEOUT, pick!(Response::Renewed))
                     .await?
                     .map_err(unwire)
@@ -390,7 +394,7 @@ impl Server {
         let s = match &self.node {
             Some(n) => n.status(),
             None => {
-                (self.client)
+                self.client
                     .call(Request::Status, FORWARD_TIMEOUT, pick!(Response::Status))
                     .await?
             }
