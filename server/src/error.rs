@@ -13,6 +13,10 @@ pub enum Error {
     /// A server could not be reached over the server RPC port.
     #[error("rpc to {addr} failed: {reason}")]
     Rpc { addr: String, reason: String },
+    /// A server answered with a reply this one cannot use: of another kind than the request
+    /// asks for, or one that does not decode (most likely a server of another Muster version).
+    #[error("protocol error talking to server {addr}: {reason}")]
+    Protocol { addr: String, reason: String },
     /// No server is known to this (client) agent yet.
     #[error("No known Consul servers")]
     NoServers,

@@ -17,6 +17,7 @@ mod recover;
 mod server;
 #[allow(clippy::result_large_err)]
 mod store;
+mod sync;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};

@@ -24,7 +24,7 @@ use crate::model::Command;
 use crate::raft::log_store::{get_meta, LogStore, IDENTITY};
 use crate::raft::state_machine::read_applied;
 use crate::raft::types::{Batch, Entry, LogId, NodeId, Vote};
-use crate::server::{open_db, Identity};
+use crate::server::data_dir::{open_db, Identity};
 use crate::store::tables::{file_table, RETIRED};
 use crate::{Error, Result};
 

@@ -14,6 +14,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use super::types::{
     decode, encode, sto_err, CommitHook, Entry, LogId, StorageError, TypeConfig, Vote,
 };
+use crate::sync::lock;
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -50,10 +51,6 @@ pub(crate) struct LogStore {
 /// The error for a write the writer task can no longer take: the Raft node is shutting down.
 fn writer_stopped() -> StorageError {
     sto_err("the raft log writer has stopped")
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 type TxnFn = Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), StorageError> + Send>;

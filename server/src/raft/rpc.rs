@@ -53,11 +53,40 @@ pub(crate) enum Request {
     WaitIndex(Consistency, Query, u64, u64),
 }
 
+/// An [`Error`](crate::Error) as it travels between servers and to client agents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum WireError {
     NoLeader,
     Invalid(String),
     Other(String),
+    /// [`Error::Protocol`](crate::Error::Protocol). Last, so that the other variants keep
+    /// their encoding.
+    Protocol {
+        addr: String,
+        reason: String,
+    },
+}
+
+impl Request {
+    /// The request's name, for errors and logs.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Request::AppendEntries(_) => "append-entries",
+            Request::Vote(_) => "vote",
+            Request::InstallSnapshot(_) => "install-snapshot",
+            Request::Write(_) => "write",
+            Request::ApplyMany(_) => "apply-many",
+            Request::ReadIndex(_) => "read-index",
+            Request::Read(..) => "read",
+            Request::ReadBlocking(..) => "blocking read",
+            Request::QueryIndex(..) => "query-index",
+            Request::SessionRenew(_) => "session renew",
+            Request::AddVoter { .. } => "add-voter",
+            Request::RemoveServer { .. } => "remove-server",
+            Request::Status => "status",
+            Request::WaitIndex(..) => "wait-index",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -85,11 +114,29 @@ pub(crate) enum Response {
     Retired(String),
 }
 
-/// A failed call: why, and whether the request may have reached the peer (a frame was
-/// written) — then a write may have been applied, and retrying it could apply it twice.
+/// A failed call.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct TransportError(pub(crate) String, pub(crate) bool);
+pub(crate) enum CallError {
+    /// The peer could not be reached, or the connection failed or timed out. `sent`: a frame
+    /// was written, so the request may have reached the peer.
+    #[error("{reason}")]
+    Transport { reason: String, sent: bool },
+    /// The peer answered with a frame that does not decode as a reply (most likely a server
+    /// of another Muster version): the request reached it.
+    #[error("{addr}: bad reply: {reason}")]
+    BadReply { addr: String, reason: String },
+}
+
+impl CallError {
+    /// Whether the request may have reached the peer: then a write may have been applied,
+    /// and retrying it could apply it twice.
+    pub(crate) fn maybe_delivered(&self) -> bool {
+        match self {
+            CallError::Transport { sent, .. } => *sent,
+            CallError::BadReply { .. } => true,
+        }
+    }
+}
 
 async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4 + body.len());
@@ -173,8 +220,11 @@ impl RpcClient {
         addr: &str,
         req: &Request,
         timeout: Duration,
-    ) -> Result<Response, TransportError> {
-        let body = postcard::to_stdvec(req).map_err(|e| TransportError(e.to_string(), false))?;
+    ) -> Result<Response, CallError> {
+        let body = postcard::to_stdvec(req).map_err(|e| CallError::Transport {
+            reason: e.to_string(),
+            sent: false,
+        })?;
         let sent = std::sync::atomic::AtomicBool::new(false);
         let fut = async {
             // A pooled connection may have been closed by the peer; retry once on a fresh one.
@@ -191,23 +241,20 @@ impl RpcClient {
             Ok::<_, std::io::Error>(r)
         };
         let res = tokio::time::timeout(timeout, fut).await;
-        let bytes = match res {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => {
-                return Err(TransportError(
-                    format!("{addr}: {e}"),
-                    sent.load(std::sync::atomic::Ordering::Relaxed),
-                ))
+        let reason = match res {
+            Ok(Ok(bytes)) => {
+                return postcard::from_bytes(&bytes).map_err(|e| CallError::BadReply {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })
             }
-            Err(_) => {
-                return Err(TransportError(
-                    format!("{addr}: timed out after {timeout:?}"),
-                    sent.load(std::sync::atomic::Ordering::Relaxed),
-                ))
-            }
+            Ok(Err(e)) => format!("{addr}: {e}"),
+            Err(_) => format!("{addr}: timed out after {timeout:?}"),
         };
-        postcard::from_bytes(&bytes)
-            .map_err(|e| TransportError(format!("{addr}: bad reply: {e}"), true))
+        Err(CallError::Transport {
+            reason,
+            sent: sent.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 
     async fn exchange(
