@@ -57,6 +57,17 @@ fn read_value(arg: &str, stdin_step: &str) -> Result<Vec<u8>> {
     }
 }
 
+/// With `-cas`, adds the `-modify-index` the write is conditional on.
+fn push_cas(p: &Parsed, extra: &mut Vec<(&str, String)>) -> Result<()> {
+    if p.bool("cas") {
+        let idx = p
+            .num::<u64>("modify-index")?
+            .ok_or_else(|| Error::usage("-cas requires -modify-index"))?;
+        extra.push(("cas", idx.to_string()));
+    }
+    Ok(())
+}
+
 /// Decodes the agent's KV reply.
 fn decode_reply<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| Error::Json {
@@ -193,12 +204,7 @@ async fn kv_put(args: &[String]) -> Result<i32> {
     if let Some(f) = p.num::<u64>("flags")? {
         extra.push(("flags", f.to_string()));
     }
-    if p.bool("cas") {
-        let idx = p
-            .num::<u64>("modify-index")?
-            .ok_or_else(|| Error::usage("-cas requires -modify-index"))?;
-        extra.push(("cas", idx.to_string()));
-    }
+    push_cas(&p, &mut extra)?;
     for op in ["acquire", "release"] {
         if p.bool(op) {
             let s = p
@@ -239,12 +245,7 @@ async fn kv_delete(args: &[String]) -> Result<i32> {
     if p.bool("recurse") {
         extra.push(("recurse", String::new()));
     }
-    if p.bool("cas") {
-        let idx = p
-            .num::<u64>("modify-index")?
-            .ok_or_else(|| Error::usage("-cas requires -modify-index"))?;
-        extra.push(("cas", idx.to_string()));
-    }
+    push_cas(&p, &mut extra)?;
     let body = Client::new(&p)
         .call(
             reqwest::Method::DELETE,

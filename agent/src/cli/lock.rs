@@ -144,12 +144,7 @@ impl Lock {
             let key = e["Key"].as_str().unwrap_or("");
             if key == self.mutex_key() {
                 lock_index = e["ModifyIndex"].as_u64().unwrap_or(0);
-                let raw = e["Value"]
-                    .as_str()
-                    .and_then(base64_decode)
-                    .unwrap_or_default();
-                let doc: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                if let Some(h) = doc["Holders"].as_object() {
+                if let Some(h) = semaphore_doc(e)["Holders"].as_object() {
                     holders = h.keys().map(|k| (k.clone(), true)).collect();
                 }
             } else if let Some(s) = e["Session"].as_str() {
@@ -190,22 +185,6 @@ impl Lock {
 
     /// Whether we still hold the lock; `Err` when the agent could not be asked.
     async fn still_held(&self, index: &mut u64) -> Result<bool> {
-        if self.limit > 1 {
-            let (code, idx, body) = self
-                .get(&format!("/v1/kv/{}", self.mutex_key()), Some(*index))
-                .await?;
-            *index = idx;
-            if code != 200 {
-                return Ok(false);
-            }
-            let v: Value = serde_json::from_slice(&body)?;
-            let raw = v[0]["Value"]
-                .as_str()
-                .and_then(base64_decode)
-                .unwrap_or_default();
-            let doc: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-            return Ok(doc["Holders"].get(&self.session).is_some());
-        }
         let (code, idx, body) = self
             .get(&format!("/v1/kv/{}", self.mutex_key()), Some(*index))
             .await?;
@@ -214,6 +193,9 @@ impl Lock {
             return Ok(false);
         }
         let v: Value = serde_json::from_slice(&body)?;
+        if self.limit > 1 {
+            return Ok(semaphore_doc(&v[0])["Holders"].get(&self.session).is_some());
+        }
         Ok(v[0]["Session"].as_str() == Some(self.session.as_str()))
     }
 
@@ -280,9 +262,14 @@ fn qs_from(extra: &[(&str, String)]) -> String {
         .join("&")
 }
 
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// The semaphore's `.lock` document in a KV entry; `Null` when it is missing or unreadable.
+fn semaphore_doc(entry: &Value) -> Value {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).ok()
+    let raw = entry["Value"]
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .unwrap_or_default();
+    serde_json::from_slice(&raw).unwrap_or(Value::Null)
 }
 
 fn signal_group(child: &Child, sig: Signal) {
