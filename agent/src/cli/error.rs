@@ -46,7 +46,7 @@ pub enum Error {
     /// A reply from the agent that is not the JSON the command expects.
     #[error(transparent)]
     Reply(#[from] serde_json::Error),
-    /// Reading a local file or stdin, or writing stdout, failed; `what` names the step.
+    /// Reading a local file or stdin failed; `what` names the step.
     #[error("{what}")]
     Read {
         what: String,
