@@ -1,8 +1,29 @@
 //! Command-line flags the way Go's `flag` package reads them, so Consul scripts work as they
 //! are: `-flag`, `--flag`, `-flag=value`, `-flag value`; parsing stops at the first
-//! positional argument or at `--`.
+//! positional argument or at `--`. Shared by the agent's start-up flags (`config`) and the
+//! client commands (`cli`), so it sits beside both.
 
 use std::collections::HashMap;
+
+/// A flag the command line got wrong, worded as Go's `flag` package words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("flag provided but not defined: -{0}")]
+    Undefined(String),
+    #[error("flag needs an argument: -{0}")]
+    MissingValue(String),
+    #[error("invalid boolean value {value:?} for -{name}")]
+    NotABool { name: String, value: String },
+    #[error("invalid value {value:?} for flag -{name}: not a number")]
+    NotANumber { name: String, value: String },
+}
+
+/// Callers whose own errors are still strings take the message as it reads.
+impl From<Error> for String {
+    fn from(e: Error) -> String {
+        e.to_string()
+    }
+}
 
 /// How a flag takes its value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,19 +66,19 @@ impl Parsed {
     }
 
     /// A numeric flag, with an error naming the flag.
-    pub fn num<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, String> {
+    pub fn num<T: std::str::FromStr>(&self, name: &str) -> Result<Option<T>, Error> {
         match self.value(name) {
             None => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| format!("invalid value {v:?} for flag -{name}: not a number")),
+            Some(v) => v.parse().map(Some).map_err(|_| Error::NotANumber {
+                name: name.to_string(),
+                value: v.to_string(),
+            }),
         }
     }
 }
 
 /// Parses `args` against `spec`. Errors name the offending flag as Go's `flag` package does.
-pub fn parse(args: &[String], spec: &[(&str, Kind)]) -> Result<Parsed, String> {
+pub fn parse(args: &[String], spec: &[(&str, Kind)]) -> Result<Parsed, Error> {
     let mut out = Parsed::default();
     let mut i = 0;
     while i < args.len() {
@@ -80,21 +101,26 @@ pub fn parse(args: &[String], spec: &[(&str, Kind)]) -> Result<Parsed, String> {
             None => (body, None),
         };
         let Some((_, kind)) = spec.iter().find(|(n, _)| *n == name) else {
-            return Err(format!("flag provided but not defined: -{name}"));
+            return Err(Error::Undefined(name.to_string()));
         };
         let value = match (kind, inline) {
             (Kind::Bool, None) => "true".to_string(),
             (Kind::Bool, Some(v)) => match v.as_str() {
                 "true" | "1" | "t" | "T" | "TRUE" | "True" => "true".to_string(),
                 "false" | "0" | "f" | "F" | "FALSE" | "False" => "false".to_string(),
-                _ => return Err(format!("invalid boolean value {v:?} for -{name}")),
+                _ => {
+                    return Err(Error::NotABool {
+                        name: name.to_string(),
+                        value: v,
+                    })
+                }
             },
             (_, Some(v)) => v,
             (_, None) => {
                 i += 1;
                 match args.get(i) {
                     Some(v) => v.clone(),
-                    None => return Err(format!("flag needs an argument: -{name}")),
+                    None => return Err(Error::MissingValue(name.to_string())),
                 }
             }
         };
@@ -142,15 +168,15 @@ mod tests {
     #[test]
     fn errors_name_the_flag() {
         assert_eq!(
-            parse(&args("-bogus"), SPEC).unwrap_err(),
+            parse(&args("-bogus"), SPEC).unwrap_err().to_string(),
             "flag provided but not defined: -bogus"
         );
         assert_eq!(
-            parse(&args("-status"), SPEC).unwrap_err(),
+            parse(&args("-status"), SPEC).unwrap_err().to_string(),
             "flag needs an argument: -status"
         );
         assert_eq!(
-            parse(&args("-enable=maybe"), SPEC).unwrap_err(),
+            parse(&args("-enable=maybe"), SPEC).unwrap_err().to_string(),
             "invalid boolean value \"maybe\" for -enable"
         );
     }

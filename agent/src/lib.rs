@@ -3,7 +3,7 @@
 //! crate that knows all the others.
 
 pub mod agent;
-pub mod commands;
+pub mod cli;
 pub mod config;
 pub mod defs;
 pub mod flags;
@@ -11,8 +11,8 @@ pub mod flags;
 pub mod fuzz;
 pub mod gossip;
 pub mod local;
-mod lock;
 mod reconcile;
+pub mod signal;
 
 pub use agent::run;
 pub use config::Config;

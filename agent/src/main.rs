@@ -1,52 +1,18 @@
 //! `muster`: the agent and its client commands in one binary.
 
 use anyhow::anyhow;
-use muster_agent::{commands, config, flags, VERSION};
+use muster_agent::{cli, config, flags};
 use tokio_util::sync::CancellationToken;
-
-const USAGE: &str = "Usage: muster <command> [args]
-
-Commands:
-    agent        Runs a Muster agent
-    members      Lists the members of the cluster
-    join         Tells the local agent to join a cluster
-    leave        Gracefully leaves the cluster and shuts the local agent down
-    force-leave  Forces a member of the cluster to enter the \"left\" state
-    kv           Reads and writes the KV store (get, put, delete, export, import)
-    catalog      Lists nodes and services in the catalog
-    lock         Runs a command while holding a lock
-    maint        Controls node or service maintenance mode
-    services     Registers or deregisters services with the local agent
-    reload       Re-reads the agent's configuration files
-    recover      Makes a stopped server the only voter of its cluster, keeping its data
-    version      Prints the version";
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let code = match args.split_first() {
-        None => {
-            eprintln!("{USAGE}");
-            1
-        }
-        Some((cmd, rest)) => match cmd.trim_start_matches('-') {
-            "version" => {
-                println!("Muster v{VERSION}");
-                0
-            }
-            "help" | "h" => {
-                println!("{USAGE}");
-                0
-            }
-            "agent" => exit_code(agent(rest)),
-            _ => exit_code(client(cmd, rest)),
-        },
-    };
-    std::process::exit(code);
+    std::process::exit(cli::main(&args, agent));
 }
 
-fn exit_code(r: anyhow::Result<i32>) -> i32 {
-    match r {
-        Ok(c) => c,
+/// `muster agent ARGS`: runs the agent until a signal or `leave` stops it.
+fn agent(args: &[String]) -> i32 {
+    match run_agent(args) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("Error: {e:#}");
             1
@@ -54,19 +20,8 @@ fn exit_code(r: anyhow::Result<i32>) -> i32 {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| anyhow!("start runtime: {e}"))
-}
-
-fn client(cmd: &str, args: &[String]) -> anyhow::Result<i32> {
-    runtime()?.block_on(commands::run(cmd, args))
-}
-
-fn agent(args: &[String]) -> anyhow::Result<i32> {
-    let parsed = flags::parse(args, config::AGENT_FLAGS).map_err(|e| anyhow!(e))?;
+fn run_agent(args: &[String]) -> anyhow::Result<()> {
+    let parsed = flags::parse(args, config::AGENT_FLAGS)?;
     if let Some(extra) = parsed.positional.first() {
         return Err(anyhow!("unexpected argument {extra:?}"));
     }
@@ -107,18 +62,18 @@ fn agent(args: &[String]) -> anyhow::Result<i32> {
         tracing::warn!("{w}");
     }
     raise_fd_limit();
-    let rt = runtime()?;
+    let rt = cli::runtime()?;
     rt.block_on(async {
         let shutdown = CancellationToken::new();
         let s = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            muster_agent::signal::shutdown().await;
             tracing::info!("caught signal; leaving gracefully");
             s.cancel();
         });
         muster_agent::run(cfg, shutdown).await
     })?;
-    Ok(0)
+    Ok(())
 }
 
 /// Raises the soft limit on open files to the hard limit, as Consul does through Go's runtime:
@@ -133,20 +88,5 @@ fn raise_fd_limit() {
         },
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "cannot read the open file limit"),
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
 }

@@ -8,14 +8,15 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use muster_api::go_duration;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use crate::commands::{spec, Client};
-use crate::flags::{self, Kind, Parsed};
+use super::client::{self, Client};
+use super::error::{Error, Result};
+use crate::flags::{Kind, Parsed};
 
 /// Consul's flag values marking lock and semaphore keys, so either tool recognizes the other's.
 const LOCK_FLAG: u64 = 0x2ddc_cbc0_58a5_0c18;
@@ -41,7 +42,7 @@ impl Lock {
     }
 
     /// GET that returns (status, index, body), blocking when `index` is given.
-    async fn get(&self, path: &str, index: Option<u64>) -> anyhow::Result<(u16, u64, Vec<u8>)> {
+    async fn get(&self, path: &str, index: Option<u64>) -> Result<(u16, u64, Vec<u8>)> {
         let mut extra = Vec::new();
         if let Some(i) = index {
             extra.push(("index", i.to_string()));
@@ -58,7 +59,7 @@ impl Lock {
     }
 
     /// Takes the lock (or a slot), waiting as long as `timeout` allows.
-    async fn acquire(&self, timeout: Option<Duration>) -> anyhow::Result<bool> {
+    async fn acquire(&self, timeout: Option<Duration>) -> Result<bool> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         if self.limit > 1 {
@@ -75,7 +76,7 @@ impl Lock {
                 )
                 .await?;
             if !ok.starts_with(b"true") {
-                bail!("cannot register as a contender for {}", self.prefix);
+                return Err(Error::Contender(self.prefix.clone()));
             }
         }
         loop {
@@ -109,7 +110,7 @@ impl Lock {
         }
     }
 
-    async fn try_mutex(&self) -> anyhow::Result<(bool, u64)> {
+    async fn try_mutex(&self) -> Result<(bool, u64)> {
         let key = self.mutex_key();
         let r = self
             .client
@@ -127,9 +128,7 @@ impl Lock {
     }
 
     /// Reads the semaphore: the `.lock` document and the live contenders under the prefix.
-    async fn read_semaphore(
-        &self,
-    ) -> anyhow::Result<(u64, u64, BTreeMap<String, bool>, Vec<String>)> {
+    async fn read_semaphore(&self) -> Result<(u64, u64, BTreeMap<String, bool>, Vec<String>)> {
         let (code, index, body) = self
             .get(&format!("/v1/kv/{}/?recurse", self.prefix), None)
             .await?;
@@ -145,12 +144,7 @@ impl Lock {
             let key = e["Key"].as_str().unwrap_or("");
             if key == self.mutex_key() {
                 lock_index = e["ModifyIndex"].as_u64().unwrap_or(0);
-                let raw = e["Value"]
-                    .as_str()
-                    .and_then(base64_decode)
-                    .unwrap_or_default();
-                let doc: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                if let Some(h) = doc["Holders"].as_object() {
+                if let Some(h) = semaphore_doc(e)["Holders"].as_object() {
                     holders = h.keys().map(|k| (k.clone(), true)).collect();
                 }
             } else if let Some(s) = e["Session"].as_str() {
@@ -160,7 +154,7 @@ impl Lock {
         Ok((index, lock_index, holders, live))
     }
 
-    async fn try_semaphore(&self) -> anyhow::Result<(bool, u64)> {
+    async fn try_semaphore(&self) -> Result<(bool, u64)> {
         let (index, lock_index, mut holders, live) = self.read_semaphore().await?;
         // Holders whose session died no longer count.
         holders.retain(|h, _| live.contains(h));
@@ -190,23 +184,7 @@ impl Lock {
     }
 
     /// Whether we still hold the lock; `Err` when the agent could not be asked.
-    async fn still_held(&self, index: &mut u64) -> anyhow::Result<bool> {
-        if self.limit > 1 {
-            let (code, idx, body) = self
-                .get(&format!("/v1/kv/{}", self.mutex_key()), Some(*index))
-                .await?;
-            *index = idx;
-            if code != 200 {
-                return Ok(false);
-            }
-            let v: Value = serde_json::from_slice(&body)?;
-            let raw = v[0]["Value"]
-                .as_str()
-                .and_then(base64_decode)
-                .unwrap_or_default();
-            let doc: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-            return Ok(doc["Holders"].get(&self.session).is_some());
-        }
+    async fn still_held(&self, index: &mut u64) -> Result<bool> {
         let (code, idx, body) = self
             .get(&format!("/v1/kv/{}", self.mutex_key()), Some(*index))
             .await?;
@@ -215,6 +193,9 @@ impl Lock {
             return Ok(false);
         }
         let v: Value = serde_json::from_slice(&body)?;
+        if self.limit > 1 {
+            return Ok(semaphore_doc(&v[0])["Holders"].get(&self.session).is_some());
+        }
         Ok(v[0]["Session"].as_str() == Some(self.session.as_str()))
     }
 
@@ -281,9 +262,14 @@ fn qs_from(extra: &[(&str, String)]) -> String {
         .join("&")
 }
 
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// The semaphore's `.lock` document in a KV entry; `Null` when it is missing or unreadable.
+fn semaphore_doc(entry: &Value) -> Value {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).ok()
+    let raw = entry["Value"]
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .unwrap_or_default();
+    serde_json::from_slice(&raw).unwrap_or(Value::Null)
 }
 
 fn signal_group(child: &Child, sig: Signal) {
@@ -305,38 +291,47 @@ async fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
     }
 }
 
-fn parse_args(args: &[String]) -> anyhow::Result<Parsed> {
-    let spec = spec(&[
-        ("n", Kind::Value),
-        ("name", Kind::Value),
-        ("timeout", Kind::Value),
-        ("monitor-retry", Kind::Value),
-        ("shell", Kind::Bool),
-        ("child-exit-code", Kind::Bool),
-        ("verbose", Kind::Bool),
-        ("pass-stdin", Kind::Bool),
-    ]);
-    flags::parse(args, &spec).map_err(|e| anyhow!(e))
+fn parse_args(args: &[String]) -> Result<Parsed> {
+    client::parse(
+        args,
+        &[
+            ("n", Kind::Value),
+            ("name", Kind::Value),
+            ("timeout", Kind::Value),
+            ("monitor-retry", Kind::Value),
+            ("shell", Kind::Bool),
+            ("child-exit-code", Kind::Bool),
+            ("verbose", Kind::Bool),
+            ("pass-stdin", Kind::Bool),
+        ],
+    )
 }
 
-pub(crate) async fn run(args: &[String]) -> anyhow::Result<i32> {
+/// `muster lock [options] PREFIX COMMAND`: runs COMMAND while holding the lock.
+pub(crate) async fn run(args: &[String]) -> Result<i32> {
+    const USAGE: &str = "usage: muster lock [options] PREFIX COMMAND";
     let p = parse_args(args)?;
     let [prefix, command @ ..] = p.positional.as_slice() else {
-        bail!("usage: muster lock [options] PREFIX COMMAND");
+        return Err(Error::usage(USAGE));
     };
     if command.is_empty() {
-        bail!("usage: muster lock [options] PREFIX COMMAND");
+        return Err(Error::usage(USAGE));
     }
-    let limit: usize = p.num("n").map_err(|e| anyhow!(e))?.unwrap_or(1);
+    let limit: usize = p.num("n")?.unwrap_or(1);
     if limit == 0 {
-        bail!("-n must be at least 1");
+        return Err(Error::usage("-n must be at least 1"));
     }
-    let monitor_retry: u32 = p.num("monitor-retry").map_err(|e| anyhow!(e))?.unwrap_or(3);
+    let monitor_retry: u32 = p.num("monitor-retry")?.unwrap_or(3);
     let timeout = match p.value("timeout") {
-        Some(t) => match crate::commands::go_duration(t) {
+        Some(t) => match go_duration(t) {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
-            None => bail!("invalid value {t:?} for flag -timeout"),
+            None => {
+                return Err(Error::InvalidFlag {
+                    flag: "timeout",
+                    value: t.to_string(),
+                })
+            }
         },
         None => None,
     };
@@ -351,7 +346,7 @@ pub(crate) async fn run(args: &[String]) -> anyhow::Result<i32> {
     let created = client
         .call(reqwest::Method::PUT, "/v1/session/create", Some(body))
         .await
-        .context("create session")?;
+        .map_err(|e| Error::CreateSession(Box::new(e)))?;
     let session = serde_json::from_slice::<Value>(&created)?["ID"]
         .as_str()
         .unwrap_or_default()
@@ -382,7 +377,7 @@ pub(crate) async fn run(args: &[String]) -> anyhow::Result<i32> {
     };
     let acquired = tokio::select! {
         r = lock.acquire(timeout) => r,
-        _ = shutdown_signal() => Ok(false),
+        _ = crate::signal::shutdown() => Ok(false),
     };
     let acquired = match acquired {
         Ok(a) => a,
@@ -422,7 +417,10 @@ pub(crate) async fn run(args: &[String]) -> anyhow::Result<i32> {
         Err(e) => {
             lock.release().await;
             renew.abort();
-            bail!("cannot start {:?}: {e}", command.join(" "));
+            return Err(Error::Spawn {
+                command: command.join(" "),
+                reason: e,
+            });
         }
     };
 
@@ -469,19 +467,4 @@ pub(crate) async fn run(args: &[String]) -> anyhow::Result<i32> {
     } else {
         0
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut t), Ok(mut i)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = t.recv() => {}
-        _ = i.recv() => {}
-    }
 }
