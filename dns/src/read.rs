@@ -100,37 +100,7 @@ impl Reader {
         self.read(&self.services, name, q, build).await
     }
 
-    /// The consistency to read at: stale unless `allow_stale` is off or this server has not
-    /// heard from the leader for `max_stale`. On a server, a non-stale mode is settled here
-    /// (the barrier), so the local reads that follow may be stale reads.
-    async fn mode(&self) -> muster_server::Result<Consistency> {
-        if !self.server.is_server() {
-            // The server a client agent asks reports how stale it is: see `read`.
-            return Ok(if self.config.allow_stale {
-                Consistency::Stale
-            } else {
-                Consistency::Default
-            });
-        }
-        if self.config.allow_stale {
-            let meta = self.server.barrier(Consistency::Stale).await?;
-            if u128::from(meta.last_contact_ms) <= self.config.max_stale.as_millis() {
-                return Ok(Consistency::Stale);
-            }
-        }
-        // Resolvers give up after a few seconds: wait for an election, not for Raft's hold.
-        self.server
-            .barrier_within(Consistency::Default, Duration::from_secs(1))
-            .await?;
-        Ok(Consistency::Default)
-    }
-
     /// Reads `q` through `cache` under `key`; `build` turns the result into what is kept.
-    ///
-    /// On a server, an entry is current while nothing was applied since it was checked, and
-    /// stays so while the query's index does not move: most queries cost one atomic load.
-    /// On a client agent, each query asks a server for the index first; when no server
-    /// answers, an entry younger than `max_stale` is answered with.
     async fn read<T: Clone + Send + 'static>(
         &self,
         cache: &Cache<T>,
@@ -138,13 +108,89 @@ impl Reader {
         q: Query,
         build: impl FnOnce(QueryResult) -> T,
     ) -> muster_server::Result<T> {
-        let get = |current: &dyn Fn(&mut Cached<T>) -> bool| -> Option<T> {
-            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            c.get_mut(key)
-                .and_then(|e| current(e).then(|| e.value.clone()))
+        if self.server.is_server() {
+            self.read_local(cache, key, q, build).await
+        } else {
+            self.read_remote(cache, key, q, build).await
+        }
+    }
+
+    /// On a server: an entry is current while nothing was applied since it was checked, and
+    /// stays so while the query's index does not move: most queries cost one atomic load.
+    async fn read_local<T: Clone>(
+        &self,
+        cache: &Cache<T>,
+        key: &str,
+        q: Query,
+        build: impl FnOnce(QueryResult) -> T,
+    ) -> muster_server::Result<T> {
+        self.barrier().await?;
+        let applied = self.server.applied_index().unwrap_or(0);
+        if let Some(v) = get(cache, key, |e| e.applied == applied) {
+            return Ok(v);
+        }
+        let meta = self.server.read_meta(Consistency::Stale, q.clone()).await?;
+        let now = Instant::now();
+        let reuse = |e: &mut Cached<T>| {
+            let same = e.index == meta.index;
+            if same {
+                e.applied = applied;
+                e.fetched = now;
+                e.used = now;
+            }
+            same
         };
-        let cached = self.config.use_cache && !self.server.is_server();
-        if cached {
+        if let Some(v) = get(cache, key, reuse) {
+            return Ok(v);
+        }
+        let (result, meta) = self.server.read(Consistency::Stale, q).await?;
+        let value = build(result);
+        store(
+            cache,
+            key,
+            Cached {
+                applied,
+                index: meta.index,
+                fetched: now,
+                used: now,
+                watched: false,
+                value: value.clone(),
+            },
+        );
+        Ok(value)
+    }
+
+    /// Makes local state as fresh as DNS reads need: stale unless `allow_stale` is off or
+    /// this server has not heard from the leader for `max_stale`, else the leader's view
+    /// (the barrier settles it, so the local reads that follow may be stale reads).
+    async fn barrier(&self) -> muster_server::Result<()> {
+        if self.config.allow_stale {
+            let meta = self.server.barrier(Consistency::Stale).await?;
+            if u128::from(meta.last_contact_ms) <= self.config.max_stale.as_millis() {
+                return Ok(());
+            }
+        }
+        // Resolvers give up after a few seconds: wait for an election, not for Raft's hold.
+        self.server
+            .barrier_within(Consistency::Default, Duration::from_secs(1))
+            .await?;
+        Ok(())
+    }
+
+    /// On a client agent: with `use_cache`, a watched entry young enough is the answer;
+    /// otherwise one read on a server, which also reports how stale that server is. Only a
+    /// server that has not heard from the leader for `max_stale` is asked again, for the
+    /// leader's view. When no server answers, an entry younger than `max_stale` is answered
+    /// with.
+    async fn read_remote<T: Clone + Send + 'static>(
+        &self,
+        cache: &Cache<T>,
+        key: &str,
+        q: Query,
+        build: impl FnOnce(QueryResult) -> T,
+    ) -> muster_server::Result<T> {
+        let watched = self.config.use_cache;
+        if watched {
             let now = Instant::now();
             let current = |e: &mut Cached<T>| {
                 let age = e.fetched.elapsed();
@@ -156,65 +202,33 @@ impl Reader {
                 }
                 ok
             };
-            if let Some(v) = get(&current) {
+            if let Some(v) = get(cache, key, current) {
                 return Ok(v);
             }
         }
-        let mut mode = self.mode().await?;
-        let applied = self.server.applied_index();
-        if let Some(a) = applied {
-            if let Some(v) = get(&|e| e.applied == a) {
-                return Ok(v);
-            }
-            mode = Consistency::Stale;
-        }
-        // Only a client agent with `use_cache` keeps the query, for the entry's watcher.
-        let q_watch = cached.then(|| q.clone());
         let fresh = async {
-            let mut meta = self.server.read_meta(mode, q.clone()).await?;
+            let mode = if self.config.allow_stale {
+                Consistency::Stale
+            } else {
+                Consistency::Default
+            };
+            let (mut result, mut meta) = self.server.read(mode, q.clone()).await?;
             if mode == Consistency::Stale
-                && applied.is_none()
                 && u128::from(meta.last_contact_ms) > self.config.max_stale.as_millis()
             {
-                mode = Consistency::Default;
-                meta = self.server.read_meta(mode, q.clone()).await?;
+                (result, meta) = self.server.read(Consistency::Default, q.clone()).await?;
             }
-            let now = Instant::now();
-            let reuse = |e: &mut Cached<T>| {
-                // A watched entry found stale is read afresh, which restarts its watcher.
-                let same = e.index == meta.index && !e.watched;
-                if same {
-                    e.applied = applied.unwrap_or(0);
-                    e.fetched = now;
-                    e.used = now;
-                }
-                same
-            };
-            if let Some(v) = get(&reuse) {
-                return Ok(v);
-            }
-            let (result, meta) = self.server.read(mode, q).await?;
             let value = build(result);
-            let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
-            // Bounds memory against queries for ever new names.
-            if c.len() > 4096 {
-                c.clear();
-            }
-            // One watcher per entry: a concurrent miss that read the same index has one.
-            let watch = cached
-                && !c
-                    .get(key)
-                    .is_some_and(|e| e.watched && e.index == meta.index);
+            let now = Instant::now();
             let entry = Cached {
-                applied: applied.unwrap_or(0),
+                applied: 0,
                 index: meta.index,
                 fetched: now,
                 used: now,
-                watched: cached,
+                watched,
                 value: value.clone(),
             };
-            c.insert(key.to_string(), entry);
-            if let Some(q) = q_watch.filter(|_| watch) {
+            if store(cache, key, entry) {
                 tokio::spawn(watch_entry(
                     self.server.clone(),
                     cache.clone(),
@@ -228,11 +242,10 @@ impl Reader {
         };
         match fresh.await {
             Ok(v) => Ok(v),
-            Err(e) if applied.is_none() => {
+            Err(e) => {
                 let max = self.config.max_stale;
-                get(&|c| c.fetched.elapsed() <= max).ok_or(e)
+                get(cache, key, |c| c.fetched.elapsed() <= max).ok_or(e)
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -245,6 +258,33 @@ impl Reader {
         }
         wait.max(Duration::from_millis(100))
     }
+}
+
+/// The value under `key`, if `current` accepts its entry (and may refresh it).
+fn get<T: Clone>(
+    cache: &Cache<T>,
+    key: &str,
+    current: impl FnOnce(&mut Cached<T>) -> bool,
+) -> Option<T> {
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    c.get_mut(key)
+        .and_then(|e| current(e).then(|| e.value.clone()))
+}
+
+/// Keeps `entry` under `key`. True if it needs a watcher: it is watched, and no watcher
+/// already keeps the same index (a concurrent miss that read the same index started one).
+fn store<T>(cache: &Cache<T>, key: &str, entry: Cached<T>) -> bool {
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    // Bounds memory against queries for ever new names.
+    if c.len() > 4096 {
+        c.clear();
+    }
+    let watch = entry.watched
+        && !c
+            .get(key)
+            .is_some_and(|e| e.watched && e.index == entry.index);
+    c.insert(key.to_string(), entry);
+    watch
 }
 
 /// Keeps a client agent's cached answer for `key` current (`use_cache`): a blocking query
@@ -294,3 +334,6 @@ async fn watch_entry<T>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
