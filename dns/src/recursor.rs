@@ -17,7 +17,7 @@ use hickory_proto::rr::RecordType;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
-use crate::Answer;
+use crate::answer::Answer;
 
 /// Largest upstream reply read (hickory's own UDP receive buffer).
 const MAX_REPLY: usize = 4096;

@@ -25,8 +25,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::DnsHandler;
-
 /// A warning about a client at its connection limit: at most one per this.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (out of file descriptors), so the loop does not spin.
@@ -91,8 +89,8 @@ impl Drop for Slot {
 
 /// Accepts connections on `listener` until `cancel` fires, then waits for open ones to end
 /// (each ends within its timeouts, or at once on `cancel` while it waits for a query).
-pub(crate) async fn serve(
-    handler: Arc<DnsHandler>,
+pub(crate) async fn serve<H: RequestHandler>(
+    handler: Arc<H>,
     listener: TcpListener,
     limits: TcpLimits,
     cancel: CancellationToken,
@@ -130,8 +128,8 @@ pub(crate) async fn serve(
 
 /// Answers the queries of one connection, one at a time, until the client closes it, breaks
 /// a timeout, or `cancel` fires.
-async fn connection(
-    handler: Arc<DnsHandler>,
+async fn connection<H: RequestHandler>(
+    handler: Arc<H>,
     mut stream: TcpStream,
     peer: SocketAddr,
     limits: TcpLimits,
@@ -163,7 +161,7 @@ async fn connection(
             return;
         }
         wait = limits.idle_timeout;
-        let Some(frame) = answer(&handler, &msg, peer, &reply).await else {
+        let Some(frame) = answer(handler.as_ref(), &msg, peer, &reply).await else {
             continue;
         };
         let sent = tokio::time::timeout(limits.timeout, stream.write_all(&frame)).await;
@@ -177,8 +175,8 @@ async fn connection(
 /// The framed answer to `msg`, if it gets one: a query is answered by the handler, a
 /// message with a readable header but a bad body gets FORMERR (as hickory's UDP side does),
 /// anything else (a response, fewer than 12 bytes) nothing.
-async fn answer(
-    handler: &DnsHandler,
+async fn answer<H: RequestHandler>(
+    handler: &H,
     msg: &[u8],
     peer: SocketAddr,
     reply: &Reply,
