@@ -207,6 +207,11 @@ pub(crate) async fn read(
 
 /// Like [`read`], but first asks only for the index, and answers from `cache` when it holds
 /// the encoded reply for exactly that index. `encode_fn` turns fresh data into the reply.
+///
+/// On a server, a miss reads the local catalog under the barrier [`Server::read_meta`]
+/// already ran: a follower asks the leader for its read index once per request, not twice.
+///
+/// [`Server::read_meta`]: muster_server::Server::read_meta
 pub(crate) async fn read_cached(
     st: &crate::ApiState,
     p: &Params,
@@ -217,13 +222,22 @@ pub(crate) async fn read_cached(
     p.check_dc(&st.agent.datacenter())?;
     let mode = p.consistency()?;
     let blocking = p.block()?.is_some_and(|(i, _)| i > 0);
+    let mut fresh = None;
     if !blocking {
-        let meta = st.server.read_meta(mode, q.clone()).await?;
+        let mut meta = st.server.read_meta(mode, q.clone()).await?;
         if let Some(body) = st.cache.get(&cache_key, meta.index) {
             return Ok(with_meta(json_bytes(body), &meta, mode));
         }
+        if let Some(catalog) = st.server.catalog() {
+            let (res, index) = catalog.query(&q)?;
+            meta.index = index;
+            fresh = Some((res, meta, mode));
+        }
     }
-    let (res, meta, mode) = read(st, p, q).await?;
+    let (res, meta, mode) = match fresh {
+        Some(f) => f,
+        None => read(st, p, q).await?,
+    };
     let body = match st.cache.get(&cache_key, meta.index) {
         Some(b) => b,
         None => {
