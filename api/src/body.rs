@@ -1,22 +1,14 @@
 //! JSON request bodies read as Go's `encoding/json` reads them: a field name matches in any
 //! case (`"node"` and `"NODE"` fill `Node`), so every body Consul accepts is accepted here.
-//! Keys of user maps (`Meta`, `NodeMeta`, `TaggedAddresses`) are data and stay as sent.
+//! Keys of user maps (`Meta`, `NodeMeta`, `TaggedAddresses`) are data and stay as sent. The
+//! field names come from [`crate::requests`], which holds every body type.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
-use serde::de::{self, DeserializeOwned, Visitor};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
-
-/// The field names of the listed request body types, for [`body`]'s case folding.
-macro_rules! field_names {
-    ($($t:ty),* $(,)?) => {
-        [$($crate::body::fields::<$t>()),*].concat()
-    };
-}
-pub(crate) use field_names;
 
 /// Fields whose values are maps with keys of the caller's choosing.
 const USER_MAPS: [&str; 3] = ["Meta", "NodeMeta", "TaggedAddresses"];
@@ -26,7 +18,7 @@ const USER_MAPS: [&str; 3] = ["Meta", "NodeMeta", "TaggedAddresses"];
 pub(crate) fn body<T: DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
     let fail = |e: serde_json::Error| ApiError::BadRequest(format!("Request decode failed: {e}"));
     let mut v = json_value(b)?;
-    fold_keys(&mut v, names());
+    fold_keys(&mut v, crate::requests::field_names());
     serde_json::from_value(v).map_err(fail)
 }
 
@@ -79,89 +71,9 @@ fn fold_keys(v: &mut Value, names: &HashMap<String, &'static str>) {
     }
 }
 
-/// Every field name of the request bodies, by its lowercase form.
-fn names() -> &'static HashMap<String, &'static str> {
-    static NAMES: OnceLock<HashMap<String, &'static str>> = OnceLock::new();
-    NAMES.get_or_init(|| {
-        let all = [
-            crate::catalog::field_names(),
-            crate::session::field_names(),
-            crate::txn::field_names(),
-            crate::agent::field_names(),
-        ];
-        all.into_iter()
-            .flatten()
-            .map(|n| (n.to_ascii_lowercase(), n))
-            .collect()
-    })
-}
-
-/// The field names serde expects for struct `T`, read off its `Deserialize` impl.
-pub(crate) fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
-    struct Probe<'a>(&'a mut &'static [&'static str]);
-
-    impl<'de> de::Deserializer<'de> for Probe<'_> {
-        type Error = de::value::Error;
-
-        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
-            Err(de::Error::custom("not a struct"))
-        }
-
-        fn deserialize_struct<V: Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Self::Error> {
-            *self.0 = fields;
-            Err(de::Error::custom("probed"))
-        }
-
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
-            identifier ignored_any
-        }
-    }
-
-    let mut out: &'static [&'static str] = &[];
-    let _ = T::deserialize(Probe(&mut out));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, serde::Deserialize, PartialEq)]
-    #[serde(rename_all = "PascalCase")]
-    struct Probe {
-        #[serde(rename = "ServiceID")]
-        service_id: String,
-        node_meta: Option<HashMap<String, String>>,
-    }
-
-    #[test]
-    fn request_field_names_are_unambiguous_but_for_case() {
-        let mut seen: HashMap<String, &str> = HashMap::new();
-        for n in [
-            crate::catalog::field_names(),
-            crate::session::field_names(),
-            crate::txn::field_names(),
-            crate::agent::field_names(),
-        ]
-        .concat()
-        {
-            let prev = seen.insert(n.to_ascii_lowercase(), n);
-            assert!(prev.is_none_or(|p| p == n), "{prev:?} and {n}");
-        }
-        assert!(seen.contains_key("skipnodeupdate") && seen.contains_key("ttl"));
-    }
-
-    #[test]
-    fn reads_a_structs_field_names() {
-        assert_eq!(fields::<Probe>(), ["ServiceID", "NodeMeta"]);
-    }
 
     #[test]
     fn folds_field_names_but_not_user_map_keys() {

@@ -1,4 +1,5 @@
-//! `/v1/catalog/*` and `/v1/health/*`.
+//! `/v1/catalog/*`: registering and deregistering nodes, services and checks, and reading
+//! them back.
 
 use std::collections::BTreeMap;
 
@@ -6,123 +7,21 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use muster_server::model::{
-    Check, Command, HealthStatus, Node, Query, QueryResult, Registration, Service, ServiceHealth,
-};
-use serde::Deserialize;
-use serde_json::Value;
+use muster_server::model::{Check, Command, Node, Query, QueryResult, Registration};
 
+use crate::body::body;
 use crate::cache;
 use crate::error::{ApiError, ApiResult};
-use crate::filter;
-use crate::params::{encode, json, read, read_cached, set_meta, with_meta, Params};
-use crate::types::{
-    AgentService, CatalogNode, CatalogService, HealthCheck, NodeServices, ServiceEntry,
-};
+use crate::params::Params;
+use crate::read::{read, read_cached};
+use crate::reply::{encode, json, with_meta, write_reply};
+use crate::requests::{CheckIn, DeregisterIn, RegisterIn, ServiceIn};
+use crate::types::{AgentService, CatalogNode, CatalogService, NodeServices};
 use crate::ApiState;
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct WeightsIn {
-    passing: Option<u32>,
-    warning: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct ServiceIn {
-    #[serde(rename = "ID")]
-    id: Option<String>,
-    service: Option<String>,
-    tags: Option<Vec<String>>,
-    address: Option<String>,
-    meta: Option<BTreeMap<String, String>>,
-    port: Option<u16>,
-    weights: Option<WeightsIn>,
-    enable_tag_override: Option<bool>,
-    /// Only read by transactions' `cas` verbs.
-    pub(crate) modify_index: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub(crate) struct CheckIn {
-    #[serde(rename = "CheckID")]
-    check_id: Option<String>,
-    name: Option<String>,
-    notes: Option<String>,
-    status: Option<String>,
-    #[serde(rename = "ServiceID")]
-    service_id: Option<String>,
-    output: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RegisterIn {
-    #[serde(rename = "ID")]
-    id: Option<String>,
-    node: Option<String>,
-    address: Option<String>,
-    datacenter: Option<String>,
-    tagged_addresses: Option<BTreeMap<String, String>>,
-    node_meta: Option<BTreeMap<String, String>>,
-    service: Option<ServiceIn>,
-    check: Option<CheckIn>,
-    checks: Option<Vec<CheckIn>>,
-    skip_node_update: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DeregisterIn {
-    node: Option<String>,
-    #[serde(rename = "ServiceID")]
-    service_id: Option<String>,
-    #[serde(rename = "CheckID")]
-    check_id: Option<String>,
-    datacenter: Option<String>,
-}
-
-pub(crate) use crate::body::body;
-
-/// The field names of this module's request bodies (see [`crate::body`]).
-pub(crate) fn field_names() -> Vec<&'static str> {
-    crate::body::field_names!(WeightsIn, ServiceIn, CheckIn, RegisterIn, DeregisterIn)
-}
-
-pub(crate) fn service_from(s: ServiceIn) -> ApiResult<Service> {
-    let name = s.service.unwrap_or_default();
-    if name.is_empty() {
-        return Err(ApiError::BadRequest("Must provide service name".into()));
-    }
-    let w = s.weights.unwrap_or(WeightsIn {
-        passing: None,
-        warning: None,
-    });
-    Ok(Service {
-        id: s
-            .id
-            .filter(|i| !i.is_empty())
-            .unwrap_or_else(|| name.clone()),
-        name,
-        tags: s.tags.unwrap_or_default(),
-        address: s.address.unwrap_or_default(),
-        port: s.port.unwrap_or(0),
-        meta: s.meta.unwrap_or_default(),
-        weight_passing: w.passing.unwrap_or(1),
-        weight_warning: w.warning.unwrap_or(1),
-        enable_tag_override: s.enable_tag_override.unwrap_or(false),
-        ..Default::default()
-    })
-}
-
+/// A registration's check: it belongs to the registered node; its ID defaults to its name.
 fn check_from(c: CheckIn, node: &str) -> ApiResult<Check> {
-    let status = match c.status.as_deref().unwrap_or("") {
-        "" => HealthStatus::Critical,
-        s => HealthStatus::parse(s)
-            .ok_or_else(|| ApiError::BadRequest(format!("Invalid check status {s:?}")))?,
-    };
+    let status = c.health_status()?;
     let id = c
         .check_id
         .filter(|i| !i.is_empty())
@@ -141,21 +40,6 @@ fn check_from(c: CheckIn, node: &str) -> ApiResult<Check> {
         service_id: c.service_id.unwrap_or_default(),
         ..Default::default()
     })
-}
-
-fn write_reply(ok: bool, index: u64, p: &Params) -> Response {
-    let mut resp = json(&ok, p.pretty());
-    let meta = muster_server::model::ReadMeta {
-        index,
-        known_leader: true,
-        last_contact_ms: 0,
-    };
-    set_meta(
-        resp.headers_mut(),
-        &meta,
-        muster_server::model::Consistency::Default,
-    );
-    resp
 }
 
 pub(crate) async fn catalog_register(
@@ -191,7 +75,7 @@ pub(crate) async fn catalog_register(
             "Must provide address if SkipNodeUpdate is not set".into(),
         ));
     }
-    let service = r.service.map(service_from).transpose()?;
+    let service = r.service.map(ServiceIn::into_service).transpose()?;
     let mut checks = Vec::new();
     for c in r.check.into_iter().chain(r.checks.unwrap_or_default()) {
         checks.push(check_from(c, &node)?);
@@ -216,7 +100,7 @@ pub(crate) async fn catalog_register(
             "A check refers to a service the node does not have".into(),
         ));
     }
-    Ok(write_reply(true, res.index, &p))
+    Ok(write_reply(true, res.index, p.pretty()))
 }
 
 pub(crate) async fn catalog_deregister(
@@ -242,7 +126,7 @@ pub(crate) async fn catalog_deregister(
         check_id: d.check_id.filter(|s| !s.is_empty()),
     };
     let res = st.server.write(cmd).await?;
-    Ok(write_reply(res.success, res.index, &p))
+    Ok(write_reply(res.success, res.index, p.pretty()))
 }
 
 pub(crate) async fn catalog_datacenters(
@@ -255,24 +139,6 @@ pub(crate) async fn catalog_datacenters(
     )
 }
 
-/// `?node-meta=k:v` (repeatable, all must match).
-fn node_meta_ok(p: &Params, meta: &BTreeMap<String, String>) -> bool {
-    p.all("node-meta").iter().all(|kv| {
-        let (k, v) = kv.split_once(':').unwrap_or((kv, ""));
-        meta.get(k).is_some_and(|x| x == v)
-    })
-}
-
-/// `?tag=` (repeatable, all must be present).
-fn tags_ok(p: &Params, tags: &[String]) -> bool {
-    p.all("tag").iter().all(|t| tags.contains(t))
-}
-
-/// Applies `?filter=` to already-serialized results.
-fn filtered<T: filter::Filterable>(p: &Params, items: Vec<T>) -> ApiResult<Vec<Value>> {
-    filter::apply(p.get("filter"), items).map_err(ApiError::BadRequest)
-}
-
 pub(crate) async fn catalog_nodes(
     State(st): State<ApiState>,
     RawQuery(q): RawQuery,
@@ -282,13 +148,13 @@ pub(crate) async fn catalog_nodes(
     let nodes: Vec<CatalogNode> = match res {
         QueryResult::Nodes(n) => n
             .into_iter()
-            .filter(|n| node_meta_ok(&p, &n.meta))
+            .filter(|n| p.node_meta_ok(&n.meta))
             .map(Into::into)
             .collect(),
         _ => Vec::new(),
     };
     Ok(with_meta(
-        json(&filtered(&p, nodes)?, p.pretty()),
+        json(&p.filtered(nodes)?, p.pretty()),
         &meta,
         mode,
     ))
@@ -344,112 +210,12 @@ pub(crate) async fn catalog_service(
         let list: Vec<CatalogService> = match res {
             QueryResult::ServiceNodes(v) => v
                 .into_iter()
-                .filter(|(n, s)| tags_ok(&p, &s.tags) && node_meta_ok(&p, &n.meta))
+                .filter(|(n, s)| p.tags_ok(&s.tags) && p.node_meta_ok(&n.meta))
                 .map(|(n, s)| CatalogService::new(n, s))
                 .collect(),
             _ => Vec::new(),
         };
-        encode(&filtered(&p, list)?, p.pretty())
+        encode(&p.filtered(list)?, p.pretty())
     })
-    .await
-}
-
-fn health_checks(checks: Vec<Check>, tags: &[String]) -> Vec<HealthCheck> {
-    checks
-        .into_iter()
-        .map(|c| {
-            let service = !c.service_id.is_empty();
-            let mut h = HealthCheck::from(c);
-            if service {
-                h.service_tags = tags.to_vec();
-            }
-            h
-        })
-        .collect()
-}
-
-pub(crate) async fn health_service(
-    State(st): State<ApiState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    let p = Params::parse(q.as_deref());
-    let passing = p.has("passing") && p.get("passing") != Some("false");
-    let cache_key = cache::key(&format!("health/service/{name}"), q.as_deref());
-    read_cached(&st, &p, Query::ServiceHealth { name }, cache_key, |res| {
-        let list: Vec<ServiceEntry> = match res {
-            QueryResult::ServiceHealth(v) => v
-                .into_iter()
-                .filter(|h: &ServiceHealth| {
-                    tags_ok(&p, &h.service.tags) && node_meta_ok(&p, &h.node.meta)
-                })
-                .filter(|h| !passing || h.checks.iter().all(|c| c.status == HealthStatus::Passing))
-                .map(|h| {
-                    let tags = h.service.tags.clone();
-                    ServiceEntry {
-                        node: h.node.into(),
-                        service: h.service.into(),
-                        checks: health_checks(h.checks, &tags),
-                    }
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        encode(&filtered(&p, list)?, p.pretty())
-    })
-    .await
-}
-
-async fn checks_reply(st: ApiState, p: Params, query: Query) -> ApiResult<Response> {
-    let (res, meta, mode) = read(&st, &p, query).await?;
-    let checks: Vec<HealthCheck> = match res {
-        QueryResult::Checks(c) => c.into_iter().map(Into::into).collect(),
-        _ => Vec::new(),
-    };
-    Ok(with_meta(
-        json(&filtered(&p, checks)?, p.pretty()),
-        &meta,
-        mode,
-    ))
-}
-
-pub(crate) async fn health_node(
-    State(st): State<ApiState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    checks_reply(st, Params::parse(q.as_deref()), Query::NodeChecks { name }).await
-}
-
-pub(crate) async fn health_checks_of(
-    State(st): State<ApiState>,
-    Path(name): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    checks_reply(
-        st,
-        Params::parse(q.as_deref()),
-        Query::ServiceChecks { name },
-    )
-    .await
-}
-
-pub(crate) async fn health_state(
-    State(st): State<ApiState>,
-    Path(state): Path<String>,
-    RawQuery(q): RawQuery,
-) -> ApiResult<Response> {
-    let state = match state.as_str() {
-        "any" => None,
-        s => Some(
-            HealthStatus::parse(s)
-                .ok_or_else(|| ApiError::BadRequest(format!("Invalid check state {s:?}")))?,
-        ),
-    };
-    checks_reply(
-        st,
-        Params::parse(q.as_deref()),
-        Query::ChecksInState { state },
-    )
     .await
 }

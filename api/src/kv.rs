@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use muster_server::model::{Command, LockOp, Query, QueryResult};
 
 use crate::error::{ApiError, ApiResult};
-use crate::params::{json, read, set_meta, with_meta, Params};
+use crate::params::Params;
+use crate::read::read;
+use crate::reply::{json, with_meta, write_reply};
 use crate::types::KvPair;
 use crate::{ApiState, MAX_VALUE_SIZE};
 
@@ -108,22 +110,6 @@ pub(crate) async fn kv_delete(
     };
     let r = st.server.write(cmd).await?;
     Ok(write_reply(r.success, r.index, p.pretty()))
-}
-
-/// `true`/`false`, with the index the write was applied at.
-fn write_reply(ok: bool, index: u64, pretty: bool) -> Response {
-    let mut resp = json(&ok, pretty);
-    let meta = muster_server::model::ReadMeta {
-        index,
-        known_leader: true,
-        last_contact_ms: 0,
-    };
-    set_meta(
-        resp.headers_mut(),
-        &meta,
-        muster_server::model::Consistency::Default,
-    );
-    resp
 }
 
 /// A session ID as Consul issues them (a UUID).

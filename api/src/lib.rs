@@ -3,6 +3,7 @@
 //! `oneshot`; the agent serves it on the HTTP port.
 
 mod agent;
+mod agent_local;
 mod body;
 mod cache;
 mod catalog;
@@ -10,8 +11,12 @@ mod error;
 mod filter;
 #[doc(hidden)]
 pub mod fuzz;
+mod health;
 mod kv;
 mod params;
+mod read;
+mod reply;
+mod requests;
 mod router;
 mod serve;
 mod session;

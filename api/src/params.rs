@@ -1,12 +1,11 @@
 //! Query-string parsing with Consul's conventions: flags without a value (`?recurse`), the
-//! consistency mode, `?dc` and `?pretty`, and the `X-Consul-*` response headers.
+//! consistency mode, `?dc`, `?pretty`, blocking (`?index`, `?wait`) and the list filters
+//! (`?tag`, `?node-meta`, `?filter`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use muster_server::model::{Consistency, ReadMeta};
-use serde::Serialize;
+use muster_server::model::Consistency;
+use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -70,51 +69,6 @@ impl Params {
     pub(crate) fn pretty(&self) -> bool {
         self.has("pretty")
     }
-}
-
-/// Serializes `v` as JSON, indented with `?pretty`.
-pub(crate) fn json<T: Serialize>(v: &T, pretty: bool) -> Response {
-    match encode(v, pretty) {
-        Ok(b) => json_bytes(b),
-        Err(e) => e.into_response(),
-    }
-}
-
-pub(crate) fn encode<T: Serialize>(v: &T, pretty: bool) -> ApiResult<bytes::Bytes> {
-    let body = if pretty {
-        serde_json::to_vec_pretty(v)
-    } else {
-        serde_json::to_vec(v)
-    };
-    body.map(Into::into)
-        .map_err(|e| ApiError::Unavailable(format!("encode response: {e}")))
-}
-
-/// An already-encoded JSON body.
-pub(crate) fn json_bytes(b: bytes::Bytes) -> Response {
-    ([("content-type", "application/json")], b).into_response()
-}
-
-/// Adds Consul's read headers.
-pub(crate) fn with_meta(mut resp: Response, meta: &ReadMeta, mode: Consistency) -> Response {
-    set_meta(resp.headers_mut(), meta, mode);
-    resp
-}
-
-pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
-    h.insert("x-consul-index", HeaderValue::from(meta.index.max(1)));
-    let known = if meta.known_leader { "true" } else { "false" };
-    h.insert("x-consul-knownleader", HeaderValue::from_static(known));
-    let contact = if meta.last_contact_ms == u64::MAX {
-        0
-    } else {
-        meta.last_contact_ms
-    };
-    h.insert("x-consul-lastcontact", HeaderValue::from(contact));
-    h.insert(
-        "x-consul-effective-consistency",
-        HeaderValue::from_static(mode.as_str()),
-    );
 }
 
 /// Longest duration Go's `time.ParseDuration` accepts: 2^63-1 ns, about 292 years.
@@ -190,49 +144,27 @@ impl Params {
     }
 }
 
-/// Runs a read with the request's consistency, `?dc` and blocking parameters.
-pub(crate) async fn read(
-    st: &crate::ApiState,
-    p: &Params,
-    q: muster_server::model::Query,
-) -> ApiResult<(muster_server::model::QueryResult, ReadMeta, Consistency)> {
-    p.check_dc(&st.agent.datacenter())?;
-    let mode = p.consistency()?;
-    let (res, meta) = match p.block()? {
-        Some((index, wait)) if index > 0 => st.server.read_blocking(mode, q, index, wait).await?,
-        _ => st.server.read(mode, q).await?,
-    };
-    Ok((res, meta, mode))
-}
-
-/// Like [`read`], but first asks only for the index, and answers from `cache` when it holds
-/// the encoded reply for exactly that index. `encode_fn` turns fresh data into the reply.
-pub(crate) async fn read_cached(
-    st: &crate::ApiState,
-    p: &Params,
-    q: muster_server::model::Query,
-    cache_key: String,
-    encode_fn: impl FnOnce(muster_server::model::QueryResult) -> ApiResult<bytes::Bytes>,
-) -> ApiResult<Response> {
-    p.check_dc(&st.agent.datacenter())?;
-    let mode = p.consistency()?;
-    let blocking = p.block()?.is_some_and(|(i, _)| i > 0);
-    if !blocking {
-        let meta = st.server.read_meta(mode, q.clone()).await?;
-        if let Some(body) = st.cache.get(&cache_key, meta.index) {
-            return Ok(with_meta(json_bytes(body), &meta, mode));
-        }
+impl Params {
+    /// `?node-meta=k:v` (repeatable, all must match).
+    pub(crate) fn node_meta_ok(&self, meta: &BTreeMap<String, String>) -> bool {
+        self.all("node-meta").iter().all(|kv| {
+            let (k, v) = kv.split_once(':').unwrap_or((kv, ""));
+            meta.get(k).is_some_and(|x| x == v)
+        })
     }
-    let (res, meta, mode) = read(st, p, q).await?;
-    let body = match st.cache.get(&cache_key, meta.index) {
-        Some(b) => b,
-        None => {
-            let b = encode_fn(res)?;
-            st.cache.put(cache_key, meta.index, b.clone());
-            b
-        }
-    };
-    Ok(with_meta(json_bytes(body), &meta, mode))
+
+    /// `?tag=` (repeatable, all must be present).
+    pub(crate) fn tags_ok(&self, tags: &[String]) -> bool {
+        self.all("tag").iter().all(|t| tags.contains(t))
+    }
+
+    /// Applies `?filter=` to already-serialized results.
+    pub(crate) fn filtered<T: crate::filter::Filterable>(
+        &self,
+        items: Vec<T>,
+    ) -> ApiResult<Vec<Value>> {
+        crate::filter::apply(self.get("filter"), items).map_err(ApiError::BadRequest)
+    }
 }
 
 #[cfg(test)]

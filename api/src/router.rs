@@ -6,7 +6,9 @@ use axum::routing::{get, put};
 use axum::Router;
 
 use crate::agent::*;
+use crate::agent_local::*;
 use crate::catalog::*;
+use crate::health::*;
 use crate::kv::*;
 use crate::session::*;
 use crate::status::*;
@@ -27,7 +29,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/leave", put(agent_leave))
         .route("/v1/agent/force-leave/{node}", put(agent_force_leave))
         .route("/v1/agent/services", get(agent_services))
-        .route("/v1/agent/service/{id}", get(agent_service))
+        .route("/v1/agent/service/{id}", get(agent_service_get))
         .route("/v1/agent/checks", get(agent_checks))
         .route("/v1/agent/service/register", put(agent_service_register))
         .route(
@@ -62,7 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
         .route("/v1/health/node/{node}", get(health_node))
-        .route("/v1/health/checks/{service}", get(health_checks_of))
+        .route("/v1/health/checks/{service}", get(health_checks))
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/health/state/{state}", get(health_state))
         .route("/v1/session/create", put(session_create))
@@ -71,7 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/session/info/{id}", get(session_info))
         .route("/v1/session/node/{node}", get(session_node))
         .route("/v1/session/list", get(session_list))
-        .route("/v1/txn", put(txn))
+        .route("/v1/txn", put(txn_apply))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
         // Every 4xx says why, these two included.

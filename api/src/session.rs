@@ -5,33 +5,16 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use muster_server::model::{Command, Query, QueryResult, Session, SessionBehavior};
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::catalog::body;
+use crate::body::body;
 use crate::error::{ApiError, ApiResult};
-use crate::params::{go_duration, json, read, with_meta, Params};
-use crate::types::{ServiceCheckRef, SessionOut};
+use crate::params::{go_duration, Params};
+use crate::read::read;
+use crate::reply::{json, with_meta};
+use crate::requests::CreateIn;
+use crate::types::SessionOut;
 use crate::ApiState;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct CreateIn {
-    lock_delay: Option<Value>,
-    node: Option<String>,
-    name: Option<String>,
-    checks: Option<Vec<String>>,
-    node_checks: Option<Vec<String>>,
-    service_checks: Option<Vec<ServiceCheckRef>>,
-    behavior: Option<String>,
-    #[serde(rename = "TTL")]
-    ttl: Option<String>,
-}
-
-/// The field names of this module's request bodies (see [`crate::body`]).
-pub(crate) fn field_names() -> Vec<&'static str> {
-    crate::body::field_names!(CreateIn, ServiceCheckRef)
-}
 
 /// `LockDelay`: a duration string, or a number of nanoseconds (a bare number under 1000 is
 /// taken as seconds, as Consul's decoder does).

@@ -4,7 +4,8 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 
 use crate::error::ApiResult;
-use crate::params::{json, Params};
+use crate::params::Params;
+use crate::reply::json;
 use crate::ApiState;
 
 pub(crate) async fn status_leader(

@@ -1,21 +1,18 @@
 //! `PUT /v1/txn`: up to 128 KV, node, service and check operations, applied all or none.
 
-use std::collections::BTreeMap;
-
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use muster_server::model::{
-    CatalogVerb, Check, Command, HealthStatus, KvVerb, Node, TxnOp, TxnResult,
-};
-use serde::Deserialize;
+use muster_server::model::{CatalogVerb, Check, Command, KvVerb, Node, TxnOp, TxnResult};
 use serde_json::{json, Value};
 
-use crate::catalog::{body, service_from, ServiceIn};
+use crate::body::body;
 use crate::error::{ApiError, ApiResult};
-use crate::params::{json, Params};
+use crate::params::Params;
+use crate::reply::json;
+use crate::requests::OpIn;
 use crate::types::{AgentService, CatalogNode, HealthCheck, KvPair};
 use crate::{ApiState, MAX_VALUE_SIZE};
 
@@ -23,89 +20,6 @@ use crate::{ApiState, MAX_VALUE_SIZE};
 const MAX_OPS: usize = 128;
 /// Consul's default `limits.txn_max_req_len`: the largest transaction body, 512 KiB.
 const TXN_MAX_REQ_LEN: usize = 512 * 1024;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct OpIn {
-    #[serde(rename = "KV")]
-    kv: Option<KvIn>,
-    node: Option<NodeOpIn>,
-    service: Option<ServiceOpIn>,
-    check: Option<CheckOpIn>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct KvIn {
-    verb: String,
-    key: Option<String>,
-    value: Option<String>,
-    flags: Option<u64>,
-    index: Option<u64>,
-    session: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NodeIn {
-    #[serde(rename = "ID")]
-    id: Option<String>,
-    node: Option<String>,
-    address: Option<String>,
-    tagged_addresses: Option<BTreeMap<String, String>>,
-    meta: Option<BTreeMap<String, String>>,
-    modify_index: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct NodeOpIn {
-    verb: String,
-    node: NodeIn,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ServiceOpIn {
-    verb: String,
-    node: String,
-    service: ServiceIn,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct CheckIn {
-    node: Option<String>,
-    #[serde(rename = "CheckID")]
-    check_id: Option<String>,
-    name: Option<String>,
-    status: Option<String>,
-    notes: Option<String>,
-    output: Option<String>,
-    #[serde(rename = "ServiceID")]
-    service_id: Option<String>,
-    modify_index: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct CheckOpIn {
-    verb: String,
-    check: CheckIn,
-}
-
-/// The field names of this module's request bodies (see [`crate::body`]).
-pub(crate) fn field_names() -> Vec<&'static str> {
-    crate::body::field_names!(
-        OpIn,
-        KvIn,
-        NodeIn,
-        NodeOpIn,
-        ServiceOpIn,
-        CheckIn,
-        CheckOpIn
-    )
-}
 
 fn kv_verb(v: &str) -> ApiResult<KvVerb> {
     Ok(match v {
@@ -203,7 +117,7 @@ fn op_from(i: usize, o: OpIn, dc: &str) -> ApiResult<TxnOp> {
             if s.node.is_empty() {
                 return Err(bad("Must provide node".into()));
             }
-            let service = service_from(s.service).map_err(|e| bad(e.to_string()))?;
+            let service = s.service.into_service().map_err(|e| bad(e.to_string()))?;
             Ok(TxnOp::Service {
                 verb,
                 node: s.node,
@@ -213,11 +127,7 @@ fn op_from(i: usize, o: OpIn, dc: &str) -> ApiResult<TxnOp> {
         (None, None, None, Some(c)) => {
             let verb = catalog_verb("Check", &c.verb, c.check.modify_index)
                 .map_err(|e| bad(e.to_string()))?;
-            let status = match c.check.status.as_deref().unwrap_or("") {
-                "" => HealthStatus::Critical,
-                s => HealthStatus::parse(s)
-                    .ok_or_else(|| bad(format!("Invalid check status {s:?}")))?,
-            };
+            let status = c.check.health_status().map_err(|e| bad(e.to_string()))?;
             let check = Check {
                 node: c.check.node.unwrap_or_default(),
                 id: c.check.check_id.unwrap_or_default(),
@@ -248,7 +158,7 @@ fn result_json(r: TxnResult) -> Value {
     }
 }
 
-pub(crate) async fn txn(
+pub(crate) async fn txn_apply(
     State(st): State<ApiState>,
     RawQuery(q): RawQuery,
     b: Bytes,

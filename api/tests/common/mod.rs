@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 /// Only what these endpoints ask of the agent: its datacenter.
-struct NoGossip;
+pub struct NoGossip;
 
 impl AgentControl for NoGossip {
     fn members(&self) -> Vec<types::Member> {
