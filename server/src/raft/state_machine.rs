@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::*;
+use crate::codec::{decode, encode};
 use crate::store::mem::{put_raw, Live, Tables, WriteTxn};
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
@@ -254,7 +255,7 @@ fn read_snapshot_file(path: &Path) -> Result<Option<SnapshotFile>, StorageError>
     };
     decode(&bytes)
         .map(Some)
-        .map_err(|e| sto_err(format!("{} is damaged: {e}", path.display())))
+        .map_err(|e| sto_err(format!("{} is damaged: {}", path.display(), sto_err(e))))
 }
 
 /// Checks that the snapshot file at `path`, if any, reads whole; returns what it describes.

@@ -3,9 +3,11 @@
 
 mod apply;
 mod catalog;
+mod error;
 pub(crate) mod mem;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
 pub(crate) use apply::{apply_command, rebuild_session_keys, retired_servers, Changes};
 pub use catalog::Catalog;
+pub(crate) use error::StoreError;
