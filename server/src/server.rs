@@ -25,7 +25,7 @@ use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
 use crate::raft::state_machine::{check_snapshot_file, StateMachine};
 use crate::raft::types::{Batch, CommitHook, NodeId, Raft};
 use crate::store::watch::{Topic, WatchHub};
-use crate::store::Catalog;
+use crate::store::{Catalog, LockDelays};
 use crate::{Error, Result, ServerConfig};
 
 /// Timeout of one forwarded request between servers.
@@ -198,7 +198,7 @@ struct Local {
     forwarder: tokio::sync::mpsc::Sender<Forward>,
     metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     hub: Arc<WatchHub>,
-    lock_delays: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
+    lock_delays: Arc<LockDelays>,
     /// Session TTL deadlines, kept by the leader only (as Consul): a new leader starts every
     /// session's TTL afresh.
     session_deadlines: Mutex<std::collections::HashMap<String, Instant>>,
@@ -1241,21 +1241,6 @@ impl Local {
         Ok(true)
     }
 
-    /// A lock released by an invalidated session stays unlockable for its lock delay.
-    fn lock_delayed(&self, cmd: &Command) -> bool {
-        let Command::KvSet {
-            key,
-            lock: Some(crate::model::LockOp::Acquire(_)),
-            ..
-        } = cmd
-        else {
-            return false;
-        };
-        lock(&self.lock_delays)
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
-    }
-
     async fn read_blocking(
         &self,
         mode: Consistency,
@@ -1374,7 +1359,7 @@ impl Local {
         loop {
             match self.leader_view() {
                 LeaderView::Me => {
-                    if self.lock_delayed(&cmd) {
+                    if self.lock_delays.refuses(&cmd) {
                         let index = *self.applied.borrow();
                         return Ok(CommandResult {
                             index,

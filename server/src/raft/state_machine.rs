@@ -13,11 +13,11 @@
 //! checkpoint writes a key once however often it changed in between, and a write costs a map
 //! insert.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -31,7 +31,9 @@ use crate::codec::{decode, encode};
 use crate::store::mem::{put_raw, Live, Tables, WriteTxn};
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
-use crate::store::{apply_command, rebuild_session_keys, retired_servers, Catalog, Changes};
+use crate::store::{
+    apply_command, rebuild_session_keys, retired_servers, Catalog, Changes, LockDelays,
+};
 
 /// What a snapshot file holds: the table rows plus the metadata they correspond to.
 #[derive(Serialize, Deserialize)]
@@ -56,7 +58,7 @@ pub(crate) struct StateMachine {
     /// Blocking queries waiting on what the next batches change.
     pub(crate) hub: Arc<WatchHub>,
     /// Keys whose lock was released by a session invalidation, until when they stay unlockable.
-    pub(crate) lock_delays: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    pub(crate) lock_delays: Arc<LockDelays>,
     /// Raft IDs of retired servers, as in the `RETIRED` table.
     pub(crate) retired: Arc<RwLock<BTreeSet<NodeId>>>,
 }
@@ -451,14 +453,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(sto_err)??;
         let last = next.last_applied.map_or(0, |l| l.index);
         self.live.publish(next);
-        if !changes.lock_delays.is_empty() {
-            let mut d = self.lock_delays.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            d.retain(|_, until| *until > now);
-            for (k, ms) in &changes.lock_delays {
-                d.insert(k.clone(), now + Duration::from_millis(*ms));
-            }
-        }
+        self.lock_delays.record(&changes);
         if changes.retired {
             self.load_retired();
         }

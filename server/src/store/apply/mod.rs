@@ -28,7 +28,7 @@ pub(crate) struct Changes {
     pub(crate) nodes: BTreeSet<String>,
     pub(crate) tables: BTreeSet<&'static str>,
     /// Keys whose lock was released by a session invalidation, with that session's lock
-    /// delay in ms: they cannot be re-acquired until it passes.
+    /// delay in ms: [`super::LockDelays`] keeps them from being re-acquired until it passes.
     pub(crate) lock_delays: Vec<(String, u64)>,
     /// Servers were retired: the refused Raft IDs must be reloaded.
     pub(crate) retired: bool,
