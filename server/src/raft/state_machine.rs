@@ -7,11 +7,9 @@
 //! openraft re-applies the committed log from there. Every snapshot is taken right after a
 //! checkpoint of the same state, so the log is never purged past what is on disk.
 //!
-//! Why not apply straight to redb, as Muster did first: each write then copied a B-tree page
-//! or two in `state.redb` on every server: most of the disk traffic, and redb with the
-//! allocator under it was the largest part of the servers' CPU in the 3-server PUT bench. A
-//! checkpoint writes a key once however often it changed in between, and a write costs a map
-//! insert.
+//! The tables live in memory rather than in redb because a redb write copies a B-tree page or
+//! two of `state.redb` on every server, while a checkpoint writes a key once however often it
+//! changed in between, and a write costs a map insert.
 
 use std::collections::BTreeSet;
 use std::io::Cursor;
@@ -64,11 +62,9 @@ pub(crate) struct StateMachine {
 }
 
 /// How often the checkpointer writes the applied state to `state.redb`. It bounds what a
-/// restart re-applies from the log (5 s of writes: ~35,000 at the bench's rate, a fraction of
-/// a second to apply), not what survives a crash: the log has every committed write. Under
-/// a stream of writes to random keys a checkpoint rewrites most of the file's pages however
-/// long the interval, so a longer one costs less: at 1 s the checkpointer took a tenth of
-/// the servers' CPU in the 3-server PUT bench.
+/// restart re-applies from the log (5 s of writes), not what survives a crash: the log has
+/// every committed write. Under a stream of writes to random keys a checkpoint rewrites most
+/// of the file's pages however long the interval, so a longer interval costs less CPU.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 /// `state.redb`, and the tables as its last checkpoint wrote them.

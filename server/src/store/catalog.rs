@@ -1,3 +1,6 @@
+//! [`Catalog`], the read handle over the state machine's tables: KV, catalog and session
+//! reads, and the indexes blocking queries wait on.
+
 use std::sync::Arc;
 
 use super::error::StoreError;
