@@ -6,6 +6,7 @@
 //! (forwarding to the leader), `read`/`barrier` give Consul's default, stale and consistent
 //! reads. openraft and redb types stay inside this crate.
 
+mod codec;
 mod config;
 mod error;
 mod id;
@@ -15,7 +16,6 @@ mod id;
 mod raft;
 mod recover;
 mod server;
-#[allow(clippy::result_large_err)]
 mod store;
 mod sync;
 

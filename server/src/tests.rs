@@ -36,10 +36,10 @@ fn redb_stores_pass_openraft_suite() -> Result<(), StorageError> {
 /// write path keeps in step and a restart rebuilds from the KV table.
 #[test]
 fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError> {
+    use crate::codec::decode;
     use crate::model::{
         Command, KvEntry, KvVerb, LockOp, Node, Registration, Session, SessionBehavior, TxnOp,
     };
-    use crate::raft::types::decode;
     use crate::store::mem::{Rows, Tables, WriteTxn};
     use crate::store::tables::{KV, SESSION_KEYS};
     use crate::store::{apply_command, rebuild_session_keys, Changes};
@@ -147,6 +147,7 @@ fn session_destroy_releases_exactly_the_locks_held() -> Result<(), StorageError>
             .get(k)
             .map(|v| decode::<KvEntry>(v))
             .transpose()
+            .map_err(StorageError::from)
     };
     for k in ["a/plain", "a/rewritten", "a/txn", "a/deleted", "free"] {
         let e = get(k)?.unwrap_or_else(|| panic!("{k} kept"));
@@ -184,7 +185,7 @@ async fn retired_servers_reach_joiners_through_the_log_and_snapshots() -> Result
         )
     };
     let retired = |sm: &StateMachine| {
-        let ids = sm.retired.read().unwrap_or_else(|p| p.into_inner());
+        let ids = crate::sync::read(&sm.retired);
         ids.iter().copied().collect::<Vec<u64>>()
     };
     let (a_dir, b_dir) = (
@@ -214,8 +215,9 @@ async fn retired_servers_reach_joiners_through_the_log_and_snapshots() -> Result
 /// its bare command list, so the log format is what it was before the hook existed.
 #[test]
 fn a_batch_is_logged_as_its_bare_commands() -> Result<(), StorageError> {
+    use crate::codec::{decode, encode};
     use crate::model::Command;
-    use crate::raft::types::{decode, encode, Batch, CommitHook};
+    use crate::raft::types::{Batch, CommitHook};
 
     let cmds = vec![
         Command::KvSet {

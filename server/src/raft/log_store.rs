@@ -11,9 +11,8 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{EntryPayload, LogState, OptionalSend, RaftLogReader};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 
-use super::types::{
-    decode, encode, sto_err, CommitHook, Entry, LogId, StorageError, TypeConfig, Vote,
-};
+use super::types::{sto_err, CommitHook, Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::codec::{decode, encode};
 use crate::sync::lock;
 
 const LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("logs");
@@ -324,8 +323,8 @@ pub(crate) fn scan(db: &Database) -> Result<Scan, StorageError> {
     let mut expect = last_purged.map_or(0, |l| l.index + 1);
     for item in table.iter().map_err(sto_err)? {
         let (k, v) = item.map_err(sto_err)?;
-        let e: Entry =
-            decode(v.value()).map_err(|e| sto_err(format!("log entry {}: {e}", k.value())))?;
+        let e: Entry = decode(v.value())
+            .map_err(|e| sto_err(format!("log entry {}: {}", k.value(), sto_err(e))))?;
         // Index 0 is openraft's first entry when a cluster forms; a purge may leave none.
         if e.log_id.index != k.value() || (k.value() != expect && last.is_some()) {
             return Err(sto_err(format!(

@@ -1,5 +1,5 @@
 //! The server RPC port (8300): Raft peer traffic plus forwarded client requests, as
-//! length-prefixed postcard frames over TCP. Connections are pooled and reused.
+//! length-prefixed frames ([`crate::codec`]) over TCP. Connections are pooled and reused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::types::{NodeId, TypeConfig};
+use crate::codec::{decode, encode};
 use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
 
 /// Largest frame accepted; snapshots travel in chunks well below it.
@@ -221,7 +222,7 @@ impl RpcClient {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, CallError> {
-        let body = postcard::to_stdvec(req).map_err(|e| CallError::Transport {
+        let body = encode(req).map_err(|e| CallError::Transport {
             reason: e.to_string(),
             sent: false,
         })?;
@@ -243,7 +244,7 @@ impl RpcClient {
         let res = tokio::time::timeout(timeout, fut).await;
         let reason = match res {
             Ok(Ok(bytes)) => {
-                return postcard::from_bytes(&bytes).map_err(|e| CallError::BadReply {
+                return decode(&bytes).map_err(|e| CallError::BadReply {
                     addr: addr.to_string(),
                     reason: e.to_string(),
                 })
@@ -280,7 +281,7 @@ where
             Ok(b) => b,
             Err(_) => return,
         };
-        let req: Request = match postcard::from_bytes(&buf) {
+        let req: Request = match decode(&buf) {
             Ok(r) => r,
             Err(e) => {
                 // Most likely a server of another version during a rolling upgrade: say so.
@@ -298,7 +299,7 @@ where
             }
         };
         let resp = handle(req).await;
-        let out = match postcard::to_stdvec(&resp) {
+        let out = match encode(&resp) {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode server RPC reply");

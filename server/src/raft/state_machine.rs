@@ -7,17 +7,15 @@
 //! openraft re-applies the committed log from there. Every snapshot is taken right after a
 //! checkpoint of the same state, so the log is never purged past what is on disk.
 //!
-//! Why not apply straight to redb, as Muster did first: each write then copied a B-tree page
-//! or two in `state.redb` on every server: most of the disk traffic, and redb with the
-//! allocator under it was the largest part of the servers' CPU in the 3-server PUT bench. A
-//! checkpoint writes a key once however often it changed in between, and a write costs a map
-//! insert.
+//! The tables live in memory rather than in redb because a redb write copies a B-tree page or
+//! two of `state.redb` on every server, while a checkpoint writes a key once however often it
+//! changed in between, and a write costs a map insert.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use imbl::ordmap::DiffItem;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -27,10 +25,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::*;
+use crate::codec::{decode, encode};
 use crate::store::mem::{put_raw, Live, Tables, WriteTxn};
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
-use crate::store::{apply_command, rebuild_session_keys, retired_servers, Catalog, Changes};
+use crate::store::{
+    apply_command, rebuild_session_keys, retired_servers, Catalog, Changes, LockDelays,
+};
 
 /// What a snapshot file holds: the table rows plus the metadata they correspond to.
 #[derive(Serialize, Deserialize)]
@@ -55,17 +56,15 @@ pub(crate) struct StateMachine {
     /// Blocking queries waiting on what the next batches change.
     pub(crate) hub: Arc<WatchHub>,
     /// Keys whose lock was released by a session invalidation, until when they stay unlockable.
-    pub(crate) lock_delays: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
+    pub(crate) lock_delays: Arc<LockDelays>,
     /// Raft IDs of retired servers, as in the `RETIRED` table.
     pub(crate) retired: Arc<RwLock<BTreeSet<NodeId>>>,
 }
 
 /// How often the checkpointer writes the applied state to `state.redb`. It bounds what a
-/// restart re-applies from the log (5 s of writes: ~35,000 at the bench's rate, a fraction of
-/// a second to apply), not what survives a crash: the log has every committed write. Under
-/// a stream of writes to random keys a checkpoint rewrites most of the file's pages however
-/// long the interval, so a longer one costs less: at 1 s the checkpointer took a tenth of
-/// the servers' CPU in the 3-server PUT bench.
+/// restart re-applies from the log (5 s of writes), not what survives a crash: the log has
+/// every committed write. Under a stream of writes to random keys a checkpoint rewrites most
+/// of the file's pages however long the interval, so a longer interval costs less CPU.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
 
 /// `state.redb`, and the tables as its last checkpoint wrote them.
@@ -84,7 +83,7 @@ impl Checkpoint {
     /// A state no newer than the file's is not written: a snapshot that finds the
     /// checkpointer got there first needs nothing more on disk.
     fn write(&self, to: &Tables) -> Result<(), StorageError> {
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut written = crate::sync::lock(&self.written);
         if to.last_applied <= written.last_applied {
             return Ok(());
         }
@@ -254,7 +253,7 @@ fn read_snapshot_file(path: &Path) -> Result<Option<SnapshotFile>, StorageError>
     };
     decode(&bytes)
         .map(Some)
-        .map_err(|e| sto_err(format!("{} is damaged: {e}", path.display())))
+        .map_err(|e| sto_err(format!("{} is damaged: {}", path.display(), sto_err(e))))
 }
 
 /// Checks that the snapshot file at `path`, if any, reads whole; returns what it describes.
@@ -336,7 +335,7 @@ impl StateMachine {
 
     fn load_retired(&self) {
         let ids = retired_servers(self.live.snapshot().table(RETIRED));
-        *self.retired.write().unwrap_or_else(|p| p.into_inner()) = ids;
+        *crate::sync::write(&self.retired) = ids;
     }
 
     /// Resolves with why checkpoints stopped, if they ever do.
@@ -450,14 +449,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(sto_err)??;
         let last = next.last_applied.map_or(0, |l| l.index);
         self.live.publish(next);
-        if !changes.lock_delays.is_empty() {
-            let mut d = self.lock_delays.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            d.retain(|_, until| *until > now);
-            for (k, ms) in &changes.lock_delays {
-                d.insert(k.clone(), now + Duration::from_millis(*ms));
-            }
-        }
+        self.lock_delays.record(&changes);
         if changes.retired {
             self.load_retired();
         }

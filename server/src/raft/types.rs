@@ -1,3 +1,6 @@
+//! Muster's openraft type config: the log payload ([`Batch`]), its results, the type aliases
+//! the Raft side uses, and openraft's storage error built from ours.
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex};
 
@@ -5,7 +8,9 @@ use tokio::sync::oneshot;
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::CodecError;
 use crate::model::{Command, CommandResult};
+use crate::store::StoreError;
 
 /// One log entry's payload: the commands the leader collected while the previous entries were
 /// in flight. Group commit: many client writes share one append, one fsync and one apply
@@ -48,7 +53,7 @@ impl CommitHook {
     }
 
     pub(crate) fn fire(&self, index: u64) {
-        let tx = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let tx = crate::sync::lock(&self.0).take();
         if let Some(tx) = tx {
             let _ = tx.send(index);
         }
@@ -87,12 +92,14 @@ pub(crate) fn sto_err(e: impl std::fmt::Display) -> StorageError {
     openraft::StorageIOError::<NodeId>::write(&std::io::Error::other(e.to_string())).into()
 }
 
-/// Encodes an internal value. postcard is compact and fast; all our wire/disk types derive
-/// plain serde without attributes it cannot handle.
-pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StorageError> {
-    postcard::to_stdvec(v).map_err(sto_err)
+impl From<CodecError> for StorageError {
+    fn from(e: CodecError) -> Self {
+        sto_err(e)
+    }
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
-    postcard::from_bytes(b).map_err(sto_err)
+impl From<StoreError> for StorageError {
+    fn from(e: StoreError) -> Self {
+        sto_err(e)
+    }
 }

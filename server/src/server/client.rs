@@ -114,7 +114,7 @@ impl Client {
 
     /// Replaces the server RPC addresses a client agent forwards to.
     pub(super) fn set_servers(&self, addrs: Vec<String>) {
-        *self.servers.write().unwrap_or_else(|p| p.into_inner()) = addrs;
+        *crate::sync::write(&self.servers) = addrs;
     }
 
     /// Calls the server at `addr` (see [`call_at`]).
@@ -138,11 +138,7 @@ impl Client {
         timeout: Duration,
         pick: impl FnOnce(Response) -> Option<T>,
     ) -> Result<T> {
-        let mut servers = self
-            .servers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut servers = crate::sync::read(&self.servers).clone();
         if servers.is_empty() {
             return Err(Error::NoServers);
         }

@@ -122,9 +122,6 @@ impl Node {
     }
 
     pub(super) fn is_retired(&self, id: NodeId) -> bool {
-        self.retired
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&id)
+        crate::sync::read(&self.retired).contains(&id)
     }
 }

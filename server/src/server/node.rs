@@ -15,7 +15,7 @@ use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, Read
 use crate::raft::rpc::{Request, Response, RpcClient, StatusReply, WireError};
 use crate::raft::types::{NodeId, Raft};
 use crate::store::watch::{Topic, WatchHub};
-use crate::store::Catalog;
+use crate::store::{Catalog, LockDelays};
 use crate::sync::lock;
 use crate::{Error, Result, ServerConfig};
 
@@ -58,7 +58,7 @@ pub(super) struct Node {
     pub(super) forwarder: tokio::sync::mpsc::Sender<Forward>,
     pub(super) metrics: watch::Receiver<openraft::RaftMetrics<NodeId, BasicNode>>,
     pub(super) hub: Arc<WatchHub>,
-    pub(super) lock_delays: Arc<Mutex<HashMap<String, Instant>>>,
+    pub(super) lock_delays: Arc<LockDelays>,
     /// Session TTL deadlines, kept by the leader only (as Consul): a new leader starts every
     /// session's TTL afresh.
     pub(super) session_deadlines: Mutex<HashMap<String, Instant>>,
@@ -95,21 +95,6 @@ impl Node {
             }
             LeaderView::Unknown => Err(Error::NoLeader),
         }
-    }
-
-    /// A lock released by an invalidated session stays unlockable for its lock delay.
-    fn lock_delayed(&self, cmd: &Command) -> bool {
-        let Command::KvSet {
-            key,
-            lock: Some(crate::model::LockOp::Acquire(_)),
-            ..
-        } = cmd
-        else {
-            return false;
-        };
-        lock(&self.lock_delays)
-            .get(key)
-            .is_some_and(|until| *until > Instant::now())
     }
 
     pub(super) async fn read_blocking(
@@ -230,7 +215,7 @@ impl Node {
         loop {
             match self.leader_view() {
                 LeaderView::Me => {
-                    if self.lock_delayed(&cmd) {
+                    if self.lock_delays.refuses(&cmd) {
                         let index = *self.applied.borrow();
                         return Ok(CommandResult {
                             index,

@@ -1,15 +1,19 @@
+//! [`Catalog`], the read handle over the state machine's tables: KV, catalog and session
+//! reads, and the indexes blocking queries wait on.
+
 use std::sync::Arc;
 
+use super::error::StoreError;
 use super::mem::{span, Live, TableId, Tables};
 
 use super::tables::*;
 use std::collections::BTreeMap;
 
+use crate::codec::decode;
 use crate::model::{
     Check, HealthStatus, KvEntry, Node, Query, QueryResult, Service, ServiceHealth, Session,
 };
-use crate::raft::types::decode;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Read handle over the local state machine. Each read works on a snapshot of the tables,
 /// taken for the price of a few reference counts, and returns owned model values; no lock is
@@ -21,7 +25,7 @@ pub struct Catalog {
 }
 
 fn de<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
-    decode(b).map_err(|e| Error::Storage(e.to_string()))
+    Ok(decode(b).map_err(StoreError::from)?)
 }
 
 impl Catalog {

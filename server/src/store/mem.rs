@@ -11,7 +11,9 @@ use std::cell::{RefCell, RefMut};
 use std::ops::Bound;
 use std::sync::{Arc, RwLock};
 
-use crate::raft::types::{sto_err, LogId, StorageError, StoredMembership};
+use openraft::{BasicNode, LogId, StoredMembership};
+
+use super::error::{Result, StoreError};
 
 /// One table: keys to encoded rows. Keys are shared, not owned: applying a write copies the
 /// map nodes on its path, and a copied node then shares its keys rather than allocating them
@@ -34,8 +36,10 @@ pub(crate) const TABLE_COUNT: usize = 9;
 pub(crate) struct Tables {
     rows: [Rows; TABLE_COUNT],
     pub(crate) indexes: Indexes,
-    pub(crate) last_applied: Option<LogId>,
-    pub(crate) membership: StoredMembership,
+    /// The Raft position these tables reflect, and the membership applied with it: openraft's
+    /// own types, as the store knows the log only as far as where it has applied it.
+    pub(crate) last_applied: Option<LogId<u64>>,
+    pub(crate) membership: StoredMembership<u64, BasicNode>,
 }
 
 impl Tables {
@@ -70,23 +74,23 @@ impl WriteTxn {
 
     /// Borrows one table for writing. A table already borrowed is an error, as redb's
     /// `open_table` on a table that is open.
-    pub(crate) fn open_table(&self, t: TableId) -> Result<RefMut<'_, Rows>, StorageError> {
+    pub(crate) fn open_table(&self, t: TableId) -> Result<RefMut<'_, Rows>> {
         self.rows[t.slot]
             .try_borrow_mut()
-            .map_err(|_| sto_err(format!("table {} is already open in this batch", t.name)))
+            .map_err(|_| StoreError::TableOpen(t.name))
     }
 
-    pub(crate) fn indexes(&self) -> Result<RefMut<'_, Indexes>, StorageError> {
+    pub(crate) fn indexes(&self) -> Result<RefMut<'_, Indexes>> {
         self.indexes
             .try_borrow_mut()
-            .map_err(|_| sto_err("the index table is already open in this batch"))
+            .map_err(|_| StoreError::IndexesOpen)
     }
 
     /// The tables as this batch left them, to be published.
     pub(crate) fn finish(
         self,
-        last_applied: Option<LogId>,
-        membership: StoredMembership,
+        last_applied: Option<LogId<u64>>,
+        membership: StoredMembership<u64, BasicNode>,
     ) -> Tables {
         Tables {
             rows: self.rows.map(RefCell::into_inner),
@@ -138,14 +142,11 @@ pub(crate) struct Live(RwLock<Tables>);
 
 impl Live {
     pub(crate) fn snapshot(&self) -> Tables {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        crate::sync::read(&self.0).clone()
     }
 
     pub(crate) fn publish(&self, tables: Tables) {
-        let old = std::mem::replace(
-            &mut *self.0.write().unwrap_or_else(|p| p.into_inner()),
-            tables,
-        );
+        let old = std::mem::replace(&mut *crate::sync::write(&self.0), tables);
         // Freed outside the lock: the nodes only the old tables held go with them.
         drop(old);
     }

@@ -3,9 +3,13 @@
 
 mod apply;
 mod catalog;
+mod error;
+mod lock_delay;
 pub(crate) mod mem;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
 pub(crate) use apply::{apply_command, rebuild_session_keys, retired_servers, Changes};
 pub use catalog::Catalog;
+pub(crate) use error::StoreError;
+pub(crate) use lock_delay::LockDelays;

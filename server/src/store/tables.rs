@@ -1,3 +1,6 @@
+//! The state machine's tables: their slots and names in `state.redb`, the keys of their rows,
+//! and the index names blocking queries read.
+
 use redb::TableDefinition;
 
 use super::mem::{TableId, TABLE_COUNT};

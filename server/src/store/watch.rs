@@ -53,7 +53,7 @@ pub(crate) struct WatchHub {
 
 impl WatchHub {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Arc<Notify>>> {
-        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.topics)
     }
 
     pub(crate) fn subscribe(&self, t: Topic) -> Arc<Notify> {

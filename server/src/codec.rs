@@ -1,0 +1,21 @@
+//! The one binary encoding of Muster's internal values: Raft log entries and votes, the state
+//! machine's rows and snapshots. postcard is compact and fast; all our wire and disk types
+//! derive plain serde without attributes it cannot handle.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A value that does not encode, or bytes that do not decode into the type asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct CodecError(#[from] postcard::Error);
+
+/// Encodes an internal value.
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
+    Ok(postcard::to_stdvec(v)?)
+}
+
+/// Decodes what [`encode`] wrote.
+pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
+    Ok(postcard::from_bytes(b)?)
+}

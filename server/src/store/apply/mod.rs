@@ -1,0 +1,165 @@
+//! Applying one command to the state machine's tables, inside the caller's transaction.
+//! Every change is recorded in [`Changes`], so watchers of exactly that data are woken.
+//!
+//! [`Apply`] carries one command's application; its methods are split by job: `kv`,
+//! `catalog`, `session` and `txn`.
+
+mod catalog;
+mod kv;
+mod session;
+mod txn;
+
+use std::cell::RefMut;
+use std::collections::BTreeSet;
+
+use super::error::Result;
+use super::mem::{put_raw, span, Rows, TableId, WriteTxn};
+use super::tables::*;
+use crate::codec::{decode, encode};
+use crate::model::{Command, CommandResult, Service};
+
+pub(crate) use kv::rebuild_session_keys;
+
+/// What a batch of commands touched.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    pub(crate) kv: BTreeSet<String>,
+    pub(crate) services: BTreeSet<String>,
+    pub(crate) nodes: BTreeSet<String>,
+    pub(crate) tables: BTreeSet<&'static str>,
+    /// Keys whose lock was released by a session invalidation, with that session's lock
+    /// delay in ms: [`super::LockDelays`] keeps them from being re-acquired until it passes.
+    pub(crate) lock_delays: Vec<(String, u64)>,
+    /// Servers were retired: the refused Raft IDs must be reloaded.
+    pub(crate) retired: bool,
+}
+
+/// Records `ids` as retired servers (see [`RETIRED`]).
+pub(crate) fn retire_servers(txn: &WriteTxn, ids: &[u64]) -> Result<()> {
+    let mut t = txn.open_table(RETIRED)?;
+    for id in ids {
+        put_raw(&mut t, &id.to_string(), &[]);
+    }
+    Ok(())
+}
+
+/// The retired servers' Raft IDs.
+pub(crate) fn retired_servers(t: &Rows) -> BTreeSet<u64> {
+    t.keys().filter_map(|k| k.parse().ok()).collect()
+}
+
+pub(crate) fn apply_command(
+    txn: &WriteTxn,
+    index: u64,
+    cmd: Command,
+    ch: &mut Changes,
+) -> Result<CommandResult> {
+    let mut a = Apply {
+        txn,
+        index,
+        ch,
+        touched: false,
+    };
+    let success = match cmd {
+        Command::KvSet {
+            key,
+            value,
+            flags,
+            cas,
+            lock,
+        } => a.kv_set(key, value, flags, cas, lock)?,
+        Command::KvDelete { key, cas } => a.kv_delete(&key, cas)?,
+        Command::KvDeleteTree { prefix } => a.kv_delete_tree(&prefix)?,
+        Command::KvReapTombstones { upto } => a.kv_reap_tombstones(upto)?,
+        Command::RetireServers { ids } => {
+            retire_servers(txn, &ids)?;
+            a.ch.retired = true;
+            true
+        }
+        Command::Register(reg) => a.register(*reg)?,
+        Command::Deregister {
+            node,
+            service_id,
+            check_id,
+        } => a.deregister(&node, service_id.as_deref(), check_id.as_deref())?,
+        Command::SessionCreate(s) => a.session_create(*s)?,
+        Command::SessionDestroy { id } => a.session_destroy(&id)?,
+        Command::Txn(ops) => {
+            let outcome = a.txn(ops)?;
+            let success = outcome.errors.is_empty();
+            return Ok(CommandResult {
+                index,
+                success,
+                txn: Some(outcome),
+            });
+        }
+    };
+    Ok(CommandResult {
+        index,
+        success,
+        txn: None,
+    })
+}
+
+fn get<T: serde::de::DeserializeOwned>(t: &Rows, key: &str) -> Result<Option<T>> {
+    match t.get(key) {
+        Some(v) => Ok(Some(decode(v)?)),
+        None => Ok(None),
+    }
+}
+
+fn put<T: serde::Serialize>(t: &mut Rows, key: &str, v: &T) -> Result<()> {
+    put_raw(t, key, &encode(v)?);
+    Ok(())
+}
+
+struct Apply<'a> {
+    txn: &'a WriteTxn,
+    index: u64,
+    ch: &'a mut Changes,
+    /// Set by any table change; tells register/deregister whether their node changed.
+    touched: bool,
+}
+
+impl Apply<'_> {
+    fn table(&self, t: TableId) -> Result<RefMut<'_, Rows>> {
+        self.txn.open_table(t)
+    }
+
+    fn bump(&mut self, name: &'static str) -> Result<()> {
+        self.txn.indexes()?.insert(name.to_string(), self.index);
+        self.ch.tables.insert(name);
+        self.touched = true;
+        Ok(())
+    }
+
+    /// Marks everything about one node (record, services, checks) as changed.
+    fn bump_node(&mut self, node: &str) -> Result<()> {
+        self.txn.indexes()?.insert(node_index(node), self.index);
+        self.ch.nodes.insert(node.to_string());
+        Ok(())
+    }
+
+    fn bump_service(&mut self, name: &str) -> Result<()> {
+        self.txn.indexes()?.insert(svc_index(name), self.index);
+        self.ch.services.insert(name.to_string());
+        Ok(())
+    }
+
+    /// A node-level change affects every service instance on the node.
+    fn bump_node_services(&mut self, node: &str) -> Result<()> {
+        let names: Vec<String> = {
+            let t = self.table(SERVICES)?;
+            let (lo, hi) = node_range(node);
+            let mut names = Vec::new();
+            for (_, v) in span(&t, lo.as_str(), Some(hi.as_str())) {
+                names.push(decode::<Service>(v)?.name);
+            }
+            names
+        };
+        for n in names {
+            self.bump_service(&n)?;
+        }
+        Ok(())
+    }
+}
