@@ -3,19 +3,21 @@
 //! crate that knows all the others.
 
 pub mod agent;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod defs;
+mod error;
 pub mod flags;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod gossip;
 pub mod local;
 mod lock;
-mod reconcile;
 
 pub use agent::run;
+pub use cluster::gossip;
 pub use config::Config;
+pub use error::{Error, Result};
 
 /// The version `muster version` and `/v1/agent/self` report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
