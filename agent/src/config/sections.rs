@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::file::{as_str, as_u64};
 use super::Config;
@@ -25,18 +25,16 @@ pub(super) fn apply_ports(
     name: &str,
     ignored: &mut Vec<String>,
 ) -> Result<()> {
-    let Value::Object(ports) = v else {
-        return Err(Error::Config(format!(
-            "config file {name}: key \"ports\": expected an object"
-        )));
-    };
+    let ports = block(v, name, "ports")?;
     for (k, v) in ports {
         let port = || -> Result<i32> {
             match v.as_i64() {
                 Some(n) if (-1..=65535).contains(&n) => Ok(n as i32),
-                _ => Err(Error::Config(format!(
-                    "config file {name}: key \"ports.{k}\": expected -1 or a port number"
-                ))),
+                _ => Err(key_error(
+                    name,
+                    &format!("ports.{k}"),
+                    "expected -1 or a port number",
+                )),
             }
         };
         match k.as_str() {
@@ -45,11 +43,7 @@ pub(super) fn apply_ports(
             "server" => cfg.server_port = port()?,
             "serf_lan" => cfg.serf_lan_port = port()?,
             k if UNSUPPORTED_PORTS.contains(&k) => ignored.push(format!("ports.{k}")),
-            _ => {
-                return Err(Error::Config(format!(
-                    "config file {name}: unknown key \"ports.{k}\""
-                )))
-            }
+            _ => return Err(unknown_key(name, &format!("ports.{k}"))),
         }
     }
     Ok(())
@@ -63,14 +57,8 @@ pub(super) fn apply_limits(
     name: &str,
     ignored: &mut Vec<String>,
 ) -> Result<()> {
-    let Value::Object(m) = v else {
-        return Err(Error::Config(format!(
-            "config file {name}: key \"limits\": expected an object"
-        )));
-    };
-    let err = |k: &str, why: &str| {
-        Error::Config(format!("config file {name}: key \"limits.{k}\": {why}"))
-    };
+    let m = block(v, name, "limits")?;
+    let err = |k: &str, why: &str| key_error(name, &format!("limits.{k}"), why);
     for (k, v) in m {
         match k.as_str() {
             "http_max_conns_per_client" => {
@@ -97,11 +85,7 @@ pub(super) fn apply_limits(
             | "kv_max_value_size"
             | "txn_max_req_len"
             | "request_limits" => ignored.push(format!("limits.{k}")),
-            _ => {
-                return Err(Error::Config(format!(
-                    "config file {name}: unknown key \"limits.{k}\""
-                )))
-            }
+            _ => return Err(unknown_key(name, &format!("limits.{k}"))),
         }
     }
     Ok(())
@@ -114,37 +98,25 @@ pub(super) fn apply_performance(
     name: &str,
     ignored: &mut Vec<String>,
 ) -> Result<()> {
-    let Value::Object(perf) = v else {
-        return Err(Error::Config(format!(
-            "config file {name}: key \"performance\": expected an object"
-        )));
-    };
+    let perf = block(v, name, "performance")?;
     for (k, v) in perf {
         match k.as_str() {
             "rpc_hold_timeout" => {
-                let err = || {
-                    Error::Config(format!(
-                        "config file {name}: key \"performance.rpc_hold_timeout\": \
-                         expected a duration string such as \"7s\""
-                    ))
-                };
-                let d = as_str(v)
-                    .and_then(muster_api::go_duration)
-                    .ok_or_else(err)?;
+                let key = "performance.rpc_hold_timeout";
+                let d = as_str(v).and_then(muster_api::go_duration).ok_or_else(|| {
+                    key_error(name, key, "expected a duration string such as \"7s\"")
+                })?;
                 if d.is_zero() || d > std::time::Duration::from_secs(600) {
-                    return Err(Error::Config(format!(
-                        "config file {name}: key \"performance.rpc_hold_timeout\": \
-                         must be between 1ms and 10m, not {d:?}"
-                    )));
+                    return Err(key_error(
+                        name,
+                        key,
+                        &format!("must be between 1ms and 10m, not {d:?}"),
+                    ));
                 }
                 cfg.rpc_hold_timeout = d;
             }
             "raft_multiplier" | "leave_drain_time" => ignored.push(format!("performance.{k}")),
-            _ => {
-                return Err(Error::Config(format!(
-                    "config file {name}: unknown key \"performance.{k}\""
-                )))
-            }
+            _ => return Err(unknown_key(name, &format!("performance.{k}"))),
         }
     }
     Ok(())
@@ -165,14 +137,8 @@ pub(super) fn apply_dns(
     name: &str,
     ignored: &mut Vec<String>,
 ) -> Result<()> {
-    let Value::Object(m) = v else {
-        return Err(Error::Config(format!(
-            "config file {name}: key \"dns_config\": expected an object"
-        )));
-    };
-    let err = |k: &str, why: &str| {
-        Error::Config(format!("config file {name}: key \"dns_config.{k}\": {why}"))
-    };
+    let m = block(v, name, "dns_config")?;
+    let err = |k: &str, why: &str| key_error(name, &format!("dns_config.{k}"), why);
     let dur = |k: &str, v: &Value| -> Result<std::time::Duration> {
         v.as_str()
             .and_then(muster_api::go_duration)
@@ -211,12 +177,24 @@ pub(super) fn apply_dns(
             | "prefer_namespace"
             | "disable_compression"
             | "recursor_strategy" => ignored.push(format!("dns_config.{k}")),
-            _ => {
-                return Err(Error::Config(format!(
-                    "config file {name}: unknown key \"dns_config.{k}\""
-                )))
-            }
+            _ => return Err(unknown_key(name, &format!("dns_config.{k}"))),
         }
     }
     Ok(())
+}
+
+/// A block's entries, or the error naming the file and the block.
+fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
+    v.as_object()
+        .ok_or_else(|| key_error(name, key, "expected an object"))
+}
+
+/// An invalid value at `key` (`ports.http`, `limits.rpc_rate`) in config file `name`.
+fn key_error(name: &str, key: &str, why: &str) -> Error {
+    Error::Config(format!("config file {name}: key \"{key}\": {why}"))
+}
+
+/// A key Consul does not have either.
+fn unknown_key(name: &str, key: &str) -> Error {
+    Error::Config(format!("config file {name}: unknown key \"{key}\""))
 }

@@ -2,9 +2,9 @@
 //! once after a change, on a change made behind the agent's back, and every minute.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use std::sync::atomic::Ordering::Relaxed;
 
 use muster_server::model::{
     CatalogVerb, Check, Command, Consistency, Node, Query, QueryResult, Service, TxnOp,
