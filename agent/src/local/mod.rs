@@ -8,7 +8,7 @@ mod maint;
 mod persist;
 mod sync;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::defs::{parse_check, parse_service, script_refusal, CheckDef, Ctx};
-use sync::OwnWrites;
 
 /// Where a registration came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +49,13 @@ struct LocalCheck {
     critical_since: Option<Instant>,
     /// Maintenance with a TTL: when it ends by itself.
     expires: Option<SystemTime>,
+}
+
+/// The agent's own catalog writes: how many are under way, and the indexes of the latest.
+#[derive(Default)]
+struct OwnWrites {
+    in_flight: usize,
+    recent: VecDeque<u64>,
 }
 
 /// The registry: every service and check of this agent's, by ID.

@@ -1,7 +1,7 @@
 //! Anti-entropy: keeping the catalog in line with the agent's own services and checks, at
 //! once after a change, on a change made behind the agent's back, and every minute.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,13 +17,6 @@ use crate::cluster::tags::SERF_CHECK;
 
 /// Full anti-entropy sync at least this often.
 const SYNC_EVERY: Duration = Duration::from_secs(60);
-
-/// The agent's own catalog writes: how many are under way, and the indexes of the latest.
-#[derive(Default)]
-pub(super) struct OwnWrites {
-    in_flight: usize,
-    recent: VecDeque<u64>,
-}
 
 impl Local {
     /// Keeps the catalog in line with local state: at once after a change, and every minute.
