@@ -25,8 +25,8 @@ pub fn config(text: &[u8], hcl: bool) -> crate::Result<usize> {
         "-data-dir".to_string(),
         dir.path().display().to_string(),
     ];
-    let parsed =
-        crate::flags::parse(&args, crate::config::AGENT_FLAGS).map_err(crate::Error::Config)?;
+    let parsed = crate::flags::parse(&args, crate::config::AGENT_FLAGS)
+        .map_err(|e| crate::Error::Config(e.to_string()))?;
     let (cfg, _warnings) = crate::config::load(&parsed)?;
     Ok(cfg.services.len() + cfg.checks.len())
 }

@@ -47,7 +47,10 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
             .transpose()
     };
     let port = |flag: &str| -> Result<Option<i32>> {
-        match p.num::<i32>(flag).map_err(Error::Config)? {
+        match p
+            .num::<i32>(flag)
+            .map_err(|e| Error::Config(e.to_string()))?
+        {
             Some(n) if !(-1..=65535).contains(&n) => {
                 Err(Error::Config(format!("invalid port {n} for flag -{flag}")))
             }
@@ -60,7 +63,10 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
     if p.bool("bootstrap") {
         cfg.bootstrap_expect = 1;
     }
-    if let Some(n) = p.num::<u32>("bootstrap-expect").map_err(Error::Config)? {
+    if let Some(n) = p
+        .num::<u32>("bootstrap-expect")
+        .map_err(|e| Error::Config(e.to_string()))?
+    {
         cfg.bootstrap_expect = n;
     }
     if let Some(d) = p.value("data-dir") {

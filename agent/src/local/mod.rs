@@ -297,8 +297,8 @@ impl Local {
     /// config-file definitions, and on failure keeps everything as it runs.
     fn reload_config(&self) -> crate::Result<()> {
         let args = lock(&self.config).args.clone();
-        let parsed =
-            crate::flags::parse(&args, crate::config::AGENT_FLAGS).map_err(crate::Error::Config)?;
+        let parsed = crate::flags::parse(&args, crate::config::AGENT_FLAGS)
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
         let (mut cfg, warnings) = crate::config::load(&parsed)?;
         cfg.args = args;
         self.load_config(&cfg);
