@@ -11,6 +11,8 @@ use muster_checks::{CheckSpec, Probe};
 use muster_server::model::{HealthStatus, Service};
 use serde_json::{Map, Value};
 
+use crate::{Error, Result};
+
 /// Consul's field names, PascalCase or snake_case, as snake_case (`ServiceID` → `service_id`,
 /// `TLSSkipVerify` → `tls_skip_verify`).
 pub(crate) fn snake(key: &str) -> String {
@@ -95,8 +97,8 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, field: &str, why: &str) -> String {
-        format!("{}: field {field:?}: {why}", self.origin)
+    fn err(&self, field: &str, why: &str) -> Error {
+        Error::Definition(format!("{}: field {field:?}: {why}", self.origin))
     }
 }
 
@@ -128,7 +130,7 @@ fn normalize(v: &Value) -> Map<String, Value> {
     out
 }
 
-fn string(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<String>, String> {
+fn string(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -136,7 +138,7 @@ fn string(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<String>, 
     }
 }
 
-fn duration(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<Duration>, String> {
+fn duration(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
     match string(ctx, m, k)? {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
@@ -149,7 +151,7 @@ fn duration(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<Duratio
     }
 }
 
-fn uint(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<u64>, String> {
+fn uint(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<u64>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
@@ -159,7 +161,7 @@ fn uint(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<u64>, Strin
     }
 }
 
-fn strings(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Vec<String>, String> {
+fn strings(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Vec<String>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(a)) => a
@@ -174,11 +176,7 @@ fn strings(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Vec<String>, St
     }
 }
 
-fn string_map(
-    ctx: &Ctx,
-    m: &Map<String, Value>,
-    k: &str,
-) -> Result<BTreeMap<String, String>, String> {
+fn string_map(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<BTreeMap<String, String>> {
     match m.get(k) {
         None | Some(Value::Null) => Ok(BTreeMap::new()),
         Some(Value::Object(o)) => o
@@ -199,7 +197,7 @@ fn check_keys(
     known: &[&str],
     unsupported: &[&str],
     what: &str,
-) -> Result<(), String> {
+) -> Result<()> {
     let mut ignored = Vec::new();
     for k in m.keys() {
         if known.contains(&k.as_str()) {
@@ -209,7 +207,10 @@ fn check_keys(
             ignored.push(k.clone());
             continue;
         }
-        return Err(format!("{}: unknown {what} field {k:?}", ctx.origin));
+        return Err(Error::Definition(format!(
+            "{}: unknown {what} field {k:?}",
+            ctx.origin
+        )));
     }
     if !ignored.is_empty() {
         ctx.warnings.push(format!(
@@ -251,9 +252,12 @@ pub fn parse_check(
     v: &Value,
     service: Option<(&str, &str)>,
     index: Option<usize>,
-) -> Result<CheckDef, String> {
+) -> Result<CheckDef> {
     if !v.is_object() {
-        return Err(format!("{}: a check must be an object", ctx.origin));
+        return Err(Error::Definition(format!(
+            "{}: a check must be an object",
+            ctx.origin
+        )));
     }
     let m = normalize(v);
     check_keys(ctx, &m, CHECK_KEYS, CHECK_UNSUPPORTED, "check")?;
@@ -276,10 +280,10 @@ pub fn parse_check(
     .filter(|x| **x)
     .count();
     if kinds != 1 {
-        return Err(format!(
+        return Err(Error::Definition(format!(
             "{}: a check needs exactly one of args, http, tcp or ttl",
             ctx.origin
-        ));
+        )));
     }
     let probe = if !args.is_empty() {
         Probe::Script { args }
@@ -353,7 +357,9 @@ pub fn parse_check(
             })
         })
         .or_else(|| name_given.clone())
-        .ok_or_else(|| format!("{}: a check needs an id or a name", ctx.origin))?;
+        .ok_or_else(|| {
+            Error::Definition(format!("{}: a check needs an id or a name", ctx.origin))
+        })?;
     let name = name_given.unwrap_or_else(|| match service {
         Some((_, sname)) => format!("Service '{sname}' check"),
         None => id.clone(),
@@ -408,9 +414,12 @@ const SERVICE_KEYS: &[&str] = &[
 ];
 
 /// Parses one service definition with its checks.
-pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef, String> {
+pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
     if !v.is_object() {
-        return Err(format!("{}: a service must be an object", ctx.origin));
+        return Err(Error::Definition(format!(
+            "{}: a service must be an object",
+            ctx.origin
+        )));
     }
     let m = normalize(v);
     check_keys(ctx, &m, SERVICE_KEYS, SERVICE_UNSUPPORTED, "service")?;
@@ -481,6 +490,11 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef, String> {
     Ok(ServiceDef { service, checks })
 }
 
+/// Why a script check is refused: scripts are off unless `setting` enables them.
+pub(crate) fn script_refusal(setting: &str) -> String {
+    format!("Scripts are disabled on this agent; to enable, configure '{setting}' to true")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,14 +552,16 @@ mod tests {
             c.warnings,
             ["web.json: ignoring service fields Muster does not support yet: connect, kind"]
         );
-        let e =
-            parse_service(&mut ctx(), &serde_json::json!({"name": "web", "prot": 80})).unwrap_err();
+        let e = parse_service(&mut ctx(), &serde_json::json!({"name": "web", "prot": 80}))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "web.json: unknown service field \"prot\"");
         let e = parse_service(
             &mut ctx(),
             &serde_json::json!({"name": "web", "port": "80"}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "web.json: field \"port\": expected a non-negative number"
@@ -554,7 +570,8 @@ mod tests {
             &mut ctx(),
             &serde_json::json!({"name": "w", "check": {"http": "http://x", "interval": "soon"}}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "web.json: field \"interval\": invalid duration \"soon\" (e.g. \"10s\", \"5m\"; at \
@@ -565,9 +582,9 @@ mod tests {
             let v = serde_json::json!({"name": "w", "check": {"tcp": "x:1", "interval": interval}});
             parse_service(&mut c, &v).map(|d| (d.checks[0].spec.interval, c.warnings))
         };
-        let e = check("1000000000000h").unwrap_err();
+        let e = check("1000000000000h").unwrap_err().to_string();
         assert!(e.contains("invalid duration \"1000000000000h\""), "{e}");
-        let e = check("0s").unwrap_err();
+        let e = check("0s").unwrap_err().to_string();
         assert!(e.contains("\"interval\": must be > 0"), "{e}");
         let (i, w) = check("100ms").expect("clamped");
         assert_eq!(i, Duration::from_secs(1));
@@ -576,12 +593,15 @@ mod tests {
             &mut ctx(),
             &serde_json::json!({"name": "w", "check": {"tcp": "x:1"}}),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "web.json: field \"interval\": required for script, http and tcp checks"
         );
-        let e = parse_service(&mut ctx(), &serde_json::json!({"port": 1})).unwrap_err();
+        let e = parse_service(&mut ctx(), &serde_json::json!({"port": 1}))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "web.json: field \"name\": required");
     }
 }

@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-/// Loads `text` as the agent does a `-config-file` (HCL when `hcl`, else JSON), then checks
-/// its service and check definitions as `agent::run` does before anything binds. The text is
+/// Loads `text` as the agent does a `-config-file` (HCL when `hcl`, else JSON), with its
+/// service and check definitions, as `muster agent` does before anything binds. The text is
 /// written to a file in a temp dir kept for the life of the process, so the very code that
 /// reads config files reads it. Returns the number of services and checks defined, or the
 /// message the agent would exit with.
-pub fn config(text: &[u8], hcl: bool) -> Result<usize, String> {
+pub fn config(text: &[u8], hcl: bool) -> crate::Result<usize> {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         tempfile::Builder::new()
@@ -25,8 +25,8 @@ pub fn config(text: &[u8], hcl: bool) -> Result<usize, String> {
         "-data-dir".to_string(),
         dir.path().display().to_string(),
     ];
-    let parsed = crate::flags::parse(&args, crate::config::AGENT_FLAGS)?;
+    let parsed = crate::flags::parse(&args, crate::config::AGENT_FLAGS)
+        .map_err(|e| crate::Error::Config(e.to_string()))?;
     let (cfg, _warnings) = crate::config::load(&parsed)?;
-    let (services, checks, _warnings) = crate::local::parse_config_defs(&cfg)?;
-    Ok(services.len() + checks.len())
+    Ok(cfg.services.len() + cfg.checks.len())
 }

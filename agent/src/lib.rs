@@ -4,18 +4,20 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod defs;
+mod error;
 pub mod flags;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod gossip;
 pub mod local;
-mod reconcile;
 pub mod signal;
 
 pub use agent::run;
+pub use cluster::gossip;
 pub use config::Config;
+pub use error::{Error, Result};
 
 /// The version `muster version` and `/v1/agent/self` report.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

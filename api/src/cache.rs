@@ -18,7 +18,7 @@ pub(crate) struct ReplyCache {
 
 impl ReplyCache {
     pub(crate) fn get(&self, key: &str, index: u64) -> Option<Bytes> {
-        let m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let m = muster_server::sync::lock(&self.entries);
         m.get(key)
             .filter(|(i, _)| *i == index)
             .map(|(_, b)| b.clone())
@@ -28,7 +28,7 @@ impl ReplyCache {
         if body.len() < MIN_SIZE {
             return;
         }
-        let mut m = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = muster_server::sync::lock(&self.entries);
         if m.len() >= MAX_ENTRIES && !m.contains_key(&key) {
             m.clear();
         }

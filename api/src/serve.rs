@@ -151,7 +151,7 @@ struct Slot {
 
 impl PerIp {
     fn take(&self, ip: IpAddr, limit: usize) -> Option<Slot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = muster_server::sync::lock(&self.0);
         let n = m.entry(ip).or_default();
         if limit > 0 && *n >= limit {
             return None;
@@ -166,7 +166,7 @@ impl PerIp {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut m = self.per_ip.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = muster_server::sync::lock(&self.per_ip.0);
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -266,7 +266,7 @@ fn get<T: Clone>(
     key: &str,
     current: impl FnOnce(&mut Cached<T>) -> bool,
 ) -> Option<T> {
-    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = muster_server::sync::lock(cache);
     c.get_mut(key)
         .and_then(|e| current(e).then(|| e.value.clone()))
 }
@@ -274,7 +274,7 @@ fn get<T: Clone>(
 /// Keeps `entry` under `key`. True if it needs a watcher: it is watched, and no watcher
 /// already keeps the same index (a concurrent miss that read the same index started one).
 fn store<T>(cache: &Cache<T>, key: &str, entry: Cached<T>) -> bool {
-    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    let mut c = muster_server::sync::lock(cache);
     // Bounds memory against queries for ever new names.
     if c.len() > 4096 {
         c.clear();
@@ -299,7 +299,7 @@ async fn watch_entry<T>(
     index: u64,
     wait: Duration,
 ) {
-    let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+    let lock = || muster_server::sync::lock(&cache);
     let mine = |e: &Cached<T>| e.watched && e.index == index;
     loop {
         {

@@ -53,7 +53,7 @@ struct Slot {
 
 impl Slot {
     fn take(clients: &Arc<Mutex<Clients>>, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut c = clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = muster_server::sync::lock(clients);
         let n = c.open.entry(ip).or_insert(0);
         if max > 0 && *n >= max {
             if c.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
@@ -77,7 +77,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = muster_server::sync::lock(&self.clients);
         if let Some(n) = c.open.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
@@ -185,7 +185,7 @@ async fn answer<H: RequestHandler>(
         Ok(m) if m.message_type() == MessageType::Query => {
             let request = Request::new(m, peer, Protocol::Tcp);
             handler.handle_request(&request, reply.clone()).await;
-            let mut out = reply.0.lock().unwrap_or_else(|p| p.into_inner());
+            let mut out = muster_server::sync::lock(&reply.0);
             out.take()
         }
         Ok(_) => None,
@@ -247,7 +247,7 @@ impl ResponseHandler for Reply {
                 h.into()
             }
         };
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(frame(&buf));
+        *muster_server::sync::lock(&self.0) = Some(frame(&buf));
         Ok(info)
     }
 }

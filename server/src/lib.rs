@@ -17,7 +17,7 @@ mod raft;
 mod recover;
 mod server;
 mod store;
-mod sync;
+pub mod sync;
 
 pub use config::ServerConfig;
 pub use error::{Error, Result};

@@ -76,8 +76,8 @@ pub enum Error {
     #[error("failed to join any nodes")]
     JoinedNone,
     /// A service definition file that could not be read.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] crate::Error),
     /// `lock` could not create the session that holds its lock.
     #[error("create session")]
     CreateSession(#[source] Box<Error>),

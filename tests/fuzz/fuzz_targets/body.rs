@@ -87,7 +87,7 @@ impl LocalAgent for Defs {
     fn register_service(&self, def: &Value, _: bool) -> Result<(), LocalError> {
         parse_service(&mut ctx("service definition"), def)
             .map(drop)
-            .map_err(LocalError::Invalid)
+            .map_err(|e| LocalError::Invalid(e.to_string()))
     }
     fn deregister_service(&self, id: &str) -> Result<(), LocalError> {
         Err(LocalError::NotFound(format!("Unknown service ID {id:?}")))
@@ -95,7 +95,7 @@ impl LocalAgent for Defs {
     fn register_check(&self, def: &Value) -> Result<(), LocalError> {
         parse_check(&mut ctx("check definition"), def, None, None)
             .map(drop)
-            .map_err(LocalError::Invalid)
+            .map_err(|e| LocalError::Invalid(e.to_string()))
     }
     fn deregister_check(&self, id: &str) -> Result<(), LocalError> {
         Err(LocalError::NotFound(format!("Unknown check ID {id:?}")))

@@ -9,12 +9,9 @@ use muster_server::model::{Check, Command, HealthStatus, Node, Registration, Ser
 use muster_server::Server;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{TAG_DC, TAG_PORT, TAG_RAFT_ID, TAG_ROLE};
+use super::gossip::{Gossip, Member, Status};
+use super::tags::{SERF_CHECK, TAG_DC, TAG_ID, TAG_PORT, TAG_RAFT_ID, TAG_ROLE};
 use crate::config::Config;
-use crate::gossip::{Gossip, Member, Status};
-
-pub(crate) const SERF_CHECK: &str = "serfHealth";
-pub(crate) const TAG_ID: &str = "id";
 
 /// A server as gossip describes it.
 struct ServerMember {

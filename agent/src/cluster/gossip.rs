@@ -17,6 +17,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::{Error, Result};
+
 /// A member's identity on the wire: its address, name and Serf-style tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MemberId {
@@ -91,9 +93,9 @@ const KIND_FOCA: u8 = 0;
 const KIND_LEAVE: u8 = 1;
 
 enum Cmd {
-    Join(SocketAddr, oneshot::Sender<Result<(), String>>),
+    Join(SocketAddr, oneshot::Sender<Result<()>>),
     Leave(oneshot::Sender<()>),
-    ForceLeave(String, oneshot::Sender<Result<(), String>>),
+    ForceLeave(String, oneshot::Sender<Result<()>>),
 }
 
 /// Handle to the gossip task.
@@ -118,7 +120,7 @@ struct Driver {
     /// Names that announced a graceful leave: their next `Down` is "left".
     leaving: HashMap<String, Instant>,
     /// Joins waiting for the first member to come up.
-    pending_joins: Vec<(Instant, oneshot::Sender<Result<(), String>>)>,
+    pending_joins: Vec<(Instant, oneshot::Sender<Result<()>>)>,
 }
 
 impl Gossip {
@@ -132,7 +134,7 @@ impl Gossip {
         let rng = rand::rngs::StdRng::from_os_rng();
         let foca = Foca::new(local.clone(), config, rng, PostcardCodec);
         let members: Members = Arc::default();
-        members.write().unwrap_or_else(|p| p.into_inner()).insert(
+        muster_server::sync::write(&members).insert(
             local.name.clone(),
             Member {
                 id: local.clone(),
@@ -163,14 +165,14 @@ impl Gossip {
     }
 
     /// Joins the cluster through `addr` (host:port); waits up to a few seconds for an answer.
-    pub async fn join(&self, addr: &str) -> Result<(), String> {
+    pub async fn join(&self, addr: &str) -> Result<()> {
         let sa = resolve(addr).await?;
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::Join(sa, tx))
             .await
-            .map_err(|_| "agent is shutting down".to_string())?;
-        rx.await.map_err(|_| "agent is shutting down".to_string())?
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
     /// Tells every member this agent is leaving, then leaves the SWIM cluster.
@@ -182,20 +184,17 @@ impl Gossip {
     }
 
     /// Marks a failed member as left, here and on every other member.
-    pub async fn force_leave(&self, name: &str) -> Result<(), String> {
+    pub async fn force_leave(&self, name: &str) -> Result<()> {
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::ForceLeave(name.to_string(), tx))
             .await
-            .map_err(|_| "agent is shutting down".to_string())?;
-        rx.await.map_err(|_| "agent is shutting down".to_string())?
+            .map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
     }
 
     pub fn snapshot(&self) -> Vec<Member> {
-        let mut v: Vec<Member> = self
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let mut v: Vec<Member> = muster_server::sync::read(&self.members)
             .values()
             .cloned()
             .collect();
@@ -204,7 +203,7 @@ impl Gossip {
     }
 }
 
-async fn resolve(addr: &str) -> Result<SocketAddr, String> {
+async fn resolve(addr: &str) -> Result<SocketAddr> {
     let with_port = if addr.parse::<SocketAddr>().is_ok()
         || addr
             .rsplit_once(':')
@@ -216,9 +215,9 @@ async fn resolve(addr: &str) -> Result<SocketAddr, String> {
     };
     let found = tokio::net::lookup_host(&with_port)
         .await
-        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .map_err(|e| Error::Gossip(format!("cannot resolve {addr}: {e}")))?
         .next();
-    found.ok_or_else(|| format!("cannot resolve {addr}"))
+    found.ok_or_else(|| Error::Gossip(format!("cannot resolve {addr}")))
 }
 
 impl Driver {
@@ -268,7 +267,7 @@ impl Driver {
     /// Records a graceful leave: `leaving` until foca reports the member down, then `left`.
     fn mark_leaving(&mut self, name: &str) {
         self.leaving.insert(name.to_string(), Instant::now());
-        let mut m = self.members.write().unwrap_or_else(|p| p.into_inner());
+        let mut m = muster_server::sync::write(&self.members);
         if let Some(member) = m.get_mut(name) {
             let next = match member.status {
                 Status::Alive => Status::Leaving,
@@ -314,7 +313,7 @@ impl Driver {
                         }
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(Error::Gossip(e.to_string())));
                     }
                 }
             }
@@ -328,16 +327,14 @@ impl Driver {
                 let _ = reply.send(());
             }
             Cmd::ForceLeave(name, reply) => {
-                let known = self
-                    .members
-                    .read()
-                    .unwrap_or_else(|p| p.into_inner())
+                let known = muster_server::sync::read(&self.members)
                     .get(&name)
                     .map(|m| m.status);
                 match known {
                     None => {
-                        let _ =
-                            reply.send(Err(format!("No node named {name:?} in the member list")));
+                        let _ = reply.send(Err(Error::Gossip(format!(
+                            "No node named {name:?} in the member list"
+                        ))));
                     }
                     Some(_) => {
                         self.broadcast_control(KIND_LEAVE, name.as_bytes()).await;
@@ -357,7 +354,9 @@ impl Driver {
             .partition(|(t, _)| t.elapsed() > timeout);
         self.pending_joins = keep;
         for (_, r) in expired {
-            let _ = r.send(Err("no response from the join address within 5s".into()));
+            let _ = r.send(Err(Error::Gossip(
+                "no response from the join address within 5s".into(),
+            )));
         }
     }
 
@@ -387,7 +386,7 @@ impl Driver {
     }
 
     fn on_notification(&mut self, n: OwnedNotification<MemberId>) -> bool {
-        let mut m = self.members.write().unwrap_or_else(|p| p.into_inner());
+        let mut m = muster_server::sync::write(&self.members);
         match n {
             OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
                 tracing::info!(member = %id.name, addr = %id.addr, "member alive");

@@ -1,0 +1,9 @@
+//! The agent's cluster layer: LAN gossip membership, finding the cluster at start, the
+//! leader's reconciliation of membership into Raft and the catalog, and the member tags they
+//! share. Gossip-level features (events, queries, exec) belong here too.
+
+pub(crate) mod control;
+pub mod gossip;
+pub(crate) mod join;
+pub(crate) mod reconcile;
+pub(crate) mod tags;

@@ -1,0 +1,172 @@
+//! The agent's configuration: Consul-format JSON or HCL files (`-config-file`, `-config-dir`)
+//! merged in order, then command-line flags on top, then validated; the service and check
+//! definitions in the files are parsed once, here, into typed values.
+//!
+//! `Config` and its defaults live here; `file` reads files and applies their keys, `sections`
+//! their nested blocks, `args` the flags, `validate` Consul's rules, `definitions` the service
+//! and check definitions, and `build` the component configurations made from a `Config`.
+
+mod args;
+mod build;
+mod definitions;
+mod file;
+mod sections;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use args::AGENT_FLAGS;
+pub use file::read_file;
+
+use crate::defs::{CheckDef, ServiceDef};
+use crate::flags::Parsed;
+use crate::Result;
+
+/// A port setting: `-1` disables the listener, `0` picks a free port (tests), else the port.
+pub type PortSetting = i32;
+
+/// Everything the agent runs with. Defaults are Consul's.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `-dev`: a single-node server with state in a temp dir and everything on loopback.
+    pub dev: bool,
+    /// Run as a server: hold Raft state and answer other agents' RPCs.
+    pub server: bool,
+    /// Form the cluster once this many servers are seen (0: never bootstrap alone).
+    pub bootstrap_expect: u32,
+    /// Where Raft and agent state live. Required unless `-dev`.
+    pub data_dir: Option<PathBuf>,
+    pub node_name: String,
+    pub datacenter: String,
+    /// DNS domain served (`consul.`).
+    pub domain: String,
+    /// Address gossip and the server RPC port bind to.
+    pub bind_addr: IpAddr,
+    /// Address advertised to other agents; defaults to `bind_addr`.
+    pub advertise_addr: Option<IpAddr>,
+    /// Address HTTP and DNS bind to.
+    pub client_addr: IpAddr,
+    /// Joined at start; failure is logged, not fatal.
+    pub start_join: Vec<String>,
+    /// Retried until one succeeds.
+    pub retry_join: Vec<String>,
+    pub http_port: PortSetting,
+    pub dns_port: PortSetting,
+    pub server_port: PortSetting,
+    pub serf_lan_port: PortSetting,
+    pub log_level: String,
+    /// Allow script checks registered over HTTP (off: remote code execution otherwise).
+    pub enable_script_checks: bool,
+    /// Allow script checks from config files.
+    pub enable_local_script_checks: bool,
+    /// Raft snapshot after this many entries (Consul's `raft_snapshot_threshold`).
+    pub raft_snapshot_threshold: u64,
+    /// Entries kept behind a snapshot (Consul's `raft_trailing_logs`).
+    pub raft_trailing_logs: u64,
+    /// How long deleted KV keys' tombstones are kept (Muster's own key; Consul: 15 min).
+    pub tombstone_ttl: std::time::Duration,
+    /// How long a read or write waits for a cluster leader (`performance.rpc_hold_timeout`).
+    pub rpc_hold_timeout: std::time::Duration,
+    /// Service definitions from config files, parsed, with their checks. Shared: the config
+    /// is cloned, and thousands of definitions need not be.
+    pub services: Arc<Vec<ServiceDef>>,
+    /// Check definitions from config files, parsed.
+    pub checks: Arc<Vec<CheckDef>>,
+    /// Output-only check changes reach the catalog at most this often (Consul: 5m).
+    pub check_update_interval: std::time::Duration,
+    /// The flags this config was built from, to rebuild it on reload.
+    pub args: Vec<String>,
+    /// DNS: upstream servers for names outside the domain (`recursors`, `-recursor`).
+    pub recursors: Vec<std::net::SocketAddr>,
+    /// DNS settings from `dns_config` (domain, datacenter and recursors are filled in from
+    /// the fields above when the agent starts).
+    pub dns: muster_dns::DnsConfig,
+    /// A second DNS domain answering the same names (`alt_domain`, `-alt-domain`).
+    pub alt_domain: Option<String>,
+    /// HTTP connection limits from `limits` (`http_max_conns_per_client`, Consul's 200, and
+    /// Muster's `http_read_header_timeout`).
+    pub http_limits: muster_api::HttpLimits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            dev: false,
+            server: false,
+            bootstrap_expect: 0,
+            data_dir: None,
+            node_name: hostname(),
+            datacenter: "dc1".into(),
+            domain: "consul.".into(),
+            bind_addr: IpAddr::from([0, 0, 0, 0]),
+            advertise_addr: None,
+            client_addr: IpAddr::from([127, 0, 0, 1]),
+            start_join: Vec::new(),
+            retry_join: Vec::new(),
+            http_port: 8500,
+            dns_port: 8600,
+            server_port: 8300,
+            serf_lan_port: 8301,
+            log_level: "info".into(),
+            enable_script_checks: false,
+            enable_local_script_checks: false,
+            raft_snapshot_threshold: 16_384,
+            raft_trailing_logs: 10_240,
+            tombstone_ttl: std::time::Duration::from_secs(15 * 60),
+            rpc_hold_timeout: std::time::Duration::from_secs(7),
+            services: Default::default(),
+            checks: Default::default(),
+            check_update_interval: std::time::Duration::from_secs(300),
+            args: Vec::new(),
+            recursors: Vec::new(),
+            dns: muster_dns::DnsConfig::default(),
+            alt_domain: None,
+            http_limits: muster_api::HttpLimits::default(),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "muster".into())
+}
+
+/// Loads config files and flags, validates them and parses the service and check definitions.
+/// Returns the config and the warnings to log once logging is up.
+pub fn load(p: &Parsed) -> Result<(Config, Vec<String>)> {
+    let mut cfg = Config::default();
+    let mut warnings = Vec::new();
+    if p.bool("dev") {
+        cfg.dev = true;
+        cfg.server = true;
+        cfg.bootstrap_expect = 1;
+        cfg.bind_addr = IpAddr::from([127, 0, 0, 1]);
+    }
+    let mut files: Vec<PathBuf> = p.all("config-file").iter().map(PathBuf::from).collect();
+    for dir in p.all("config-dir") {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| crate::Error::Config(format!("config dir {dir}: {e}")))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json" || x == "hcl"))
+            .collect();
+        found.sort();
+        files.extend(found);
+    }
+    let mut raw = definitions::RawDefs::default();
+    for f in &files {
+        file::apply_file(&mut cfg, f, &mut raw, &mut warnings)?;
+    }
+    args::apply_flags(&mut cfg, p)?;
+    validate::validate(&mut cfg, &mut warnings)?;
+    let (services, checks) = definitions::parse(&cfg, raw, &mut warnings)?;
+    cfg.services = Arc::new(services);
+    cfg.checks = Arc::new(checks);
+    Ok((cfg, warnings))
+}

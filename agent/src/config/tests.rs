@@ -1,0 +1,157 @@
+//! Loading config files and flags: known and unsupported keys, HCL blocks, refusals.
+
+use super::*;
+use crate::flags;
+
+fn load_with(json: &str, extra: &[&str]) -> std::result::Result<(Config, Vec<String>), String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("a.json");
+    std::fs::write(&f, json).expect("write");
+    let mut args = vec!["-config-file".to_string(), f.display().to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let p = flags::parse(&args, AGENT_FLAGS)?;
+    load(&p).map_err(|e| e.to_string().replace(&f.display().to_string(), "FILE"))
+}
+
+#[test]
+fn honours_known_keys_and_warns_on_unsupported() {
+    let (c, w) = load_with(
+        r#"{"server": true, "bootstrap_expect": 3, "data_dir": "/d", "node_name": "n1",
+            "ports": {"http": -1, "dns": 8653, "grpc": 8502}, "retry_join": ["a"],
+            "performance": {"raft_multiplier": 1, "rpc_hold_timeout": "3s"},
+            "telemetry": {}}"#,
+        &["-retry-join", "b", "-node=n2"],
+    )
+    .expect("loads");
+    assert!(c.server);
+    assert_eq!(c.bootstrap_expect, 3);
+    assert_eq!(c.http_port, -1);
+    assert_eq!(c.dns_port, 8653);
+    assert_eq!(c.retry_join, ["a", "b"]);
+    assert_eq!(c.node_name, "n2", "flags override files");
+    assert_eq!(c.rpc_hold_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(w.len(), 1);
+    assert!(
+        w[0].contains("performance.raft_multiplier, ports.grpc, telemetry"),
+        "{}",
+        w[0]
+    );
+}
+
+#[test]
+fn reads_consul_hcl_with_repeated_blocks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("agent.hcl");
+    std::fs::write(
+        &f,
+        r#"
+datacenter = "east"
+retry_join = ["10.0.0.1", "10.0.0.2"]
+ports {
+  dns  = 8653
+  grpc = -1
+}
+dns_config {
+  only_passing = true
+  service_ttl  = { "*" = "5s" }
+}
+service {
+  name = "web"
+  port = 80
+  check {
+id       = "web-http"
+http     = "http://localhost/health"
+interval = "10s"
+  }
+  check {
+id  = "web-ttl"
+ttl = "30s"
+  }
+}
+service {
+  name   = "db"
+  checks = [{ ttl = "30s" }]
+}
+"#,
+    )
+    .expect("write");
+    let args = [
+        "-config-dir",
+        &dir.path().display().to_string(),
+        "-data-dir",
+        "/tmp",
+    ]
+    .map(String::from);
+    let p = flags::parse(&args, AGENT_FLAGS).expect("flags");
+    let (c, warnings) = load(&p).expect("load");
+    assert_eq!(c.datacenter, "east");
+    assert_eq!(c.retry_join, ["10.0.0.1", "10.0.0.2"]);
+    assert_eq!(c.dns_port, 8653);
+    assert!(c.dns.only_passing);
+    assert_eq!(c.dns.service_ttl.get("*"), Some(&5));
+    assert!(
+        warnings.iter().any(|w| w.contains("ports.grpc")),
+        "{warnings:?}"
+    );
+    // Repeated blocks: two services, the first with two checks.
+    let names: Vec<&str> = c.services.iter().map(|s| s.service.name.as_str()).collect();
+    assert_eq!(names, ["web", "db"]);
+    assert_eq!(c.services[0].checks.len(), 2);
+    assert_eq!(c.services[1].checks.len(), 1);
+
+    // A syntax error names the file and the line.
+    std::fs::write(&f, "datacenter = \"east\"\nports {\n  dns = \n}\n").expect("write");
+    let e = load(&p).expect_err("broken HCL").to_string();
+    assert!(
+        e.starts_with(&format!("config file {}: invalid HCL", f.display())) && e.contains("line 3"),
+        "{e}"
+    );
+}
+
+#[test]
+fn refuses_unknown_keys_naming_file_and_key() {
+    let e = load_with(r#"{"data_dir": "/d", "sever": true}"#, &[]).unwrap_err();
+    assert_eq!(e, "config file FILE: unknown key \"sever\"");
+    let e = load_with(r#"{"data_dir": "/d", "ports": {"htp": 1}}"#, &[]).unwrap_err();
+    assert_eq!(e, "config file FILE: unknown key \"ports.htp\"");
+    let e = load_with(r#"{"data_dir": 5}"#, &[]).unwrap_err();
+    assert_eq!(e, "config file FILE: key \"data_dir\": expected a string");
+    let e = load_with(r#"{"tombstone_ttl": "soon"}"#, &[]).unwrap_err();
+    assert_eq!(
+        e,
+        "config file FILE: key \"tombstone_ttl\": invalid duration"
+    );
+}
+
+#[test]
+fn dns_use_cache_and_its_max_age_are_read() {
+    let (c, w) = load_with(
+        r#"{"data_dir": "/d", "dns_config": {"use_cache": true, "cache_max_age": "5s"}}"#,
+        &[],
+    )
+    .expect("loads");
+    assert!(c.dns.use_cache);
+    assert_eq!(c.dns.cache_max_age, std::time::Duration::from_secs(5));
+    assert!(w.is_empty(), "{w:?}");
+}
+
+#[test]
+fn rpc_hold_timeout_must_be_a_sane_duration() {
+    for (v, why) in [("\"0s\"", "must be between"), ("7", "expected a duration")] {
+        let json = format!(r#"{{"performance": {{"rpc_hold_timeout": {v}}}}}"#);
+        let e = load_with(&json, &[]).unwrap_err();
+        assert!(
+            e.starts_with("config file FILE: key \"performance.rpc_hold_timeout\": ")
+                && e.contains(why),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn tombstone_ttl_is_a_duration() {
+    let (c, _) = load_with(r#"{"data_dir": "/d", "tombstone_ttl": "90s"}"#, &[]).expect("loads");
+    assert_eq!(c.tombstone_ttl, std::time::Duration::from_secs(90));
+    let (c, _) = load_with(r#"{"data_dir": "/d"}"#, &[]).expect("loads");
+    assert_eq!(c.tombstone_ttl, std::time::Duration::from_secs(15 * 60));
+}

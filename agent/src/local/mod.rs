@@ -1,0 +1,388 @@
+//! The agent's own services and checks: the registry behind `/v1/agent/*`, filled from the
+//! config files and over HTTP. `checks` runs their probes, `persist` keeps HTTP registrations
+//! and statuses across restarts, `maint` handles maintenance mode, and `sync` pushes all of it
+//! into the catalog (anti-entropy).
+
+mod checks;
+mod maint;
+mod persist;
+mod sync;
+
+use muster_server::sync::lock;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use muster_api::{LocalAgent, LocalError};
+use muster_checks::Runner;
+use muster_server::model::{Check, HealthStatus, Service};
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::defs::{parse_check, parse_service, script_refusal, CheckDef, Ctx};
+
+/// Where a registration came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Config,
+    Api,
+    Maintenance,
+}
+
+/// A service of this agent's.
+struct LocalService {
+    service: Service,
+    source: Source,
+    /// The definition as registered over HTTP, kept for persistence.
+    raw: Option<Value>,
+}
+
+/// A check of this agent's: its catalog entry, and its definition (none for maintenance).
+struct LocalCheck {
+    check: Check,
+    def: Option<CheckDef>,
+    source: Source,
+    raw: Option<Value>,
+    critical_since: Option<Instant>,
+    /// Maintenance with a TTL: when it ends by itself.
+    expires: Option<SystemTime>,
+}
+
+/// The agent's own catalog writes: how many are under way, and the indexes of the latest.
+#[derive(Default)]
+struct OwnWrites {
+    in_flight: usize,
+    recent: VecDeque<u64>,
+}
+
+/// The registry: every service and check of this agent's, by ID.
+#[derive(Default)]
+struct State {
+    services: BTreeMap<String, LocalService>,
+    checks: BTreeMap<String, LocalCheck>,
+    /// Output last pushed to the catalog, and when: output-only changes are rate-limited.
+    synced_output: HashMap<String, Instant>,
+    /// Checks whose status changed since the last sync: pushed without a full diff.
+    dirty: BTreeSet<String>,
+}
+
+/// This agent's services and checks, shared by the HTTP API, the check runner and
+/// anti-entropy.
+pub struct Local {
+    node: String,
+    node_id: String,
+    datacenter: String,
+    address: String,
+    path: PathBuf,
+    allow_http_scripts: bool,
+    config: Mutex<Config>,
+    check_update_interval: Duration,
+    state: Mutex<State>,
+    runner: Runner,
+    /// Wakes anti-entropy after a change.
+    changed: Notify,
+    /// The agent's own catalog writes: the node watch ignores them.
+    own: Mutex<OwnWrites>,
+    /// Signalled when an own write finishes.
+    own_done: Notify,
+    /// The next sync compares everything with the catalog (registrations changed, the catalog
+    /// changed behind our back, or the periodic pass is due).
+    full_sync: AtomicBool,
+    /// TTL statuses changed since the last save; saved by housekeeping, not on every update.
+    persist_due: AtomicBool,
+    is_server: bool,
+}
+
+impl Local {
+    /// Something beyond check statuses changed: compare everything on the next sync.
+    fn mark_full(&self) {
+        self.full_sync.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// A check's status changed: push just that check on the next sync.
+    fn mark_dirty(&self, st: &mut State, id: &str) {
+        st.dirty.insert(id.to_string());
+        self.changed.notify_one();
+    }
+
+    /// Builds the local state from the config's definitions and the persisted file; starts
+    /// the checks.
+    pub fn start(
+        config: &Config,
+        data_dir: &Path,
+        node_id: &str,
+        address: &str,
+        is_server: bool,
+        cancel: CancellationToken,
+    ) -> Arc<Local> {
+        let (runner, updates) = Runner::new(cancel.clone());
+        let local = Arc::new(Local {
+            node: config.node_name.clone(),
+            node_id: node_id.to_string(),
+            datacenter: config.datacenter.clone(),
+            address: address.to_string(),
+            path: data_dir.join("local.json"),
+            allow_http_scripts: config.enable_script_checks,
+            config: Mutex::new(config.clone()),
+            check_update_interval: config.check_update_interval,
+            state: Mutex::default(),
+            runner,
+            changed: Notify::new(),
+            own: Mutex::default(),
+            own_done: Notify::new(),
+            full_sync: AtomicBool::new(true),
+            persist_due: AtomicBool::new(false),
+            is_server,
+        });
+        local.load_config(config);
+        local.restore();
+        tokio::spawn(local.clone().apply_updates(updates, cancel.clone()));
+        tokio::spawn(local.clone().housekeeping(cancel));
+        local
+    }
+
+    /// Replaces the running config-file definitions with the config's (parsed by
+    /// `config::load`, so nothing here can fail).
+    fn load_config(&self, config: &Config) {
+        let mut st = lock(&self.state);
+        let old_services: Vec<String> = st
+            .services
+            .iter()
+            .filter(|(_, s)| s.source == Source::Config)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in old_services {
+            st.services.remove(&id);
+        }
+        let old_checks: Vec<String> = st
+            .checks
+            .iter()
+            .filter(|(_, c)| c.source == Source::Config)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in old_checks {
+            st.checks.remove(&id);
+            self.runner.stop(&id);
+        }
+        for def in config.services.iter().cloned() {
+            for c in &def.checks {
+                self.add_check(&mut st, c.clone(), Source::Config, None, &def.service.name);
+            }
+            st.services.insert(
+                def.service.id.clone(),
+                LocalService {
+                    service: def.service,
+                    source: Source::Config,
+                    raw: None,
+                },
+            );
+        }
+        for c in config.checks.iter().cloned() {
+            let sname = st
+                .services
+                .get(&c.service_id)
+                .map(|s| s.service.name.clone())
+                .unwrap_or_default();
+            self.add_check(&mut st, c, Source::Config, None, &sname);
+        }
+        drop(st);
+        self.mark_full();
+    }
+
+    /// Registers a service over HTTP (or from the persisted file): parsed and checked before
+    /// anything changes; `replace_checks` drops its checks the new definition leaves out.
+    fn register_service_inner(
+        &self,
+        raw: &Value,
+        replace_checks: bool,
+        persist: bool,
+    ) -> Result<(), LocalError> {
+        let mut ctx = Ctx {
+            origin: "service definition",
+            warnings: Vec::new(),
+        };
+        let def = parse_service(&mut ctx, raw).map_err(|e| LocalError::Invalid(e.to_string()))?;
+        if def.checks.iter().any(|c| c.is_script) && !self.allow_http_scripts {
+            return Err(LocalError::Invalid(script_refusal("enable_script_checks")));
+        }
+        for w in ctx.warnings {
+            tracing::warn!("{w}");
+        }
+        let mut st = lock(&self.state);
+        let id = def.service.id.clone();
+        if replace_checks {
+            let stale: Vec<String> = st
+                .checks
+                .iter()
+                .filter(|(_, c)| c.check.service_id == id && c.source != Source::Maintenance)
+                .filter(|(cid, _)| !def.checks.iter().any(|d| &d.id == *cid))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for c in stale {
+                st.checks.remove(&c);
+                self.runner.stop(&c);
+            }
+        }
+        for c in def.checks {
+            let keep = st
+                .checks
+                .get(&c.id)
+                .map(|old| (old.check.status, old.check.output.clone()));
+            self.add_check(&mut st, c.clone(), Source::Api, None, &def.service.name);
+            if let (Some((status, output)), Some(lc)) = (keep, st.checks.get_mut(&c.id)) {
+                lc.check.status = status;
+                lc.check.output = output;
+            }
+        }
+        st.services.insert(
+            id,
+            LocalService {
+                service: def.service,
+                source: Source::Api,
+                raw: Some(raw.clone()),
+            },
+        );
+        drop(st);
+        if persist {
+            self.persist();
+        }
+        self.mark_full();
+        Ok(())
+    }
+
+    /// Registers a check over HTTP (or from the persisted file).
+    fn register_check_inner(&self, raw: &Value, persist: bool) -> Result<(), LocalError> {
+        let mut ctx = Ctx {
+            origin: "check definition",
+            warnings: Vec::new(),
+        };
+        let def = parse_check(&mut ctx, raw, None, None)
+            .map_err(|e| LocalError::Invalid(e.to_string()))?;
+        if def.is_script && !self.allow_http_scripts {
+            return Err(LocalError::Invalid(script_refusal("enable_script_checks")));
+        }
+        let mut st = lock(&self.state);
+        let sname = if def.service_id.is_empty() {
+            String::new()
+        } else {
+            match st.services.get(&def.service_id) {
+                Some(s) => s.service.name.clone(),
+                None => {
+                    return Err(LocalError::Invalid(format!(
+                        "ServiceID {:?} does not exist",
+                        def.service_id
+                    )))
+                }
+            }
+        };
+        self.add_check(&mut st, def, Source::Api, Some(raw.clone()), &sname);
+        drop(st);
+        if persist {
+            self.persist();
+        }
+        self.mark_full();
+        Ok(())
+    }
+
+    /// Re-reads the config files and flags the agent started with; on success replaces the
+    /// config-file definitions, and on failure keeps everything as it runs.
+    fn reload_config(&self) -> crate::Result<()> {
+        let args = lock(&self.config).args.clone();
+        let parsed = crate::flags::parse(&args, crate::config::AGENT_FLAGS)
+            .map_err(|e| crate::Error::Config(e.to_string()))?;
+        let (mut cfg, warnings) = crate::config::load(&parsed)?;
+        cfg.args = args;
+        self.load_config(&cfg);
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        *lock(&self.config) = cfg;
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+}
+
+impl LocalAgent for Local {
+    fn services(&self) -> Vec<Service> {
+        lock(&self.state)
+            .services
+            .values()
+            .map(|s| s.service.clone())
+            .collect()
+    }
+
+    fn checks(&self) -> Vec<Check> {
+        lock(&self.state)
+            .checks
+            .values()
+            .map(|c| c.check.clone())
+            .collect()
+    }
+
+    fn register_service(&self, def: &Value, replace_checks: bool) -> Result<(), LocalError> {
+        self.register_service_inner(def, replace_checks, true)
+    }
+
+    fn deregister_service(&self, id: &str) -> Result<(), LocalError> {
+        let mut st = lock(&self.state);
+        if st.services.remove(id).is_none() {
+            return Err(LocalError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
+        }
+        let checks: Vec<String> = st
+            .checks
+            .iter()
+            .filter(|(_, c)| c.check.service_id == id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for c in checks {
+            st.checks.remove(&c);
+            self.runner.stop(&c);
+        }
+        drop(st);
+        self.persist();
+        self.mark_full();
+        Ok(())
+    }
+
+    fn register_check(&self, def: &Value) -> Result<(), LocalError> {
+        self.register_check_inner(def, true)
+    }
+
+    fn deregister_check(&self, id: &str) -> Result<(), LocalError> {
+        if lock(&self.state).checks.remove(id).is_none() {
+            return Err(LocalError::NotFound(format!("Unknown check ID {id:?}")));
+        }
+        self.runner.stop(id);
+        self.persist();
+        self.mark_full();
+        Ok(())
+    }
+
+    fn update_check(
+        &self,
+        id: &str,
+        status: HealthStatus,
+        output: String,
+    ) -> Result<(), LocalError> {
+        self.update_ttl_check(id, status, output)
+    }
+
+    fn maintenance(
+        &self,
+        service: Option<&str>,
+        enable: bool,
+        reason: String,
+        ttl: Option<Duration>,
+    ) -> Result<(), LocalError> {
+        self.set_maintenance(service, enable, reason, ttl, true)
+    }
+
+    fn reload(&self) -> Result<(), String> {
+        self.reload_config().map_err(|e| e.to_string())
+    }
+}
