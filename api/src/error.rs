@@ -1,3 +1,6 @@
+//! `ApiError`: what a handler fails with, and the HTTP answer each becomes (4xx with the
+//! reason; 5xx logged, with an opaque body).
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 

@@ -1,3 +1,5 @@
+//! `ServerConfig`: what the agent passes to the server component, by value.
+
 use std::path::PathBuf;
 use std::time::Duration;
 

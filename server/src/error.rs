@@ -1,3 +1,6 @@
+//! The server crate's error: Raft, storage and forwarding failures, translated at the edge
+//! into what `api` and `dns` can answer with.
+
 use std::path::PathBuf;
 
 /// Errors of the replicated state store, already translated from Raft and redb terms into

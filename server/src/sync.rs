@@ -1,5 +1,6 @@
-//! Lock helpers shared by every crate of the workspace: every lock here takes the guard of a lock poisoned by a
-//! holder that panicked, so that one panicked task does not make every later user panic too.
+//! Lock helpers shared by every crate of the workspace: each takes the guard of a lock
+//! poisoned by a holder that panicked, so that one panicked task does not make every later
+//! user panic too.
 
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 

@@ -1,3 +1,5 @@
+//! Nodes, their services and checks, and a check's health status.
+
 use std::collections::BTreeMap;
 use std::fmt;
 

@@ -1,3 +1,5 @@
+//! [`Command`]: one write, as the Raft log carries it, and its result.
+
 use serde::{Deserialize, Serialize};
 
 use super::{LockOp, Registration, Session, TxnOp, TxnOutcome};

@@ -1,3 +1,5 @@
+//! A KV entry as stored.
+
 use serde::{Deserialize, Serialize};
 
 /// One key of the KV store, as Consul models it.

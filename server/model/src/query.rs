@@ -1,3 +1,5 @@
+//! [`Query`]: one read, with the consistency it asks for, and its result and index.
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -7,13 +9,13 @@ use super::{Check, HealthStatus, KvEntry, Node, Service, Session};
 /// Read consistency, as Consul's query parameters choose it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Consistency {
-    /// The leader's view (no quorum round trip). Muster serves it from local state once the
-    /// local state has caught up with the leader's applied index.
+    /// Linearizable, as cheaply as possible: a leader inside its lease answers from its own
+    /// state; otherwise (or on a follower) through the leader's read index.
     #[default]
     Default,
     /// Any server's local state; answers with no leader at all.
     Stale,
-    /// Linearizable: the leader confirms its leadership with a quorum first.
+    /// Linearizable: the leader always confirms its leadership with a quorum first.
     Consistent,
 }
 

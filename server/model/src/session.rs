@@ -1,3 +1,5 @@
+//! Sessions and the lock operations a KV write may carry.
+
 use serde::{Deserialize, Serialize};
 
 /// What happens to a session's locks when it is invalidated.

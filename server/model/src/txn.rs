@@ -1,3 +1,5 @@
+//! Transactions: the operations of `/v1/txn` and their outcomes.
+
 use serde::{Deserialize, Serialize};
 
 use super::{Check, KvEntry, Node, Service};
