@@ -44,39 +44,51 @@ async function waitFor(what, fn, timeoutMs = 10000) {
   }
 }
 
-// Starts `change` 300 ms from now, awaits the blocking `call`, and checks that it returned
-// because of the change: not at once, and well before its wait ran out.
-async function blocked(what, call, change) {
+// Starts `change` 300 ms from now, then runs the blocking `call(index)` in a loop, as Consul's
+// documentation says a client must (a blocking query may return for a change its result does
+// not show), until `done(result)`; `next(result)` is the index for the next call. Checks that
+// the result came because of the change: not at once, and well before the 10 s waits ran out.
+async function blocked(what, index, call, next, done, change) {
   const start = Date.now();
   const changed = sleep(300).then(change);
-  const result = await call();
+  let result;
+  for (let i = 0; ; i += 1) {
+    result = await call(index);
+    if (done(result)) break;
+    if (i === 10) throw new Error(`${what}: no wanted result after 10 blocking queries`);
+    index = next(result);
+  }
   await changed;
   const took = Date.now() - start;
   check(took >= 200 && took <= 8000, `${what}: blocking query returned after ${took} ms`);
   return result;
 }
 
-// Resolves with the data of the watch's first `change` event after `change` ran; the watch
-// (the README's consul.watch) emits its initial state first.
-function watchChange(consul, method, options, change) {
+// Resolves with the data of the first `change` event, after `change` ran, for which
+// `done(data)` holds. The watch (the README's consul.watch) emits its initial state first; like
+// any blocking-query client it may also see changes its result does not show.
+function watchChange(consul, method, options, change, done) {
   return new Promise((resolve, reject) => {
     const watch = consul.watch({ method, options, maxAttempts: 3 });
     let events = 0;
     let changed;
     const timer = setTimeout(() => {
       watch.end();
-      reject(new Error(`watch saw ${events} change events in 10 s`));
+      reject(new Error(`watch saw ${events} change events in 10 s, none wanted`));
     }, 10000);
     watch.on("change", (data) => {
       events += 1;
       if (events === 1) {
         changed = Promise.resolve(change());
         changed.catch(reject);
-      } else {
+        return;
+      }
+      changed.then(() => {
+        if (!done(data)) return;
         clearTimeout(timer);
         watch.end();
-        changed.then(() => resolve(data), reject);
-      }
+        resolve(data);
+      }, reject);
     });
     watch.on("error", (err) => {
       clearTimeout(timer);
@@ -135,13 +147,20 @@ step("kv_blocking_query", async ({ consul }) => {
   const { ModifyIndex: index } = await consul.kv.get("js/block");
   const after = await blocked(
     "kv get",
-    () => consul.kv.get({ key: "js/block", index, wait: "10s" }),
+    index,
+    (i) => consul.kv.get({ key: "js/block", index: i, wait: "10s" }),
+    (entry) => entry.ModifyIndex,
+    (entry) => entry.Value === "after",
     () => consul.kv.set("js/block", "after"),
   );
   check(after.Value === "after" && after.ModifyIndex > index, `woke with ${show(after)}`);
   // The README's consul.watch: an initial change, then one per write.
-  const seen = await watchChange(consul, consul.kv.get, { key: "js/block" }, () =>
-    consul.kv.set("js/block", "watched"),
+  const seen = await watchChange(
+    consul,
+    consul.kv.get,
+    { key: "js/block" },
+    () => consul.kv.set("js/block", "watched"),
+    (entry) => entry.Value !== "after",
   );
   check(seen.Value === "watched", `watch saw ${show(seen)}`);
 });
@@ -170,6 +189,7 @@ step("service_with_ttl_check", async ({ consul }) => {
     consul.health.service,
     { service: "jsweb", passing: true },
     () => consul.agent.check.pass({ id: "service:jsweb1", note: "up" }),
+    (entries) => entries.length > 0,
   );
   check(show(healthy.map((e) => e.Service.ID)) === show(["jsweb1"]), `healthy: ${show(healthy)}`);
   check((await consul.agent.check.list())["service:jsweb1"].Output === "up", "pass note");
@@ -279,9 +299,15 @@ step("session_and_lock", async ({ consul, node }) => {
 
 step("session_blocking_list", async ({ consul }) => {
   let made;
-  const sessions = await watchChange(consul, consul.session.list, {}, async () => {
-    made = (await consul.session.create({ name: "js-watched" })).ID;
-  });
+  const sessions = await watchChange(
+    consul,
+    consul.session.list,
+    {},
+    async () => {
+      made = (await consul.session.create({ name: "js-watched" })).ID;
+    },
+    (list) => list.some((s) => s.ID === made),
+  );
   check(sessions.some((s) => s.ID === made), `watched list: ${show(sessions)}`);
   await consul.session.destroy(made);
 });
