@@ -267,14 +267,18 @@ def health_by_tag(ctx):
         check(c.agent.service.deregister(sid), f"deregister {sid}")
 
 
+def job_passes(c, service_id, script_check):
+    """Registers a `pyjob` instance with `script_check`, waits for it to pass, deregisters it."""
+    check(c.agent.service.register("pyjob", service_id=service_id, check=script_check),
+          f"register {service_id}")
+    wait_for("script check passing",
+             lambda: c.agent.checks().get(f"service:{service_id}", {}).get("Status") == "passing")
+    check(c.agent.service.deregister(service_id), f"deregister {service_id}")
+
+
 @step
 def service_with_script_check(ctx):
-    c = ctx.c
-    c.agent.service.register("pyjob", service_id="pyjob1",
-                             check=consul.Check.script(["/bin/true"], "1s"))
-    wait_for("script check passing",
-             lambda: c.agent.checks().get("service:pyjob1", {}).get("Status") == "passing")
-    check(c.agent.service.deregister("pyjob1"), "deregister pyjob1")
+    job_passes(ctx.c, "pyjob1", consul.Check.script(["/bin/true"], "1s"))
 
 
 @step
@@ -300,15 +304,12 @@ def service_with_tcp_and_http_checks(ctx):
 
 @step
 def script_check_numeric_interval(ctx):
-    c = ctx.c
+    # A string script is deprecated (it becomes ["sh", "-c", ...]); 10 is 10 ns, which Consul
+    # raises to its minimum interval.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        check(c.agent.service.register("pyjob", service_id="pyjob2",
-                                       check=consul.Check.script("/bin/true", 10)),
-              "register with a numeric interval")
-    wait_for("script check passing",
-             lambda: c.agent.checks().get("service:pyjob2", {}).get("Status") == "passing")
-    check(c.agent.service.deregister("pyjob2"), "deregister pyjob2")
+        script_check = consul.Check.script("/bin/true", 10)
+    job_passes(ctx.c, "pyjob2", script_check)
 
 
 @step
