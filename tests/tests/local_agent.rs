@@ -607,3 +607,35 @@ service {
     );
     Ok(())
 }
+
+/// Registrations arriving together are each saved: no save fails on another's temp file, and
+/// a restart brings every one of them back.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_registrations_are_all_saved() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut a = single_server(root.path(), "saver", &[]).await?;
+    let url = a.url("/v1/agent/service/register");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let def = json!({"Name": "svc", "ID": format!("svc{i:02}"), "Port": 8000 + i});
+            put(&url, def.to_string().as_bytes()).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await??.status, 200);
+    }
+    assert!(
+        !a.logs().contains("cannot save local state"),
+        "a save failed:\n{}",
+        a.logs()
+    );
+    a.restart()?;
+    wait_until("all 40 restored", Duration::from_secs(15), || async {
+        let v = get(&a.url("/v1/agent/services")).await.ok()?.json();
+        (v.as_object()?.len() == 40).then_some(())
+    })
+    .await?;
+    Ok(())
+}

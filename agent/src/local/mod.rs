@@ -94,6 +94,9 @@ pub struct Local {
     full_sync: AtomicBool,
     /// TTL statuses changed since the last save; saved by housekeeping, not on every update.
     persist_due: AtomicBool,
+    /// Held across a save, from the snapshot to the rename: saves do not share a temp file,
+    /// and an older snapshot never replaces a newer one.
+    saving: Mutex<()>,
     is_server: bool,
 }
 
@@ -137,6 +140,7 @@ impl Local {
             own_done: Notify::new(),
             full_sync: AtomicBool::new(true),
             persist_due: AtomicBool::new(false),
+            saving: Mutex::new(()),
             is_server,
         });
         local.load_config(config);
