@@ -1,73 +1,24 @@
 //! Service and check definitions as Consul writes them: snake_case in config files,
-//! PascalCase over HTTP. Both are read by one parser, so the same mistakes give the same
-//! errors. Fields Consul knows but Muster does not implement load with a warning; anything
-//! else is refused with the field named.
+//! PascalCase over HTTP, and whatever Consul's decoders also take (`serviceid`, `null` for an
+//! absent field, durations as numbers of nanoseconds; see `fields`). Both are read by one
+//! parser, so the same mistakes give the same errors. Consul's Connect-only service fields
+//! (`kind`, `proxy`, `connect`) and its `tagged_addresses` and `socket_path` are kept with the
+//! service and returned; fields Consul knows but Muster does not implement load with a
+//! warning; anything else is refused with the field named.
 
-use std::collections::BTreeMap;
+mod fields;
+
 use std::time::Duration;
 
-use muster_api::go_duration;
 use muster_checks::{CheckSpec, Probe};
 use muster_server::model::{HealthStatus, Service};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::{Error, Result};
-
-/// Consul's field names, PascalCase or snake_case, as snake_case (`ServiceID` → `service_id`,
-/// `TLSSkipVerify` → `tls_skip_verify`).
-pub(crate) fn snake(key: &str) -> String {
-    let c: Vec<char> = key.chars().collect();
-    let mut out = String::with_capacity(key.len() + 4);
-    for (i, ch) in c.iter().enumerate() {
-        if ch.is_uppercase() && i > 0 {
-            let prev = c[i - 1];
-            let next_lower = c.get(i + 1).is_some_and(|n| n.is_lowercase());
-            if prev.is_lowercase() || prev.is_ascii_digit() || (prev.is_uppercase() && next_lower) {
-                out.push('_');
-            }
-        }
-        out.extend(ch.to_lowercase());
-    }
-    out
-}
-
-/// Service fields Consul has and Muster does not implement yet.
-const SERVICE_UNSUPPORTED: &[&str] = &[
-    "kind",
-    "proxy",
-    "connect",
-    "token",
-    "namespace",
-    "partition",
-    "tagged_addresses",
-    "socket_path",
-    "locality",
-    "enable_tag_override_legacy",
-];
-/// Check fields Consul has and Muster does not implement yet.
-const CHECK_UNSUPPORTED: &[&str] = &[
-    "docker_container_id",
-    "shell",
-    "grpc",
-    "grpc_use_tls",
-    "h2ping",
-    "h2ping_use_tls",
-    "alias_node",
-    "alias_service",
-    "os_service",
-    "udp",
-    "body",
-    "disable_redirects",
-    "output_max_size",
-    "tls_server_name",
-    "tls_skip_verify",
-    "token",
-    "namespace",
-    "partition",
-    "tcp_use_tls",
-    "definition",
-    "type",
-];
+use fields::{
+    check_keys, drop_nulls, duration, normalize, object, string, string_map, strings, uint,
+    CHECK_KEYS, CHECK_UNSUPPORTED, SERVICE_KEYS, SERVICE_UNSUPPORTED,
+};
 
 /// A parsed check.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,156 +45,41 @@ pub struct ServiceDef {
 pub struct Ctx<'a> {
     pub origin: &'a str,
     pub warnings: Vec<String>,
+    /// Word errors as Consul's HTTP API does (`Missing service name`, `Request decode failed:
+    /// json: unknown field "X"`), for the clients and scripts that match on them; otherwise an
+    /// error names the origin and the field.
+    pub consul_errors: bool,
 }
 
 impl Ctx<'_> {
     fn err(&self, field: &str, why: &str) -> Error {
         Error::Definition(format!("{}: field {field:?}: {why}", self.origin))
     }
-}
 
-/// Re-keys an object to snake_case, except inside user maps (meta, header).
-fn normalize(v: &Value) -> Map<String, Value> {
-    let mut out = Map::new();
-    if let Value::Object(m) = v {
-        for (k, v) in m {
-            let k = snake(k);
-            let v = match (k.as_str(), v) {
-                ("meta" | "header", v) => v.clone(),
-                (_, Value::Object(_)) => Value::Object(normalize(v)),
-                (_, Value::Array(a)) => Value::Array(
-                    a.iter()
-                        .map(|x| {
-                            if x.is_object() {
-                                Value::Object(normalize(x))
-                            } else {
-                                x.clone()
-                            }
-                        })
-                        .collect(),
-                ),
-                (_, v) => v.clone(),
-            };
-            out.insert(k, v);
+    /// An error about the definition as a whole: `why` after the origin, or `consul`.
+    fn fail(&self, why: &str, consul: &str) -> Error {
+        Error::Definition(if self.consul_errors {
+            consul.to_string()
+        } else {
+            format!("{}: {why}", self.origin)
+        })
+    }
+
+    /// An error about one field: as [`Ctx::err`] words it, or `consul`.
+    fn field_err(&self, field: &str, why: &str, consul: impl FnOnce() -> String) -> Error {
+        if self.consul_errors {
+            Error::Definition(consul())
+        } else {
+            self.err(field, why)
         }
     }
-    out
 }
 
-fn string(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<String>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ctx.err(k, "expected a string")),
-    }
-}
-
-fn duration(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<Duration>> {
-    match string(ctx, m, k)? {
-        None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
-        Some(s) => go_duration(&s).map(Some).ok_or_else(|| {
-            ctx.err(
-                k,
-                &format!("invalid duration {s:?} (e.g. \"10s\", \"5m\"; at most 2562047h)"),
-            )
-        }),
-    }
-}
-
-fn uint(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Option<u64>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| ctx.err(k, "expected a non-negative number")),
-    }
-}
-
-fn strings(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<Vec<String>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| {
-                x.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| ctx.err(k, "expected a list of strings"))
-            })
-            .collect(),
-        Some(_) => Err(ctx.err(k, "expected a list of strings")),
-    }
-}
-
-fn string_map(ctx: &Ctx, m: &Map<String, Value>, k: &str) -> Result<BTreeMap<String, String>> {
-    match m.get(k) {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(o)) => o
-            .iter()
-            .map(|(a, b)| {
-                b.as_str()
-                    .map(|s| (a.clone(), s.to_string()))
-                    .ok_or_else(|| ctx.err(k, "values must be strings"))
-            })
-            .collect(),
-        Some(_) => Err(ctx.err(k, "expected an object")),
-    }
-}
-
-fn check_keys(
-    ctx: &mut Ctx,
-    m: &Map<String, Value>,
-    known: &[&str],
-    unsupported: &[&str],
-    what: &str,
-) -> Result<()> {
-    let mut ignored = Vec::new();
-    for k in m.keys() {
-        if known.contains(&k.as_str()) {
-            continue;
-        }
-        if unsupported.contains(&k.as_str()) {
-            ignored.push(k.clone());
-            continue;
-        }
-        return Err(Error::Definition(format!(
-            "{}: unknown {what} field {k:?}",
-            ctx.origin
-        )));
-    }
-    if !ignored.is_empty() {
-        ctx.warnings.push(format!(
-            "{}: ignoring {what} fields Muster does not support yet: {}",
-            ctx.origin,
-            ignored.join(", ")
-        ));
-    }
-    Ok(())
-}
-
-const CHECK_KEYS: &[&str] = &[
-    "id",
-    "check_id",
-    "name",
-    "args",
-    "script_args",
-    "interval",
-    "timeout",
-    "ttl",
-    "http",
-    "method",
-    "header",
-    "tcp",
-    "notes",
-    "service_id",
-    "status",
-    "success_before_passing",
-    "failures_before_critical",
-    "failures_before_warning",
-    "deregister_critical_service_after",
-    "output",
-];
+/// Consul's text for a check that is not one of its kinds.
+const INVALID_CHECK_KIND: &str = "Invalid check: TTL must be > 0 for TTL checks";
+/// Consul's text for a script, HTTP or TCP check without an interval.
+const INVALID_CHECK_INTERVAL: &str =
+    "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, or TCP checks";
 
 /// Parses one check. `service` is set for checks embedded in a service definition;
 /// `index` numbers multiple embedded checks as Consul does (`service:<id>:<n>`).
@@ -259,8 +95,9 @@ pub fn parse_check(
             ctx.origin
         )));
     }
-    let m = normalize(v);
+    let mut m = normalize(v, &[CHECK_KEYS, CHECK_UNSUPPORTED]);
     check_keys(ctx, &m, CHECK_KEYS, CHECK_UNSUPPORTED, "check")?;
+    drop_nulls(&mut m);
     let mut args = strings(ctx, &m, "args")?;
     if args.is_empty() {
         args = strings(ctx, &m, "script_args")?;
@@ -280,10 +117,13 @@ pub fn parse_check(
     .filter(|x| **x)
     .count();
     if kinds != 1 {
-        return Err(Error::Definition(format!(
-            "{}: a check needs exactly one of args, http, tcp or ttl",
-            ctx.origin
-        )));
+        let why = "a check needs exactly one of args, http, tcp or ttl";
+        let consul = if kinds == 0 {
+            INVALID_CHECK_KIND.to_string()
+        } else {
+            format!("Invalid check: {why}")
+        };
+        return Err(ctx.fail(why, &consul));
     }
     let probe = if !args.is_empty() {
         Probe::Script { args }
@@ -293,7 +133,7 @@ pub fn parse_check(
             let Value::Object(h) = h else {
                 return Err(ctx.err("header", "expected an object of lists"));
             };
-            for (k, vals) in h {
+            for (k, vals) in h.iter().filter(|(_, v)| !v.is_null()) {
                 let Value::Array(vals) = vals else {
                     return Err(ctx.err("header", "expected an object of lists"));
                 };
@@ -323,9 +163,10 @@ pub fn parse_check(
     let interval = match (interval, is_ttl) {
         // As Consul: an interval check must have one; "0s" would probe without pause.
         (Some(i), false) if i.is_zero() => {
-            return Err(ctx.err(
+            return Err(ctx.field_err(
                 "interval",
                 "must be > 0 for script, http and tcp checks (the minimum is 1s)",
+                || INVALID_CHECK_INTERVAL.to_string(),
             ))
         }
         (Some(i), false) if i < Duration::from_secs(1) => {
@@ -339,7 +180,11 @@ pub fn parse_check(
         (Some(i), _) => i,
         (None, true) => Duration::ZERO,
         (None, false) => {
-            return Err(ctx.err("interval", "required for script, http and tcp checks"))
+            return Err(ctx.field_err(
+                "interval",
+                "required for script, http and tcp checks",
+                || INVALID_CHECK_INTERVAL.to_string(),
+            ))
         }
     };
     let service_id = match service {
@@ -357,17 +202,22 @@ pub fn parse_check(
             })
         })
         .or_else(|| name_given.clone())
-        .ok_or_else(|| {
-            Error::Definition(format!("{}: a check needs an id or a name", ctx.origin))
-        })?;
+        .ok_or_else(|| ctx.fail("a check needs an id or a name", "Missing check name"))?;
     let name = name_given.unwrap_or_else(|| match service {
         Some((_, sname)) => format!("Service '{sname}' check"),
         None => id.clone(),
     });
     let status = match string(ctx, &m, "status")?.as_deref() {
         None | Some("") => HealthStatus::Critical,
-        Some(s) => HealthStatus::parse(s)
-            .ok_or_else(|| ctx.err("status", &format!("invalid status {s:?}")))?,
+        Some(s) => HealthStatus::parse(s).ok_or_else(|| {
+            ctx.field_err("status", &format!("invalid status {s:?}"), || {
+                match service {
+                    Some(_) => "Status for checks must 'passing', 'warning', 'critical'",
+                    None => "Bad check status",
+                }
+                .to_string()
+            })
+        })?,
     };
     let count = |k: &str| uint(ctx, &m, k).map(|v| v.unwrap_or(0) as u32);
     let failures_before_critical = count("failures_before_critical")?;
@@ -400,19 +250,6 @@ pub fn parse_check(
     })
 }
 
-const SERVICE_KEYS: &[&str] = &[
-    "id",
-    "name",
-    "tags",
-    "address",
-    "port",
-    "meta",
-    "weights",
-    "enable_tag_override",
-    "check",
-    "checks",
-];
-
 /// Parses one service definition with its checks.
 pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
     if !v.is_object() {
@@ -421,11 +258,12 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
             ctx.origin
         )));
     }
-    let m = normalize(v);
+    let mut m = normalize(v, &[SERVICE_KEYS, SERVICE_UNSUPPORTED]);
     check_keys(ctx, &m, SERVICE_KEYS, SERVICE_UNSUPPORTED, "service")?;
+    drop_nulls(&mut m);
     let name = string(ctx, &m, "name")?
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ctx.err("name", "required"))?;
+        .ok_or_else(|| ctx.field_err("name", "required", || "Missing service name".into()))?;
     let id = string(ctx, &m, "id")?
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| name.clone());
@@ -455,13 +293,25 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ctx.err("enable_tag_override", "expected a boolean")),
     };
+    let mut meta = string_map(ctx, &m, "meta")?;
+    let kept = [
+        ("Kind", string(ctx, &m, "kind")?.map(Value::String)),
+        ("Proxy", object(ctx, &m, "proxy")?),
+        ("Connect", object(ctx, &m, "connect")?),
+        ("TaggedAddresses", object(ctx, &m, "tagged_addresses")?),
+        (
+            "SocketPath",
+            string(ctx, &m, "socket_path")?.map(Value::String),
+        ),
+    ];
+    muster_api::keep_service_extra(&mut meta, kept).map_err(|e| ctx.err("meta", &e))?;
     let service = Service {
         id: id.clone(),
         name: name.clone(),
         tags: strings(ctx, &m, "tags")?,
         address: string(ctx, &m, "address")?.unwrap_or_default(),
         port,
-        meta: string_map(ctx, &m, "meta")?,
+        meta,
         weight_passing: wp,
         weight_warning: ww,
         enable_tag_override,
@@ -476,7 +326,7 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
         let Value::Array(cs) = cs else {
             return Err(ctx.err("checks", "expected a list"));
         };
-        raw.extend(cs.iter());
+        raw.extend(cs.iter().filter(|c| !c.is_null()));
     }
     let numbered = raw.len() > 1;
     for (i, c) in raw.into_iter().enumerate() {
@@ -496,112 +346,4 @@ pub(crate) fn script_refusal(setting: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ctx() -> Ctx<'static> {
-        Ctx {
-            origin: "web.json",
-            warnings: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn snake_cases_consul_names() {
-        for (a, b) in [
-            ("ServiceID", "service_id"),
-            ("TLSSkipVerify", "tls_skip_verify"),
-            ("HTTP", "http"),
-            ("TTL", "ttl"),
-            (
-                "DeregisterCriticalServiceAfter",
-                "deregister_critical_service_after",
-            ),
-            ("ID", "id"),
-            ("args", "args"),
-            ("enable_tag_override", "enable_tag_override"),
-            ("CheckID", "check_id"),
-        ] {
-            assert_eq!(snake(a), b);
-        }
-    }
-
-    #[test]
-    fn parses_both_spellings_alike() {
-        let file = serde_json::json!({"id": "redis1", "name": "redis", "tags": ["master"], "port": 6379,
-            "weights": {"passing": 10, "warning": 1},
-            "check": {"args": ["/bin/true"], "interval": "10s", "timeout": "2s"}});
-        let http = serde_json::json!({"ID": "redis1", "Name": "redis", "Tags": ["master"], "Port": 6379,
-            "Weights": {"Passing": 10, "Warning": 1},
-            "Check": {"Args": ["/bin/true"], "Interval": "10s", "Timeout": "2s"}});
-        let a = parse_service(&mut ctx(), &file).expect("file form");
-        let b = parse_service(&mut ctx(), &http).expect("http form");
-        assert_eq!(a, b);
-        assert_eq!(a.checks[0].id, "service:redis1");
-        assert_eq!(a.checks[0].spec.timeout, Duration::from_secs(2));
-        assert_eq!(a.service.weight_passing, 10);
-        assert!(a.checks[0].is_script);
-    }
-
-    #[test]
-    fn unknown_and_unsupported_fields() {
-        let mut c = ctx();
-        let v = serde_json::json!({"name": "web", "connect": {}, "kind": "typical"});
-        parse_service(&mut c, &v).expect("loads");
-        assert_eq!(
-            c.warnings,
-            ["web.json: ignoring service fields Muster does not support yet: connect, kind"]
-        );
-        let e = parse_service(&mut ctx(), &serde_json::json!({"name": "web", "prot": 80}))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "web.json: unknown service field \"prot\"");
-        let e = parse_service(
-            &mut ctx(),
-            &serde_json::json!({"name": "web", "port": "80"}),
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            e,
-            "web.json: field \"port\": expected a non-negative number"
-        );
-        let e = parse_service(
-            &mut ctx(),
-            &serde_json::json!({"name": "w", "check": {"http": "http://x", "interval": "soon"}}),
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            e,
-            "web.json: field \"interval\": invalid duration \"soon\" (e.g. \"10s\", \"5m\"; at \
-             most 2562047h)"
-        );
-        let check = |interval: &str| {
-            let mut c = ctx();
-            let v = serde_json::json!({"name": "w", "check": {"tcp": "x:1", "interval": interval}});
-            parse_service(&mut c, &v).map(|d| (d.checks[0].spec.interval, c.warnings))
-        };
-        let e = check("1000000000000h").unwrap_err().to_string();
-        assert!(e.contains("invalid duration \"1000000000000h\""), "{e}");
-        let e = check("0s").unwrap_err().to_string();
-        assert!(e.contains("\"interval\": must be > 0"), "{e}");
-        let (i, w) = check("100ms").expect("clamped");
-        assert_eq!(i, Duration::from_secs(1));
-        assert!(w[0].contains("below the minimum of 1s; using 1s"), "{w:?}");
-        let e = parse_service(
-            &mut ctx(),
-            &serde_json::json!({"name": "w", "check": {"tcp": "x:1"}}),
-        )
-        .unwrap_err()
-        .to_string();
-        assert_eq!(
-            e,
-            "web.json: field \"interval\": required for script, http and tcp checks"
-        );
-        let e = parse_service(&mut ctx(), &serde_json::json!({"port": 1}))
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "web.json: field \"name\": required");
-    }
-}
+mod tests;
