@@ -319,7 +319,8 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
     };
     let mut checks = Vec::new();
     let mut raw: Vec<&Value> = Vec::new();
-    if let Some(c) = m.get("check").filter(|c| !c.is_null()) {
+    // As Consul: a `check` with every field at its zero value is no check at all.
+    if let Some(c) = m.get("check").filter(|c| !is_zero(c)) {
         raw.push(c);
     }
     if let Some(cs) = m.get("checks") {
@@ -338,6 +339,19 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
         )?);
     }
     Ok(ServiceDef { service, checks })
+}
+
+/// A JSON value Go decodes to its type's zero value: `null`, `false`, `0`, `""`, an empty
+/// list, or an object of such values.
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.values().all(is_zero),
+    }
 }
 
 /// Why a script check is refused: scripts are off unless `setting` enables them.

@@ -134,6 +134,17 @@ fn null_is_the_same_as_absent() {
     assert_eq!(d.checks.len(), 1);
     assert_eq!(d.checks[0].status, HealthStatus::Critical);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A check with only zero values is none, as Consul's decoder leaves it empty.
+    for empty in [
+        serde_json::json!({}),
+        serde_json::json!({"CheckID": "", "TTL": null}),
+    ] {
+        let v = serde_json::json!({"Name": "web", "Check": empty});
+        assert!(parse_service(&mut ctx(), &v)
+            .expect("empty check")
+            .checks
+            .is_empty());
+    }
     let w = serde_json::json!({"Name": "w", "Weights": {"Passing": null, "Warning": 3}});
     let d = parse_service(&mut ctx(), &w).expect("null weight");
     assert_eq!((d.service.weight_passing, d.service.weight_warning), (1, 3));
