@@ -89,6 +89,46 @@ pub struct Weights {
     pub warning: u32,
 }
 
+/// The Connect-only fields a service was registered with, kept in its `meta` under
+/// [`Service::EXTRA_META_KEY`] and returned under their own names (absent when not given).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceExtra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_path: Option<String>,
+    /// The service's own tagged addresses (`{"lan": {"Address", "Port"}, ...}`), for the
+    /// `TaggedAddresses` of service objects.
+    #[serde(skip)]
+    pub tagged_addresses: Option<serde_json::Value>,
+}
+
+impl ServiceExtra {
+    /// Takes the reserved key out of a service's meta and reads the fields kept under it.
+    pub fn split(meta: &mut BTreeMap<String, String>) -> ServiceExtra {
+        let Some(raw) = meta.remove(Service::EXTRA_META_KEY) else {
+            return ServiceExtra::default();
+        };
+        let mut m = match serde_json::from_str(&raw) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return ServiceExtra::default(),
+        };
+        let text = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        ServiceExtra {
+            kind: text(m.remove("Kind")),
+            proxy: m.remove("Proxy"),
+            connect: m.remove("Connect"),
+            socket_path: text(m.remove("SocketPath")),
+            tagged_addresses: m.remove("TaggedAddresses"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AgentService {
@@ -101,12 +141,15 @@ pub struct AgentService {
     pub port: u16,
     pub weights: Weights,
     pub enable_tag_override: bool,
+    #[serde(flatten)]
+    pub extra: ServiceExtra,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl From<Service> for AgentService {
-    fn from(s: Service) -> Self {
+    fn from(mut s: Service) -> Self {
+        let extra = ServiceExtra::split(&mut s.meta);
         AgentService {
             id: s.id,
             service: s.name,
@@ -119,6 +162,7 @@ impl From<Service> for AgentService {
                 warning: s.weight_warning,
             },
             enable_tag_override: s.enable_tag_override,
+            extra,
             create_index: s.create_index,
             modify_index: s.modify_index,
         }
@@ -189,12 +233,17 @@ pub struct CatalogService {
     pub service_meta: BTreeMap<String, String>,
     pub service_port: u16,
     pub service_enable_tag_override: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_proxy: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_connect: Option<serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl CatalogService {
-    pub fn new(n: Node, s: Service) -> Self {
+    pub fn new(n: Node, mut s: Service) -> Self {
+        let extra = ServiceExtra::split(&mut s.meta);
         CatalogService {
             id: n.id,
             node: n.name,
@@ -202,7 +251,7 @@ impl CatalogService {
             datacenter: n.datacenter,
             tagged_addresses: n.tagged_addresses,
             node_meta: n.meta,
-            service_kind: String::new(),
+            service_kind: extra.kind.unwrap_or_default(),
             service_id: s.id,
             service_name: s.name,
             service_tags: s.tags,
@@ -214,6 +263,8 @@ impl CatalogService {
             service_meta: s.meta,
             service_port: s.port,
             service_enable_tag_override: s.enable_tag_override,
+            service_proxy: extra.proxy,
+            service_connect: extra.connect,
             create_index: s.create_index,
             modify_index: s.modify_index,
         }

@@ -469,7 +469,8 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
         (None, Some(2))
     );
 
-    // Over HTTP: the same rules, as 400 with the reason; script checks need enable_script_checks.
+    // Over HTTP: the same rules, as 400 with Consul's reason; script checks need
+    // enable_script_checks.
     let r = put(
         &a.url("/v1/agent/service/register"),
         br#"{"Name": "s", "Check": {"Args": ["true"], "Interval": "10s"}}"#,
@@ -489,7 +490,7 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
         (r.status, r.text()),
         (
             400,
-            "service definition: unknown service field \"prot\"".to_string()
+            "Request decode failed: json: unknown field \"Prot\"".to_string()
         )
     );
     let r = put(&a.url("/v1/agent/service/register"), b"{oops").await?;

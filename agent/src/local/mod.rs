@@ -209,6 +209,7 @@ impl Local {
         let mut ctx = Ctx {
             origin: "service definition",
             warnings: Vec::new(),
+            consul_errors: true,
         };
         let def = parse_service(&mut ctx, raw).map_err(|e| LocalError::Invalid(e.to_string()))?;
         if def.checks.iter().any(|c| c.is_script) && !self.allow_http_scripts {
@@ -264,6 +265,7 @@ impl Local {
         let mut ctx = Ctx {
             origin: "check definition",
             warnings: Vec::new(),
+            consul_errors: true,
         };
         let def = parse_check(&mut ctx, raw, None, None)
             .map_err(|e| LocalError::Invalid(e.to_string()))?;
