@@ -24,12 +24,6 @@ import consul
 PENDING = {
     "session_right_after_leader": "a leader registers its node, serfHealth and the consul "
     "service on its next tick, not when it wins: a session at once is refused",
-    "script_check_numeric_interval": "Check.script(\"/bin/true\", 10) sends \"interval\": 10 "
-    "(nanoseconds, as Consul reads a JSON number); Muster wants a string",
-    "check_with_service_id": "agent.check.register(service_id=...) sends \"serviceid\", "
-    "refused as an unknown field",
-    "enable_tag_override": "service.register(enable_tag_override=True) sends "
-    "\"enabletagoverride\", refused as an unknown field",
     "agent_self_and_members": "agent/self lacks DebugConfig, Coord and Stats, and its Member "
     "lacks ProtocolMin/Max/Cur and DelegateMin/Max/Cur",
 }
