@@ -80,6 +80,21 @@ pub(crate) const GET_FLAGS: &[Flag] = &[
     ),
 ];
 
+/// `-cas`, as `put` and `delete` take it.
+const CAS: Flag = Flag::bool(
+    "cas",
+    "Perform a Check-And-Set operation. Specifying this value also requires the \
+     -modify-index flag to be set. The default value is false.",
+);
+
+/// `-modify-index`, as `put` and `delete` take it.
+const MODIFY_INDEX: Flag = Flag::value(
+    "modify-index",
+    "uint",
+    "Unsigned integer representing the ModifyIndex of the key. This is used in combination \
+     with the -cas flag.",
+);
+
 pub(crate) const PUT_USAGE: &str = "
 Usage: muster kv put [options] KEY [DATA]
 
@@ -104,23 +119,14 @@ pub(crate) const PUT_FLAGS: &[Flag] = &[
         "base64",
         "Treat the data as base 64 encoded. The default value is false.",
     ),
-    Flag::bool(
-        "cas",
-        "Perform a Check-And-Set operation. Specifying this value also requires the \
-         -modify-index flag to be set. The default value is false.",
-    ),
+    CAS,
     Flag::value(
         "flags",
         "uint",
         "Unsigned integer value to assign to this key-value pair. The default value is 0 \
          (no flags).",
     ),
-    Flag::value(
-        "modify-index",
-        "uint",
-        "Unsigned integer representing the ModifyIndex of the key. This is used in \
-         combination with the -cas flag.",
-    ),
+    MODIFY_INDEX,
     Flag::bool(
         "release",
         "Forfeit the lock on the key at the given path. This requires the -session flag to \
@@ -145,17 +151,8 @@ Usage: muster kv delete [options] KEY_OR_PREFIX
 ";
 
 pub(crate) const DELETE_FLAGS: &[Flag] = &[
-    Flag::bool(
-        "cas",
-        "Perform a Check-And-Set operation. Specifying this value also requires the \
-         -modify-index flag to be set. The default value is false.",
-    ),
-    Flag::value(
-        "modify-index",
-        "uint",
-        "Unsigned integer representing the ModifyIndex of the key. This is used in \
-         combination with the -cas flag.",
-    ),
+    CAS,
+    MODIFY_INDEX,
     Flag::bool(
         "recurse",
         "Recursively delete all keys with the path. The default value is false.",
