@@ -303,7 +303,7 @@ async fn maintenance_hides_persists_and_expires() -> anyhow::Result<()> {
     let out = a.cli(&["maint", "-enable", "-reason", "AMI build"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Node entered maintenance mode\n"
+        "Node maintenance is now enabled\n"
     );
     wait_until(
         "hidden from health queries",
