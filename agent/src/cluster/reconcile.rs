@@ -87,12 +87,11 @@ pub(crate) async fn run(
             // As Consul's barrier: decide from a state machine that has applied everything
             // committed, so that a new leader does not skip a write its predecessors'
             // entries made necessary.
-            let caught_up = server.barrier(Consistency::Default).await;
-            let done = match caught_up {
-                Ok(_) => reconcile_catalog(&config, &server, &members).await,
-                Err(e) => Err(e),
+            let pass = async {
+                server.barrier(Consistency::Default).await?;
+                reconcile_catalog(&config, &server, &members).await
             };
-            if let Err(e) = done {
+            if let Err(e) = pass.await {
                 tracing::debug!(error = %e, "catalog reconciliation incomplete; will retry");
             }
             // Adding a voter waits for it to catch up as a learner: after the catalog, which
