@@ -61,7 +61,10 @@ pub struct CatalogNode {
     pub node: String,
     pub address: String,
     pub datacenter: String,
+    /// `null` when empty, as Consul stores a node registered without them.
+    #[serde(serialize_with = "null_if_empty")]
     pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(serialize_with = "null_if_empty")]
     pub meta: BTreeMap<String, String>,
     pub create_index: u64,
     pub modify_index: u64,
@@ -139,6 +142,16 @@ pub struct HealthCheck {
     pub service_id: String,
     pub service_name: String,
     pub service_tags: Vec<String>,
+    /// `ttl`, `http`, `tcp`, `script`, `maintenance`; empty for `serfHealth` and for checks the
+    /// catalog was given directly.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Go durations for a check registered on its own; empty for a service's checks.
+    pub interval: String,
+    pub timeout: String,
+    pub exposed_port: u16,
+    /// Always `{}` here: Consul fills it only in the agent's health-by-service answers.
+    pub definition: serde_json::Map<String, serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -155,6 +168,11 @@ impl From<Check> for HealthCheck {
             service_id: c.service_id,
             service_name: c.service_name,
             service_tags: Vec::new(),
+            kind: String::new(),
+            interval: String::new(),
+            timeout: String::new(),
+            exposed_port: 0,
+            definition: serde_json::Map::new(),
             create_index: c.create_index,
             modify_index: c.modify_index,
         }
@@ -177,7 +195,9 @@ pub struct CatalogService {
     pub node: String,
     pub address: String,
     pub datacenter: String,
+    #[serde(serialize_with = "null_if_empty")]
     pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(serialize_with = "null_if_empty")]
     pub node_meta: BTreeMap<String, String>,
     pub service_kind: String,
     #[serde(rename = "ServiceID")]
@@ -320,5 +340,165 @@ impl crate::filter::Filterable for ServiceEntry {
             service: Service::default().into(),
             checks: vec![Check::default().into()],
         }
+    }
+}
+
+/// Serializes an empty map as `null`, as Consul returns maps a registration left out.
+fn null_if_empty<S: serde::Serializer>(
+    m: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    if m.is_empty() {
+        s.serialize_none()
+    } else {
+        m.serialize(s)
+    }
+}
+
+/// An address and port a service is reachable at (`TaggedAddresses` values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// A service of the agent's own, as `/v1/agent/services` and `/v1/agent/service/<id>` show it:
+/// no indexes, the agent's datacenter, and the `lan_ipv4`/`wan_ipv4` addresses Consul's agent
+/// derives from an IPv4 service address.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OwnService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub port: u16,
+    pub address: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    /// Only on `/v1/agent/service/<id>`, where `?hash=` blocks on it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub content_hash: String,
+    pub datacenter: String,
+}
+
+impl OwnService {
+    pub fn new(s: Service, datacenter: String) -> Self {
+        let mut tagged_addresses = BTreeMap::new();
+        if s.address.parse::<std::net::Ipv4Addr>().is_ok() {
+            for tag in ["lan_ipv4", "wan_ipv4"] {
+                let a = ServiceAddress {
+                    address: s.address.clone(),
+                    port: s.port,
+                };
+                tagged_addresses.insert(tag.to_string(), a);
+            }
+        }
+        OwnService {
+            id: s.id,
+            service: s.name,
+            tags: s.tags,
+            meta: s.meta,
+            port: s.port,
+            address: s.address,
+            tagged_addresses,
+            weights: Weights {
+                passing: s.weight_passing,
+                warning: s.weight_warning,
+            },
+            enable_tag_override: s.enable_tag_override,
+            content_hash: String::new(),
+            datacenter,
+        }
+    }
+
+    /// Sets `ContentHash`: a hash of everything else, which changes when the service does.
+    pub fn with_hash(mut self) -> Self {
+        use std::hash::{Hash, Hasher};
+        self.content_hash.clear();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&self)
+            .expect("strings and numbers serialize")
+            .hash(&mut h);
+        self.content_hash = format!("{:016x}", h.finish());
+        self
+    }
+}
+
+impl crate::filter::Filterable for OwnService {
+    fn sample() -> Self {
+        OwnService::new(Service::default(), String::new())
+    }
+}
+
+/// A duration as Go's `time.Duration.String` writes it (`1h0m0s`, `2s`, `1.5s`, `500ms`,
+/// `0s`): how Consul reports check intervals and timeouts.
+pub fn go_duration_string(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = match ns {
+            n if n < 1_000 => ("ns", 1),
+            n if n < 1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", decimal(ns, div));
+    }
+    let (h, rest) = (ns / 3_600_000_000_000, ns % 3_600_000_000_000);
+    let (m, s) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{}s", decimal(s, 1_000_000_000)));
+    out
+}
+
+/// `n / div` in decimal, without trailing zeros after the point.
+fn decimal(n: u128, div: u128) -> String {
+    let (whole, rest) = (n / div, n % div);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{rest:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// `/v1/catalog/node-services/<node>`: the node and a list of its services; both `null` when
+/// the node is unknown.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeServiceList {
+    pub node: Option<CatalogNode>,
+    pub services: Option<Vec<serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::go_duration_string as s;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(s(Duration::ZERO), "0s");
+        assert_eq!(s(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(s(Duration::from_secs(2)), "2s");
+        assert_eq!(s(Duration::from_secs(90)), "1m30s");
+        assert_eq!(s(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(s(Duration::from_millis(500)), "500ms");
+        assert_eq!(s(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(s(Duration::from_nanos(42)), "42ns");
+        assert_eq!(s(Duration::from_secs(3600 * 26 + 61)), "26h1m1s");
     }
 }

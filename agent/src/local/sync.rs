@@ -190,12 +190,20 @@ impl Local {
             _ => Vec::new(),
         };
         let mut ops = Vec::new();
-        if node.as_ref().is_none_or(|n| n.address != self.address) {
+        let (tagged_addresses, meta) = {
+            let c = lock(&self.config);
+            (c.node_tagged_addresses(), c.node_meta_registered())
+        };
+        if node.as_ref().is_none_or(|n| {
+            n.address != self.address || n.tagged_addresses != tagged_addresses || n.meta != meta
+        }) {
             let n = Node {
                 name: self.node.clone(),
                 id: self.node_id.clone(),
                 address: self.address.clone(),
                 datacenter: self.datacenter.clone(),
+                tagged_addresses,
+                meta,
                 ..Default::default()
             };
             ops.push(TxnOp::Node {
