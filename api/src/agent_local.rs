@@ -210,7 +210,19 @@ async fn ttl_update(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let note = p.get("note").unwrap_or("").to_string();
-    Ok(done(local(&st)?.update_check(&id, status, note)))
+    Ok(ttl_done(&id, local(&st)?.update_check(&id, status, note)))
+}
+
+/// A TTL update of a check that is unknown or not a TTL check: Consul's 500 and text.
+fn ttl_done(id: &str, r: Result<(), LocalError>) -> Response {
+    match r {
+        Err(LocalError::NotFound(_) | LocalError::Invalid(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("CheckID {id:?} does not have associated TTL"),
+        )
+            .into_response(),
+        r => done(r),
+    }
 }
 
 pub(crate) async fn agent_check_pass(
@@ -245,14 +257,11 @@ pub(crate) async fn agent_check_update(
     let u: CheckUpdateIn = body(&b)?;
     let status = match u.status.as_deref() {
         Some(s) => HealthStatus::parse(s)
-            .ok_or_else(|| ApiError::BadRequest(format!("Invalid check status: {s:?}")))?,
+            .ok_or_else(|| ApiError::BadRequest(format!("Invalid check status: '{s}'")))?,
         None => return Err(ApiError::BadRequest("Missing Status".into())),
     };
-    Ok(done(local(&st)?.update_check(
-        &id,
-        status,
-        u.output.unwrap_or_default(),
-    )))
+    let output = u.output.unwrap_or_default();
+    Ok(ttl_done(&id, local(&st)?.update_check(&id, status, output)))
 }
 
 fn maint_params(p: &Params) -> ApiResult<(bool, String, Option<std::time::Duration>)> {
@@ -383,11 +392,11 @@ fn text_status(status: &str) -> Response {
     with_status(r, health_code(status))
 }
 
-/// Not found, as Consul answers it: a JSON body (a message with `?format=text`, still typed
-/// JSON), and 404.
+/// Not found, as Consul answers it: 404 with a JSON body (with `?format=text`, the message
+/// as a JSON string).
 fn health_missing(p: &Params, text: String, body: serde_json::Value) -> Response {
     let r = if p.get("format") == Some("text") {
-        crate::reply::json_bytes(text.into())
+        json(&text, p.pretty())
     } else {
         json(&body, p.pretty())
     };

@@ -71,6 +71,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/catalog/connect/{service}", get(connect_instances))
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/catalog/service/", get(missing_service_name))
+        .route("/v1/health/service/", get(missing_service_name))
         .route("/v1/health/node/{node}", get(health_node))
         .route("/v1/health/checks/{service}", get(health_checks))
         .route("/v1/health/service/{name}", get(health_service))
@@ -96,6 +98,11 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .fallback_service(routes)
         .layer(axum::middleware::map_response(consul_allow))
+}
+
+/// `/v1/catalog/service/` and `/v1/health/service/` without a name: Consul's 400.
+async fn missing_service_name() -> (StatusCode, &'static str) {
+    (StatusCode::BAD_REQUEST, "Missing service name")
 }
 
 async fn no_route(method: Method, uri: Uri) -> (StatusCode, String) {

@@ -100,6 +100,8 @@ pub struct AgentService {
     pub service: String,
     pub tags: Vec<String>,
     pub address: String,
+    /// `null` when empty, as Consul's catalog returns it.
+    #[serde(serialize_with = "null_if_empty")]
     pub meta: BTreeMap<String, String>,
     pub port: u16,
     pub weights: Weights,

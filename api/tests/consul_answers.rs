@@ -131,6 +131,34 @@ async fn wrong_methods_get_consuls_405_and_options_its_200() {
 }
 
 #[tokio::test]
+async fn a_service_read_without_a_name_is_consuls_400() {
+    let f = fixture().await;
+    for path in ["/v1/catalog/service/", "/v1/health/service/"] {
+        let r = get(&f, path).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (StatusCode::BAD_REQUEST, "Missing service name"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn catalog_service_meta_left_out_is_null() {
+    let f = fixture().await;
+    register(
+        &f,
+        json!({"Node": "n1", "Address": "10.0.0.1",
+        "Service": {"ID": "r1", "Service": "redis"}}),
+    )
+    .await;
+    let v = get(&f, "/v1/catalog/node/n1").await.json();
+    assert_eq!(v["Services"]["r1"]["Meta"], json!(null));
+    let v = get(&f, "/v1/health/service/redis").await.json();
+    assert_eq!(v[0]["Service"]["Meta"], json!(null));
+}
+
+#[tokio::test]
 async fn an_unknown_health_state_is_an_empty_list() {
     let f = fixture().await;
     let r = get(&f, "/v1/health/state/sideways").await;

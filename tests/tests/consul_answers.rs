@@ -185,6 +185,11 @@ async fn own_services_and_checks_read_as_consuls() -> anyhow::Result<()> {
     let r = get(&a.url("/v1/agent/health/service/id/ghost")).await?;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["Service"], Value::Null);
+    let r = get(&a.url("/v1/agent/health/service/id/ghost?format=text")).await?;
+    assert_eq!(
+        (r.status, r.json()),
+        (404, json!("ServiceId ghost not found"))
+    );
     let r = get(&a.url("/v1/agent/health/service/name/ghost")).await?;
     assert_eq!((r.status, r.json()), (404, json!([])));
     Ok(())

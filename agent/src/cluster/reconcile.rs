@@ -213,8 +213,12 @@ async fn reconcile_catalog(
                 id: m.id.tags.get(TAG_ID).cloned().unwrap_or_default(),
                 address,
                 datacenter: config.datacenter.clone(),
-                tagged_addresses: BTreeMap::new(),
-                meta: BTreeMap::new(),
+                // What the member's agent registered stays, as Consul's leader keeps it.
+                tagged_addresses: node
+                    .as_ref()
+                    .map(|n| n.tagged_addresses.clone())
+                    .unwrap_or_default(),
+                meta: node.as_ref().map(|n| n.meta.clone()).unwrap_or_default(),
                 ..Default::default()
             },
             skip_node_update: false,
