@@ -79,6 +79,16 @@ impl Parsed {
 
 /// Parses `args` against `spec`. Errors name the offending flag as Go's `flag` package does.
 pub fn parse(args: &[String], spec: &[(&str, Kind)]) -> Result<Parsed, Error> {
+    parse_with(args, |name| {
+        spec.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    })
+}
+
+/// Parses `args`, asking `kind_of` how each flag named takes its value (`None`: undefined).
+pub fn parse_with(
+    args: &[String],
+    kind_of: impl Fn(&str) -> Option<Kind>,
+) -> Result<Parsed, Error> {
     let mut out = Parsed::default();
     let mut i = 0;
     while i < args.len() {
@@ -100,7 +110,7 @@ pub fn parse(args: &[String], spec: &[(&str, Kind)]) -> Result<Parsed, Error> {
             Some((n, v)) => (n, Some(v.to_string())),
             None => (body, None),
         };
-        let Some((_, kind)) = spec.iter().find(|(n, _)| *n == name) else {
+        let Some(kind) = kind_of(name) else {
             return Err(Error::Undefined(name.to_string()));
         };
         let value = match (kind, inline) {
@@ -125,7 +135,7 @@ pub fn parse(args: &[String], spec: &[(&str, Kind)]) -> Result<Parsed, Error> {
             }
         };
         let slot = out.values.entry(name.to_string()).or_default();
-        if *kind == Kind::Multi {
+        if kind == Kind::Multi {
             slot.push(value);
         } else {
             *slot = vec![value];

@@ -28,7 +28,8 @@ use std::sync::Arc;
 
 pub use error::ApiError;
 use muster_server::Server;
-pub use params::go_duration;
+pub use params::{go_duration, json_duration};
+pub use requests::keep_service_extra;
 pub use router::router;
 pub use serve::{serve, HttpLimits};
 

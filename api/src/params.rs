@@ -115,6 +115,26 @@ pub fn go_duration(s: &str) -> Option<std::time::Duration> {
         .filter(|d| *d <= MAX_GO_DURATION)
 }
 
+/// A duration in a JSON body, as Consul's decoders read one: a Go duration string, or a number
+/// of nanoseconds (so `10` is 10ns, which the minimums that apply to it then raise). A negative
+/// number is zero; a number or string past 2^63-1 ns is invalid, as in Go.
+pub fn json_duration(v: &Value) -> Option<std::time::Duration> {
+    match v {
+        Value::String(s) => go_duration(s),
+        Value::Number(n) => {
+            let ns = n.as_f64()?;
+            if ns <= 0.0 {
+                Some(std::time::Duration::ZERO)
+            } else if ns > MAX_GO_DURATION.as_nanos() as f64 {
+                None
+            } else {
+                Some(std::time::Duration::from_nanos(ns as u64))
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Consul's blocking-query defaults: 5 minutes, at most 10.
 const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -187,5 +207,25 @@ mod tests {
             None,
             "no panic on inf"
         );
+    }
+
+    #[test]
+    fn json_durations_are_strings_or_nanoseconds() {
+        use serde_json::json;
+        let d = |v: Value| json_duration(&v);
+        assert_eq!(d(json!("10s")), Some(std::time::Duration::from_secs(10)));
+        assert_eq!(d(json!(10)), Some(std::time::Duration::from_nanos(10)));
+        assert_eq!(
+            d(json!(1_500_000_000u64)),
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(
+            d(json!(2.5e9)),
+            Some(std::time::Duration::from_millis(2500))
+        );
+        assert_eq!(d(json!(-5)), Some(std::time::Duration::ZERO));
+        assert_eq!(d(json!(1e300)), None);
+        assert_eq!(d(json!("soon")), None);
+        assert_eq!(d(json!(true)), None);
     }
 }

@@ -2,6 +2,12 @@
 //! field names that [`crate::body`] folds case-insensitively. A new body type is added here
 //! and to [`field_names`], so the folding knows its fields.
 //!
+//! Every type takes every field of the Consul 1.10 structure it stands for, and `null` for
+//! any of them (Go clients send `"Checks": null`). The catalog bodies refuse an unknown field
+//! as Consul's decoder does; the session and transaction bodies ignore one, as Consul's.
+//! Fields Muster has no use for are read and dropped, except the Connect-only fields of a
+//! service, which are kept (see [`ServiceIn::into_service`]).
+//!
 //! Serde puts a type's name in its decode errors ("expected struct OpIn"), and those reach the
 //! client in the 400's text: renaming a type changes an answer.
 
@@ -9,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
 use muster_server::model::{HealthStatus, Service};
-use serde::de::{self, DeserializeOwned, Visitor};
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -85,16 +91,22 @@ fn fields<T: DeserializeOwned>() -> &'static [&'static str] {
     out
 }
 
-#[derive(Debug, Deserialize)]
+/// Reads `null` as the type's default, for fields whose absence already means the default.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct WeightsIn {
     pub(crate) passing: Option<u32>,
     pub(crate) warning: Option<u32>,
 }
 
-/// A service, in a catalog registration or a transaction's service operation.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+/// A service, in a catalog registration or a transaction's service operation (Consul's
+/// `NodeService`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub(crate) struct ServiceIn {
     #[serde(rename = "ID")]
     pub(crate) id: Option<String>,
@@ -107,6 +119,78 @@ pub(crate) struct ServiceIn {
     pub(crate) enable_tag_override: Option<bool>,
     /// Only read by transactions' `cas` verbs.
     pub(crate) modify_index: Option<u64>,
+    // Kept as they are sent and returned with the service; Muster does not act on them.
+    pub(crate) kind: Option<String>,
+    pub(crate) proxy: Option<Value>,
+    pub(crate) connect: Option<Value>,
+    pub(crate) tagged_addresses: Option<BTreeMap<String, Value>>,
+    pub(crate) socket_path: Option<String>,
+    // Read and dropped: Enterprise scopes and the Raft index a client may echo back.
+    #[serde(rename = "Namespace")]
+    _namespace: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
+    #[serde(rename = "CreateIndex")]
+    _create_index: Option<IgnoredAny>,
+}
+
+/// Keeps a service's Connect-only fields (`Kind`, `Proxy`, `Connect`, `TaggedAddresses`,
+/// `SocketPath`, as named here) in its `meta`, under [`Service::EXTRA_META_KEY`]; a field that
+/// is null, an empty string or an empty object is left out. A client's own `Meta` may not use
+/// that key.
+pub fn keep_service_extra(
+    meta: &mut BTreeMap<String, String>,
+    fields: [(&str, Option<Value>); 5],
+) -> Result<(), String> {
+    if meta.contains_key(Service::EXTRA_META_KEY) {
+        return Err(format!(
+            "Meta key {:?} is reserved for internal use",
+            Service::EXTRA_META_KEY
+        ));
+    }
+    let extra: serde_json::Map<String, Value> = fields
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .map(|(k, v)| match (k.as_str(), v) {
+            ("TaggedAddresses", Value::Object(t)) => (k, Value::Object(service_addresses(t))),
+            (_, v) => (k, v),
+        })
+        .filter(|(_, v)| match v {
+            Value::Null => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        })
+        .collect();
+    if !extra.is_empty() {
+        meta.insert(
+            Service::EXTRA_META_KEY.to_string(),
+            Value::Object(extra).to_string(),
+        );
+    }
+    Ok(())
+}
+
+/// A service's tagged addresses with Consul's field names (`{"lan": {"Address", "Port"}}`),
+/// whatever their case was when sent.
+fn service_addresses(t: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    t.into_iter()
+        .filter(|(_, a)| !a.is_null())
+        .map(|(tag, a)| match a {
+            Value::Object(a) => {
+                let a = a
+                    .into_iter()
+                    .map(|(k, v)| match k.to_ascii_lowercase().as_str() {
+                        "address" => ("Address".to_string(), v),
+                        "port" => ("Port".to_string(), v),
+                        _ => (k, v),
+                    })
+                    .collect();
+                (tag, Value::Object(a))
+            }
+            a => (tag, a),
+        })
+        .collect()
 }
 
 impl ServiceIn {
@@ -114,12 +198,27 @@ impl ServiceIn {
     pub(crate) fn into_service(self) -> ApiResult<Service> {
         let name = self.service.unwrap_or_default();
         if name.is_empty() {
-            return Err(ApiError::BadRequest("Must provide service name".into()));
+            return Err(ApiError::BadRequest(
+                "Must provide service name with ID".into(),
+            ));
         }
-        let w = self.weights.unwrap_or(WeightsIn {
-            passing: None,
-            warning: None,
-        });
+        let mut meta = self.meta.unwrap_or_default();
+        keep_service_extra(
+            &mut meta,
+            [
+                ("Kind", self.kind.map(Value::String)),
+                ("Proxy", self.proxy),
+                ("Connect", self.connect),
+                (
+                    "TaggedAddresses",
+                    self.tagged_addresses
+                        .map(|t| Value::Object(t.into_iter().collect())),
+                ),
+                ("SocketPath", self.socket_path.map(Value::String)),
+            ],
+        )
+        .map_err(ApiError::BadRequest)?;
+        let w = self.weights.unwrap_or_default();
         Ok(Service {
             id: self
                 .id
@@ -129,7 +228,7 @@ impl ServiceIn {
             tags: self.tags.unwrap_or_default(),
             address: self.address.unwrap_or_default(),
             port: self.port.unwrap_or(0),
-            meta: self.meta.unwrap_or_default(),
+            meta,
             weight_passing: w.passing.unwrap_or(1),
             weight_warning: w.warning.unwrap_or(1),
             enable_tag_override: self.enable_tag_override.unwrap_or(false),
@@ -140,8 +239,8 @@ impl ServiceIn {
 
 /// A health check, in a catalog registration or a transaction's check operation (Consul's
 /// `HealthCheck` in both).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub(crate) struct CheckIn {
     /// Only read by transactions: a registration's checks belong to its node.
     pub(crate) node: Option<String>,
@@ -155,6 +254,28 @@ pub(crate) struct CheckIn {
     pub(crate) output: Option<String>,
     /// Only read by transactions' `cas` verbs.
     pub(crate) modify_index: Option<u64>,
+    // Read and dropped: what Consul derives itself (names, tags, type and timings come from
+    // the service and the check's definition), Enterprise scopes and the Raft index.
+    #[serde(rename = "ServiceName")]
+    _service_name: Option<IgnoredAny>,
+    #[serde(rename = "ServiceTags")]
+    _service_tags: Option<IgnoredAny>,
+    #[serde(rename = "Type")]
+    _type: Option<IgnoredAny>,
+    #[serde(rename = "Interval")]
+    _interval: Option<IgnoredAny>,
+    #[serde(rename = "Timeout")]
+    _timeout: Option<IgnoredAny>,
+    #[serde(rename = "ExposedPort")]
+    _exposed_port: Option<IgnoredAny>,
+    #[serde(rename = "Definition")]
+    _definition: Option<IgnoredAny>,
+    #[serde(rename = "Namespace")]
+    _namespace: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
+    #[serde(rename = "CreateIndex")]
+    _create_index: Option<IgnoredAny>,
 }
 
 impl CheckIn {
@@ -170,7 +291,7 @@ impl CheckIn {
 
 /// `PUT /v1/catalog/register`.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub(crate) struct RegisterIn {
     #[serde(rename = "ID")]
     pub(crate) id: Option<String>,
@@ -183,11 +304,18 @@ pub(crate) struct RegisterIn {
     pub(crate) check: Option<CheckIn>,
     pub(crate) checks: Option<Vec<CheckIn>>,
     pub(crate) skip_node_update: Option<bool>,
+    // Read and dropped: the ACL token (also taken from the header), Enterprise scopes.
+    #[serde(rename = "Token")]
+    _token: Option<IgnoredAny>,
+    #[serde(rename = "Namespace")]
+    _namespace: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
 }
 
 /// `PUT /v1/catalog/deregister`.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub(crate) struct DeregisterIn {
     pub(crate) node: Option<String>,
     #[serde(rename = "ServiceID")]
@@ -195,6 +323,13 @@ pub(crate) struct DeregisterIn {
     #[serde(rename = "CheckID")]
     pub(crate) check_id: Option<String>,
     pub(crate) datacenter: Option<String>,
+    // Read and dropped, as in a registration.
+    #[serde(rename = "Token")]
+    _token: Option<IgnoredAny>,
+    #[serde(rename = "Namespace")]
+    _namespace: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
 }
 
 /// `PUT /v1/session/create`.
@@ -210,6 +345,17 @@ pub(crate) struct CreateIn {
     pub(crate) behavior: Option<String>,
     #[serde(rename = "TTL")]
     pub(crate) ttl: Option<String>,
+    // Read and dropped: the ID is the server's to choose; Enterprise scopes; the Raft index.
+    #[serde(rename = "ID")]
+    _id: Option<IgnoredAny>,
+    #[serde(rename = "Namespace")]
+    _namespace: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
+    #[serde(rename = "CreateIndex")]
+    _create_index: Option<IgnoredAny>,
+    #[serde(rename = "ModifyIndex")]
+    _modify_index: Option<IgnoredAny>,
 }
 
 /// One operation of `PUT /v1/txn`: exactly one of its fields is set.
@@ -227,16 +373,22 @@ pub(crate) struct OpIn {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct KvIn {
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) verb: String,
     pub(crate) key: Option<String>,
     pub(crate) value: Option<String>,
     pub(crate) flags: Option<u64>,
     pub(crate) index: Option<u64>,
     pub(crate) session: Option<String>,
+    // Read and dropped: Enterprise scopes.
+    #[serde(rename = "Namespace")]
+    _namespace: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
 }
 
 /// A node, in a transaction's node operation.
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct NodeIn {
     #[serde(rename = "ID")]
@@ -246,13 +398,22 @@ pub(crate) struct NodeIn {
     pub(crate) tagged_addresses: Option<BTreeMap<String, String>>,
     pub(crate) meta: Option<BTreeMap<String, String>>,
     pub(crate) modify_index: Option<u64>,
+    // Read and dropped: the datacenter is this one; Enterprise scopes; the Raft index.
+    #[serde(rename = "Datacenter")]
+    _datacenter: Option<IgnoredAny>,
+    #[serde(rename = "Partition")]
+    _partition: Option<IgnoredAny>,
+    #[serde(rename = "CreateIndex")]
+    _create_index: Option<IgnoredAny>,
 }
 
 /// A transaction's node operation.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct NodeOpIn {
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) verb: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) node: NodeIn,
 }
 
@@ -260,8 +421,11 @@ pub(crate) struct NodeOpIn {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct ServiceOpIn {
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) verb: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) node: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) service: ServiceIn,
 }
 
@@ -269,7 +433,9 @@ pub(crate) struct ServiceOpIn {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct CheckOpIn {
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) verb: String,
+    #[serde(default, deserialize_with = "nullable")]
     pub(crate) check: CheckIn,
 }
 

@@ -92,6 +92,46 @@ pub struct Weights {
     pub warning: u32,
 }
 
+/// The Connect-only fields a service was registered with, kept in its `meta` under
+/// [`Service::EXTRA_META_KEY`] and returned under their own names (absent when not given).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceExtra {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_path: Option<String>,
+    /// The service's own tagged addresses (`{"lan": {"Address", "Port"}, ...}`), for the
+    /// `TaggedAddresses` of service objects.
+    #[serde(skip)]
+    pub tagged_addresses: Option<serde_json::Value>,
+}
+
+impl ServiceExtra {
+    /// Takes the reserved key out of a service's meta and reads the fields kept under it.
+    pub fn split(meta: &mut BTreeMap<String, String>) -> ServiceExtra {
+        let Some(raw) = meta.remove(Service::EXTRA_META_KEY) else {
+            return ServiceExtra::default();
+        };
+        let mut m = match serde_json::from_str(&raw) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => return ServiceExtra::default(),
+        };
+        let text = |v: Option<serde_json::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        ServiceExtra {
+            kind: text(m.remove("Kind")),
+            proxy: m.remove("Proxy"),
+            connect: m.remove("Connect"),
+            socket_path: text(m.remove("SocketPath")),
+            tagged_addresses: m.remove("TaggedAddresses"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AgentService {
@@ -106,12 +146,15 @@ pub struct AgentService {
     pub port: u16,
     pub weights: Weights,
     pub enable_tag_override: bool,
+    #[serde(flatten)]
+    pub extra: ServiceExtra,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl From<Service> for AgentService {
-    fn from(s: Service) -> Self {
+    fn from(mut s: Service) -> Self {
+        let extra = ServiceExtra::split(&mut s.meta);
         AgentService {
             id: s.id,
             service: s.name,
@@ -124,6 +167,7 @@ impl From<Service> for AgentService {
                 warning: s.weight_warning,
             },
             enable_tag_override: s.enable_tag_override,
+            extra,
             create_index: s.create_index,
             modify_index: s.modify_index,
         }
@@ -211,12 +255,17 @@ pub struct CatalogService {
     pub service_meta: BTreeMap<String, String>,
     pub service_port: u16,
     pub service_enable_tag_override: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_proxy: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_connect: Option<serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl CatalogService {
-    pub fn new(n: Node, s: Service) -> Self {
+    pub fn new(n: Node, mut s: Service) -> Self {
+        let extra = ServiceExtra::split(&mut s.meta);
         CatalogService {
             id: n.id,
             node: n.name,
@@ -224,7 +273,7 @@ impl CatalogService {
             datacenter: n.datacenter,
             tagged_addresses: n.tagged_addresses,
             node_meta: n.meta,
-            service_kind: String::new(),
+            service_kind: extra.kind.unwrap_or_default(),
             service_id: s.id,
             service_name: s.name,
             service_tags: s.tags,
@@ -236,6 +285,8 @@ impl CatalogService {
             service_meta: s.meta,
             service_port: s.port,
             service_enable_tag_override: s.enable_tag_override,
+            service_proxy: extra.proxy,
+            service_connect: extra.connect,
             create_index: s.create_index,
             modify_index: s.modify_index,
         }
@@ -366,8 +417,8 @@ pub struct ServiceAddress {
 }
 
 /// A service of the agent's own, as `/v1/agent/services` and `/v1/agent/service/<id>` show it:
-/// no indexes, the agent's datacenter, and the `lan_ipv4`/`wan_ipv4` addresses Consul's agent
-/// derives from an IPv4 service address.
+/// no indexes, the agent's datacenter, the tagged addresses it was registered with, and the
+/// `lan_ipv4`/`wan_ipv4` (or `_ipv6`) ones Consul's agent derives from the service address.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OwnService {
@@ -382,22 +433,56 @@ pub struct OwnService {
     pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     pub weights: Weights,
     pub enable_tag_override: bool,
+    #[serde(flatten)]
+    pub extra: ServiceExtra,
     /// Only on `/v1/agent/service/<id>`, where `?hash=` blocks on it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub content_hash: String,
     pub datacenter: String,
 }
 
+/// The tagged addresses a service was registered with (`{"lan": {"Address", "Port"}}`).
+fn registered_addresses(v: Option<&serde_json::Value>) -> BTreeMap<String, ServiceAddress> {
+    let Some(serde_json::Value::Object(m)) = v else {
+        return BTreeMap::new();
+    };
+    let field = |a: &serde_json::Value, k: &str| {
+        a.as_object()
+            .and_then(|o| o.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)))
+            .map(|(_, v)| v.clone())
+    };
+    m.iter()
+        .map(|(tag, a)| {
+            let address = field(a, "Address")
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let port = field(a, "Port")
+                .and_then(|v| v.as_u64())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(0);
+            (tag.clone(), ServiceAddress { address, port })
+        })
+        .collect()
+}
+
 impl OwnService {
-    pub fn new(s: Service, datacenter: String) -> Self {
-        let mut tagged_addresses = BTreeMap::new();
-        if s.address.parse::<std::net::Ipv4Addr>().is_ok() {
-            for tag in ["lan_ipv4", "wan_ipv4"] {
+    pub fn new(mut s: Service, datacenter: String) -> Self {
+        let extra = ServiceExtra::split(&mut s.meta);
+        let mut tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
+        let family = match s.address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => Some("ipv4"),
+            Ok(std::net::IpAddr::V6(_)) => Some("ipv6"),
+            Err(_) => None,
+        };
+        if let Some(family) = family {
+            for tag in ["lan", "wan"] {
                 let a = ServiceAddress {
                     address: s.address.clone(),
                     port: s.port,
                 };
-                tagged_addresses.insert(tag.to_string(), a);
+                tagged_addresses
+                    .entry(format!("{tag}_{family}"))
+                    .or_insert(a);
             }
         }
         OwnService {
@@ -413,6 +498,7 @@ impl OwnService {
                 warning: s.weight_warning,
             },
             enable_tag_override: s.enable_tag_override,
+            extra,
             content_hash: String::new(),
             datacenter,
         }

@@ -1,4 +1,4 @@
-//! The KV and status endpoints through `router(state).oneshot(..)`, over a real single-node
+//! The KV endpoints through `router(state).oneshot(..)`, over a real single-node
 //! Raft server with redb files in a temp dir.
 
 mod common;
@@ -199,16 +199,4 @@ async fn bad_input_is_refused_and_nothing_is_applied() {
     assert_eq!(r.text(), "No path to datacenter");
     let r = call(&f, "PUT", "/v1/kv/x?dc=dc1", "v").await;
     assert_eq!(r.status, StatusCode::OK, "own datacenter accepted");
-}
-
-#[tokio::test]
-async fn status_reports_leader_and_peers() {
-    let f = fixture().await;
-    let leader = get(&f, "/v1/status/leader").await.json();
-    let peers = get(&f, "/v1/status/peers").await.json();
-    assert!(
-        leader.as_str().is_some_and(|l| l.starts_with("127.0.0.1:")),
-        "{leader}"
-    );
-    assert_eq!(peers, serde_json::json!([leader]));
 }

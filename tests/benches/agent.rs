@@ -22,14 +22,8 @@ fn rss_mb(pid: u32) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    muster_tests::bench::use_dist_binary()?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let secs: u64 = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let cli = muster_tests::bench::start(30)?;
+    let secs = cli.secs;
     println!("== Agent: {SERVICES} services x (10 s script check + TTL check), 10 TTL updates/s, {secs} s");
     let root = tempfile::tempdir()?;
     let cfg = root.path().join("cfg");

@@ -11,11 +11,10 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use muster_tests::bench::{cpu_ticks, Stats};
+use muster_tests::bench::{cpu_ticks, start_etcd, start_muster, Stats};
 use muster_tests::{get, put, wait_for_agreed_leader, wait_until, Agent};
 use rand::Rng;
 
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 const CONNS: usize = 64;
 const KEYS: u32 = 10_000;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -74,31 +73,6 @@ where
     Stats::new(all, failed, start.elapsed().as_secs_f64())
 }
 
-async fn start_muster(root: &std::path::Path) -> anyhow::Result<Vec<Agent>> {
-    let mut agents: Vec<Agent> = Vec::new();
-    for (i, ip) in IPS.iter().enumerate() {
-        let name = format!("s{}", i + 1);
-        let mut args = vec![
-            "-server",
-            "-bootstrap-expect",
-            "3",
-            "-bind",
-            ip,
-            "-client",
-            ip,
-            "-log-level",
-            "warn",
-        ];
-        let join = agents.first().map(|a| a.serf.to_string());
-        if let Some(j) = &join {
-            args.extend(["-retry-join", j]);
-        }
-        agents.push(Agent::start(&name, &root.join(&name), &args)?);
-    }
-    wait_for_agreed_leader(&agents, Duration::from_secs(30)).await?;
-    Ok(agents)
-}
-
 /// Writes `count` keys `bench/NNNNN` through `put_one`, 64 at a time.
 async fn preload<F, Fut>(count: u32, put_one: F)
 where
@@ -124,7 +98,7 @@ where
 async fn bench_kv_get(secs: u64) -> anyhow::Result<()> {
     println!("== KV GET: 3 servers, {CONNS} connections spread over them, {KEYS} keys preloaded, {secs} s per mode");
     let root = tempfile::tempdir()?;
-    let agents = start_muster(root.path()).await?;
+    let agents = start_muster(root.path(), 3).await?;
     let bases: Vec<String> = agents
         .iter()
         .map(|a| format!("http://{}", a.http))
@@ -159,7 +133,7 @@ async fn bench_kv_get(secs: u64) -> anyhow::Result<()> {
         .is_ok()
     {
         let root = tempfile::tempdir()?;
-        let etcd = Etcd::start(root.path()).await?;
+        let etcd = start_etcd(root.path(), 3).await?;
         let first = etcd.urls[0].clone();
         preload(KEYS, move |k| {
             let url = format!("{first}/v3/kv/put");
@@ -184,7 +158,7 @@ async fn bench_health(secs: u64) -> anyhow::Result<()> {
         "== /v1/health/service/web?passing with 1,000 instances, {CONNS} connections, {secs} s"
     );
     let root = tempfile::tempdir()?;
-    let agents = start_muster(root.path()).await?;
+    let agents = start_muster(root.path(), 3).await?;
     let bases: Vec<String> = agents
         .iter()
         .map(|a| format!("http://{}", a.http))
@@ -390,7 +364,7 @@ async fn bench_wake() -> anyhow::Result<()> {
     const ROUNDS: usize = 200;
     println!("== Blocking query wake-up: PUT on the leader -> watcher's reply, watchers on every server, {ROUNDS} rounds");
     let root = tempfile::tempdir()?;
-    let agents = start_muster(root.path()).await?;
+    let agents = start_muster(root.path(), 3).await?;
     let leader = wait_for_agreed_leader(&agents, Duration::from_secs(10))
         .await?
         .unwrap_or(0);
@@ -437,92 +411,12 @@ async fn bench_wake() -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Etcd {
-    procs: Vec<std::process::Child>,
-    urls: Vec<String>,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for p in &mut self.procs {
-            let _ = p.kill();
-            let _ = p.wait();
-        }
-    }
-}
-
-impl Etcd {
-    async fn start(root: &std::path::Path) -> anyhow::Result<Etcd> {
-        let cluster: Vec<String> = IPS
-            .iter()
-            .enumerate()
-            .map(|(i, ip)| format!("e{}=http://{ip}:23800", i + 1))
-            .collect();
-        let mut procs = Vec::new();
-        let mut urls = Vec::new();
-        for (i, ip) in IPS.iter().enumerate() {
-            let name = format!("e{}", i + 1);
-            let url = format!("http://{ip}:23790");
-            procs.push(
-                std::process::Command::new("etcd")
-                    .args(["--name", &name, "--data-dir"])
-                    .arg(root.join(&name))
-                    .args([
-                        "--listen-client-urls",
-                        &url,
-                        "--advertise-client-urls",
-                        &url,
-                    ])
-                    .args([
-                        "--listen-peer-urls",
-                        &format!("http://{ip}:23800"),
-                        "--initial-advertise-peer-urls",
-                        &format!("http://{ip}:23800"),
-                    ])
-                    .args([
-                        "--initial-cluster",
-                        &cluster.join(","),
-                        "--log-level",
-                        "error",
-                    ])
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .spawn()?,
-            );
-            urls.push(url);
-        }
-        for u in &urls {
-            wait_until("etcd ready", Duration::from_secs(30), || async {
-                let r = reqwest::Client::new()
-                    .post(format!("{u}/v3/kv/put"))
-                    .json(&serde_json::json!({"key": "cmVhZHk=", "value": "MQ=="}))
-                    .send()
-                    .await
-                    .ok()?;
-                r.status().is_success().then_some(())
-            })
-            .await?;
-        }
-        Ok(Etcd { procs, urls })
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    muster_tests::bench::use_dist_binary()?;
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let secs = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let cli = muster_tests::bench::start(10)?;
+    let secs = cli.secs;
     let names = ["kv-get", "health", "idle-watch", "wake", "conns"];
-    let want =
-        |n: &str| !args.iter().any(|a| names.contains(&a.as_str())) || args.iter().any(|a| a == n);
+    let want = |n: &str| cli.wants(&names, n);
     if want("kv-get") {
         bench_kv_get(secs).await?;
     }

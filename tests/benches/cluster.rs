@@ -22,16 +22,13 @@
 //!   its agent gone).
 //! - memory: RSS of one idle server, then holding 100,000 keys of 100 bytes.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use muster_tests::bench::{cpu_ticks, rss_kb, Stats};
+use muster_tests::bench::{cpu_ticks, etcd_available, rss_kb, start_etcd, start_muster, Stats};
 use muster_tests::{get, wait_for_agreed_leader, wait_until, Agent};
 use rand::Rng;
 
-const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 const CONNS: usize = 64;
 const KEYS: u32 = 100_000;
 
@@ -130,140 +127,6 @@ async fn load(targets: &[Target], secs: u64) -> Stats {
         failed += f;
     }
     Stats::new(all, failed, start.elapsed().as_secs_f64())
-}
-
-async fn start_muster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
-    let mut agents: Vec<Agent> = Vec::new();
-    for (i, ip) in IPS.iter().enumerate().take(n) {
-        let name = format!("s{}", i + 1);
-        let expect = n.to_string();
-        let mut args = vec![
-            "-server",
-            "-bootstrap-expect",
-            &expect,
-            "-bind",
-            ip,
-            "-client",
-            ip,
-            "-log-level",
-            "warn",
-        ];
-        let join = agents.first().map(|a| a.serf.to_string());
-        if let Some(j) = &join {
-            args.extend(["-retry-join", j]);
-        }
-        agents.push(Agent::start(&name, &root.join(&name), &args)?);
-    }
-    wait_for_agreed_leader(&agents, Duration::from_secs(30)).await?;
-    Ok(agents)
-}
-
-/// A child process killed (by its PID) on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Etcd {
-    procs: Vec<Option<Proc>>,
-    urls: Vec<String>,
-}
-
-fn etcd_available() -> bool {
-    Command::new("etcd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-async fn start_etcd(root: &Path, n: usize) -> anyhow::Result<Etcd> {
-    let (client_port, peer_port) = (23790, 23800);
-    let cluster: Vec<String> = IPS
-        .iter()
-        .take(n)
-        .enumerate()
-        .map(|(i, ip)| format!("e{}=http://{ip}:{peer_port}", i + 1))
-        .collect();
-    let mut procs = Vec::new();
-    let mut urls = Vec::new();
-    for (i, ip) in IPS.iter().enumerate().take(n) {
-        let name = format!("e{}", i + 1);
-        let url = format!("http://{ip}:{client_port}");
-        let log = std::fs::File::create(root.join(format!("{name}.log")))?;
-        let child = Command::new("etcd")
-            .args(["--name", &name, "--data-dir"])
-            .arg(root.join(&name))
-            .args([
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args(["--listen-peer-urls", &format!("http://{ip}:{peer_port}")])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://{ip}:{peer_port}"),
-            ])
-            .args([
-                "--initial-cluster",
-                &cluster.join(","),
-                "--initial-cluster-state",
-                "new",
-            ])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
-        procs.push(Some(Proc(child)));
-        urls.push(url);
-    }
-    let client = reqwest::Client::new();
-    for u in &urls {
-        wait_until("etcd ready", Duration::from_secs(30), || async {
-            let r = client
-                .post(format!("{u}/v3/kv/put"))
-                .json(&serde_json::json!({"key": "cmVhZHk=", "value": "MQ=="}))
-                .send()
-                .await
-                .ok()?;
-            r.status().is_success().then_some(())
-        })
-        .await?;
-    }
-    Ok(Etcd { procs, urls })
-}
-
-impl Etcd {
-    /// Index of the current leader, from `/v3/maintenance/status`.
-    async fn leader(&self) -> Option<usize> {
-        let client = reqwest::Client::new();
-        for (i, u) in self.urls.iter().enumerate() {
-            if self.procs[i].is_none() {
-                continue;
-            }
-            let Ok(r) = client
-                .post(format!("{u}/v3/maintenance/status"))
-                .json(&serde_json::json!({}))
-                .send()
-                .await
-            else {
-                continue;
-            };
-            let Ok(v) = r.json::<serde_json::Value>().await else {
-                continue;
-            };
-            if v["leader"].is_string() && v["leader"] == v["header"]["member_id"] {
-                return Some(i);
-            }
-        }
-        None
-    }
 }
 
 /// CPU time (clock ticks) the servers under test and this process, the load generator, used
@@ -633,23 +496,9 @@ async fn bench_memory() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    muster_tests::bench::use_dist_binary()?;
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let secs = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
-    let want = |name: &str| {
-        !args
-            .iter()
-            .any(|a| ["kv-put", "failover", "read-failover", "memory"].contains(&a.as_str()))
-            || args.iter().any(|a| a == name)
-    };
+    let cli = muster_tests::bench::start(20)?;
+    let (args, secs) = (&cli.words, cli.secs);
+    let want = |name: &str| cli.wants(&["kv-put", "failover", "read-failover", "memory"], name);
     if want("kv-put") {
         let servers = args
             .iter()

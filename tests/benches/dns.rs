@@ -10,20 +10,11 @@
 //! `<node>.node.consul` A, `<tag>.<svc>.service.consul` A and `_<svc>._tcp.service.consul` SRV.
 //! Full speed with `dnsperf -c 20 -T 2 -q 100`, then latency at a fixed 5,000 QPS.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use muster_tests::bench::{cpu_ticks, Stats};
+use muster_tests::bench::{cpu_ticks, Proc, Stats};
 use muster_tests::{put, wait_until, Agent};
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// What one dnsperf run measured.
 struct Run {
@@ -84,14 +75,8 @@ fn report(who: &str, r: &Run) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    muster_tests::bench::use_dist_binary()?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let secs: u64 = args
-        .iter()
-        .position(|a| a == "--secs")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+    let cli = muster_tests::bench::start(10)?;
+    let secs = cli.secs;
     let root = tempfile::tempdir()?;
     let a = Agent::start(
         "dnsbench",

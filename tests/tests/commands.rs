@@ -1,4 +1,5 @@
-//! The client commands against real agents: `lock`, `kv export | kv import`, `catalog`.
+//! The client commands against real agents: `lock`, `kv export | kv import`, `catalog`,
+//! `members`, `services` and the Consul settings every command honours.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -236,7 +237,9 @@ async fn kv_export_import_round_trips_binary_values_and_flags() -> anyhow::Resul
         r#"[{"key":"ok","value":"eA=="},{"key":"bad","value":"%%"}]"#,
     ]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("entry 1 (bad): value is not base64"));
+    // Consul's message; unlike Consul, every entry is checked before any is written.
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .starts_with("Error base 64 decoding value for key bad: "));
     assert_eq!(
         get(&a.url("/v1/kv/ok")).await?.status,
         404,
@@ -263,9 +266,10 @@ async fn catalog_commands_list_nodes_and_services() -> anyhow::Result<()> {
     );
     let out = String::from_utf8(a.cli(&["catalog", "services", "-tags"]).stdout)?;
     assert!(out.lines().any(|l| l.starts_with("consul")), "{out}");
+    // Consul sorts each service's tags.
     assert!(
         out.lines()
-            .any(|l| l.starts_with("web") && l.ends_with("v1,blue")),
+            .any(|l| l.starts_with("web") && l.ends_with("blue,v1")),
         "{out}"
     );
     let out = String::from_utf8(a.cli(&["catalog", "nodes", "-service=web"]).stdout)?;
@@ -323,6 +327,214 @@ async fn kv_cli_detailed_and_locks() -> anyhow::Result<()> {
     );
     let out = a.cli(&["kv", "put", "-acquire", "locks/db", "x"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("-acquire requires -session"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "Error! Missing -session (required with -acquire and -release)\n"
+    );
+    Ok(())
+}
+
+fn text(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_shows_consuls_columns_wan_pool_and_segments() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let server = single_server(root.path(), "srv", &[]).await?;
+    let client = Agent::start(
+        "cli1",
+        &root.path().join("cli1"),
+        &["-join", &server.serf.to_string()],
+    )?;
+    alive_in_catalog(&server, "cli1").await;
+    let out = server.cli(&["members"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["Node", "Address", "Status", "Type", "Build", "Protocol", "DC", "Segment"],
+        "{stdout}"
+    );
+    // Servers first (segment <all>), then the default segment.
+    assert_eq!(rows[1][0], "srv", "{stdout}");
+    assert_eq!(rows[1][1], server.serf.to_string(), "{stdout}");
+    assert_eq!(rows[1][2..4], ["alive", "server"], "{stdout}");
+    assert_eq!(rows[1][6..], ["dc1", "<all>"], "{stdout}");
+    assert!(
+        !rows[1][4].contains(':') && !rows[1][5].is_empty(),
+        "{stdout}"
+    );
+    assert_eq!(rows[2][0], "cli1", "{stdout}");
+    assert_eq!(rows[2][3], "client", "{stdout}");
+    assert_eq!(rows[2][7], "<default>", "{stdout}");
+    let (detailed, _) = text(&server.cli(&["members", "-detailed"]));
+    assert!(detailed.starts_with("Node "), "{detailed}");
+    assert!(
+        detailed.lines().any(|l| l.starts_with("srv ")
+            && l.contains("role=consul")
+            && l.contains("segment=<all>")),
+        "{detailed}"
+    );
+    // The WAN pool is the servers, under their WAN names; a client agent is in none.
+    let (wan, _) = text(&server.cli(&["members", "-wan"]));
+    let names: Vec<&str> = wan
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["srv.dc1"], "{wan}");
+    assert_eq!(client.cli(&["members", "-wan"]).status.code(), Some(2));
+    assert_eq!(
+        server.cli(&["members", "-segment", "alpha"]).status.code(),
+        Some(2)
+    );
+    let (default_segment, _) = text(&server.cli(&["members", "-segment="]));
+    assert!(
+        default_segment
+            .lines()
+            .any(|l| l.starts_with("srv ") && l.ends_with("<default>")),
+        "{default_segment}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn services_register_and_deregister_definition_files() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = single_server(root.path(), "srv", &[]).await?;
+    alive_in_catalog(&a, "srv").await;
+    let file = root.path().join("web.json");
+    std::fs::write(
+        &file,
+        r#"{"services": [{"name": "web", "id": "web-1", "port": 80}, {"name": "db", "port": 5432}]}"#,
+    )?;
+    let file = file.display().to_string();
+    let out = a.cli(&["services", "register", &file]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout, "Registered service: web\nRegistered service: db\n");
+    let services = get(&a.url("/v1/agent/services")).await?.json();
+    assert_eq!(services["web-1"]["Port"], 80, "{services}");
+    assert_eq!(services["db"]["Port"], 5432, "{services}");
+    // The same file deregisters them, by ID, else by name.
+    let out = a.cli(&["services", "deregister", &file]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        stdout,
+        "Deregistered service: web-1\nDeregistered service: db\n"
+    );
+    let services = get(&a.url("/v1/agent/services")).await?.json();
+    assert!(
+        services.get("web-1").is_none() && services.get("db").is_none(),
+        "{services}"
+    );
+    // Flags: only what is given is sent.
+    let out = a.cli(&[
+        "services", "register", "-name", "api", "-tag", "v2", "-meta", "team=x",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out).1);
+    let services = get(&a.url("/v1/agent/services")).await?.json();
+    assert_eq!(
+        services["api"]["Tags"],
+        serde_json::json!(["v2"]),
+        "{services}"
+    );
+    assert_eq!(services["api"]["Meta"]["team"], "x", "{services}");
+    let out = a.cli(&["services", "deregister", "-id", "api"]);
+    assert_eq!(text(&out).0, "Deregistered service: api\n");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_find_the_agent_and_token_as_consuls_do() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = single_server(root.path(), "srv", &[]).await?;
+    alive_in_catalog(&a, "srv").await;
+    let token_file = root.path().join("token");
+    std::fs::write(&token_file, "secret\n")?;
+    let run = |env: &[(&str, String)], args: &[&str]| {
+        let mut cmd = Command::new(muster_bin());
+        for v in [
+            "MUSTER_HTTP_ADDR",
+            "CONSUL_HTTP_ADDR",
+            "CONSUL_HTTP_TOKEN",
+            "CONSUL_HTTP_TOKEN_FILE",
+        ] {
+            cmd.env_remove(v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run muster")
+    };
+    let addr = a.http.to_string();
+    let consul_env = [
+        ("CONSUL_HTTP_ADDR", format!("http://{addr}")),
+        ("CONSUL_HTTP_TOKEN", "anything".to_string()),
+        ("CONSUL_HTTP_TOKEN_FILE", token_file.display().to_string()),
+    ];
+    let out = run(&consul_env, &["kv", "put", "env/key", "v"]);
+    assert_eq!(
+        text(&out).0,
+        "Success! Data written to: env/key\n",
+        "{}",
+        text(&out).1
+    );
+    let out = run(&consul_env, &["catalog", "datacenters"]);
+    assert_eq!(text(&out).0, "dc1\n", "{}", text(&out).1);
+    let out = run(
+        &[],
+        &["kv", "get", "-http-addr", &addr, "-token", "t", "env/key"],
+    );
+    assert_eq!(text(&out).0, "v\n", "{}", text(&out).1);
+    // Nothing at the default address: the flag or a variable is what found the agent.
+    let out = run(&[], &["kv", "get", "env/key"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out)
+            .1
+            .starts_with("Error querying Consul agent: cannot reach the agent at"),
+        "{}",
+        text(&out).1
+    );
+    // Consul's lines for locks and prefixes.
+    let sid = put(&a.url("/v1/session/create"), b"{}").await?.json()["ID"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let out = a.cli(&["kv", "put", "-acquire", "-session", &sid, "locks/a", "x"]);
+    assert_eq!(
+        text(&out).0,
+        "Success! Lock acquired on: locks/a\n",
+        "{}",
+        text(&out).1
+    );
+    let out = a.cli(&["kv", "put", "-release", "-session", &sid, "locks/a"]);
+    assert_eq!(
+        text(&out).0,
+        "Success! Lock released on: locks/a\n",
+        "{}",
+        text(&out).1
+    );
+    let out = a.cli(&["kv", "delete", "-recurse", "locks/"]);
+    assert_eq!(text(&out).0, "Success! Deleted keys with prefix: locks/\n");
+    let out = a.cli(&["catalog", "services", "-node", "ghost"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        text(&out).1,
+        "No services match the given query - try expanding your search.\n"
+    );
     Ok(())
 }

@@ -106,7 +106,8 @@ async fn own_services_and_checks_read_as_consuls() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let a = single_server(root.path(), "s1", &["-enable-script-checks"]).await?;
     let web = json!({"ID": "web1", "Name": "web", "Address": "127.0.0.1", "Port": 8080,
-        "Tags": ["v1"], "Check": {"CheckID": "web1-ttl", "TTL": "1h"}});
+        "Tags": ["v1"], "Check": {"CheckID": "web1-ttl", "TTL": "1h"},
+        "TaggedAddresses": {"wan": {"Address": "198.51.100.10", "Port": 80}}});
     assert_eq!(
         put_json(&a, "/v1/agent/service/register", web.clone())
             .await?
@@ -129,6 +130,12 @@ async fn own_services_and_checks_read_as_consuls() -> anyhow::Result<()> {
         w["TaggedAddresses"]["lan_ipv4"],
         json!({"Address": "127.0.0.1", "Port": 8080})
     );
+    assert_eq!(
+        w["TaggedAddresses"]["wan"],
+        json!({"Address": "198.51.100.10", "Port": 80}),
+        "the registered ones beside the derived ones"
+    );
+    assert_eq!(w["Meta"], json!({}), "no reserved key shows");
     assert!(w.get("CreateIndex").is_none() && w.get("ContentHash").is_none());
 
     let checks = get(&a.url("/v1/agent/checks")).await?.json();

@@ -304,7 +304,7 @@ async fn maintenance_hides_persists_and_expires() -> anyhow::Result<()> {
     let out = a.cli(&["maint", "-enable", "-reason", "AMI build"]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "Node entered maintenance mode\n"
+        "Node maintenance is now enabled\n"
     );
     wait_until(
         "hidden from health queries",
@@ -470,7 +470,8 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
         (None, Some(2))
     );
 
-    // Over HTTP: the same rules, as 400 with the reason; script checks need enable_script_checks.
+    // Over HTTP: the same rules, as 400 with Consul's reason; script checks need
+    // enable_script_checks.
     let r = put(
         &a.url("/v1/agent/service/register"),
         br#"{"Name": "s", "Check": {"Args": ["true"], "Interval": "10s"}}"#,
@@ -490,7 +491,7 @@ async fn invalid_definitions_are_refused_and_reload_keeps_the_old_config() -> an
         (r.status, r.text()),
         (
             400,
-            "service definition: unknown service field \"prot\"".to_string()
+            "Request decode failed: json: unknown field \"Prot\"".to_string()
         )
     );
     let r = put(&a.url("/v1/agent/service/register"), b"{oops").await?;
@@ -606,5 +607,37 @@ service {
         get(&a.url("/v1/agent/service/api")).await?.json()["Port"],
         9000
     );
+    Ok(())
+}
+
+/// Registrations arriving together are each saved: no save fails on another's temp file, and
+/// a restart brings every one of them back.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_registrations_are_all_saved() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let mut a = single_server(root.path(), "saver", &[]).await?;
+    let url = a.url("/v1/agent/service/register");
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let def = json!({"Name": "svc", "ID": format!("svc{i:02}"), "Port": 8000 + i});
+            put(&url, def.to_string().as_bytes()).await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await??.status, 200);
+    }
+    assert!(
+        !a.logs().contains("cannot save local state"),
+        "a save failed:\n{}",
+        a.logs()
+    );
+    a.restart()?;
+    wait_until("all 40 restored", Duration::from_secs(15), || async {
+        let v = get(&a.url("/v1/agent/services")).await.ok()?.json();
+        (v.as_object()?.len() == 40).then_some(())
+    })
+    .await?;
     Ok(())
 }

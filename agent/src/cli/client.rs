@@ -1,51 +1,89 @@
-//! The HTTP client every command talks to the local agent with, and the flags every command
-//! shares. Commands talk HTTP, as Consul's do, so `CONSUL_HTTP_ADDR` and `-http-addr` work
-//! the same.
+//! The HTTP client every command talks to the local agent with. Commands talk HTTP, as
+//! Consul's do, and find the agent and their token as Consul's API client does: `-http-addr`,
+//! else `MUSTER_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`, else 127.0.0.1:8500; `-token-file` or
+//! `CONSUL_HTTP_TOKEN_FILE` (which win when the file holds a token), else `-token`, else
+//! `CONSUL_HTTP_TOKEN`, sent as `X-Consul-Token`; `-datacenter` as `?dc=` on every request.
 
 use super::error::{Error, Result};
-use crate::flags::{self, Kind, Parsed};
-
-/// Flags every client command accepts.
-const COMMON: &[(&str, Kind)] = &[
-    ("http-addr", Kind::Value),
-    ("stale", Kind::Bool),
-    ("token", Kind::Value),
-    ("datacenter", Kind::Value),
-];
-
-/// The common flags followed by a command's own.
-pub(crate) fn spec(extra: &[(&'static str, Kind)]) -> Vec<(&'static str, Kind)> {
-    COMMON.iter().chain(extra).copied().collect()
-}
-
-/// Parses a command's arguments against the common flags plus its own.
-pub(crate) fn parse(args: &[String], extra: &[(&'static str, Kind)]) -> Result<Parsed> {
-    Ok(flags::parse(args, &spec(extra))?)
-}
+use crate::flags::Parsed;
 
 /// An HTTP client for the local agent.
 pub(crate) struct Client {
     base: String,
     http: reqwest::Client,
+    token: Option<String>,
+    datacenter: Option<String>,
+    /// `CONSUL_HTTP_AUTH`: HTTP basic authentication, `user[:password]`.
+    auth: Option<(String, Option<String>)>,
+}
+
+/// An environment variable, unset when empty (as Go's `os.Getenv` checks read it).
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 impl Client {
-    pub(crate) fn new(p: &Parsed) -> Client {
+    /// The client the parsed common flags and the environment describe. Fails as Consul's
+    /// `api.NewClient` does: on an unknown scheme or an unreadable token file.
+    pub(crate) fn new(p: &Parsed) -> Result<Client> {
         let addr = p
             .value("http-addr")
+            .filter(|a| !a.is_empty())
             .map(str::to_string)
-            .or_else(|| std::env::var("MUSTER_HTTP_ADDR").ok())
-            .or_else(|| std::env::var("CONSUL_HTTP_ADDR").ok())
+            .or_else(|| env("MUSTER_HTTP_ADDR"))
+            .or_else(|| env("CONSUL_HTTP_ADDR"))
             .unwrap_or_else(|| "127.0.0.1:8500".into());
-        let base = if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.trim_end_matches('/').to_string()
-        } else {
-            format!("http://{addr}")
+        let ssl = env("CONSUL_HTTP_SSL")
+            .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+        let base = match addr.split_once("://") {
+            Some(("http", rest)) if !ssl => format!("http://{rest}"),
+            Some(("http" | "https", _)) => {
+                return Err(Error::Connect(
+                    "HTTPS is not supported by this client; give an http:// address".into(),
+                ))
+            }
+            Some((scheme, _)) => {
+                return Err(Error::Connect(format!("Unknown protocol scheme: {scheme}")))
+            }
+            None if ssl => {
+                return Err(Error::Connect(
+                    "HTTPS is not supported by this client; unset CONSUL_HTTP_SSL".into(),
+                ))
+            }
+            None => format!("http://{addr}"),
         };
-        Client {
-            base,
-            http: reqwest::Client::new(),
+        let token_file = p
+            .value("token-file")
+            .filter(|f| !f.is_empty())
+            .map(str::to_string)
+            .or_else(|| env("CONSUL_HTTP_TOKEN_FILE"));
+        let mut token = p
+            .value("token")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .or_else(|| env("CONSUL_HTTP_TOKEN"));
+        if let Some(file) = token_file {
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                Error::Connect(format!("Error loading token file: open {file}: {e}"))
+            })?;
+            if !text.trim().is_empty() {
+                token = Some(text.trim().to_string());
+            }
         }
+        let auth = env("CONSUL_HTTP_AUTH").map(|a| match a.split_once(':') {
+            Some((user, pass)) => (user.to_string(), Some(pass.to_string())),
+            None => (a, None),
+        });
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            token,
+            datacenter: p
+                .value("datacenter")
+                .filter(|d| !d.is_empty())
+                .map(str::to_string),
+            auth,
+        })
     }
 
     fn unreachable(&self, e: &reqwest::Error) -> Error {
@@ -55,6 +93,21 @@ impl Client {
         }
     }
 
+    /// A request to `path` (which may hold a query) with the token and datacenter attached.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(dc) = &self.datacenter {
+            req = req.query(&[("dc", dc)]);
+        }
+        if let Some(t) = &self.token {
+            req = req.header("X-Consul-Token", t);
+        }
+        if let Some((user, pass)) = &self.auth {
+            req = req.basic_auth(user, pass.as_ref());
+        }
+        req
+    }
+
     /// Sends a request; returns the status and body whatever the status.
     pub(crate) async fn send(
         &self,
@@ -62,8 +115,7 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Vec<u8>)> {
-        let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method, &url);
+        let mut req = self.request(method, path);
         if let Some(b) = body {
             req = req.body(b);
         }
@@ -75,10 +127,8 @@ impl Client {
 
     /// A GET returning the status, `X-Consul-Index` and body; blocking reads may take minutes.
     pub(crate) async fn send_indexed(&self, path: &str) -> Result<(u16, u64, Vec<u8>)> {
-        let url = format!("{}{}", self.base, path);
         let resp = self
-            .http
-            .get(&url)
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
@@ -106,6 +156,12 @@ impl Client {
         }
         Ok(bytes)
     }
+
+    /// A GET whose 2xx JSON answer is decoded into `T`.
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let body = self.call(reqwest::Method::GET, path, None).await?;
+        Ok(serde_json::from_slice(&body)?)
+    }
 }
 
 fn root_cause(e: &dyn std::error::Error) -> String {
@@ -116,26 +172,52 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
-/// The query string for the common `-stale` and `-datacenter` flags plus `extra` (an empty
-/// value makes a bare key, as `?recurse`).
+/// The query string for `-stale` (where the command reads with it) plus `extra`, each value
+/// percent-encoded (an empty value makes a bare key, as `?recurse`).
 pub(crate) fn qs(p: &Parsed, extra: &[(&str, String)]) -> String {
     let mut parts: Vec<String> = Vec::new();
     if p.bool("stale") {
         parts.push("stale".into());
     }
-    if let Some(dc) = p.value("datacenter") {
-        parts.push(format!("dc={dc}"));
-    }
     for (k, v) in extra {
         if v.is_empty() {
             parts.push(k.to_string());
         } else {
-            parts.push(format!("{k}={v}"));
+            parts.push(format!("{k}={}", url_escape(v)));
         }
     }
     if parts.is_empty() {
         String::new()
     } else {
         format!("?{}", parts.join("&"))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_escaped_and_bare_keys_kept() {
+        let p = Parsed::default();
+        assert_eq!(
+            qs(
+                &p,
+                &[("recurse", String::new()), ("node-meta", "rack:r 1".into())]
+            ),
+            "?recurse&node-meta=rack%3Ar%201"
+        );
     }
 }

@@ -1,28 +1,48 @@
-//! What a client command can fail with. Each message is what the operator reads after
-//! `Error: `; where a variant wraps a cause as its `source`, the cause follows after `: `.
+//! What a client command can fail with. Messages that Consul's CLI also prints are worded as
+//! it words them and printed as they are ([`Error::is_whole_line`]); the others are printed
+//! after `Error: `. Where a variant wraps a cause as its `source`, the cause follows after
+//! `: `.
 
 use crate::flags;
 
 /// A client command's failure.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command name is not in the dispatch table.
-    #[error("unknown command {0:?}; run `muster help`")]
-    UnknownCommand(String),
     /// The async runtime the commands run on could not start.
     #[error("start runtime: {0}")]
     Runtime(std::io::Error),
-    /// A flag was undefined, lacked its value or had a malformed one.
+    /// A flag was undefined, lacked its value or had a malformed one; worded as Go's `flag`
+    /// package words it.
     #[error(transparent)]
     Flags(#[from] flags::Error),
-    /// Arguments the command cannot work with; the message says what it expects.
+    /// Arguments the command cannot work with: the whole line Consul's CLI prints for them.
     #[error("{0}")]
     Usage(String),
+    /// The agent refused the operation or had nothing to show (no such key, CAS failed):
+    /// the whole line Consul's CLI prints for it.
+    #[error("{0}")]
+    Refused(String),
+    /// Like `Usage`, and the command's help follows the message, as Consul's `join` and
+    /// `force-leave` print it.
+    #[error("{0}")]
+    UsageHelp(String),
+    /// A step failed: `what` is Consul's wording of the step ("Error retrieving members"),
+    /// the cause follows after `: `.
+    #[error("{what}")]
+    Context {
+        what: String,
+        #[source]
+        source: Box<Error>,
+    },
+    /// The agent's address or token could not be worked out (a bad scheme, an unreadable
+    /// token file).
+    #[error("{0}")]
+    Connect(String),
     /// A flag's value did not parse (a duration, for example).
     #[error("invalid value {value:?} for flag -{flag}")]
     InvalidFlag { flag: &'static str, value: String },
     /// `members -status` was not a valid regular expression.
-    #[error("invalid -status regex {pattern:?}: {reason}")]
+    #[error("Failed to compile status regexp: {reason}")]
     StatusRegex {
         pattern: String,
         reason: regex_lite::Error,
@@ -56,24 +76,11 @@ pub enum Error {
     /// Writing to stdout or installing a signal handler failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),
-    /// `kv put -base64` with a value that is not base64.
-    #[error("-base64: invalid value: {0}")]
-    Base64(base64::DecodeError),
-    /// `kv import` data that is not a JSON list.
-    #[error("cannot parse import data: {0}")]
-    ImportData(serde_json::Error),
     /// A `kv import` entry without a key.
     #[error("entry {entry}: missing \"key\"")]
     ImportKey { entry: usize },
-    /// A `kv import` entry whose value is not base64.
-    #[error("entry {entry} ({key}): value is not base64: {reason}")]
-    ImportValue {
-        entry: usize,
-        key: String,
-        reason: base64::DecodeError,
-    },
     /// `join` reached none of the addresses it was given.
-    #[error("failed to join any nodes")]
+    #[error("Failed to join any nodes.")]
     JoinedNone,
     /// A service definition file that could not be read.
     #[error(transparent)]
@@ -110,6 +117,35 @@ impl Error {
     /// Arguments the command cannot work with.
     pub(crate) fn usage(msg: impl Into<String>) -> Error {
         Error::Usage(msg.into())
+    }
+
+    /// A refusal, worded as Consul's CLI words it.
+    pub(crate) fn refused(msg: impl Into<String>) -> Error {
+        Error::Refused(msg.into())
+    }
+
+    /// This error as the cause of the step `what` (Consul's wording of it).
+    pub(crate) fn context(self, what: impl Into<String>) -> Error {
+        Error::Context {
+            what: what.into(),
+            source: Box::new(self),
+        }
+    }
+
+    /// Whether the message is a whole line as Consul's CLI prints it; other errors are
+    /// printed after `Error: `.
+    pub(crate) fn is_whole_line(&self) -> bool {
+        matches!(
+            self,
+            Error::Flags(_)
+                | Error::Usage(_)
+                | Error::UsageHelp(_)
+                | Error::Refused(_)
+                | Error::Context { .. }
+                | Error::InvalidFlag { .. }
+                | Error::StatusRegex { .. }
+                | Error::JoinedNone
+        )
     }
 
     /// The message and every cause under it, joined by `: `, as the binary prints it.

@@ -14,9 +14,10 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
-use super::client::{self, Client};
+use super::client::Client;
 use super::error::{Error, Result};
-use crate::flags::{Kind, Parsed};
+use super::help::Flag;
+use crate::flags::Parsed;
 
 /// Consul's flag values marking lock and semaphore keys, so either tool recognizes the other's.
 const LOCK_FLAG: u64 = 0x2ddc_cbc0_58a5_0c18;
@@ -291,26 +292,65 @@ async fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
     }
 }
 
-fn parse_args(args: &[String]) -> Result<Parsed> {
-    client::parse(
-        args,
-        &[
-            ("n", Kind::Value),
-            ("name", Kind::Value),
-            ("timeout", Kind::Value),
-            ("monitor-retry", Kind::Value),
-            ("shell", Kind::Bool),
-            ("child-exit-code", Kind::Bool),
-            ("verbose", Kind::Bool),
-            ("pass-stdin", Kind::Bool),
-        ],
-    )
-}
+pub(crate) const LOCK_USAGE: &str = "
+Usage: muster lock [options] prefix child...
+
+  Acquires a lock or semaphore at a given path, and invokes a child process
+  when successful. The child process can assume the lock is held while it
+  executes. If the lock is lost or communication is disrupted the child
+  process will be sent a SIGTERM signal and given time to gracefully exit.
+  After the grace period expires the process will be hard terminated.
+
+  When -n=1, only a single lock holder or leader exists providing mutual
+  exclusion. Setting a higher value switches to a semaphore allowing multiple
+  holders to coordinate.
+
+  The prefix provided must have write privileges.
+";
+
+pub(crate) const LOCK_FLAGS: &[Flag] = &[
+    Flag::bool(
+        "child-exit-code",
+        "Exit 2 if the child process exited with an error if this is true, otherwise this \
+         doesn't propagate an error from the child. The default value is false.",
+    ),
+    Flag::value(
+        "monitor-retry",
+        "int",
+        "Number of times to retry if the agent returns a 500 error while monitoring the \
+         lock. The default value is 3, with a 1s wait between retries.",
+    ),
+    Flag::value(
+        "n",
+        "int",
+        "Optional limit on the number of concurrent lock holders. The underlying \
+         implementation switches from a lock to a semaphore when the value is greater than \
+         1. The default value is 1.",
+    ),
+    Flag::value(
+        "name",
+        "string",
+        "Optional name to associate with the lock session. It not provided, one is \
+         generated based on the provided child command.",
+    ),
+    Flag::bool("pass-stdin", "Pass stdin to the child process."),
+    Flag::bool(
+        "shell",
+        "Use a shell to run the command (can set a custom shell via the SHELL environment \
+         variable). The default value is true.",
+    ),
+    Flag::value(
+        "timeout",
+        "duration",
+        "Maximum amount of time to wait to acquire the lock, specified as a duration like \
+         \"1s\" or \"3h\". The default value is 0.",
+    ),
+    Flag::bool("verbose", "Enable verbose (debugging) output."),
+];
 
 /// `muster lock [options] PREFIX COMMAND`: runs COMMAND while holding the lock.
-pub(crate) async fn run(args: &[String]) -> Result<i32> {
+pub(crate) async fn run(p: &Parsed) -> Result<i32> {
     const USAGE: &str = "usage: muster lock [options] PREFIX COMMAND";
-    let p = parse_args(args)?;
     let [prefix, command @ ..] = p.positional.as_slice() else {
         return Err(Error::usage(USAGE));
     };
@@ -336,7 +376,7 @@ pub(crate) async fn run(args: &[String]) -> Result<i32> {
         None => None,
     };
     let shell = !p.has("shell") || p.bool("shell");
-    let client = Client::new(&p);
+    let client = Client::new(p)?;
     let prefix = prefix.trim_matches('/').to_string();
     let name = p.value("name").unwrap_or("Muster lock").to_string();
     let behavior = if limit > 1 { "delete" } else { "release" };
@@ -360,7 +400,7 @@ pub(crate) async fn run(args: &[String]) -> Result<i32> {
 
     // Keep the session alive while we wait and while the child runs.
     let renew = {
-        let client = Client::new(&p);
+        let client = Client::new(p)?;
         let id = lock.session.clone();
         tokio::spawn(async move {
             loop {

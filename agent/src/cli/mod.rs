@@ -1,12 +1,19 @@
-//! The `muster` command line: the usage text, the table of commands, and running one. Client
-//! commands talk to the local agent over HTTP (`client`); each family of them has its own
-//! file. Adding a command is its file plus one row in [`COMMANDS`].
+//! The `muster` command line: the table of commands, and running one as Consul's CLI
+//! (mitchellh/cli) runs it. Client commands talk to the local agent over HTTP (`client`);
+//! each family of them has its own file, which holds its commands' usage texts and flags.
+//! Adding a command is its function plus one row in [`COMMANDS`].
+//!
+//! As in Consul: `-h`, `-help` or `--help` anywhere before `--` prints the command's help to
+//! stderr and exits 0; a family name alone (`muster kv`) prints its help and exits 1; an
+//! unknown command prints the command list to stderr and exits 127.
 
 mod agent_ops;
 mod catalog;
 mod client;
 mod error;
+mod help;
 mod kv;
+mod kv_transfer;
 mod lock;
 mod maint;
 mod members;
@@ -16,10 +23,13 @@ mod table;
 
 use futures::future::LocalBoxFuture;
 
+use crate::flags::{self, Parsed};
+use help::{Flag, Http};
+
 pub use error::{Error, Result};
 
-/// A client command: its arguments after the command name in, its exit code out.
-type ClientFn = for<'a> fn(&'a [String]) -> LocalBoxFuture<'a, Result<i32>>;
+/// A client command: its parsed flags and arguments in, its exit code out.
+type ClientFn = for<'a> fn(&'a Parsed) -> LocalBoxFuture<'a, Result<i32>>;
 
 /// What a command name runs.
 enum Run {
@@ -27,124 +37,364 @@ enum Run {
     Agent,
     /// Prints the version without asking an agent.
     Version,
+    /// A family of subcommands: alone, it prints its help and exits 1.
+    Family,
     /// A client command, run on a fresh runtime.
     Client(ClientFn),
 }
 
 /// One row of the dispatch table.
 struct Command {
+    /// The words that name it: `members`, `kv get`.
     name: &'static str,
-    /// The line `muster help` shows for it.
-    summary: &'static str,
+    /// The line the command lists show for it.
+    synopsis: &'static str,
+    /// The usage paragraph its help opens with.
+    usage: &'static str,
+    /// Which of the flags that address the agent it takes.
+    http: Http,
+    /// Its own flags.
+    flags: &'static [Flag],
     run: Run,
 }
 
-/// Every command, in the order `muster help` lists them.
+/// Every command.
 const COMMANDS: &[Command] = &[
     Command {
         name: "agent",
-        summary: "Runs a Muster agent",
+        synopsis: "Runs a Muster agent",
+        usage: agent_ops::AGENT_USAGE,
+        http: Http::None,
+        flags: &[],
         run: Run::Agent,
     },
     Command {
         name: "members",
-        summary: "Lists the members of the cluster",
-        run: Run::Client(|a| Box::pin(members::members(a))),
+        synopsis: "Lists the members of a cluster",
+        usage: members::MEMBERS_USAGE,
+        http: Http::Client,
+        flags: members::MEMBERS_FLAGS,
+        run: Run::Client(|p| Box::pin(members::members(p))),
     },
     Command {
         name: "join",
-        summary: "Tells the local agent to join a cluster",
-        run: Run::Client(|a| Box::pin(members::join(a))),
+        synopsis: "Tell the agent to join a cluster",
+        usage: members::JOIN_USAGE,
+        http: Http::Client,
+        flags: members::JOIN_FLAGS,
+        run: Run::Client(|p| Box::pin(members::join(p))),
     },
     Command {
         name: "leave",
-        summary: "Gracefully leaves the cluster and shuts the local agent down",
-        run: Run::Client(|a| Box::pin(members::leave(a))),
+        synopsis: "Gracefully leaves the cluster and shuts down",
+        usage: members::LEAVE_USAGE,
+        http: Http::Client,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(members::leave(p))),
     },
     Command {
         name: "force-leave",
-        summary: "Forces a member of the cluster to enter the \"left\" state",
-        run: Run::Client(|a| Box::pin(members::force_leave(a))),
+        synopsis: "Forces a member of the cluster to enter the \"left\" state",
+        usage: members::FORCE_LEAVE_USAGE,
+        http: Http::Server,
+        flags: members::FORCE_LEAVE_FLAGS,
+        run: Run::Client(|p| Box::pin(members::force_leave(p))),
     },
     Command {
         name: "kv",
-        summary: "Reads and writes the KV store (get, put, delete, export, import)",
-        run: Run::Client(|a| Box::pin(kv::run(a))),
+        synopsis: "Interact with the key-value store",
+        usage: kv::KV_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "kv get",
+        synopsis: "Retrieves or lists data from the KV store",
+        usage: kv::GET_USAGE,
+        http: Http::Server,
+        flags: kv::GET_FLAGS,
+        run: Run::Client(|p| Box::pin(kv::kv_get(p))),
+    },
+    Command {
+        name: "kv put",
+        synopsis: "Sets or updates data in the KV store",
+        usage: kv::PUT_USAGE,
+        http: Http::Server,
+        flags: kv::PUT_FLAGS,
+        run: Run::Client(|p| Box::pin(kv::kv_put(p))),
+    },
+    Command {
+        name: "kv delete",
+        synopsis: "Removes data from the KV store",
+        usage: kv::DELETE_USAGE,
+        http: Http::Server,
+        flags: kv::DELETE_FLAGS,
+        run: Run::Client(|p| Box::pin(kv::kv_delete(p))),
+    },
+    Command {
+        name: "kv export",
+        synopsis: "Exports a tree from the KV store as JSON",
+        usage: kv_transfer::EXPORT_USAGE,
+        http: Http::Server,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(kv_transfer::kv_export(p))),
+    },
+    Command {
+        name: "kv import",
+        synopsis: "Imports a tree stored as JSON to the KV store",
+        usage: kv_transfer::IMPORT_USAGE,
+        http: Http::Server,
+        flags: kv_transfer::IMPORT_FLAGS,
+        run: Run::Client(|p| Box::pin(kv_transfer::kv_import(p))),
     },
     Command {
         name: "catalog",
-        summary: "Lists nodes and services in the catalog",
-        run: Run::Client(|a| Box::pin(catalog::run(a))),
+        synopsis: "Interact with the catalog",
+        usage: catalog::CATALOG_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "catalog datacenters",
+        synopsis: "Lists all known datacenters",
+        usage: catalog::DATACENTERS_USAGE,
+        http: Http::Server,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(catalog::datacenters(p))),
+    },
+    Command {
+        name: "catalog nodes",
+        synopsis: "Lists all nodes in the given datacenter",
+        usage: catalog::NODES_USAGE,
+        http: Http::Server,
+        flags: catalog::NODES_FLAGS,
+        run: Run::Client(|p| Box::pin(catalog::nodes(p))),
+    },
+    Command {
+        name: "catalog services",
+        synopsis: "Lists all registered services in a datacenter",
+        usage: catalog::SERVICES_USAGE,
+        http: Http::Server,
+        flags: catalog::SERVICES_FLAGS,
+        run: Run::Client(|p| Box::pin(catalog::services(p))),
     },
     Command {
         name: "lock",
-        summary: "Runs a command while holding a lock",
-        run: Run::Client(|a| Box::pin(lock::run(a))),
+        synopsis: "Execute a command holding a lock",
+        usage: lock::LOCK_USAGE,
+        http: Http::Server,
+        flags: lock::LOCK_FLAGS,
+        run: Run::Client(|p| Box::pin(lock::run(p))),
     },
     Command {
         name: "maint",
-        summary: "Controls node or service maintenance mode",
-        run: Run::Client(|a| Box::pin(maint::run(a))),
+        synopsis: "Controls node or service maintenance mode",
+        usage: maint::MAINT_USAGE,
+        http: Http::Client,
+        flags: maint::MAINT_FLAGS,
+        run: Run::Client(|p| Box::pin(maint::run(p))),
     },
     Command {
         name: "services",
-        summary: "Registers or deregisters services with the local agent",
-        run: Run::Client(|a| Box::pin(services::run(a))),
+        synopsis: "Interact with services",
+        usage: services::SERVICES_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "services register",
+        synopsis: "Register services with the local agent",
+        usage: services::REGISTER_USAGE,
+        http: Http::Server,
+        flags: services::REGISTER_FLAGS,
+        run: Run::Client(|p| Box::pin(services::register(p))),
+    },
+    Command {
+        name: "services deregister",
+        synopsis: "Deregister services with the local agent",
+        usage: services::DEREGISTER_USAGE,
+        http: Http::Server,
+        flags: services::DEREGISTER_FLAGS,
+        run: Run::Client(|p| Box::pin(services::deregister(p))),
     },
     Command {
         name: "reload",
-        summary: "Re-reads the agent's configuration files",
-        run: Run::Client(|a| Box::pin(agent_ops::reload(a))),
+        synopsis: "Triggers the agent to reload configuration files",
+        usage: agent_ops::RELOAD_USAGE,
+        http: Http::Client,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(agent_ops::reload(p))),
     },
     Command {
         name: "recover",
-        summary: "Makes a stopped server the only voter of its cluster, keeping its data",
-        run: Run::Client(|a| Box::pin(recover::run(a))),
+        synopsis: "Makes a stopped server the only voter of its cluster, keeping its data",
+        usage: recover::RECOVER_USAGE,
+        http: Http::None,
+        flags: recover::RECOVER_FLAGS,
+        run: Run::Client(|p| Box::pin(recover::run(p))),
     },
     Command {
         name: "version",
-        summary: "Prints the version",
+        synopsis: "Prints the version",
+        usage: agent_ops::VERSION_USAGE,
+        http: Http::None,
+        flags: &[],
         run: Run::Version,
     },
 ];
 
-/// The text `muster help` prints, and `muster` alone prints to stderr.
-fn usage() -> String {
-    let mut text = String::from("Usage: muster <command> [args]\n\nCommands:");
-    for c in COMMANDS {
-        text.push_str(&format!("\n    {:<12} {}", c.name, c.summary));
+impl Command {
+    fn find(name: &str) -> Option<&'static Command> {
+        COMMANDS.iter().find(|c| c.name == name)
     }
-    text
+
+    /// How this command takes the flag `name`, if it takes it.
+    fn flag_kind(&self, name: &str) -> Option<flags::Kind> {
+        help::http_flags(self.http)
+            .chain(self.flags)
+            .find(|f| f.name == name)
+            .map(|f| f.kind)
+    }
+
+    /// What `-h` prints: the usage and flags, and a family's subcommands.
+    fn help(&self) -> String {
+        let mut text = help::command_help(self.usage, self.http, self.flags);
+        if let Run::Agent = self.run {
+            text.push_str("\n\nCommand Options\n");
+            for (name, kind) in crate::config::AGENT_FLAGS {
+                match kind {
+                    flags::Kind::Bool => text.push_str(&format!("\n  -{name}")),
+                    _ => text.push_str(&format!("\n  -{name}=<value>")),
+                }
+            }
+        }
+        let prefix = format!("{} ", self.name);
+        let subs: Vec<&Command> = COMMANDS
+            .iter()
+            .filter(|c| {
+                c.name
+                    .strip_prefix(&prefix)
+                    .is_some_and(|s| !s.contains(' '))
+            })
+            .collect();
+        if !subs.is_empty() {
+            text.push_str("\n\nSubcommands:");
+            text.push_str(&command_list(&subs, &prefix));
+        }
+        text
+    }
+}
+
+/// `    NAME    SYNOPSIS` lines for `commands`, sorted, names without `prefix` and aligned.
+fn command_list(commands: &[&Command], prefix: &str) -> String {
+    let mut rows: Vec<(&str, &str)> = commands
+        .iter()
+        .map(|c| (c.name.strip_prefix(prefix).unwrap_or(c.name), c.synopsis))
+        .collect();
+    rows.sort();
+    let width = rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(n, s)| format!("\n    {n:<width$}    {s}"))
+        .collect()
+}
+
+/// The text `muster help` prints, and `muster` alone or with an unknown command prints to
+/// stderr (as Consul's `BasicHelpFunc` lays it out).
+fn usage() -> String {
+    let top: Vec<&Command> = COMMANDS.iter().filter(|c| !c.name.contains(' ')).collect();
+    format!(
+        "Usage: muster [--version] [--help] <command> [<args>]\n\nAvailable commands are:{}\n",
+        command_list(&top, "")
+    )
+}
+
+fn is_help(arg: &str) -> bool {
+    matches!(arg, "-h" | "-help" | "--help")
 }
 
 /// Runs the command line `args` (without the program name) and returns the exit code.
 /// `agent` runs `muster agent ARGS`.
 pub fn main(args: &[String], agent: fn(&[String]) -> i32) -> i32 {
-    let Some((cmd, rest)) = args.split_first() else {
-        eprintln!("{}", usage());
-        return 1;
-    };
-    // `agent`, `version` and `help` also answer to Go's spellings `-version`, `--help`;
-    // client commands only to their own name.
-    let bare = cmd.trim_start_matches('-');
-    if matches!(bare, "help" | "h") {
+    if args
+        .first()
+        .is_some_and(|a| matches!(a.as_str(), "-v" | "-version" | "--version"))
+    {
+        return agent_ops::version();
+    }
+    if args.first().is_some_and(|a| a == "help") {
         println!("{}", usage());
         return 0;
     }
-    let found = COMMANDS.iter().find(|c| match c.run {
-        Run::Client(_) => c.name == cmd,
-        Run::Agent | Run::Version => c.name == bare,
-    });
-    let result = match found.map(|c| &c.run) {
-        Some(Run::Agent) => return agent(rest),
-        Some(Run::Version) => return agent_ops::version(),
-        Some(Run::Client(f)) => runtime().and_then(|rt| rt.block_on(f(rest))),
-        None => Err(Error::UnknownCommand(cmd.clone())),
+    let before_dashes = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    let wants_help = args[..before_dashes].iter().any(|a| is_help(a));
+    // The command is named by the first word that is not a flag, and the next one when the
+    // two name a subcommand; flags before it are not the command's.
+    let Some(start) = args[..before_dashes]
+        .iter()
+        .position(|a| !a.starts_with('-'))
+    else {
+        eprintln!("{}", usage());
+        return if wants_help && !args.is_empty() {
+            0
+        } else {
+            127
+        };
     };
-    match result {
+    let top_flags = args[..start].iter().any(|a| !is_help(a));
+    let (cmd, rest) = match args
+        .get(start + 1)
+        .map(|sub| format!("{} {sub}", args[start]))
+    {
+        Some(two) if Command::find(&two).is_some() => (Command::find(&two), &args[start + 2..]),
+        _ => (Command::find(&args[start]), &args[start + 1..]),
+    };
+    let Some(cmd) = cmd else {
+        eprintln!("{}", usage());
+        return 127;
+    };
+    if wants_help {
+        eprintln!("{}", cmd.help());
+        return 0;
+    }
+    if top_flags {
+        eprintln!(
+            "Invalid flags before the subcommand. If these flags are for\n\
+             the subcommand, please put them after the subcommand.\n\n{}",
+            cmd.help()
+        );
+        return 1;
+    }
+    let f = match cmd.run {
+        Run::Agent => return agent(rest),
+        Run::Version => return agent_ops::version(),
+        Run::Family => {
+            eprintln!("{}", cmd.help());
+            return 1;
+        }
+        Run::Client(f) => f,
+    };
+    let parsed = match flags::parse_with(rest, |name| cmd.flag_kind(name)) {
+        Ok(p) => p,
+        Err(e) => {
+            // Go's flag package prints the error, then the usage.
+            eprintln!("{e}\n\n{}", cmd.help());
+            return 1;
+        }
+    };
+    match runtime().and_then(|rt| rt.block_on(f(&parsed))) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("Error: {}", e.report());
+            if e.is_whole_line() {
+                eprintln!("{}", e.report());
+            } else {
+                eprintln!("Error: {}", e.report());
+            }
+            if let Error::UsageHelp(_) = e {
+                eprintln!("\n{}", cmd.help());
+            }
             1
         }
     }
@@ -156,4 +406,44 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_subcommand_has_its_family_and_unique_flags() {
+        for c in COMMANDS {
+            if let Some((family, _)) = c.name.split_once(' ') {
+                assert!(
+                    matches!(Command::find(family).map(|f| &f.run), Some(Run::Family)),
+                    "{}",
+                    c.name
+                );
+            }
+            let mut names: Vec<&str> = help::http_flags(c.http)
+                .chain(c.flags)
+                .map(|f| f.name)
+                .collect();
+            names.sort_unstable();
+            let n = names.len();
+            names.dedup();
+            assert_eq!(n, names.len(), "{} defines a flag twice", c.name);
+        }
+    }
+
+    #[test]
+    fn family_help_lists_its_subcommands() {
+        let kv = Command::find("kv").expect("kv");
+        let h = kv.help();
+        assert!(
+            h.contains("\n\nSubcommands:\n    delete    Removes data from the KV store"),
+            "{h}"
+        );
+        assert!(
+            h.contains("\n    put       Sets or updates data in the KV store"),
+            "{h}"
+        );
+    }
 }

@@ -1,13 +1,26 @@
 //! `muster recover`: the offline repair of a server whose fellow servers are gone for good.
 
 use super::error::{Error, Result};
-use crate::flags::{self, Kind};
+use super::help::Flag;
+use crate::flags::Parsed;
+
+pub(crate) const RECOVER_USAGE: &str = "
+Usage: muster recover -data-dir DIR
+
+  Offline, on a stopped server whose fellow servers are gone for good: makes
+  it the sole voter of its cluster, keeping its data. It takes none of the
+  flags that address an agent.
+";
+
+pub(crate) const RECOVER_FLAGS: &[Flag] = &[Flag::value(
+    "data-dir",
+    "path",
+    "The data dir of the stopped server to recover.",
+)];
 
 /// `muster recover -data-dir DIR`: offline, on a stopped server whose fellow servers are gone
 /// for good, makes it the sole voter of its cluster, keeping its data.
-pub(crate) async fn run(args: &[String]) -> Result<i32> {
-    // An offline command: it takes none of the flags that address an agent.
-    let p = flags::parse(args, &[("data-dir", Kind::Value)])?;
+pub(crate) async fn run(p: &Parsed) -> Result<i32> {
     let Some(dir) = p.value("data-dir") else {
         return Err(Error::usage(
             "muster recover needs -data-dir: the data dir of the stopped server to recover",

@@ -1,27 +1,74 @@
-//! Column-aligned tables for command output, laid out as Consul's CLI lays them out: columns
-//! two spaces apart, each as wide as its widest cell, no trailing blanks.
+//! Column-aligned output, byte for byte as Consul's CLI lays it out with its two libraries:
+//! `columnize` (tables: each column but the last padded to its widest cell, two spaces
+//! between columns, cells trimmed) and `text/tabwriter` as Consul configures it (a padding of
+//! six after the widest cell of the first column).
 
-use std::io::Write;
-
-/// Prints `header` and `rows` to stdout.
-pub(crate) fn print_table(header: &[String], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(String::len).collect();
-    for r in rows {
+/// The lines `columnize` makes of `rows` (the header is the first row).
+pub(crate) fn columnize(rows: &[Vec<String>]) -> Vec<String> {
+    let rows: Vec<Vec<&str>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| c.trim()).collect())
+        .collect();
+    let mut widths: Vec<usize> = Vec::new();
+    for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(c.len()),
+                None => widths.push(c.len()),
+            }
         }
     }
-    let line = |r: &[String]| {
-        let cells: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        cells.join("  ").trim_end().to_string()
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(header));
-    for r in rows {
-        let _ = writeln!(out, "{}", line(r));
+    rows.iter()
+        .map(|r| {
+            let mut line = String::new();
+            for (i, c) in r.iter().enumerate() {
+                line.push_str(c);
+                if i + 1 < r.len() {
+                    line.push_str(&" ".repeat(widths[i] - c.len() + 2));
+                }
+            }
+            line
+        })
+        .collect()
+}
+
+/// Prints `rows` through [`columnize`] to stdout.
+pub(crate) fn print_table(rows: &[Vec<String>]) {
+    for line in columnize(rows) {
+        println!("{line}");
+    }
+}
+
+/// The lines a `tabwriter` with a padding of 6 makes of two-cell rows: the first cell padded
+/// to the widest first cell plus six.
+pub(crate) fn tab_pairs(rows: &[(String, String)]) -> Vec<String> {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0) + 6;
+    rows.iter()
+        .map(|(k, v)| format!("{k}{}{v}", " ".repeat(width - k.len())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cells: &[&str]) -> Vec<String> {
+        cells.iter().map(|c| c.to_string()).collect()
+    }
+
+    #[test]
+    fn columnize_pads_all_but_the_last_column() {
+        let lines = columnize(&[
+            row(&["Node", "Address", "Meta"]),
+            row(&["a", "10.0.0.1:8301", ""]),
+        ]);
+        assert_eq!(lines[0], "Node  Address        Meta");
+        assert_eq!(lines[1], "a     10.0.0.1:8301  ");
+    }
+
+    #[test]
+    fn tab_pairs_pad_six_past_the_widest_key() {
+        let lines = tab_pairs(&[("consul".into(), "".into()), ("web".into(), "a,b".into())]);
+        assert_eq!(lines, ["consul      ", "web         a,b"]);
     }
 }

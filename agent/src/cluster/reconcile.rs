@@ -5,13 +5,19 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use muster_server::model::{Check, Command, HealthStatus, Node, Registration, Service};
+use muster_server::model::{
+    Check, Command, Consistency, HealthStatus, Node, Registration, Service,
+};
 use muster_server::Server;
 use tokio_util::sync::CancellationToken;
 
 use super::gossip::{Gossip, Member, Status};
 use super::tags::{SERF_CHECK, TAG_DC, TAG_ID, TAG_PORT, TAG_RAFT_ID, TAG_ROLE};
 use crate::config::Config;
+
+/// How often the loop runs with nothing to wake it: only to retry what failed (a write during
+/// an election, a server not yet reachable), since events and elections start a pass at once.
+const SAFETY_NET: Duration = Duration::from_secs(1);
 
 /// A server as gossip describes it.
 struct ServerMember {
@@ -46,12 +52,18 @@ pub(crate) async fn run(
     cancel: CancellationToken,
 ) {
     let mut changed = gossip.changed.clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(SAFETY_NET);
     let mut bootstrapped = false;
     loop {
+        // A pass runs at once on every membership event and when this server wins an
+        // election (Consul's leader loop reconciles right after its first barrier), so the
+        // leader's own node, `serfHealth` and `consul` service are in the catalog moments
+        // after it leads. The tick retries what failed.
+        let leading = server.is_leader();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = changed.changed() => {}
+            _ = server.leading(), if !leading => {}
             _ = tick.tick() => {}
         }
         let members = gossip.snapshot();
@@ -72,10 +84,19 @@ pub(crate) async fn run(
             bootstrapped = maybe_bootstrap(&config, &server, &servers).await;
         }
         if server.is_leader() {
-            reconcile_raft(&server, &servers).await;
-            if let Err(e) = reconcile_catalog(&config, &server, &members).await {
+            // As Consul's barrier: decide from a state machine that has applied everything
+            // committed, so that a new leader does not skip a write its predecessors'
+            // entries made necessary.
+            let pass = async {
+                server.barrier(Consistency::Default).await?;
+                reconcile_catalog(&config, &server, &members).await
+            };
+            if let Err(e) = pass.await {
                 tracing::debug!(error = %e, "catalog reconciliation incomplete; will retry");
             }
+            // Adding a voter waits for it to catch up as a learner: after the catalog, which
+            // is what clients wait on.
+            reconcile_raft(&server, &servers).await;
         }
     }
 }

@@ -34,6 +34,7 @@ pub(super) fn parse(
         let mut ctx = Ctx {
             origin,
             warnings: Vec::new(),
+            consul_errors: false,
         };
         let def = parse_service(&mut ctx, v)?;
         if def.checks.iter().any(|c| c.is_script) && !scripts {
@@ -46,6 +47,7 @@ pub(super) fn parse(
         let mut ctx = Ctx {
             origin,
             warnings: Vec::new(),
+            consul_errors: false,
         };
         let def = parse_check(&mut ctx, v, None, None)?;
         if def.is_script && !scripts {

@@ -94,6 +94,9 @@ pub struct Local {
     full_sync: AtomicBool,
     /// TTL statuses changed since the last save; saved by housekeeping, not on every update.
     persist_due: AtomicBool,
+    /// Held across a save, from the snapshot to the rename: saves do not share a temp file,
+    /// and an older snapshot never replaces a newer one.
+    saving: Mutex<()>,
     is_server: bool,
 }
 
@@ -137,6 +140,7 @@ impl Local {
             own_done: Notify::new(),
             full_sync: AtomicBool::new(true),
             persist_due: AtomicBool::new(false),
+            saving: Mutex::new(()),
             is_server,
         });
         local.load_config(config);
@@ -205,6 +209,7 @@ impl Local {
         let mut ctx = Ctx {
             origin: "service definition",
             warnings: Vec::new(),
+            consul_errors: true,
         };
         let def = parse_service(&mut ctx, raw).map_err(|e| LocalError::Invalid(e.to_string()))?;
         if def.checks.iter().any(|c| c.is_script) && !self.allow_http_scripts {
@@ -260,6 +265,7 @@ impl Local {
         let mut ctx = Ctx {
             origin: "check definition",
             warnings: Vec::new(),
+            consul_errors: true,
         };
         let def = parse_check(&mut ctx, raw, None, None)
             .map_err(|e| LocalError::Invalid(e.to_string()))?;

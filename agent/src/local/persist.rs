@@ -74,6 +74,7 @@ impl Local {
     }
 
     pub(super) fn persist(&self) {
+        let _saving = lock(&self.saving);
         let st = lock(&self.state);
         let mut p = Persisted {
             services: st.services.values().filter_map(|s| s.raw.clone()).collect(),

@@ -63,7 +63,9 @@ impl Local {
             };
             match res {
                 Ok(meta) => {
-                    if index != 0 && meta.index != index && !self.is_own(meta.index).await {
+                    // The first change seen counts too: the leader's first registration of
+                    // this node (which keeps no node meta it has not seen) may be it.
+                    if meta.index != index && !self.is_own(meta.index).await {
                         self.mark_full();
                     }
                     index = meta.index;

@@ -36,6 +36,16 @@ pub struct Service {
     pub modify_index: u64,
 }
 
+impl Service {
+    /// The `meta` key under which a service keeps, as one JSON object, the fields of Consul's
+    /// service definition that Muster stores and returns but does not act on: `Kind`, `Proxy`,
+    /// `Connect`, `TaggedAddresses` and `SocketPath`. Keeping them in `meta` leaves the Raft
+    /// log, the RPC frames and `state.redb` in the format they have, so existing data dirs
+    /// and older servers still read every service. The HTTP API refuses the key in a
+    /// client's `Meta` and never shows it there; it returns the fields under their own names.
+    pub const EXTRA_META_KEY: &'static str = "consul-muster-extra";
+}
+
 /// Health of a check, ordered from best to worst so `max` gives the aggregate.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

@@ -389,6 +389,26 @@ impl Server {
             .is_some_and(|n| n.leader_view() == LeaderView::Me)
     }
 
+    /// Resolves once [`Server::is_leader`] holds, at once if it does: the leader's work on
+    /// winning an election (registering itself, reconciling members) starts then rather than
+    /// on a timer. Never resolves on a client agent.
+    pub async fn leading(&self) {
+        let Some(n) = &self.node else {
+            return std::future::pending().await;
+        };
+        // Leadership and the quorum ack behind the lease both arrive as metrics updates.
+        let mut metrics = n.raft.metrics();
+        loop {
+            metrics.mark_unchanged();
+            if n.leader_view() == LeaderView::Me {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// The leader's server RPC address (`""` in Consul's reply when unknown), and the voters'.
     pub async fn status(&self) -> Result<(Option<String>, Vec<String>)> {
         let s = match &self.node {

@@ -74,6 +74,7 @@ fn ctx(origin: &str) -> Ctx<'_> {
     Ctx {
         origin,
         warnings: Vec::new(),
+        consul_errors: true,
     }
 }
 

@@ -1,0 +1,164 @@
+//! Real Consul client libraries against a real agent: py-consul (PyPI) and the npm `consul`
+//! package run their scripts in `tests/clients/` against a fresh server on ephemeral ports,
+//! each the way its own documentation shows (KV, services with checks, sessions and locks,
+//! blocking queries, health by tag). A library that is not installed fails the test with the
+//! command that installs it; `.ci/run` installs both.
+//!
+//! Each script lists the steps that still need a fix in Muster in its `PENDING` table and
+//! prints them; `MUSTER_CLIENTS_RUN_PENDING=1` (passed through) runs those too.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use muster_tests::*;
+
+/// How long one script may run: its blocking queries wait 10 s at most each.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// Fails with `install` unless `program --version` runs.
+fn require_program(program: &str, install: &str) -> anyhow::Result<()> {
+    match Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => bail!(
+            "`{program}` is needed for the client-library tests and is not on PATH: {install}"
+        ),
+    }
+}
+
+/// Fails with `install` unless `path` exists.
+fn require_file(path: &Path, what: &str, install: &str) -> anyhow::Result<()> {
+    if path.exists() {
+        Ok(())
+    } else {
+        bail!(
+            "{what} is not installed ({} is missing): {install}",
+            path.display()
+        )
+    }
+}
+
+/// Runs `program args` in `dir` against `agent` (`CONSUL_HTTP_ADDR`), with output to files
+/// (no pipe to fill), killing it by PID past [`SCRIPT_TIMEOUT`]. Returns its output when it
+/// exits 0 and printed its summary with no failing step.
+fn run_script(
+    agent: &Agent,
+    dir: &Path,
+    scratch: &Path,
+    program: &str,
+    args: &[&str],
+    envs: &[(&str, String)],
+) -> anyhow::Result<String> {
+    let out_path = scratch.join(format!("{program}.out"));
+    let out = std::fs::File::create(&out_path).context("create script output file")?;
+    let err = out.try_clone().context("clone script output file")?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env("CONSUL_HTTP_ADDR", agent.http.to_string())
+        // The scripts talk to loopback only, never through a proxy from the environment.
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .env_remove("CONSUL_HTTP_SSL")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().with_context(|| format!("spawn {program}"))?;
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let failure = match status {
+        None => Some(format!("did not finish within {SCRIPT_TIMEOUT:?}")),
+        Some(s) if !s.success() => Some(format!("exited with {s}")),
+        Some(_) if !output.contains(" 0 failing") => Some("printed no clean summary".into()),
+        Some(_) => None,
+    };
+    if let Some(why) = failure {
+        let logs = agent.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "{program} {args:?} {why}; its output:\n{output}\nlast agent log lines:\n{}",
+            tail.join("\n")
+        );
+    }
+    Ok(output)
+}
+
+/// A fresh server that runs script checks, as the scripts register some.
+async fn agent(root: &Path, name: &str) -> anyhow::Result<Agent> {
+    single_server(root, name, &["-enable-script-checks"]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn py_consul_from_pypi() -> anyhow::Result<()> {
+    let dir = clients_dir().join("py");
+    let install = "run `python3 -m pip install --target tests/clients/py/site \
+                   -r tests/clients/py/requirements.txt` (.ci/run does)";
+    require_program("python3", "install Python 3 (Debian's python3)")?;
+    require_file(&dir.join("site/consul/__init__.py"), "py-consul", install)?;
+    let root = tempfile::tempdir()?;
+    let a = agent(root.path(), "py").await?;
+    let scratch = root.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        run_script(
+            &a,
+            &dir,
+            &scratch,
+            "python3",
+            &["test_client.py"],
+            &[
+                ("PYTHONPATH", dir.join("site").display().to_string()),
+                ("PYTHONDONTWRITEBYTECODE", "1".into()),
+                ("PYTHONNOUSERSITE", "1".into()),
+            ],
+        )
+    })
+    .await??;
+    println!("{output}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn consul_from_npm() -> anyhow::Result<()> {
+    let dir = clients_dir().join("js");
+    let install = "run `npm ci --prefix tests/clients/js` (.ci/run does)";
+    require_program("node", "install Node.js (Debian's nodejs and npm)")?;
+    require_file(
+        &dir.join("node_modules/consul/package.json"),
+        "the npm consul package",
+        install,
+    )?;
+    let root = tempfile::tempdir()?;
+    let a = agent(root.path(), "js").await?;
+    let scratch = root.path().to_path_buf();
+    let output = tokio::task::spawn_blocking(move || {
+        run_script(&a, &dir, &scratch, "node", &["test_client.js"], &[])
+    })
+    .await??;
+    println!("{output}");
+    Ok(())
+}
