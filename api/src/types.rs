@@ -112,6 +112,14 @@ pub struct ServiceExtra {
 }
 
 impl ServiceExtra {
+    /// Consul's catalog shows `Proxy` and `Connect` on every service, empty when not set.
+    fn with_connect_defaults(&mut self) {
+        self.proxy.get_or_insert_with(
+            || serde_json::json!({"Mode": "", "MeshGateway": {}, "Expose": {}}),
+        );
+        self.connect.get_or_insert_with(|| serde_json::json!({}));
+    }
+
     /// Takes the reserved key out of a service's meta and reads the fields kept under it.
     pub fn split(meta: &mut BTreeMap<String, String>) -> ServiceExtra {
         let Some(raw) = meta.remove(Service::EXTRA_META_KEY) else {
@@ -144,6 +152,9 @@ pub struct AgentService {
     #[serde(serialize_with = "null_if_empty")]
     pub meta: BTreeMap<String, String>,
     pub port: u16,
+    /// The ones it was registered with.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     pub weights: Weights,
     pub enable_tag_override: bool,
     #[serde(flatten)]
@@ -154,7 +165,9 @@ pub struct AgentService {
 
 impl From<Service> for AgentService {
     fn from(mut s: Service) -> Self {
-        let extra = ServiceExtra::split(&mut s.meta);
+        let mut extra = ServiceExtra::split(&mut s.meta);
+        extra.with_connect_defaults();
+        let tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
         AgentService {
             id: s.id,
             service: s.name,
@@ -166,6 +179,7 @@ impl From<Service> for AgentService {
                 passing: s.weight_passing,
                 warning: s.weight_warning,
             },
+            tagged_addresses,
             enable_tag_override: s.enable_tag_override,
             extra,
             create_index: s.create_index,
@@ -259,13 +273,18 @@ pub struct CatalogService {
     pub service_proxy: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_connect: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub service_socket_path: String,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl CatalogService {
     pub fn new(n: Node, mut s: Service) -> Self {
-        let extra = ServiceExtra::split(&mut s.meta);
+        let mut extra = ServiceExtra::split(&mut s.meta);
+        extra.with_connect_defaults();
+        let service_tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
         CatalogService {
             id: n.id,
             node: n.name,
@@ -287,6 +306,8 @@ impl CatalogService {
             service_enable_tag_override: s.enable_tag_override,
             service_proxy: extra.proxy,
             service_connect: extra.connect,
+            service_tagged_addresses,
+            service_socket_path: extra.socket_path.unwrap_or_default(),
             create_index: s.create_index,
             modify_index: s.modify_index,
         }

@@ -156,6 +156,14 @@ async fn catalog_service_meta_left_out_is_null() {
     assert_eq!(v["Services"]["r1"]["Meta"], json!(null));
     let v = get(&f, "/v1/health/service/redis").await.json();
     assert_eq!(v[0]["Service"]["Meta"], json!(null));
+    // Every catalog service shows Connect's fields, empty when not set, as Consul's.
+    let empty_proxy = json!({"Mode": "", "MeshGateway": {}, "Expose": {}});
+    assert_eq!(v[0]["Service"]["Proxy"], empty_proxy);
+    assert_eq!(v[0]["Service"]["Connect"], json!({}));
+    let v = get(&f, "/v1/catalog/service/redis").await.json();
+    assert_eq!(v[0]["ServiceProxy"], empty_proxy);
+    assert_eq!(v[0]["ServiceConnect"], json!({}));
+    assert_eq!(v[0]["ServiceSocketPath"], "");
 }
 
 #[tokio::test]

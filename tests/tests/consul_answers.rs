@@ -98,6 +98,20 @@ async fn agent_self_members_and_node_meta_read_as_consuls() -> anyhow::Result<()
         .await?
         .json();
     assert_eq!(none, json!([]));
+    // The server's `consul` service carries the versions Consul's leader registers.
+    let consul = wait_until(
+        "the consul service's meta",
+        Duration::from_secs(10),
+        || async {
+            let v = get(&a.url("/v1/catalog/service/consul")).await.ok()?.json();
+            let meta = v.get(0)?.get("ServiceMeta")?.clone();
+            meta.get("version").is_some().then_some(meta)
+        },
+    )
+    .await?;
+    assert_eq!(consul["version"], "1.10.9");
+    assert_eq!(consul["raft_version"], "3");
+    assert_eq!(consul["serf_protocol_current"], "2");
     Ok(())
 }
 

@@ -216,6 +216,7 @@ async fn reconcile_catalog(
                 .unwrap_or(8300),
             weight_passing: 1,
             weight_warning: 1,
+            meta: super::tags::consul_service_meta(),
             ..Default::default()
         });
         let service_ok = match &service {
@@ -223,7 +224,7 @@ async fn reconcile_catalog(
             Some(want) => catalog
                 .node_services(name)?
                 .iter()
-                .any(|s| s.id == want.id && s.port == want.port),
+                .any(|s| s.id == want.id && s.port == want.port && s.meta == want.meta),
         };
         if serf_ok && node_ok && service_ok {
             continue;

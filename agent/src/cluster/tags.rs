@@ -39,6 +39,24 @@ pub(crate) fn build_tag() -> String {
     format!("{CONSUL_VERSION}:muster-{}", crate::VERSION)
 }
 
+/// The `Meta` of a server's `consul` service, as Consul's leader registers it: the versions
+/// clients read to tell what the servers support.
+pub(crate) fn consul_service_meta() -> BTreeMap<String, String> {
+    let (cur, min, max) = SERF_PROTOCOL;
+    [
+        ("non_voter", "false".to_string()),
+        ("read_replica", "false".to_string()),
+        ("raft_version", RAFT_PROTOCOL.to_string()),
+        ("serf_protocol_current", cur.to_string()),
+        ("serf_protocol_min", min.to_string()),
+        ("serf_protocol_max", max.to_string()),
+        ("version", CONSUL_VERSION.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// What a server adds to the tags every member carries.
 pub(crate) struct ServerTags {
     pub(crate) raft_id: u64,
