@@ -211,7 +211,12 @@ async fn start_gossip(
         (Some(raft_id), true) => Some(ServerTags {
             raft_id,
             rpc_port: server_rpc_port(server).await,
-            bootstrap_expect: config.bootstrap_expect,
+            // `-dev` bootstraps alone, which Consul announces with no `expect` tag.
+            bootstrap_expect: if config.dev {
+                0
+            } else {
+                config.bootstrap_expect
+            },
         }),
         _ => None,
     };

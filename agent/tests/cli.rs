@@ -259,7 +259,13 @@ fn sigterm_leaves_and_exits_and_state_survives_restart() {
         .expect("self")
         .json()
         .expect("json");
-    assert_eq!(self_info["Config"]["Version"], env!("CARGO_PKG_VERSION"));
+    // `Config.Version` is the Consul API version clients detect features by; Muster's own
+    // version is beside it, in `Stats.build`.
+    assert_eq!(self_info["Config"]["Version"], "1.10.9");
+    assert_eq!(
+        self_info["Stats"]["build"]["muster_version"],
+        env!("CARGO_PKG_VERSION")
+    );
     assert_eq!(self_info["Config"]["NodeName"], "n1");
 
     Command::new("kill")

@@ -15,8 +15,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::params::{go_duration, Params};
 use crate::reply::json;
 use crate::requests::CheckUpdateIn;
-use crate::types::{AgentService, HealthCheck};
-use crate::{ApiState, LocalAgent, LocalError};
+use crate::types::{HealthCheck, OwnService};
+use crate::{ApiState, CheckInfo, LocalAgent, LocalError};
 
 /// The agent's local state, or 500 where there is none.
 pub(crate) fn local(st: &ApiState) -> ApiResult<&dyn LocalAgent> {
@@ -44,10 +44,11 @@ pub(crate) async fn agent_services(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let services: Vec<AgentService> = local(&st)?
+    let dc = st.agent.datacenter();
+    let services: Vec<OwnService> = local(&st)?
         .services()
         .into_iter()
-        .map(AgentService::from)
+        .map(|s| OwnService::new(s, dc.clone()))
         .collect();
     Ok(json(&keyed(&p, services, "ID")?, p.pretty()))
 }
@@ -74,18 +75,80 @@ fn keyed<T: crate::filter::Filterable>(
         .collect())
 }
 
+/// How often a `?hash=` query looks at the service again: the local registry is in memory.
+const HASH_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub(crate) async fn agent_service_get(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    Ok(
-        match local(&st)?.services().into_iter().find(|s| s.id == id) {
-            Some(s) => json(&AgentService::from(s), p.pretty()),
-            None => (StatusCode::NOT_FOUND, format!("unknown service ID: {id}")).into_response(),
-        },
-    )
+    let l = local(&st)?;
+    let dc = st.agent.datacenter();
+    let current = || {
+        l.services()
+            .into_iter()
+            .find(|s| s.id == id)
+            .map(|s| OwnService::new(s, dc.clone()).with_hash())
+    };
+    let mut found = current();
+    // `?hash=H`: block until the service's hash differs from H, or the wait runs out.
+    if let Some(want) = p.get("hash").filter(|h| !h.is_empty()) {
+        let deadline = tokio::time::Instant::now() + hash_wait(&p)?;
+        while found.as_ref().is_some_and(|s| s.content_hash == want)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(HASH_POLL).await;
+            found = current();
+        }
+    }
+    Ok(match found {
+        Some(s) => {
+            let mut r = json(&s, p.pretty());
+            if let Ok(v) = axum::http::HeaderValue::from_str(&s.content_hash) {
+                r.headers_mut().insert("x-consul-contenthash", v);
+            }
+            r
+        }
+        None => (StatusCode::NOT_FOUND, format!("unknown service ID: {id}")).into_response(),
+    })
+}
+
+/// `?wait=` of a `?hash=` query: 5 minutes by default, at most 10, as an index query's.
+fn hash_wait(p: &Params) -> ApiResult<std::time::Duration> {
+    let wait = match p.get("wait") {
+        None => std::time::Duration::from_secs(300),
+        Some(w) => go_duration(w)
+            .ok_or_else(|| ApiError::BadRequest(format!("Invalid wait time {w:?}")))?,
+    };
+    Ok(wait.min(std::time::Duration::from_secs(600)))
+}
+
+/// The agent's own checks as Consul shows them: their type, and the tags of their service.
+fn own_checks(l: &dyn LocalAgent) -> Vec<HealthCheck> {
+    let info = l.check_info();
+    let tags: BTreeMap<String, Vec<String>> =
+        l.services().into_iter().map(|s| (s.id, s.tags)).collect();
+    l.checks()
+        .into_iter()
+        .map(|c| {
+            let i = info.get(&c.id).cloned().unwrap_or_default();
+            let service_tags = tags.get(&c.service_id).cloned().unwrap_or_default();
+            let CheckInfo {
+                kind,
+                interval,
+                timeout,
+            } = i;
+            HealthCheck {
+                service_tags,
+                kind,
+                interval,
+                timeout,
+                ..HealthCheck::from(c)
+            }
+        })
+        .collect()
 }
 
 pub(crate) async fn agent_checks(
@@ -93,11 +156,7 @@ pub(crate) async fn agent_checks(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let checks: Vec<HealthCheck> = local(&st)?
-        .checks()
-        .into_iter()
-        .map(HealthCheck::from)
-        .collect();
+    let checks = own_checks(local(&st)?);
     Ok(json(&keyed(&p, checks, "CheckID")?, p.pretty()))
 }
 
@@ -113,11 +172,19 @@ pub(crate) async fn agent_service_register(
     Ok(done(local(&st)?.register_service(&def, replace)))
 }
 
+/// Deregistering what is not registered succeeds, as Consul's: the result is the same.
+fn gone(r: Result<(), LocalError>) -> Response {
+    match r {
+        Err(LocalError::NotFound(_)) => StatusCode::OK.into_response(),
+        r => done(r),
+    }
+}
+
 pub(crate) async fn agent_service_deregister(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(done(local(&st)?.deregister_service(&id)))
+    Ok(gone(local(&st)?.deregister_service(&id)))
 }
 
 pub(crate) async fn agent_check_register(
@@ -132,7 +199,7 @@ pub(crate) async fn agent_check_deregister(
     State(st): State<ApiState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    Ok(done(local(&st)?.deregister_check(&id)))
+    Ok(gone(local(&st)?.deregister_check(&id)))
 }
 
 async fn ttl_update(
@@ -143,7 +210,19 @@ async fn ttl_update(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let note = p.get("note").unwrap_or("").to_string();
-    Ok(done(local(&st)?.update_check(&id, status, note)))
+    Ok(ttl_done(&id, local(&st)?.update_check(&id, status, note)))
+}
+
+/// A TTL update of a check that is unknown or not a TTL check: Consul's 500 and text.
+fn ttl_done(id: &str, r: Result<(), LocalError>) -> Response {
+    match r {
+        Err(LocalError::NotFound(_) | LocalError::Invalid(_)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("CheckID {id:?} does not have associated TTL"),
+        )
+            .into_response(),
+        r => done(r),
+    }
 }
 
 pub(crate) async fn agent_check_pass(
@@ -178,14 +257,11 @@ pub(crate) async fn agent_check_update(
     let u: CheckUpdateIn = body(&b)?;
     let status = match u.status.as_deref() {
         Some(s) => HealthStatus::parse(s)
-            .ok_or_else(|| ApiError::BadRequest(format!("Invalid check status: {s:?}")))?,
+            .ok_or_else(|| ApiError::BadRequest(format!("Invalid check status: '{s}'")))?,
         None => return Err(ApiError::BadRequest("Missing Status".into())),
     };
-    Ok(done(local(&st)?.update_check(
-        &id,
-        status,
-        u.output.unwrap_or_default(),
-    )))
+    let output = u.output.unwrap_or_default();
+    Ok(ttl_done(&id, local(&st)?.update_check(&id, status, output)))
 }
 
 fn maint_params(p: &Params) -> ApiResult<(bool, String, Option<std::time::Duration>)> {
@@ -194,7 +270,7 @@ fn maint_params(p: &Params) -> ApiResult<(bool, String, Option<std::time::Durati
         Some("false") => false,
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
-                "Invalid value for 'enable': {other:?}"
+                "Invalid value for enable: {other:?}"
             )))
         }
         None => return Err(ApiError::BadRequest("Missing value for enable".into())),
@@ -230,48 +306,101 @@ pub(crate) async fn agent_service_maintenance(
     )))
 }
 
+/// A check as Consul's agent health endpoints show it: the check definition's zero values
+/// under `Definition`, no `Interval`, `Timeout` or `ExposedPort`, an empty `Type`, and
+/// `ServiceTags` null for a node check.
+fn health_check_json(c: HealthCheck) -> serde_json::Value {
+    let mut v = serde_json::to_value(&c).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        for k in ["Interval", "Timeout", "ExposedPort"] {
+            o.remove(k);
+        }
+        o.insert("Type".into(), "".into());
+        if c.service_tags.is_empty() {
+            o.insert("ServiceTags".into(), serde_json::Value::Null);
+        }
+        o.insert(
+            "Definition".into(),
+            serde_json::json!({
+                "Interval": "0s", "Timeout": "0s", "DeregisterCriticalServiceAfter": "0s",
+                "HTTP": "", "Header": null, "Method": "", "Body": "", "TLSServerName": "",
+                "TLSSkipVerify": false, "TCP": "", "GRPC": "", "GRPCUseTLS": false,
+            }),
+        );
+    }
+    v
+}
+
 /// Local instances matching `select`, each with its aggregated status and checks, and the
-/// status code for load balancers: 200 all passing, 429 any warning, 503 any critical.
-/// `None` when no service matches.
+/// worst status over all of them: `maintenance` when a maintenance check applies. `None`
+/// when no service matches.
 fn local_health(
     st: &ApiState,
     select: impl Fn(&muster_server::model::Service) -> bool,
-) -> ApiResult<Option<(StatusCode, Vec<serde_json::Value>)>> {
+) -> ApiResult<Option<(&'static str, Vec<serde_json::Value>)>> {
     let l = local(st)?;
-    let checks = l.checks();
-    let mut worst_overall = None;
+    let dc = st.agent.datacenter();
+    let checks = own_checks(l);
+    let mut worst_overall: Option<(u8, &'static str)> = None;
     let mut out = Vec::new();
     for s in l.services().into_iter().filter(|s| select(s)) {
-        let applies =
-            |c: &&muster_server::model::Check| c.service_id == s.id || c.service_id.is_empty();
+        let applies = |c: &&HealthCheck| c.service_id == s.id || c.service_id.is_empty();
         let worst = checks
             .iter()
             .filter(applies)
-            .map(|c| c.status)
+            .map(|c| match (c.kind.as_str(), c.status.as_str()) {
+                ("maintenance", _) => (3, "maintenance"),
+                (_, "critical") => (2, "critical"),
+                (_, "warning") => (1, "warning"),
+                _ => (0, "passing"),
+            })
             .max()
-            .unwrap_or(HealthStatus::Passing);
-        let mine: Vec<HealthCheck> = checks
+            .unwrap_or((0, "passing"));
+        let mine: Vec<serde_json::Value> = checks
             .iter()
             .filter(applies)
             .cloned()
-            .map(Into::into)
+            .map(health_check_json)
             .collect();
         worst_overall = worst_overall.max(Some(worst));
-        out.push(serde_json::json!({"AggregatedStatus": worst.as_str(), "Service": AgentService::from(s), "Checks": mine}));
+        out.push(serde_json::json!({
+            "AggregatedStatus": worst.1,
+            "Service": OwnService::new(s, dc.clone()),
+            "Checks": mine,
+        }));
     }
-    Ok(worst_overall.map(|worst| {
-        let code = match worst {
-            HealthStatus::Passing => StatusCode::OK,
-            HealthStatus::Warning => StatusCode::TOO_MANY_REQUESTS,
-            HealthStatus::Critical => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        (code, out)
-    }))
+    Ok(worst_overall.map(|(_, worst)| (worst, out)))
+}
+
+/// Consul's codes for load balancers: 200 passing, 429 warning, 503 critical or maintenance.
+fn health_code(status: &str) -> StatusCode {
+    match status {
+        "passing" => StatusCode::OK,
+        "warning" => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
 }
 
 fn with_status(mut r: Response, code: StatusCode) -> Response {
     *r.status_mut() = code;
     r
+}
+
+/// `?format=text`: the aggregated status alone, as plain text.
+fn text_status(status: &str) -> Response {
+    let r = ([("content-type", "text/plain")], status.to_string()).into_response();
+    with_status(r, health_code(status))
+}
+
+/// Not found, as Consul answers it: 404 with a JSON body (with `?format=text`, the message
+/// as a JSON string).
+fn health_missing(p: &Params, text: String, body: serde_json::Value) -> Response {
+    let r = if p.get("format") == Some("text") {
+        json(&text, p.pretty())
+    } else {
+        json(&body, p.pretty())
+    };
+    with_status(r, StatusCode::NOT_FOUND)
 }
 
 pub(crate) async fn agent_health_by_name(
@@ -281,8 +410,13 @@ pub(crate) async fn agent_health_by_name(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     Ok(match local_health(&st, |s| s.name == name)? {
-        Some((code, list)) => with_status(json(&list, p.pretty()), code),
-        None => (StatusCode::NOT_FOUND, "service not found").into_response(),
+        Some((worst, _)) if p.get("format") == Some("text") => text_status(worst),
+        Some((worst, list)) => with_status(json(&list, p.pretty()), health_code(worst)),
+        None => health_missing(
+            &p,
+            format!("ServiceName {name} Not Found"),
+            serde_json::json!([]),
+        ),
     })
 }
 
@@ -294,7 +428,14 @@ pub(crate) async fn agent_health_by_id(
     let p = Params::parse(q.as_deref());
     // By ID, a single object, as Consul.
     Ok(match local_health(&st, |s| s.id == id)? {
-        Some((code, list)) => with_status(json(&list[0], p.pretty()), code),
-        None => (StatusCode::NOT_FOUND, "service not found").into_response(),
+        Some((worst, _)) if p.get("format") == Some("text") => text_status(worst),
+        Some((worst, mut list)) => {
+            with_status(json(&list.swap_remove(0), p.pretty()), health_code(worst))
+        }
+        None => health_missing(
+            &p,
+            format!("ServiceId {id} not found"),
+            serde_json::json!({"AggregatedStatus": "critical", "Service": null, "Checks": null}),
+        ),
     })
 }

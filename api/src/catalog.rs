@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use muster_server::model::{Check, Command, Node, Query, QueryResult, Registration};
 
 use crate::body::body;
@@ -14,9 +13,9 @@ use crate::cache;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
 use crate::read::{read, read_cached};
-use crate::reply::{encode, json, with_meta, write_reply};
+use crate::reply::{encode, json, with_query_meta, write_reply};
 use crate::requests::{CheckIn, DeregisterIn, RegisterIn, ServiceIn};
-use crate::types::{AgentService, CatalogNode, CatalogService, NodeServices};
+use crate::types::{AgentService, CatalogNode, CatalogService, NodeServiceList, NodeServices};
 use crate::ApiState;
 
 /// A registration's check: it belongs to the registered node; its ID defaults to its name.
@@ -56,9 +55,10 @@ pub(crate) async fn catalog_register(
     {
         return Err(ApiError::Unavailable("No path to datacenter".into()));
     }
+    // Consul answers these validation failures with 500, from the RPC it forwards to.
     let node = r.node.unwrap_or_default();
     if node.is_empty() {
-        return Err(ApiError::BadRequest("Must provide node".into()));
+        return Err(ApiError::Unavailable("Must provide node".into()));
     }
     // Stricter than Consul, which takes any bytes: a NUL or newline in a name corrupts logs
     // and CLI output, and a '/' cannot be named in /v1/catalog/node/<name>.
@@ -71,7 +71,7 @@ pub(crate) async fn catalog_register(
     let skip = r.skip_node_update.unwrap_or(false);
     let address = r.address.unwrap_or_default();
     if address.is_empty() && !skip {
-        return Err(ApiError::BadRequest(
+        return Err(ApiError::Unavailable(
             "Must provide address if SkipNodeUpdate is not set".into(),
         ));
     }
@@ -100,7 +100,7 @@ pub(crate) async fn catalog_register(
             "A check refers to a service the node does not have".into(),
         ));
     }
-    Ok(write_reply(true, res.index, p.pretty()))
+    Ok(write_reply(true, p.pretty()))
 }
 
 pub(crate) async fn catalog_deregister(
@@ -118,7 +118,7 @@ pub(crate) async fn catalog_deregister(
     }
     let node = d.node.unwrap_or_default();
     if node.is_empty() {
-        return Err(ApiError::BadRequest("Must provide node".into()));
+        return Err(ApiError::Unavailable("Must provide node".into()));
     }
     let cmd = Command::Deregister {
         node,
@@ -126,7 +126,7 @@ pub(crate) async fn catalog_deregister(
         check_id: d.check_id.filter(|s| !s.is_empty()),
     };
     let res = st.server.write(cmd).await?;
-    Ok(write_reply(res.success, res.index, p.pretty()))
+    Ok(write_reply(res.success, p.pretty()))
 }
 
 pub(crate) async fn catalog_datacenters(
@@ -153,13 +153,15 @@ pub(crate) async fn catalog_nodes(
             .collect(),
         _ => Vec::new(),
     };
-    Ok(with_meta(
+    Ok(with_query_meta(
         json(&p.filtered(nodes)?, p.pretty()),
         &meta,
         mode,
     ))
 }
 
+/// `/v1/catalog/node/<node>`: the node and its services keyed by ID; `null` for an unknown
+/// node (200, as Consul).
 pub(crate) async fn catalog_node(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -181,9 +183,49 @@ pub(crate) async fn catalog_node(
                 p.pretty(),
             )
         }
-        _ => StatusCode::NOT_FOUND.into_response(),
+        _ => json(&serde_json::Value::Null, p.pretty()),
     };
-    Ok(with_meta(resp, &meta, mode))
+    Ok(with_query_meta(resp, &meta, mode))
+}
+
+/// `/v1/catalog/node-services/<node>`: the node and a list of its services; both `null` for
+/// an unknown node.
+pub(crate) async fn catalog_node_services(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let (res, meta, mode) = read(&st, &p, Query::Node { name }).await?;
+    let body = match res {
+        QueryResult::Node(Some((node, services))) => NodeServiceList {
+            node: Some(node.into()),
+            services: Some(p.filtered(services.into_iter().map(AgentService::from).collect())?),
+        },
+        _ => NodeServiceList {
+            node: None,
+            services: None,
+        },
+    };
+    Ok(with_query_meta(json(&body, p.pretty()), &meta, mode))
+}
+
+/// Connect-capable instances of a service (`/v1/catalog/connect/<service>`,
+/// `/v1/health/connect/<service>`, `/v1/health/ingress/<service>`): Muster runs no Connect
+/// proxies, so none, with the index of the service's instances so a blocking query still
+/// waits on them.
+pub(crate) async fn connect_instances(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let (_, meta, mode) = read(&st, &p, Query::ServiceNodes { name }).await?;
+    Ok(with_query_meta(
+        json(&serde_json::json!([]), p.pretty()),
+        &meta,
+        mode,
+    ))
 }
 
 pub(crate) async fn catalog_services(
@@ -196,7 +238,7 @@ pub(crate) async fn catalog_services(
         QueryResult::Services(m) => m,
         _ => BTreeMap::new(),
     };
-    Ok(with_meta(json(&map, p.pretty()), &meta, mode))
+    Ok(with_query_meta(json(&map, p.pretty()), &meta, mode))
 }
 
 pub(crate) async fn catalog_service(

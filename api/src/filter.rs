@@ -281,7 +281,12 @@ fn selector_ok(shape: &Value, sel: &[String]) -> bool {
     let mut segs = sel.iter().peekable();
     while let Some(seg) = segs.peek() {
         match cur {
-            // A map: the next segment is a key, and its values are plain text.
+            // A map (`null` when empty, as Consul shows some): the next segment is a key, and
+            // its values are plain text.
+            Value::Null => {
+                segs.next();
+                return segs.peek().is_none();
+            }
             Value::Object(m) if m.is_empty() => {
                 segs.next();
                 return segs.peek().is_none();

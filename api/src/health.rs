@@ -1,15 +1,17 @@
 //! `/v1/health/*`: service instances with their checks, and checks by node, service or
 //! state.
 
+use std::collections::{BTreeSet, HashMap};
+
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use muster_server::model::{Check, HealthStatus, Query, QueryResult, ServiceHealth};
+use muster_server::model::{Check, Consistency, HealthStatus, Query, QueryResult, ServiceHealth};
 
 use crate::cache;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::params::Params;
 use crate::read::{read, read_cached};
-use crate::reply::{encode, json, with_meta};
+use crate::reply::{encode, json, with_query_meta};
 use crate::types::{HealthCheck, ServiceEntry};
 use crate::ApiState;
 
@@ -62,15 +64,49 @@ pub(crate) async fn health_service(
 
 async fn checks_reply(st: ApiState, p: Params, query: Query) -> ApiResult<Response> {
     let (res, meta, mode) = read(&st, &p, query).await?;
-    let checks: Vec<HealthCheck> = match res {
-        QueryResult::Checks(c) => c.into_iter().map(Into::into).collect(),
+    let checks = match res {
+        QueryResult::Checks(c) => c,
         _ => Vec::new(),
     };
-    Ok(with_meta(
+    let checks = with_tags_of_services(&st, checks).await?;
+    Ok(with_query_meta(
         json(&p.filtered(checks)?, p.pretty()),
         &meta,
         mode,
     ))
+}
+
+/// Service checks carry their service's tags (`ServiceTags`), read from the nodes they are
+/// on: the server's own state on a server (the read that found the checks already had the
+/// consistency asked for), a stale read on a client agent.
+async fn with_tags_of_services(st: &ApiState, checks: Vec<Check>) -> ApiResult<Vec<HealthCheck>> {
+    let nodes: BTreeSet<String> = checks
+        .iter()
+        .filter(|c| !c.service_id.is_empty())
+        .map(|c| c.node.clone())
+        .collect();
+    let mut tags: HashMap<(String, String), Vec<String>> = HashMap::new();
+    for name in nodes {
+        let q = Query::Node { name: name.clone() };
+        let res = match st.server.catalog() {
+            Some(catalog) => catalog.query(&q)?.0,
+            None => st.server.read(Consistency::Stale, q).await?.0,
+        };
+        if let QueryResult::Node(Some((_, services))) = res {
+            for s in services {
+                tags.insert((name.clone(), s.id), s.tags);
+            }
+        }
+    }
+    Ok(checks
+        .into_iter()
+        .map(|c| {
+            let key = (c.node.clone(), c.service_id.clone());
+            let mut h = HealthCheck::from(c);
+            h.service_tags = tags.get(&key).cloned().unwrap_or_default();
+            h
+        })
+        .collect())
 }
 
 pub(crate) async fn health_node(
@@ -99,17 +135,18 @@ pub(crate) async fn health_state(
     Path(state): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
     let state = match state.as_str() {
         "any" => None,
-        s => Some(
-            HealthStatus::parse(s)
-                .ok_or_else(|| ApiError::BadRequest(format!("Invalid check state {s:?}")))?,
-        ),
+        s => match HealthStatus::parse(s) {
+            Some(s) => Some(s),
+            // No check is ever in an unknown state: an empty list, as Consul answers.
+            None => {
+                let (_, meta, mode) = read(&st, &p, Query::ChecksInState { state: None }).await?;
+                let none: [HealthCheck; 0] = [];
+                return Ok(with_query_meta(json(&none, p.pretty()), &meta, mode));
+            }
+        },
     };
-    checks_reply(
-        st,
-        Params::parse(q.as_deref()),
-        Query::ChecksInState { state },
-    )
-    .await
+    checks_reply(st, p, Query::ChecksInState { state }).await
 }

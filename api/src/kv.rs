@@ -34,7 +34,7 @@ pub(crate) async fn kv_get(
     } else {
         Query::KvGet { key }
     };
-    let (res, meta, mode) = read(&st, &p, query).await?;
+    let (res, meta, _) = read(&st, &p, query).await?;
     let resp = match res {
         QueryResult::Kv(Some(e)) if p.has("raw") => e.value.into_response(),
         QueryResult::Kv(Some(e)) => json(&[KvPair::from(e)], p.pretty()),
@@ -45,7 +45,7 @@ pub(crate) async fn kv_get(
         QueryResult::Keys(k) if !k.is_empty() => json(&k, p.pretty()),
         _ => StatusCode::NOT_FOUND.into_response(),
     };
-    Ok(with_meta(resp, &meta, mode))
+    Ok(with_meta(resp, &meta))
 }
 
 pub(crate) async fn kv_put(
@@ -86,7 +86,7 @@ pub(crate) async fn kv_put(
         lock,
     };
     let r = st.server.write(cmd).await?;
-    Ok(write_reply(r.success, r.index, p.pretty()))
+    Ok(write_reply(r.success, p.pretty()))
 }
 
 pub(crate) async fn kv_delete(
@@ -109,7 +109,7 @@ pub(crate) async fn kv_delete(
         }
     };
     let r = st.server.write(cmd).await?;
-    Ok(write_reply(r.success, r.index, p.pretty()))
+    Ok(write_reply(r.success, p.pretty()))
 }
 
 /// A session ID as Consul issues them (a UUID).

@@ -41,6 +41,10 @@ pub const MAX_VALUE_SIZE: usize = 512 * 1024;
 pub trait AgentControl: Send + Sync + 'static {
     /// Gossip members as `/v1/agent/members` reports them.
     fn members(&self) -> Vec<types::Member>;
+    /// `/v1/agent/members?wan`: the servers, as Consul's WAN pool shows them.
+    fn members_wan(&self) -> Vec<types::Member> {
+        Vec::new()
+    }
     /// `/v1/agent/self`.
     fn self_info(&self) -> serde_json::Value;
     /// Joins the gossip pool through `addr`.
@@ -62,6 +66,17 @@ pub enum LocalError {
     NotFound(String),
     /// 400 with the message: invalid definition, refused script check, ...
     Invalid(String),
+}
+
+/// What the agent knows of one of its checks beyond the catalog entry, as Consul reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckInfo {
+    /// Consul's `Type`: `ttl`, `http`, `tcp`, `script` or `maintenance`.
+    pub kind: String,
+    /// `Interval` and `Timeout` as Go durations (`1h0m0s`) for a check registered on its own;
+    /// empty for a service's checks, as Consul leaves them.
+    pub interval: String,
+    pub timeout: String,
 }
 
 /// The agent's own services, checks and maintenance: the truth anti-entropy pushes into the
@@ -95,6 +110,10 @@ pub trait LocalAgent: Send + Sync + 'static {
     ) -> Result<(), LocalError>;
     /// Re-reads the config files; on error the running configuration stays.
     fn reload(&self) -> Result<(), String>;
+    /// [`CheckInfo`] for each check, by check ID.
+    fn check_info(&self) -> std::collections::HashMap<String, CheckInfo> {
+        std::collections::HashMap::new()
+    }
 }
 
 /// Everything a handler needs. Cheap to clone.

@@ -6,7 +6,7 @@ use muster_server::model::{Consistency, Query, QueryResult, ReadMeta};
 
 use crate::error::ApiResult;
 use crate::params::Params;
-use crate::reply::{json_bytes, with_meta};
+use crate::reply::{json_bytes, with_query_meta};
 use crate::ApiState;
 
 /// Runs a read with the request's consistency, `?dc` and blocking parameters.
@@ -45,7 +45,7 @@ pub(crate) async fn read_cached(
     if !blocking {
         let mut meta = st.server.read_meta(mode, q.clone()).await?;
         if let Some(body) = st.cache.get(&cache_key, meta.index) {
-            return Ok(with_meta(json_bytes(body), &meta, mode));
+            return Ok(with_query_meta(json_bytes(body), &meta, mode));
         }
         if let Some(catalog) = st.server.catalog() {
             let (res, index) = catalog.query(&q)?;
@@ -65,5 +65,5 @@ pub(crate) async fn read_cached(
             b
         }
     };
-    Ok(with_meta(json_bytes(body), &meta, mode))
+    Ok(with_query_meta(json_bytes(body), &meta, mode))
 }

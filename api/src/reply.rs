@@ -1,5 +1,6 @@
 //! Response bodies and headers: JSON (indented with `?pretty`), Consul's `X-Consul-*` read
-//! headers, and the `true`/`false` reply of a write.
+//! headers, and the `true`/`false` reply of a write (which, as Consul's, carries no index
+//! headers).
 
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -31,13 +32,25 @@ pub(crate) fn json_bytes(b: bytes::Bytes) -> Response {
     ([("content-type", "application/json")], b).into_response()
 }
 
-/// Adds Consul's read headers.
-pub(crate) fn with_meta(mut resp: Response, meta: &ReadMeta, mode: Consistency) -> Response {
-    set_meta(resp.headers_mut(), meta, mode);
+/// Adds Consul's read headers: `X-Consul-Index`, `-KnownLeader` and `-LastContact` (KV and
+/// session reads, which in Consul 1.10 do not report their consistency).
+pub(crate) fn with_meta(mut resp: Response, meta: &ReadMeta) -> Response {
+    set_meta(resp.headers_mut(), meta);
     resp
 }
 
-pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
+/// [`with_meta`] plus `X-Consul-Effective-Consistency`, as Consul's catalog and health reads
+/// send it.
+pub(crate) fn with_query_meta(mut resp: Response, meta: &ReadMeta, mode: Consistency) -> Response {
+    set_meta(resp.headers_mut(), meta);
+    resp.headers_mut().insert(
+        "x-consul-effective-consistency",
+        HeaderValue::from_static(mode.as_str()),
+    );
+    resp
+}
+
+fn set_meta(h: &mut HeaderMap, meta: &ReadMeta) {
     h.insert("x-consul-index", HeaderValue::from(meta.index.max(1)));
     let known = if meta.known_leader { "true" } else { "false" };
     h.insert("x-consul-knownleader", HeaderValue::from_static(known));
@@ -47,20 +60,9 @@ pub(crate) fn set_meta(h: &mut HeaderMap, meta: &ReadMeta, mode: Consistency) {
         meta.last_contact_ms
     };
     h.insert("x-consul-lastcontact", HeaderValue::from(contact));
-    h.insert(
-        "x-consul-effective-consistency",
-        HeaderValue::from_static(mode.as_str()),
-    );
 }
 
-/// `true`/`false`, with the index the write was applied at.
-pub(crate) fn write_reply(ok: bool, index: u64, pretty: bool) -> Response {
-    let mut resp = json(&ok, pretty);
-    let meta = ReadMeta {
-        index,
-        known_leader: true,
-        last_contact_ms: 0,
-    };
-    set_meta(resp.headers_mut(), &meta, Consistency::Default);
-    resp
+/// `true`/`false`. Consul sends no index or leader headers on a write.
+pub(crate) fn write_reply(ok: bool, pretty: bool) -> Response {
+    json(&ok, pretty)
 }

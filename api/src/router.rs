@@ -1,8 +1,10 @@
 //! Every route, in one place.
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{get, put};
+use axum::http::header::ALLOW;
+use axum::http::{HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, put};
 use axum::Router;
 
 use crate::agent::*;
@@ -15,10 +17,11 @@ use crate::status::*;
 use crate::txn::*;
 use crate::{ApiState, MAX_VALUE_SIZE};
 
-/// Builds the `/v1` router. Wrong methods get 405 from axum.
+/// Builds the `/v1` router. A wrong method gets Consul's 405 (and `OPTIONS` its 200), with
+/// the methods allowed in `Allow`.
 pub fn router(state: ApiState) -> Router {
     let kv = get(kv_get).put(kv_put).delete(kv_delete);
-    Router::new()
+    let routes = Router::new()
         .route("/v1/status/leader", get(status_leader))
         .route("/v1/status/peers", get(status_peers))
         .route("/v1/kv/", kv.clone())
@@ -61,12 +64,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/catalog/datacenters", get(catalog_datacenters))
         .route("/v1/catalog/nodes", get(catalog_nodes))
         .route("/v1/catalog/node/{node}", get(catalog_node))
+        .route(
+            "/v1/catalog/node-services/{node}",
+            get(catalog_node_services),
+        )
+        .route("/v1/catalog/connect/{service}", get(connect_instances))
         .route("/v1/catalog/services", get(catalog_services))
         .route("/v1/catalog/service/{name}", get(catalog_service))
+        .route("/v1/catalog/service/", get(missing_service_name))
+        .route("/v1/health/service/", get(missing_service_name))
         .route("/v1/health/node/{node}", get(health_node))
         .route("/v1/health/checks/{service}", get(health_checks))
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/health/state/{state}", get(health_state))
+        .route("/v1/health/connect/{service}", get(connect_instances))
+        .route("/v1/health/ingress/{service}", get(connect_instances))
         .route("/v1/session/create", put(session_create))
         .route("/v1/session/destroy/{id}", put(session_destroy))
         .route("/v1/session/renew/{id}", put(session_renew))
@@ -74,12 +86,23 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/session/node/{node}", get(session_node))
         .route("/v1/session/list", get(session_list))
         .route("/v1/txn", put(txn_apply))
+        .route("/v1/acl/{*rest}", any(acl_disabled))
+        .route("/v1/operator/keyring", any(keyring_disabled))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
         // Every 4xx says why, these two included.
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .with_state(state)
+        .with_state(state);
+    // Axum sets `Allow` outside a route's own layers: rewrite it around the whole router.
+    Router::new()
+        .fallback_service(routes)
+        .layer(axum::middleware::map_response(consul_allow))
+}
+
+/// `/v1/catalog/service/` and `/v1/health/service/` without a name: Consul's 400.
+async fn missing_service_name() -> (StatusCode, &'static str) {
+    (StatusCode::BAD_REQUEST, "Missing service name")
 }
 
 async fn no_route(method: Method, uri: Uri) -> (StatusCode, String) {
@@ -89,9 +112,33 @@ async fn no_route(method: Method, uri: Uri) -> (StatusCode, String) {
     )
 }
 
-async fn wrong_method(method: Method, uri: Uri) -> (StatusCode, String) {
+/// `OPTIONS` answers 200 with `Allow`; any other method not allowed gets Consul's 405.
+async fn wrong_method(method: Method) -> Response {
+    if method == Method::OPTIONS {
+        return StatusCode::OK.into_response();
+    }
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        format!("Method {method} not allowed on {}", uri.path()),
+        format!("method {method} not allowed"),
     )
+        .into_response()
+}
+
+/// Consul's `Allow`: the methods a route takes and `OPTIONS`, without the `HEAD` axum adds
+/// to every `GET`.
+async fn consul_allow(mut r: Response) -> Response {
+    let Some(allow) = r.headers().get(ALLOW).and_then(|v| v.to_str().ok()) else {
+        return r;
+    };
+    let mut methods: std::collections::BTreeSet<&str> = allow
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && *m != "HEAD")
+        .collect();
+    methods.insert("OPTIONS");
+    let joined = methods.into_iter().collect::<Vec<_>>().join(",");
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        r.headers_mut().insert(ALLOW, v);
+    }
+    r
 }

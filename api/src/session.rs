@@ -151,8 +151,8 @@ fn sessions_json(res: QueryResult, p: &Params) -> Response {
 
 async fn sessions_reply(st: ApiState, q: Option<String>, query: Query) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let (res, meta, mode) = read(&st, &p, query).await?;
-    Ok(with_meta(sessions_json(res, &p), &meta, mode))
+    let (res, meta, _) = read(&st, &p, query).await?;
+    Ok(with_meta(sessions_json(res, &p), &meta))
 }
 
 pub(crate) async fn session_info(

@@ -61,7 +61,10 @@ pub struct CatalogNode {
     pub node: String,
     pub address: String,
     pub datacenter: String,
+    /// `null` when empty, as Consul stores a node registered without them.
+    #[serde(serialize_with = "null_if_empty")]
     pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(serialize_with = "null_if_empty")]
     pub meta: BTreeMap<String, String>,
     pub create_index: u64,
     pub modify_index: u64,
@@ -109,6 +112,14 @@ pub struct ServiceExtra {
 }
 
 impl ServiceExtra {
+    /// Consul's catalog shows `Proxy` and `Connect` on every service, empty when not set.
+    fn with_connect_defaults(&mut self) {
+        self.proxy.get_or_insert_with(
+            || serde_json::json!({"Mode": "", "MeshGateway": {}, "Expose": {}}),
+        );
+        self.connect.get_or_insert_with(|| serde_json::json!({}));
+    }
+
     /// Takes the reserved key out of a service's meta and reads the fields kept under it.
     pub fn split(meta: &mut BTreeMap<String, String>) -> ServiceExtra {
         let Some(raw) = meta.remove(Service::EXTRA_META_KEY) else {
@@ -137,8 +148,13 @@ pub struct AgentService {
     pub service: String,
     pub tags: Vec<String>,
     pub address: String,
+    /// `null` when empty, as Consul's catalog returns it.
+    #[serde(serialize_with = "null_if_empty")]
     pub meta: BTreeMap<String, String>,
     pub port: u16,
+    /// The ones it was registered with.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
     pub weights: Weights,
     pub enable_tag_override: bool,
     #[serde(flatten)]
@@ -149,7 +165,9 @@ pub struct AgentService {
 
 impl From<Service> for AgentService {
     fn from(mut s: Service) -> Self {
-        let extra = ServiceExtra::split(&mut s.meta);
+        let mut extra = ServiceExtra::split(&mut s.meta);
+        extra.with_connect_defaults();
+        let tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
         AgentService {
             id: s.id,
             service: s.name,
@@ -161,6 +179,7 @@ impl From<Service> for AgentService {
                 passing: s.weight_passing,
                 warning: s.weight_warning,
             },
+            tagged_addresses,
             enable_tag_override: s.enable_tag_override,
             extra,
             create_index: s.create_index,
@@ -183,6 +202,16 @@ pub struct HealthCheck {
     pub service_id: String,
     pub service_name: String,
     pub service_tags: Vec<String>,
+    /// `ttl`, `http`, `tcp`, `script`, `maintenance`; empty for `serfHealth` and for checks the
+    /// catalog was given directly.
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// Go durations for a check registered on its own; empty for a service's checks.
+    pub interval: String,
+    pub timeout: String,
+    pub exposed_port: u16,
+    /// Always `{}` here: Consul fills it only in the agent's health-by-service answers.
+    pub definition: serde_json::Map<String, serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -199,6 +228,11 @@ impl From<Check> for HealthCheck {
             service_id: c.service_id,
             service_name: c.service_name,
             service_tags: Vec::new(),
+            kind: String::new(),
+            interval: String::new(),
+            timeout: String::new(),
+            exposed_port: 0,
+            definition: serde_json::Map::new(),
             create_index: c.create_index,
             modify_index: c.modify_index,
         }
@@ -221,7 +255,9 @@ pub struct CatalogService {
     pub node: String,
     pub address: String,
     pub datacenter: String,
+    #[serde(serialize_with = "null_if_empty")]
     pub tagged_addresses: BTreeMap<String, String>,
+    #[serde(serialize_with = "null_if_empty")]
     pub node_meta: BTreeMap<String, String>,
     pub service_kind: String,
     #[serde(rename = "ServiceID")]
@@ -237,13 +273,18 @@ pub struct CatalogService {
     pub service_proxy: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_connect: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub service_socket_path: String,
     pub create_index: u64,
     pub modify_index: u64,
 }
 
 impl CatalogService {
     pub fn new(n: Node, mut s: Service) -> Self {
-        let extra = ServiceExtra::split(&mut s.meta);
+        let mut extra = ServiceExtra::split(&mut s.meta);
+        extra.with_connect_defaults();
+        let service_tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
         CatalogService {
             id: n.id,
             node: n.name,
@@ -265,6 +306,8 @@ impl CatalogService {
             service_enable_tag_override: s.enable_tag_override,
             service_proxy: extra.proxy,
             service_connect: extra.connect,
+            service_tagged_addresses,
+            service_socket_path: extra.socket_path.unwrap_or_default(),
             create_index: s.create_index,
             modify_index: s.modify_index,
         }
@@ -371,5 +414,200 @@ impl crate::filter::Filterable for ServiceEntry {
             service: Service::default().into(),
             checks: vec![Check::default().into()],
         }
+    }
+}
+
+/// Serializes an empty map as `null`, as Consul returns maps a registration left out.
+fn null_if_empty<S: serde::Serializer>(
+    m: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    if m.is_empty() {
+        s.serialize_none()
+    } else {
+        m.serialize(s)
+    }
+}
+
+/// An address and port a service is reachable at (`TaggedAddresses` values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceAddress {
+    pub address: String,
+    pub port: u16,
+}
+
+/// A service of the agent's own, as `/v1/agent/services` and `/v1/agent/service/<id>` show it:
+/// no indexes, the agent's datacenter, the tagged addresses it was registered with, and the
+/// `lan_ipv4`/`wan_ipv4` (or `_ipv6`) ones Consul's agent derives from the service address.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct OwnService {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    pub tags: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+    pub port: u16,
+    pub address: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tagged_addresses: BTreeMap<String, ServiceAddress>,
+    pub weights: Weights,
+    pub enable_tag_override: bool,
+    #[serde(flatten)]
+    pub extra: ServiceExtra,
+    /// Only on `/v1/agent/service/<id>`, where `?hash=` blocks on it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub content_hash: String,
+    pub datacenter: String,
+}
+
+/// The tagged addresses a service was registered with (`{"lan": {"Address", "Port"}}`).
+fn registered_addresses(v: Option<&serde_json::Value>) -> BTreeMap<String, ServiceAddress> {
+    let Some(serde_json::Value::Object(m)) = v else {
+        return BTreeMap::new();
+    };
+    let field = |a: &serde_json::Value, k: &str| {
+        a.as_object()
+            .and_then(|o| o.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)))
+            .map(|(_, v)| v.clone())
+    };
+    m.iter()
+        .map(|(tag, a)| {
+            let address = field(a, "Address")
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let port = field(a, "Port")
+                .and_then(|v| v.as_u64())
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(0);
+            (tag.clone(), ServiceAddress { address, port })
+        })
+        .collect()
+}
+
+impl OwnService {
+    pub fn new(mut s: Service, datacenter: String) -> Self {
+        let extra = ServiceExtra::split(&mut s.meta);
+        let mut tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
+        let family = match s.address.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(_)) => Some("ipv4"),
+            Ok(std::net::IpAddr::V6(_)) => Some("ipv6"),
+            Err(_) => None,
+        };
+        if let Some(family) = family {
+            for tag in ["lan", "wan"] {
+                let a = ServiceAddress {
+                    address: s.address.clone(),
+                    port: s.port,
+                };
+                tagged_addresses
+                    .entry(format!("{tag}_{family}"))
+                    .or_insert(a);
+            }
+        }
+        OwnService {
+            id: s.id,
+            service: s.name,
+            tags: s.tags,
+            meta: s.meta,
+            port: s.port,
+            address: s.address,
+            tagged_addresses,
+            weights: Weights {
+                passing: s.weight_passing,
+                warning: s.weight_warning,
+            },
+            enable_tag_override: s.enable_tag_override,
+            extra,
+            content_hash: String::new(),
+            datacenter,
+        }
+    }
+
+    /// Sets `ContentHash`: a hash of everything else, which changes when the service does.
+    pub fn with_hash(mut self) -> Self {
+        use std::hash::{Hash, Hasher};
+        self.content_hash.clear();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&self)
+            .expect("strings and numbers serialize")
+            .hash(&mut h);
+        self.content_hash = format!("{:016x}", h.finish());
+        self
+    }
+}
+
+impl crate::filter::Filterable for OwnService {
+    fn sample() -> Self {
+        OwnService::new(Service::default(), String::new())
+    }
+}
+
+/// A duration as Go's `time.Duration.String` writes it (`1h0m0s`, `2s`, `1.5s`, `500ms`,
+/// `0s`): how Consul reports check intervals and timeouts.
+pub fn go_duration_string(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = match ns {
+            n if n < 1_000 => ("ns", 1),
+            n if n < 1_000_000 => ("µs", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", decimal(ns, div));
+    }
+    let (h, rest) = (ns / 3_600_000_000_000, ns % 3_600_000_000_000);
+    let (m, s) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    out.push_str(&format!("{}s", decimal(s, 1_000_000_000)));
+    out
+}
+
+/// `n / div` in decimal, without trailing zeros after the point.
+fn decimal(n: u128, div: u128) -> String {
+    let (whole, rest) = (n / div, n % div);
+    if rest == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let digits = format!("{rest:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// `/v1/catalog/node-services/<node>`: the node and a list of its services; both `null` when
+/// the node is unknown.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeServiceList {
+    pub node: Option<CatalogNode>,
+    pub services: Option<Vec<serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::go_duration_string as s;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(s(Duration::ZERO), "0s");
+        assert_eq!(s(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(s(Duration::from_secs(2)), "2s");
+        assert_eq!(s(Duration::from_secs(90)), "1m30s");
+        assert_eq!(s(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(s(Duration::from_millis(500)), "500ms");
+        assert_eq!(s(Duration::from_micros(1500)), "1.5ms");
+        assert_eq!(s(Duration::from_nanos(42)), "42ns");
+        assert_eq!(s(Duration::from_secs(3600 * 26 + 61)), "26h1m1s");
     }
 }

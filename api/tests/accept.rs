@@ -71,7 +71,12 @@ async fn null_is_accepted_for_every_optional_field() {
             &json!({"Passing": 1, "Warning": 1})
         )
     );
-    assert!(s[0].get("ServiceProxy").is_none(), "{s}");
+    // A null Proxy is no proxy: Consul's empty one, as on every catalog service.
+    assert_eq!(
+        s[0]["ServiceProxy"],
+        json!({"Mode": "", "MeshGateway": {}, "Expose": {}}),
+        "{s}"
+    );
 
     let r = put(
         &f,

@@ -117,10 +117,9 @@ async fn catalog_lists_nodes_services_and_instances() {
     let node = get(&f, "/v1/catalog/node/db1").await.json();
     assert_eq!(node["Node"]["Address"], "10.0.0.1");
     assert_eq!(node["Services"]["web"]["Address"], "10.0.0.9");
-    assert_eq!(
-        get(&f, "/v1/catalog/node/nope").await.status,
-        StatusCode::NOT_FOUND
-    );
+    // An unknown node is `null` with 200, as Consul answers it.
+    let nope = get(&f, "/v1/catalog/node/nope").await;
+    assert_eq!((nope.status, nope.json()), (StatusCode::OK, json!(null)));
     let nodes = get(&f, "/v1/catalog/nodes?node-meta=rack:a").await.json();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1));
 }
@@ -192,10 +191,9 @@ async fn health_filters_and_includes_node_checks() {
             .map(Vec::len),
         Some(4)
     );
-    assert_eq!(
-        get(&f, "/v1/health/state/bogus").await.status,
-        StatusCode::BAD_REQUEST
-    );
+    // No check is in an unknown state: Consul answers an empty list.
+    let bogus = get(&f, "/v1/health/state/bogus").await;
+    assert_eq!((bogus.status, bogus.json()), (StatusCode::OK, json!([])));
     let node = get(&f, "/v1/health/node/db2").await.json();
     assert_eq!(node.as_array().map(Vec::len), Some(2));
 }
@@ -241,10 +239,7 @@ async fn deregister_service_check_and_node() {
         json!({"Node": "db1"}).to_string(),
     )
     .await;
-    assert_eq!(
-        get(&f, "/v1/catalog/node/db1").await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(get(&f, "/v1/catalog/node/db1").await.json(), json!(null));
     assert_eq!(get(&f, "/v1/catalog/services").await.json(), json!({}));
 }
 
@@ -253,6 +248,7 @@ async fn bad_registrations_are_refused_and_apply_nothing() {
     let f = fixture().await;
     let cases = [
         ("{not json", "Request decode failed"),
+        // Consul answers these two with 500 (the error of the RPC it forwards to).
         (r#"{"Address": "10.0.0.1"}"#, "Must provide node"),
         (
             r#"{"Node": "n"}"#,
@@ -277,7 +273,13 @@ async fn bad_registrations_are_refused_and_apply_nothing() {
     ];
     for (body, want) in cases {
         let r = call(&f, "PUT", "/v1/catalog/register", body).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
+        let want_status =
+            if want.starts_with("Must provide node") || want.starts_with("Must provide address") {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+        assert_eq!(r.status, want_status, "{body}");
         assert!(r.text().starts_with(want), "{body}: {}", r.text());
         assert!(!r.text().contains('\n'), "one line: {}", r.text());
     }

@@ -42,16 +42,22 @@ async fn put_then_get_has_consuls_shape_and_headers() {
     assert_eq!(r.index(), e["ModifyIndex"].as_u64().expect("index"));
     assert_eq!(r.headers["x-consul-knownleader"], "true");
     assert_eq!(r.headers["x-consul-lastcontact"], "0");
-    assert_eq!(r.headers["x-consul-effective-consistency"], "leader");
+    // Consul 1.10 reports the effective consistency on catalog and health reads only.
+    assert!(r.headers.get("x-consul-effective-consistency").is_none());
     assert_eq!(r.headers["content-type"], "application/json");
 
     let raw = get(&f, "/v1/kv/web/config?raw").await;
     assert_eq!(raw.body, b"v1");
     let stale = get(&f, "/v1/kv/web/config?stale").await;
-    assert_eq!(stale.headers["x-consul-effective-consistency"], "stale");
+    assert_eq!(stale.json(), v);
     let cons = get(&f, "/v1/kv/web/config?consistent").await;
-    assert_eq!(cons.headers["x-consul-effective-consistency"], "consistent");
     assert_eq!(cons.json(), v);
+    // The modes are still reported where Consul reports them: catalog and health reads.
+    let nodes = get(&f, "/v1/catalog/nodes?consistent").await;
+    assert_eq!(
+        nodes.headers["x-consul-effective-consistency"],
+        "consistent"
+    );
     let pretty = get(&f, "/v1/kv/web/config?pretty").await;
     assert!(
         pretty.text().starts_with("[\n  {\n    \""),

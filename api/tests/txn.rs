@@ -40,8 +40,8 @@ async fn a_failing_operation_rolls_back_every_operation() {
         "delete rolled back"
     );
     assert_eq!(
-        get(&f, "/v1/catalog/node/t1").await.status,
-        StatusCode::NOT_FOUND,
+        get(&f, "/v1/catalog/node/t1").await.json(),
+        serde_json::Value::Null,
         "node rolled back"
     );
 }

@@ -228,16 +228,17 @@ async fn ttl_http_tcp_checks_and_anti_entropy() -> anyhow::Result<()> {
             .status,
         429
     );
+    // Not a TTL check, or no such check: Consul's 500 and text for both.
+    let r = put(&a.url("/v1/agent/check/pass/api-http"), b"").await?;
     assert_eq!(
-        put(&a.url("/v1/agent/check/pass/api-http"), b"")
-            .await?
-            .status,
-        400,
+        (r.status, r.text().as_str()),
+        (500, "CheckID \"api-http\" does not have associated TTL"),
         "not a TTL check"
     );
+    let r = put(&a.url("/v1/agent/check/pass/nope"), b"").await?;
     assert_eq!(
-        put(&a.url("/v1/agent/check/pass/nope"), b"").await?.status,
-        404
+        (r.status, r.text().as_str()),
+        (500, "CheckID \"nope\" does not have associated TTL")
     );
 
     // Deleted behind the agent's back: anti-entropy puts it back.

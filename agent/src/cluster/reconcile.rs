@@ -216,6 +216,7 @@ async fn reconcile_catalog(
                 .unwrap_or(8300),
             weight_passing: 1,
             weight_warning: 1,
+            meta: super::tags::consul_service_meta(),
             ..Default::default()
         });
         let service_ok = match &service {
@@ -223,7 +224,7 @@ async fn reconcile_catalog(
             Some(want) => catalog
                 .node_services(name)?
                 .iter()
-                .any(|s| s.id == want.id && s.port == want.port),
+                .any(|s| s.id == want.id && s.port == want.port && s.meta == want.meta),
         };
         if serf_ok && node_ok && service_ok {
             continue;
@@ -234,8 +235,12 @@ async fn reconcile_catalog(
                 id: m.id.tags.get(TAG_ID).cloned().unwrap_or_default(),
                 address,
                 datacenter: config.datacenter.clone(),
-                tagged_addresses: BTreeMap::new(),
-                meta: BTreeMap::new(),
+                // What the member's agent registered stays, as Consul's leader keeps it.
+                tagged_addresses: node
+                    .as_ref()
+                    .map(|n| n.tagged_addresses.clone())
+                    .unwrap_or_default(),
+                meta: node.as_ref().map(|n| n.meta.clone()).unwrap_or_default(),
                 ..Default::default()
             },
             skip_node_update: false,

@@ -20,6 +20,8 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
     ("alt-domain", Kind::Value),
     ("bind", Kind::Value),
     ("advertise", Kind::Value),
+    ("advertise-wan", Kind::Value),
+    ("node-meta", Kind::Multi),
     ("client", Kind::Value),
     ("retry-join", Kind::Multi),
     ("recursor", Kind::Multi),
@@ -89,6 +91,13 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
     }
     if let Some(a) = ip("advertise")? {
         cfg.advertise_addr = Some(a);
+    }
+    if let Some(a) = ip("advertise-wan")? {
+        cfg.advertise_addr_wan = Some(a);
+    }
+    for raw in p.all("node-meta") {
+        let (k, v) = super::node::parse_flag_pair(raw);
+        cfg.node_meta.insert(k, v);
     }
     if let Some(a) = ip("client")? {
         cfg.client_addr = a;

@@ -19,7 +19,6 @@ const UNSUPPORTED: &[&str] = &[
     "acl_master_token",
     "acl_token",
     "addresses",
-    "advertise_addr_wan",
     "advertise_addr_ipv4",
     "advertise_addr_ipv6",
     "audit",
@@ -56,7 +55,6 @@ const UNSUPPORTED: &[&str] = &[
     "log_rotate_duration",
     "log_rotate_max_files",
     "node_id",
-    "node_meta",
     "partition",
     "peering",
     "pid_file",
@@ -180,6 +178,14 @@ pub(super) fn apply_file(
             "advertise_addr" => {
                 cfg.advertise_addr = Some(as_ip(v).ok_or_else(|| err("expected an IP address"))?)
             }
+            "advertise_addr_wan" => {
+                cfg.advertise_addr_wan =
+                    Some(as_ip(v).ok_or_else(|| err("expected an IP address"))?)
+            }
+            "node_meta" => cfg.node_meta.extend(
+                super::node::parse_file_meta(v)
+                    .ok_or_else(|| err("expected an object of string values"))?,
+            ),
             "client_addr" => {
                 cfg.client_addr = as_ip(v).ok_or_else(|| err("expected an IP address"))?
             }

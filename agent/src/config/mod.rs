@@ -10,6 +10,7 @@ mod args;
 mod build;
 mod definitions;
 mod file;
+mod node;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,11 @@ pub struct Config {
     pub bind_addr: IpAddr,
     /// Address advertised to other agents; defaults to `bind_addr`.
     pub advertise_addr: Option<IpAddr>,
+    /// The node's `wan` tagged address (`advertise_addr_wan`, `-advertise-wan`); defaults to
+    /// the advertised address.
+    pub advertise_addr_wan: Option<IpAddr>,
+    /// The node's metadata in the catalog (`node_meta`, `-node-meta key:value`).
+    pub node_meta: std::collections::BTreeMap<String, String>,
     /// Address HTTP and DNS bind to.
     pub client_addr: IpAddr,
     /// Joined at start; failure is logged, not fatal.
@@ -104,6 +110,8 @@ impl Default for Config {
             domain: "consul.".into(),
             bind_addr: IpAddr::from([0, 0, 0, 0]),
             advertise_addr: None,
+            advertise_addr_wan: None,
+            node_meta: Default::default(),
             client_addr: IpAddr::from([127, 0, 0, 1]),
             start_join: Vec::new(),
             retry_join: Vec::new(),

@@ -155,3 +155,23 @@ fn tombstone_ttl_is_a_duration() {
     let (c, _) = load_with(r#"{"data_dir": "/d"}"#, &[]).expect("loads");
     assert_eq!(c.tombstone_ttl, std::time::Duration::from_secs(15 * 60));
 }
+
+#[test]
+fn node_meta_from_files_and_flags() {
+    let (c, w) = load_with(
+        r#"{"data_dir": "/d", "node_meta": {"rack": "r1", "env": "prod"},
+            "advertise_addr_wan": "192.0.2.7"}"#,
+        &["-node-meta", "env:dev", "-node-meta=zone:z:1"],
+    )
+    .expect("loads");
+    assert!(w.is_empty(), "node_meta is supported now: {w:?}");
+    assert_eq!(c.node_meta["rack"], "r1");
+    assert_eq!(c.node_meta["env"], "dev", "flags override files");
+    assert_eq!(c.node_meta["zone"], "z:1");
+    assert_eq!(c.node_tagged_addresses()["wan"], "192.0.2.7");
+    let err = load_with(r#"{"data_dir": "/d", "node_meta": {"consul-x": "1"}}"#, &[])
+        .expect_err("reserved prefix");
+    assert!(err.contains("reserved"), "{err}");
+    let err = load_with(r#"{"data_dir": "/d", "node_meta": {"n": 1}}"#, &[]).expect_err("number");
+    assert!(err.contains("node_meta"), "{err}");
+}

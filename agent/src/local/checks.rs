@@ -185,3 +185,27 @@ fn floor_char(s: &str, mut n: usize) -> usize {
     }
     n
 }
+
+/// Consul's `Type`, `Interval` and `Timeout` for a check: the durations only for a check
+/// registered on its own (a TTL check's read `0s`), as Consul reports them.
+pub(super) fn info(def: Option<&CheckDef>, on_its_own: bool) -> muster_api::CheckInfo {
+    use muster_api::types::go_duration_string as go;
+    let Some(def) = def else {
+        return muster_api::CheckInfo {
+            kind: "maintenance".into(),
+            ..Default::default()
+        };
+    };
+    let (kind, interval, timeout) = match &def.spec.probe {
+        Probe::Ttl { .. } => ("ttl", Duration::ZERO, Duration::ZERO),
+        Probe::Script { .. } => ("script", def.spec.interval, def.spec.timeout),
+        Probe::Http { .. } => ("http", def.spec.interval, def.spec.timeout),
+        Probe::Tcp { .. } => ("tcp", def.spec.interval, def.spec.timeout),
+    };
+    let dur = |d| if on_its_own { go(d) } else { String::new() };
+    muster_api::CheckInfo {
+        kind: kind.into(),
+        interval: dur(interval),
+        timeout: dur(timeout),
+    }
+}

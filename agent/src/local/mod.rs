@@ -391,4 +391,20 @@ impl LocalAgent for Local {
     fn reload(&self) -> Result<(), String> {
         self.reload_config().map_err(|e| e.to_string())
     }
+
+    fn check_info(&self) -> HashMap<String, muster_api::CheckInfo> {
+        let standalone: BTreeSet<String> = lock(&self.config)
+            .checks
+            .iter()
+            .map(|d| d.id.clone())
+            .collect();
+        let st = lock(&self.state);
+        st.checks
+            .iter()
+            .map(|(id, c)| {
+                let on_its_own = c.raw.is_some() || standalone.contains(id);
+                (id.clone(), checks::info(c.def.as_ref(), on_its_own))
+            })
+            .collect()
+    }
 }

@@ -63,7 +63,9 @@ impl Local {
             };
             match res {
                 Ok(meta) => {
-                    if index != 0 && meta.index != index && !self.is_own(meta.index).await {
+                    // The first change seen counts too: the leader's first registration of
+                    // this node (which keeps no node meta it has not seen) may be it.
+                    if meta.index != index && !self.is_own(meta.index).await {
                         self.mark_full();
                     }
                     index = meta.index;
@@ -190,12 +192,20 @@ impl Local {
             _ => Vec::new(),
         };
         let mut ops = Vec::new();
-        if node.as_ref().is_none_or(|n| n.address != self.address) {
+        let (tagged_addresses, meta) = {
+            let c = lock(&self.config);
+            (c.node_tagged_addresses(), c.node_meta_registered())
+        };
+        if node.as_ref().is_none_or(|n| {
+            n.address != self.address || n.tagged_addresses != tagged_addresses || n.meta != meta
+        }) {
             let n = Node {
                 name: self.node.clone(),
                 id: self.node_id.clone(),
                 address: self.address.clone(),
                 datacenter: self.datacenter.clone(),
+                tagged_addresses,
+                meta,
                 ..Default::default()
             };
             ops.push(TxnOp::Node {
