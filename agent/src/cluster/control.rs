@@ -116,8 +116,12 @@ impl AgentControl for Control {
     }
 
     /// Muster has no WAN pool: in a single datacenter, Consul's WAN members are its servers,
-    /// named `NODE.DC`. They are shown so, at their LAN gossip address.
+    /// named `NODE.DC`. They are shown so, at their LAN gossip address. A client agent is in
+    /// no WAN pool and lists none, as Consul's.
     fn members_wan(&self) -> Vec<types::Member> {
+        if !self.config.server {
+            return Vec::new();
+        }
         self.gossip
             .snapshot()
             .iter()
