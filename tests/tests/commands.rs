@@ -11,7 +11,19 @@ use muster_tests::*;
 struct LockProc(Child);
 
 impl Drop for LockProc {
+    /// SIGTERM first, which `muster lock` passes on to its child and waits for, so no child
+    /// outlives the test; SIGKILL only if it has not exited within its own 5 s grace.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(7);
+        while std::time::Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
