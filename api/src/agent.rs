@@ -57,11 +57,11 @@ fn strings(pairs: &[(&str, String)]) -> Value {
 /// Counts of the agent's own services and checks.
 fn agent_stats(st: &ApiState) -> Option<Value> {
     let l = st.local.as_deref()?;
-    let info = l.check_info();
-    let kinds = |k: &str| info.values().filter(|i| i.kind == k).count().to_string();
+    let checks = l.checks();
+    let kinds = |k: &str| checks.iter().filter(|c| c.kind == k).count().to_string();
     Some(strings(&[
         ("services", l.services().len().to_string()),
-        ("checks", l.checks().len().to_string()),
+        ("checks", checks.len().to_string()),
         ("check_ttls", kinds("ttl")),
         ("check_monitors", kinds("script")),
         ("check_http", kinds("http")),

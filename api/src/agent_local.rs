@@ -16,7 +16,7 @@ use crate::params::{go_duration, Params};
 use crate::reply::json;
 use crate::requests::CheckUpdateIn;
 use crate::types::{HealthCheck, OwnService};
-use crate::{ApiState, CheckInfo, LocalAgent, LocalError};
+use crate::{ApiState, LocalAgent, LocalError};
 
 /// The agent's local state, or 500 where there is none.
 pub(crate) fn local(st: &ApiState) -> ApiResult<&dyn LocalAgent> {
@@ -125,28 +125,15 @@ fn hash_wait(p: &Params) -> ApiResult<std::time::Duration> {
     Ok(wait.min(std::time::Duration::from_secs(600)))
 }
 
-/// The agent's own checks as Consul shows them: their type, and the tags of their service.
+/// The agent's own checks as Consul shows them: with the tags of their service.
 fn own_checks(l: &dyn LocalAgent) -> Vec<HealthCheck> {
-    let info = l.check_info();
     let tags: BTreeMap<String, Vec<String>> =
         l.services().into_iter().map(|s| (s.id, s.tags)).collect();
     l.checks()
         .into_iter()
-        .map(|c| {
-            let i = info.get(&c.id).cloned().unwrap_or_default();
-            let service_tags = tags.get(&c.service_id).cloned().unwrap_or_default();
-            let CheckInfo {
-                kind,
-                interval,
-                timeout,
-            } = i;
-            HealthCheck {
-                service_tags,
-                kind,
-                interval,
-                timeout,
-                ..HealthCheck::from(c)
-            }
+        .map(|c| HealthCheck {
+            service_tags: tags.get(&c.service_id).cloned().unwrap_or_default(),
+            ..HealthCheck::from(c)
         })
         .collect()
 }

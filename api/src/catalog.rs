@@ -20,25 +20,20 @@ use crate::ApiState;
 
 /// A registration's check: it belongs to the registered node; its ID defaults to its name.
 fn check_from(c: CheckIn, node: &str) -> ApiResult<Check> {
-    let status = c.health_status()?;
     let id = c
         .check_id
+        .clone()
         .filter(|i| !i.is_empty())
         .or_else(|| c.name.clone())
         .unwrap_or_default();
     if id.is_empty() {
         return Err(ApiError::BadRequest("Must provide check ID or name".into()));
     }
-    Ok(Check {
-        node: node.to_string(),
-        name: c.name.unwrap_or_else(|| id.clone()),
-        id,
-        status,
-        notes: c.notes.unwrap_or_default(),
-        output: c.output.unwrap_or_default(),
-        service_id: c.service_id.unwrap_or_default(),
-        ..Default::default()
-    })
+    let mut check = c.into_check(node.to_string(), id)?;
+    if check.name.is_empty() {
+        check.name = check.id.clone();
+    }
+    Ok(check)
 }
 
 pub(crate) async fn catalog_register(
@@ -233,7 +228,13 @@ pub(crate) async fn catalog_services(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let (res, meta, mode) = read(&st, &p, Query::Services).await?;
+    let node_meta = p.node_meta();
+    let q = if node_meta.is_empty() {
+        Query::Services
+    } else {
+        Query::ServicesOnNodes { node_meta }
+    };
+    let (res, meta, mode) = read(&st, &p, q).await?;
     let map = match res {
         QueryResult::Services(m) => m,
         _ => BTreeMap::new(),

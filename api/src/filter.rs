@@ -219,6 +219,14 @@ impl Parser {
                         self.pos += 1;
                         Ok(Expr::Contains(sel, self.value()?, true))
                     }
+                    // An unquoted value, as bexpr takes it: `primary in ServiceTags`.
+                    Some(Tok::Word(op)) if op == "in" => {
+                        Ok(Expr::Contains(Self::selector(&self.value()?), w, false))
+                    }
+                    Some(Tok::Word(op)) if op == "not" && self.peek_word("in") => {
+                        self.pos += 1;
+                        Ok(Expr::Contains(Self::selector(&self.value()?), w, true))
+                    }
                     Some(Tok::Word(op)) if op == "is" => {
                         let negate = self.peek_word("not");
                         if negate {
@@ -428,6 +436,8 @@ mod tests {
         assert!(t(r#"ServiceTags contains "nope" or Service.Port == 8080"#));
         assert!(!t(r#"not (Node == web1)"#));
         assert!(t(r#""x" not in ServiceTags"#));
+        assert!(t(r#"v2 in ServiceTags and x not in ServiceTags"#));
+        assert!(!t(r#"v3 in ServiceTags"#));
         assert!(t(r#"NodeMeta is not empty and Missing is empty"#));
         assert!(parse("Node ==").is_err());
         assert!(parse("Node = web1").is_err());

@@ -48,6 +48,7 @@ fn entry() -> ServiceEntry {
             service_name: if service.is_empty() { "" } else { "web" }.into(),
             create_index: 8,
             modify_index: 9,
+            ..Default::default()
         }
         .into()
     };

@@ -68,17 +68,6 @@ pub enum LocalError {
     Invalid(String),
 }
 
-/// What the agent knows of one of its checks beyond the catalog entry, as Consul reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckInfo {
-    /// Consul's `Type`: `ttl`, `http`, `tcp`, `script` or `maintenance`.
-    pub kind: String,
-    /// `Interval` and `Timeout` as Go durations (`1h0m0s`) for a check registered on its own;
-    /// empty for a service's checks, as Consul leaves them.
-    pub interval: String,
-    pub timeout: String,
-}
-
 /// The agent's own services, checks and maintenance: the truth anti-entropy pushes into the
 /// catalog. Implemented by the agent.
 pub trait LocalAgent: Send + Sync + 'static {
@@ -110,10 +99,6 @@ pub trait LocalAgent: Send + Sync + 'static {
     ) -> Result<(), LocalError>;
     /// Re-reads the config files; on error the running configuration stays.
     fn reload(&self) -> Result<(), String>;
-    /// [`CheckInfo`] for each check, by check ID.
-    fn check_info(&self) -> std::collections::HashMap<String, CheckInfo> {
-        std::collections::HashMap::new()
-    }
 }
 
 /// Everything a handler needs. Cheap to clone.

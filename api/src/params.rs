@@ -167,10 +167,20 @@ impl Params {
 impl Params {
     /// `?node-meta=k:v` (repeatable, all must match).
     pub(crate) fn node_meta_ok(&self, meta: &BTreeMap<String, String>) -> bool {
-        self.all("node-meta").iter().all(|kv| {
-            let (k, v) = kv.split_once(':').unwrap_or((kv, ""));
-            meta.get(k).is_some_and(|x| x == v)
-        })
+        self.node_meta()
+            .iter()
+            .all(|(k, v)| meta.get(k).is_some_and(|x| x == v))
+    }
+
+    /// `?node-meta=key:value` pairs (repeatable, all must match).
+    pub(crate) fn node_meta(&self) -> Vec<(String, String)> {
+        self.all("node-meta")
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.split_once(':').unwrap_or((kv, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect()
     }
 
     /// `?tag=` (repeatable, all must be present).

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
-use muster_server::model::{HealthStatus, Service};
+use muster_server::model::{Check, HealthStatus, Service};
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
@@ -254,22 +254,19 @@ pub(crate) struct CheckIn {
     pub(crate) output: Option<String>,
     /// Only read by transactions' `cas` verbs.
     pub(crate) modify_index: Option<u64>,
-    // Read and dropped: what Consul derives itself (names, tags, type and timings come from
-    // the service and the check's definition), Enterprise scopes and the Raft index.
+    /// Kept as given, as Consul's catalog keeps them: nothing runs a catalog-only check.
+    #[serde(rename = "Type")]
+    pub(crate) kind: Option<String>,
+    pub(crate) interval: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) exposed_port: Option<u16>,
+    pub(crate) definition: Option<serde_json::Map<String, serde_json::Value>>,
+    // Read and dropped: what Consul derives itself (names and tags come from the service),
+    // Enterprise scopes and the Raft index.
     #[serde(rename = "ServiceName")]
     _service_name: Option<IgnoredAny>,
     #[serde(rename = "ServiceTags")]
     _service_tags: Option<IgnoredAny>,
-    #[serde(rename = "Type")]
-    _type: Option<IgnoredAny>,
-    #[serde(rename = "Interval")]
-    _interval: Option<IgnoredAny>,
-    #[serde(rename = "Timeout")]
-    _timeout: Option<IgnoredAny>,
-    #[serde(rename = "ExposedPort")]
-    _exposed_port: Option<IgnoredAny>,
-    #[serde(rename = "Definition")]
-    _definition: Option<IgnoredAny>,
     #[serde(rename = "Namespace")]
     _namespace: Option<IgnoredAny>,
     #[serde(rename = "Partition")]
@@ -279,6 +276,29 @@ pub(crate) struct CheckIn {
 }
 
 impl CheckIn {
+    /// The check, on `node` under `id`: the rest as given (no name is an empty name).
+    pub(crate) fn into_check(self, node: String, id: String) -> ApiResult<Check> {
+        Ok(Check {
+            status: self.health_status()?,
+            node,
+            id,
+            name: self.name.unwrap_or_default(),
+            notes: self.notes.unwrap_or_default(),
+            output: self.output.unwrap_or_default(),
+            service_id: self.service_id.unwrap_or_default(),
+            kind: self.kind.unwrap_or_default(),
+            interval: self.interval.unwrap_or_default(),
+            timeout: self.timeout.unwrap_or_default(),
+            exposed_port: self.exposed_port.unwrap_or_default(),
+            definition: self
+                .definition
+                .filter(|d| !d.is_empty())
+                .map(|d| serde_json::Value::Object(d).to_string())
+                .unwrap_or_default(),
+            ..Default::default()
+        })
+    }
+
     /// The check's status; critical when none is given.
     pub(crate) fn health_status(&self) -> ApiResult<HealthStatus> {
         match self.status.as_deref().unwrap_or("") {
@@ -367,6 +387,24 @@ pub(crate) struct OpIn {
     pub(crate) node: Option<NodeOpIn>,
     pub(crate) service: Option<ServiceOpIn>,
     pub(crate) check: Option<CheckOpIn>,
+}
+
+impl OpIn {
+    /// Whether the operation changes state, by Consul's list: a transaction with none is
+    /// answered as a read.
+    pub(crate) fn writes(&self) -> bool {
+        let catalog = |verb: &str| verb != "get";
+        match (&self.kv, &self.node, &self.service, &self.check) {
+            (Some(kv), ..) => matches!(
+                kv.verb.as_str(),
+                "set" | "delete" | "delete-cas" | "delete-tree" | "cas" | "lock" | "unlock"
+            ),
+            (_, Some(n), ..) => catalog(&n.verb),
+            (_, _, Some(s), _) => catalog(&s.verb),
+            (_, _, _, Some(c)) => catalog(&c.verb),
+            _ => false,
+        }
+    }
 }
 
 /// A transaction's KV operation.

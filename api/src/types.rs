@@ -203,14 +203,15 @@ pub struct HealthCheck {
     pub service_name: String,
     pub service_tags: Vec<String>,
     /// `ttl`, `http`, `tcp`, `script`, `maintenance`; empty for `serfHealth` and for checks the
-    /// catalog was given directly.
+    /// catalog was given without one.
     #[serde(rename = "Type")]
     pub kind: String,
     /// Go durations for a check registered on its own; empty for a service's checks.
     pub interval: String,
     pub timeout: String,
     pub exposed_port: u16,
-    /// Always `{}` here: Consul fills it only in the agent's health-by-service answers.
+    /// What the registrant gave as `Definition`; `{}` for the agent's own checks, as in
+    /// Consul.
     pub definition: serde_json::Map<String, serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
@@ -228,11 +229,12 @@ impl From<Check> for HealthCheck {
             service_id: c.service_id,
             service_name: c.service_name,
             service_tags: Vec::new(),
-            kind: String::new(),
-            interval: String::new(),
-            timeout: String::new(),
-            exposed_port: 0,
-            definition: serde_json::Map::new(),
+            kind: c.kind,
+            interval: c.interval,
+            timeout: c.timeout,
+            exposed_port: c.exposed_port,
+            // Written by this crate from a JSON object, or empty.
+            definition: serde_json::from_str(&c.definition).unwrap_or_default(),
             create_index: c.create_index,
             modify_index: c.modify_index,
         }

@@ -122,6 +122,18 @@ async fn catalog_lists_nodes_services_and_instances() {
     assert_eq!((nope.status, nope.json()), (StatusCode::OK, json!(null)));
     let nodes = get(&f, "/v1/catalog/nodes?node-meta=rack:a").await.json();
     assert_eq!(nodes.as_array().map(Vec::len), Some(1));
+    // Only the services of the matching nodes: web runs on db1 (rack a) alone.
+    let services = get(&f, "/v1/catalog/services?node-meta=rack:b").await;
+    assert_eq!(services.json(), json!({"redis": ["replica", "v7"]}));
+    assert!(services.index() > 0);
+    let services = get(&f, "/v1/catalog/services?node-meta=rack:a")
+        .await
+        .json();
+    assert_eq!(services, json!({"redis": ["primary", "v7"], "web": []}));
+    let none = get(&f, "/v1/catalog/services?node-meta=rack:z")
+        .await
+        .json();
+    assert_eq!(none, json!({}));
 }
 
 #[tokio::test]

@@ -100,12 +100,16 @@ async fn bad_transactions_are_refused() {
         json!([{"KV": {"Verb": "frobnicate", "Key": "k"}}]).to_string(),
     )
     .await;
+    // As in Consul: a conflict naming the operation, answered as a read (no write in it).
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let v = r.json();
     assert_eq!(
-        (r.status, r.text().as_str()),
-        (
-            StatusCode::BAD_REQUEST,
-            "operation 0: Unknown KV verb \"frobnicate\""
-        )
+        v["Errors"],
+        json!([{"OpIndex": 0, "What": "unknown KV verb \"frobnicate\""}])
+    );
+    assert_eq!(
+        (&v["Results"], &v["KnownLeader"]),
+        (&json!(null), &json!(true))
     );
     let r = call(
         &f,
@@ -122,12 +126,10 @@ async fn bad_transactions_are_refused() {
         json!([{"KV": {"Verb": "set"}}]).to_string(),
     )
     .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
     assert_eq!(
-        (r.status, r.text().as_str()),
-        (
-            StatusCode::BAD_REQUEST,
-            "operation 0: Missing key for KV operation"
-        )
+        r.json()["Errors"],
+        json!([{"OpIndex": 0, "What": "Missing key for KV operation"}])
     );
     let many: Vec<_> = (0..129)
         .map(|i| json!({"KV": {"Verb": "set", "Key": format!("k{i}")}}))
@@ -198,5 +200,28 @@ async fn catalog_cas_verbs_check_the_modify_index() {
         json!([{"Node": {"Verb": "cas", "Node": {"Node": "c1", "Address": "a"}}}]).to_string(),
     )
     .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST, "cas without ModifyIndex");
+    assert_eq!(r.status, StatusCode::CONFLICT, "cas without ModifyIndex");
+}
+
+#[tokio::test]
+async fn a_transaction_of_reads_is_answered_as_a_read_and_a_write_carries_no_index() {
+    let f = fixture().await;
+    let ops = json!([{"KV": {"Verb": "set", "Key": "r/a", "Value": b64("A")}}]);
+    let r = call(&f, "PUT", "/v1/txn", ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.headers.contains_key("x-consul-index"), "{:?}", r.headers);
+    assert!(r.json().get("KnownLeader").is_none(), "{}", r.text());
+
+    let ops = json!([{"KV": {"Verb": "get", "Key": "r/a"}}]);
+    let r = call(&f, "PUT", "/v1/txn", ops.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(!r.headers.contains_key("x-consul-index"), "{:?}", r.headers);
+    assert_eq!(r.headers["x-consul-knownleader"], "true");
+    let v = r.json();
+    assert_eq!(v["Results"][0]["KV"]["Value"], b64("A"));
+    assert_eq!(
+        (&v["KnownLeader"], &v["ConsistencyLevel"], &v["NotModified"]),
+        (&json!(true), &json!(""), &json!(false))
+    );
+    assert!(v["Index"].as_u64().is_some_and(|i| i > 0), "{v}");
 }

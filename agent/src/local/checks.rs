@@ -33,7 +33,9 @@ impl Local {
         source: Source,
         raw: Option<Value>,
         service_name: &str,
+        on_its_own: bool,
     ) {
+        let (kind, interval, timeout) = consul_type(&def, on_its_own);
         // A re-registered check keeps its status unless the definition sets one.
         let check = Check {
             node: self.node.clone(),
@@ -44,6 +46,9 @@ impl Local {
             output: String::new(),
             service_id: def.service_id.clone(),
             service_name: service_name.to_string(),
+            kind: kind.into(),
+            interval,
+            timeout,
             ..Default::default()
         };
         self.runner.start(def.spec.clone());
@@ -188,14 +193,8 @@ fn floor_char(s: &str, mut n: usize) -> usize {
 
 /// Consul's `Type`, `Interval` and `Timeout` for a check: the durations only for a check
 /// registered on its own (a TTL check's read `0s`), as Consul reports them.
-pub(super) fn info(def: Option<&CheckDef>, on_its_own: bool) -> muster_api::CheckInfo {
+fn consul_type(def: &CheckDef, on_its_own: bool) -> (&'static str, String, String) {
     use muster_api::types::go_duration_string as go;
-    let Some(def) = def else {
-        return muster_api::CheckInfo {
-            kind: "maintenance".into(),
-            ..Default::default()
-        };
-    };
     let (kind, interval, timeout) = match &def.spec.probe {
         Probe::Ttl { .. } => ("ttl", Duration::ZERO, Duration::ZERO),
         Probe::Script { .. } => ("script", def.spec.interval, def.spec.timeout),
@@ -203,9 +202,5 @@ pub(super) fn info(def: Option<&CheckDef>, on_its_own: bool) -> muster_api::Chec
         Probe::Tcp { .. } => ("tcp", def.spec.interval, def.spec.timeout),
     };
     let dur = |d| if on_its_own { go(d) } else { String::new() };
-    muster_api::CheckInfo {
-        kind: kind.into(),
-        interval: dur(interval),
-        timeout: dur(timeout),
-    }
+    (kind, dur(interval), dur(timeout))
 }

@@ -60,6 +60,7 @@ impl Local {
                 notes,
                 service_id,
                 service_name,
+                kind: "maintenance".into(),
                 ..Default::default()
             };
             let expires = ttl.map(|t| SystemTime::now() + t);

@@ -175,7 +175,14 @@ impl Local {
         }
         for def in config.services.iter().cloned() {
             for c in &def.checks {
-                self.add_check(&mut st, c.clone(), Source::Config, None, &def.service.name);
+                self.add_check(
+                    &mut st,
+                    c.clone(),
+                    Source::Config,
+                    None,
+                    &def.service.name,
+                    false,
+                );
             }
             st.services.insert(
                 def.service.id.clone(),
@@ -192,7 +199,7 @@ impl Local {
                 .get(&c.service_id)
                 .map(|s| s.service.name.clone())
                 .unwrap_or_default();
-            self.add_check(&mut st, c, Source::Config, None, &sname);
+            self.add_check(&mut st, c, Source::Config, None, &sname, true);
         }
         drop(st);
         self.mark_full();
@@ -238,7 +245,14 @@ impl Local {
                 .checks
                 .get(&c.id)
                 .map(|old| (old.check.status, old.check.output.clone()));
-            self.add_check(&mut st, c.clone(), Source::Api, None, &def.service.name);
+            self.add_check(
+                &mut st,
+                c.clone(),
+                Source::Api,
+                None,
+                &def.service.name,
+                false,
+            );
             if let (Some((status, output)), Some(lc)) = (keep, st.checks.get_mut(&c.id)) {
                 lc.check.status = status;
                 lc.check.output = output;
@@ -286,7 +300,7 @@ impl Local {
                 }
             }
         };
-        self.add_check(&mut st, def, Source::Api, Some(raw.clone()), &sname);
+        self.add_check(&mut st, def, Source::Api, Some(raw.clone()), &sname, true);
         drop(st);
         if persist {
             self.persist();
@@ -390,21 +404,5 @@ impl LocalAgent for Local {
 
     fn reload(&self) -> Result<(), String> {
         self.reload_config().map_err(|e| e.to_string())
-    }
-
-    fn check_info(&self) -> HashMap<String, muster_api::CheckInfo> {
-        let standalone: BTreeSet<String> = lock(&self.config)
-            .checks
-            .iter()
-            .map(|d| d.id.clone())
-            .collect();
-        let st = lock(&self.state);
-        st.checks
-            .iter()
-            .map(|(id, c)| {
-                let on_its_own = c.raw.is_some() || standalone.contains(id);
-                (id.clone(), checks::info(c.def.as_ref(), on_its_own))
-            })
-            .collect()
     }
 }

@@ -262,7 +262,10 @@ impl Local {
                         let same_but_output = r.status == want.status
                             && r.notes == want.notes
                             && r.name == want.name
-                            && r.service_id == want.service_id;
+                            && r.service_id == want.service_id
+                            && r.kind == want.kind
+                            && r.interval == want.interval
+                            && r.timeout == want.timeout;
                         let output_due = st
                             .synced_output
                             .get(&want.id)

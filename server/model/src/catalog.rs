@@ -97,6 +97,16 @@ pub struct Check {
     pub service_name: String,
     pub create_index: u64,
     pub modify_index: u64,
+    /// Consul's `Type`: `script`, `http`, `tcp`, `ttl`, `maintenance`; empty for `serfHealth`
+    /// and for a check the catalog was given without one.
+    pub kind: String,
+    /// `Interval` and `Timeout` as Go durations (`10s`), empty where Consul leaves them empty.
+    pub interval: String,
+    pub timeout: String,
+    pub exposed_port: u16,
+    /// Consul's `Definition` object as JSON text; empty means `{}`. Kept as text so the
+    /// fields Consul adds to it never change this type's binary format.
+    pub definition: String,
 }
 
 /// A catalog registration: a node, optionally one service, and checks, applied together.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::legacy::{RegistrationV1, TxnOpV1};
 use super::{LockOp, Registration, Session, TxnOp, TxnOutcome};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
@@ -21,8 +22,8 @@ pub enum Command {
     KvDelete { key: String, cas: Option<u64> },
     /// Delete every key starting with `prefix`.
     KvDeleteTree { prefix: String },
-    /// Register a node, and optionally a service and checks on it.
-    Register(Box<Registration>),
+    /// A [`Command::Register`] from a log written before checks had a type: see `legacy`.
+    LegacyRegister(Box<RegistrationV1>),
     /// Remove a node (and everything on it), or one service (and its checks), or one check.
     Deregister {
         node: String,
@@ -33,16 +34,29 @@ pub enum Command {
     SessionCreate(Box<Session>),
     /// Destroy a session, releasing or deleting its locks per its behavior.
     SessionDestroy { id: String },
-    /// Apply every operation or none.
-    Txn(Vec<TxnOp>),
+    /// A [`Command::Txn`] from a log written before checks had a type: see `legacy`.
+    LegacyTxn(Vec<TxnOpV1>),
     /// Drop KV tombstones left at or before this index (the leader's tombstone GC).
     KvReapTombstones { upto: u64 },
     /// Refuse Raft requests from these server IDs from now on: written by `muster recover`,
     /// which replaced the membership they belong to.
     RetireServers { ids: Vec<u64> },
+    /// Register a node, and optionally a service and checks on it.
+    Register(Box<Registration>),
+    /// Apply every operation or none.
+    Txn(Vec<TxnOp>),
 }
 
 impl Command {
+    /// The command in the current format: a legacy variant becomes its current form.
+    pub fn upgrade(self) -> Command {
+        match self {
+            Command::LegacyRegister(r) => Command::Register(Box::new((*r).into())),
+            Command::LegacyTxn(ops) => Command::Txn(ops.into_iter().map(TxnOp::from).collect()),
+            c => c,
+        }
+    }
+
     /// Whether applying this command succeeds whatever the state it meets: a KV write or
     /// delete with no CAS index and no lock. Such a write is acknowledged once it commits,
     /// without waiting for the apply (the state machine's `apply` must agree; it is checked).

@@ -7,6 +7,7 @@
 mod catalog;
 mod command;
 mod kv;
+pub mod legacy;
 mod query;
 mod session;
 mod txn;

@@ -85,6 +85,11 @@ pub enum Query {
     NodeSessions {
         node: String,
     },
+    /// As [`Query::Services`], counting only the services of nodes whose meta has every one
+    /// of these pairs (`?node-meta=`).
+    ServicesOnNodes {
+        node_meta: Vec<(String, String)>,
+    },
 }
 
 /// One instance in a health query: its node, the service, and every check that applies

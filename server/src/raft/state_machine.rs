@@ -30,7 +30,8 @@ use crate::store::mem::{put_raw, Live, Tables, WriteTxn};
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
 use crate::store::{
-    apply_command, rebuild_session_keys, retired_servers, Catalog, Changes, LockDelays,
+    apply_command, rebuild_session_keys, retired_servers, upgrade_rows, Catalog, Changes,
+    LockDelays,
 };
 
 /// What a snapshot file holds: the table rows plus the metadata they correspond to.
@@ -208,6 +209,7 @@ fn load(db: &Database) -> Result<Tables, StorageError> {
         let (k, v) = item.map_err(sto_err)?;
         tables.indexes.insert(k.value().to_string(), v.value());
     }
+    upgrade_rows(&mut tables)?;
     Ok(tables)
 }
 
@@ -274,6 +276,7 @@ fn from_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Tables, StorageErro
     tables.indexes = parsed.indexes.into_iter().collect();
     tables.last_applied = meta.last_log_id;
     tables.membership = meta.last_membership.clone();
+    upgrade_rows(&mut tables)?;
     rebuild_session_keys(&mut tables)?;
     Ok(tables)
 }

@@ -136,6 +136,25 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The services of the nodes whose meta has every pair in `node_meta`, with their nodes'
+    /// names, from one snapshot.
+    fn services_on_nodes(&self, node_meta: &[(String, String)]) -> Result<Vec<(String, Service)>> {
+        let snap = self.read();
+        let nodes: Vec<Node> = Self::scan(&snap, NODES, "", None, |_| true)?;
+        let mut out = Vec::new();
+        for n in nodes {
+            if !node_meta.iter().all(|(k, v)| n.meta.get(k) == Some(v)) {
+                continue;
+            }
+            let prefix = format!("{}\0", n.name);
+            let on_node = |k: &str| k.starts_with(&prefix);
+            for s in Self::scan::<Service>(&snap, SERVICES, &prefix, None, on_node)? {
+                out.push((n.name.clone(), s));
+            }
+        }
+        Ok(out)
+    }
+
     /// The index a deleted key left behind, if any.
     fn tombstone(&self, snap: &Tables, key: &str) -> Result<Option<u64>> {
         let t = snap.table(KV_TOMBS);
@@ -276,6 +295,9 @@ impl Catalog {
             | Query::ServiceChecks { name } => self.service_index(name),
             Query::Nodes => self.table_index(IDX_NODES),
             Query::Services => self.table_index(IDX_SERVICES),
+            Query::ServicesOnNodes { .. } => Ok(self
+                .table_index(IDX_SERVICES)?
+                .max(self.table_index(IDX_NODES)?)),
             Query::ChecksInState { .. } => self.table_index(IDX_CHECKS),
             Query::Node { name } | Query::NodeChecks { name } => self.node_index(name),
             Query::Session { .. } | Query::Sessions | Query::NodeSessions { .. } => {
@@ -333,10 +355,14 @@ impl Catalog {
                     Self::prefix_idx(newest, tomb, table),
                 )
             }
-            Query::Services => {
+            Query::Services | Query::ServicesOnNodes { .. } => {
                 let idx = self.query_index(q)?;
+                let services = match q {
+                    Query::ServicesOnNodes { node_meta } => self.services_on_nodes(node_meta)?,
+                    _ => self.services()?,
+                };
                 let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (_, s) in self.services()? {
+                for (_, s) in services {
                     let tags = map.entry(s.name).or_default();
                     for t in s.tags {
                         if !tags.contains(&t) {
@@ -381,7 +407,8 @@ impl Catalog {
                     Query::KvGet { .. }
                     | Query::KvList { .. }
                     | Query::KvKeys { .. }
-                    | Query::Services => {
+                    | Query::Services
+                    | Query::ServicesOnNodes { .. } => {
                         unreachable!("handled above")
                     }
                 };

@@ -4,6 +4,7 @@
 mod apply;
 mod catalog;
 mod error;
+mod legacy;
 mod lock_delay;
 pub(crate) mod mem;
 pub(crate) mod tables;
@@ -12,4 +13,5 @@ pub(crate) mod watch;
 pub(crate) use apply::{apply_command, rebuild_session_keys, retired_servers, Changes};
 pub use catalog::Catalog;
 pub(crate) use error::StoreError;
+pub(crate) use legacy::upgrade_rows;
 pub(crate) use lock_delay::LockDelays;

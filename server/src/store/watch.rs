@@ -34,6 +34,9 @@ impl Topic {
                 vec![Topic::Table(IDX_CHECKS)]
             }
             Query::Services => vec![Topic::Table(IDX_SERVICES)],
+            Query::ServicesOnNodes { .. } => {
+                vec![Topic::Table(IDX_SERVICES), Topic::Table(IDX_NODES)]
+            }
             Query::ServiceNodes { name }
             | Query::ServiceHealth { name }
             | Query::ServiceChecks { name } => {

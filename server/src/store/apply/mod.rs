@@ -16,7 +16,7 @@ use super::error::Result;
 use super::mem::{put_raw, span, Rows, TableId, WriteTxn};
 use super::tables::*;
 use crate::codec::{decode, encode};
-use crate::model::{Command, CommandResult, Service};
+use crate::model::{Command, CommandResult, Service, TxnOp};
 
 pub(crate) use kv::rebuild_session_keys;
 
@@ -77,6 +77,7 @@ pub(crate) fn apply_command(
             true
         }
         Command::Register(reg) => a.register(*reg)?,
+        Command::LegacyRegister(reg) => a.register((*reg).into())?,
         Command::Deregister {
             node,
             service_id,
@@ -84,21 +85,26 @@ pub(crate) fn apply_command(
         } => a.deregister(&node, service_id.as_deref(), check_id.as_deref())?,
         Command::SessionCreate(s) => a.session_create(*s)?,
         Command::SessionDestroy { id } => a.session_destroy(&id)?,
-        Command::Txn(ops) => {
-            let outcome = a.txn(ops)?;
-            let success = outcome.errors.is_empty();
-            return Ok(CommandResult {
-                index,
-                success,
-                txn: Some(outcome),
-            });
-        }
+        Command::Txn(ops) => return a.txn_result(ops),
+        Command::LegacyTxn(ops) => return a.txn_result(ops.into_iter().map(Into::into).collect()),
     };
     Ok(CommandResult {
         index,
         success,
         txn: None,
     })
+}
+
+impl Apply<'_> {
+    /// Applies a transaction: every operation or none.
+    fn txn_result(&mut self, ops: Vec<TxnOp>) -> Result<CommandResult> {
+        let outcome = self.txn(ops)?;
+        Ok(CommandResult {
+            index: self.index,
+            success: outcome.errors.is_empty(),
+            txn: Some(outcome),
+        })
+    }
 }
 
 fn get<T: serde::de::DeserializeOwned>(t: &Rows, key: &str) -> Result<Option<T>> {
