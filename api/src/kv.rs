@@ -2,9 +2,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use muster_server::model::{Command, LockOp, Query, QueryResult};
+use muster_server::model::{Command, Consistency, LockOp, Query, QueryResult};
 
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -36,7 +36,10 @@ pub(crate) async fn kv_get(
     };
     let (res, meta, _) = read(&st, &p, query).await?;
     let resp = match res {
-        QueryResult::Kv(Some(e)) if p.has("raw") => e.value.into_response(),
+        // `text/plain` as Consul sends it, so a browser never renders a stored value as a page.
+        QueryResult::Kv(Some(e)) if p.has("raw") => {
+            ([(header::CONTENT_TYPE, "text/plain")], e.value).into_response()
+        }
         QueryResult::Kv(Some(e)) => json(&[KvPair::from(e)], p.pretty()),
         QueryResult::KvList(l) if !l.is_empty() => json(
             &l.into_iter().map(KvPair::from).collect::<Vec<_>>(),
@@ -68,9 +71,10 @@ pub(crate) async fn kv_put(
     }
     let lock = match (p.get("acquire"), p.get("release")) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "Conflicting flags: acquire and release".into(),
-            ))
+            return Err(ApiError::BadRequest(format!(
+                "Conflicting flags: {}",
+                q.as_deref().unwrap_or_default()
+            )))
         }
         (Some(s), None) => Some(LockOp::Acquire(session_id(s)?)),
         (None, Some(s)) => Some(LockOp::Release(session_id(s)?)),
@@ -78,6 +82,10 @@ pub(crate) async fn kv_put(
     };
     let flags = p.u64("flags")?.unwrap_or(0);
     let cas = p.u64("cas")?;
+    let acquiring = match &lock {
+        Some(LockOp::Acquire(s)) => Some(s.clone()),
+        _ => None,
+    };
     let cmd = Command::KvSet {
         key,
         value: body.to_vec(),
@@ -86,6 +94,19 @@ pub(crate) async fn kv_put(
         lock,
     };
     let r = st.server.write(cmd).await?;
+    if let (false, Some(session)) = (r.success, acquiring) {
+        // Consul fails an acquire by a session that does not exist, rather than answering
+        // `false` as for a lock held by another.
+        let q = Query::Session {
+            id: session.clone(),
+        };
+        let (res, _) = st.server.read(Consistency::Stale, q).await?;
+        if matches!(res, QueryResult::Sessions(s) if s.is_empty()) {
+            return Err(ApiError::Unavailable(format!(
+                "raft apply failed: invalid session {session:?}"
+            )));
+        }
+    }
     Ok(write_reply(r.success, p.pretty()))
 }
 

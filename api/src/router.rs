@@ -84,6 +84,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/session/renew/{id}", put(session_renew))
         .route("/v1/session/info/{id}", get(session_info))
         .route("/v1/session/node/{node}", get(session_node))
+        .route("/v1/session/info/", get(missing_session))
+        .route("/v1/session/renew/", put(missing_session))
+        .route("/v1/session/destroy/", put(missing_session))
+        .route("/v1/session/node/", get(missing_node_name))
         .route("/v1/session/list", get(session_list))
         .route("/v1/txn", put(txn_apply))
         .route("/v1/acl/{*rest}", any(acl_disabled))
@@ -103,6 +107,14 @@ pub fn router(state: ApiState) -> Router {
 /// `/v1/catalog/service/` and `/v1/health/service/` without a name: Consul's 400.
 async fn missing_service_name() -> (StatusCode, &'static str) {
     (StatusCode::BAD_REQUEST, "Missing service name")
+}
+
+async fn missing_session() -> (StatusCode, &'static str) {
+    (StatusCode::BAD_REQUEST, "Missing session")
+}
+
+async fn missing_node_name() -> (StatusCode, &'static str) {
+    (StatusCode::BAD_REQUEST, "Missing node name")
 }
 
 async fn no_route(method: Method, uri: Uri) -> (StatusCode, String) {

@@ -338,6 +338,8 @@ pub struct SessionOut {
     #[serde(rename = "TTL")]
     pub ttl: String,
     pub node_checks: Vec<String>,
+    /// `null` when empty, as Consul's (a nil slice).
+    #[serde(serialize_with = "null_if_no_items")]
     pub service_checks: Vec<ServiceCheckRef>,
     pub create_index: u64,
     pub modify_index: u64,
@@ -420,6 +422,14 @@ impl crate::filter::Filterable for ServiceEntry {
 }
 
 /// Serializes an empty map as `null`, as Consul returns maps a registration left out.
+fn null_if_no_items<S: serde::Serializer, T: Serialize>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    if v.is_empty() {
+        s.serialize_none()
+    } else {
+        v.serialize(s)
+    }
+}
+
 fn null_if_empty<S: serde::Serializer>(
     m: &BTreeMap<String, String>,
     s: S,
@@ -440,8 +450,8 @@ pub struct ServiceAddress {
 }
 
 /// A service of the agent's own, as `/v1/agent/services` and `/v1/agent/service/<id>` show it:
-/// no indexes, the agent's datacenter, the tagged addresses it was registered with, and the
-/// `lan_ipv4`/`wan_ipv4` (or `_ipv6`) ones Consul's agent derives from the service address.
+/// no indexes, the agent's datacenter, and its tagged addresses (those it was registered with,
+/// and the `lan_ipv4`/`wan_ipv4` ones the agent derives from its address when it registers it).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct OwnService {
@@ -491,23 +501,7 @@ fn registered_addresses(v: Option<&serde_json::Value>) -> BTreeMap<String, Servi
 impl OwnService {
     pub fn new(mut s: Service, datacenter: String) -> Self {
         let extra = ServiceExtra::split(&mut s.meta);
-        let mut tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
-        let family = match s.address.parse::<std::net::IpAddr>() {
-            Ok(std::net::IpAddr::V4(_)) => Some("ipv4"),
-            Ok(std::net::IpAddr::V6(_)) => Some("ipv6"),
-            Err(_) => None,
-        };
-        if let Some(family) = family {
-            for tag in ["lan", "wan"] {
-                let a = ServiceAddress {
-                    address: s.address.clone(),
-                    port: s.port,
-                };
-                tagged_addresses
-                    .entry(format!("{tag}_{family}"))
-                    .or_insert(a);
-            }
-        }
+        let tagged_addresses = registered_addresses(extra.tagged_addresses.as_ref());
         OwnService {
             id: s.id,
             service: s.name,

@@ -12,6 +12,9 @@ async fn put_then_get_has_consuls_shape_and_headers() {
     let f = fixture().await;
     let w = call(&f, "PUT", "/v1/kv/web/config?flags=42", "v1").await;
     assert_eq!((w.status, w.text().as_str()), (StatusCode::OK, "true"));
+    let raw = get(&f, "/v1/kv/web/config?raw").await;
+    assert_eq!(raw.body, b"v1");
+    assert_eq!(raw.headers["content-type"], "text/plain");
     let r = get(&f, "/v1/kv/web/config").await;
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();

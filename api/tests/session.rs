@@ -47,6 +47,11 @@ async fn sessions_take_and_release_locks() {
     assert_eq!(info[0]["LockDelay"], 1_000_000_000u64);
     assert_eq!(info[0]["Behavior"], "release");
     assert_eq!(info[0]["NodeChecks"], json!(["serfHealth"]));
+    assert_eq!(
+        info[0]["ServiceChecks"],
+        json!(null),
+        "none: null, as Consul's"
+    );
     let b_info = get(&f, &format!("/v1/session/info/{b}")).await.json();
     assert_eq!(
         b_info[0]["LockDelay"], 15_000_000_000u64,
@@ -156,13 +161,7 @@ async fn sessions_take_and_release_locks() {
     );
     let r = call(&f, "PUT", "/v1/kv/x?acquire=not-a-session", "").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let unknown = "00000000-0000-4000-8000-000000000000";
-    assert_eq!(
-        call(&f, "PUT", &format!("/v1/kv/x?acquire={unknown}"), "")
-            .await
-            .text(),
-        "false"
-    );
+    // An unknown session: see `bad_session_requests`.
 }
 
 #[tokio::test]
@@ -251,6 +250,38 @@ async fn bad_session_requests() {
     )
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for (method, uri, want) in [
+        ("GET", "/v1/session/info/", "Missing session"),
+        ("PUT", "/v1/session/renew/", "Missing session"),
+        ("PUT", "/v1/session/destroy/", "Missing session"),
+        ("GET", "/v1/session/node/", "Missing node name"),
+    ] {
+        let r = call(&f, method, uri, Body::empty()).await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (StatusCode::BAD_REQUEST, want)
+        );
+    }
+    // Acquiring with a session that does not exist is an error, not a lock held elsewhere.
+    let ghost = "00000000-0000-4000-8000-000000000000";
+    let r = call(&f, "PUT", &format!("/v1/kv/l?acquire={ghost}"), "x").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("raft apply failed: invalid session \"{ghost}\"")
+        )
+    );
+    let both = format!("acquire={ghost}&release={ghost}");
+    let r = call(&f, "PUT", &format!("/v1/kv/l?{both}"), "x").await;
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            StatusCode::BAD_REQUEST,
+            format!("Conflicting flags: {both}")
+        )
+    );
+    assert_eq!(get(&f, "/v1/kv/l").await.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

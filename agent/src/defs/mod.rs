@@ -294,11 +294,13 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
         Some(_) => return Err(ctx.err("enable_tag_override", "expected a boolean")),
     };
     let mut meta = string_map(ctx, &m, "meta")?;
+    let address = string(ctx, &m, "address")?.unwrap_or_default();
+    let tagged = derived_addresses(object(ctx, &m, "tagged_addresses")?, &address, port);
     let kept = [
         ("Kind", string(ctx, &m, "kind")?.map(Value::String)),
         ("Proxy", object(ctx, &m, "proxy")?),
         ("Connect", object(ctx, &m, "connect")?),
-        ("TaggedAddresses", object(ctx, &m, "tagged_addresses")?),
+        ("TaggedAddresses", tagged),
         (
             "SocketPath",
             string(ctx, &m, "socket_path")?.map(Value::String),
@@ -309,7 +311,7 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
         id: id.clone(),
         name: name.clone(),
         tags: strings(ctx, &m, "tags")?,
-        address: string(ctx, &m, "address")?.unwrap_or_default(),
+        address,
         port,
         meta,
         weight_passing: wp,
@@ -361,3 +363,23 @@ pub(crate) fn script_refusal(setting: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A service's tagged addresses with the ones Consul's agent adds for an IP address:
+/// `lan_ipv4` and `wan_ipv4` (or `_ipv6`), each the service's address and port, unless given.
+fn derived_addresses(given: Option<Value>, address: &str, port: u16) -> Option<Value> {
+    let family = match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => "ipv4",
+        Ok(std::net::IpAddr::V6(_)) => "ipv6",
+        Err(_) => return given,
+    };
+    let mut tagged = match given {
+        Some(Value::Object(t)) => t,
+        _ => serde_json::Map::new(),
+    };
+    for tag in ["lan", "wan"] {
+        tagged
+            .entry(format!("{tag}_{family}"))
+            .or_insert_with(|| serde_json::json!({"Address": address, "Port": port}));
+    }
+    Some(Value::Object(tagged))
+}
