@@ -26,9 +26,14 @@ fn muster() -> Command {
 fn version_prints_a_plain_version() {
     let out = muster().arg("version").output().expect("run");
     assert!(out.status.success());
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        format!("Muster v{}", env!("CARGO_PKG_VERSION"))
+    // Muster's version, then the Consul API it implements, in Consul's layout.
+    let out = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("Muster v{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(lines[1], "Consul API v1.10.9");
+    assert!(
+        lines[2].starts_with("Protocol 2 spoken by default"),
+        "{out}"
     );
 }
 

@@ -37,8 +37,15 @@ pub(crate) async fn reload(p: &Parsed) -> Result<i32> {
     Ok(0)
 }
 
-/// `muster version`: the version of this binary; it asks no agent.
+/// `muster version`: the version of this binary and of the Consul API it implements, in
+/// Consul's layout; it asks no agent.
 pub(crate) fn version() -> i32 {
+    let (cur, min, max) = crate::cluster::tags::CONSUL_PROTOCOL;
     println!("Muster v{VERSION}");
+    println!("Consul API v{}", crate::cluster::tags::CONSUL_VERSION);
+    println!(
+        "Protocol {cur} spoken by default, understands {min} to {max} (agent will automatically \
+         use protocol >{cur} when speaking to compatible agents)"
+    );
     0
 }
