@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LockOp, Registration, Session, TxnOp, TxnOutcome};
+use super::{LockOp, PreparedQuery, Registration, Session, TxnOp, TxnOutcome};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
@@ -40,6 +40,11 @@ pub enum Command {
     /// Refuse Raft requests from these server IDs from now on: written by `muster recover`,
     /// which replaced the membership they belong to.
     RetireServers { ids: Vec<u64> },
+    /// Create or replace a prepared query (its ID chosen by the proposer). Fails, changing
+    /// nothing, if its name or template prefix is taken or its session does not exist.
+    PreparedQuerySet(Box<PreparedQuery>),
+    /// Delete a prepared query.
+    PreparedQueryDelete { id: String },
 }
 
 impl Command {

@@ -7,6 +7,7 @@
 mod catalog;
 mod command;
 mod kv;
+mod prepared;
 mod query;
 mod session;
 mod txn;
@@ -14,6 +15,7 @@ mod txn;
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use kv::KvEntry;
+pub use prepared::{PreparedExecute, PreparedQuery, PreparedRun};
 pub use query::{Consistency, Query, QueryResult, ReadMeta, ServiceHealth};
 pub use session::{LockOp, Session, SessionBehavior};
 pub use txn::{CatalogVerb, KvVerb, TxnOp, TxnOutcome, TxnResult};

@@ -6,6 +6,7 @@ mod catalog;
 mod error;
 mod lock_delay;
 pub(crate) mod mem;
+mod prepared;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
