@@ -14,9 +14,10 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult};
 
 /// Fields whose values are maps with keys of the caller's choosing, or kept as sent.
-const USER_MAPS: [&str; 6] = [
+const USER_MAPS: [&str; 7] = [
     "Meta",
     "NodeMeta",
+    "ServiceMeta",
     "TaggedAddresses",
     "Proxy",
     "Connect",

@@ -30,6 +30,16 @@ fn with_service_tags(checks: Vec<Check>, tags: &[String]) -> Vec<HealthCheck> {
         .collect()
 }
 
+/// One instance as `/v1/health/service` (and a prepared query's execution) answers with it.
+pub(crate) fn service_entry(h: ServiceHealth) -> ServiceEntry {
+    let tags = h.service.tags.clone();
+    ServiceEntry {
+        node: h.node.into(),
+        service: h.service.into(),
+        checks: with_service_tags(h.checks, &tags),
+    }
+}
+
 pub(crate) async fn health_service(
     State(st): State<ApiState>,
     Path(name): Path<String>,
@@ -46,14 +56,7 @@ pub(crate) async fn health_service(
                     p.tags_ok(&h.service.tags) && p.node_meta_ok(&h.node.meta)
                 })
                 .filter(|h| !passing || h.checks.iter().all(|c| c.status == HealthStatus::Passing))
-                .map(|h| {
-                    let tags = h.service.tags.clone();
-                    ServiceEntry {
-                        node: h.node.into(),
-                        service: h.service.into(),
-                        checks: with_service_tags(h.checks, &tags),
-                    }
-                })
+                .map(service_entry)
                 .collect(),
             _ => Vec::new(),
         };

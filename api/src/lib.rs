@@ -14,6 +14,7 @@ pub mod fuzz;
 mod health;
 mod kv;
 mod params;
+mod query;
 mod read;
 mod reply;
 mod requests;

@@ -54,6 +54,12 @@ fn all_field_names() -> Vec<&'static str> {
         fields::<CheckOpIn>(),
         // /v1/agent/check/update
         fields::<CheckUpdateIn>(),
+        // /v1/query
+        fields::<muster_server::prepared::Definition>(),
+        fields::<muster_server::prepared::Template>(),
+        fields::<muster_server::prepared::ServiceQuery>(),
+        fields::<muster_server::prepared::Failover>(),
+        fields::<muster_server::prepared::Dns>(),
     ]
     .concat()
 }

@@ -12,6 +12,7 @@ use crate::agent_local::*;
 use crate::catalog::*;
 use crate::health::*;
 use crate::kv::*;
+use crate::query::*;
 use crate::session::*;
 use crate::status::*;
 use crate::txn::*;
@@ -90,6 +91,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/session/node/", get(missing_node_name))
         .route("/v1/session/list", get(session_list))
         .route("/v1/txn", put(txn_apply))
+        .route("/v1/query", get(query_list).post(query_create))
+        .route(
+            "/v1/query/{id}",
+            get(query_get).put(query_update).delete(query_delete),
+        )
+        .route("/v1/query/{id}/execute", get(query_execute))
+        .route("/v1/query/{id}/explain", get(query_explain))
         .route("/v1/acl/{*rest}", any(acl_disabled))
         .route("/v1/operator/keyring", any(keyring_disabled))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.

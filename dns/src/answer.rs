@@ -122,17 +122,31 @@ impl Answer {
         all: &[Instance],
         config: &DnsConfig,
     ) -> Self {
-        let mut picked: Vec<&Instance> = all
+        let picked: Vec<&Instance> = all
             .iter()
             .filter(|i| tag.is_none_or(|t| i.tags.iter().any(|x| x == t)))
             .collect();
+        Answer::instances(q, picked, config.ttl_of(name), config, false)
+    }
+
+    /// Instances, as [`Answer::service`] answers with them; with `keep_order`, in the order
+    /// given (a prepared query's, already shuffled or sorted by distance) rather than
+    /// shuffled or picked by weight. No instance: NXDOMAIN.
+    pub(crate) fn instances(
+        q: &Question<'_>,
+        mut picked: Vec<&Instance>,
+        ttl: u32,
+        config: &DnsConfig,
+        keep_order: bool,
+    ) -> Self {
         if picked.is_empty() {
             return Answer::nxdomain();
         }
-        let ttl = config.ttl_of(name);
         let mut answer = Answer::records(Vec::new());
         if q.qtype == RecordType::SRV {
-            picked.shuffle(&mut rand::rng());
+            if !keep_order {
+                picked.shuffle(&mut rand::rng());
+            }
             for inst in picked {
                 let target = &inst.targets[q.d.min(inst.targets.len() - 1)];
                 let srv = SRV::new(1, inst.weight, inst.port, target.clone());
@@ -156,10 +170,12 @@ impl Answer {
             RecordType::AAAA => i.ip.is_ipv6(),
             _ => true,
         });
-        if config.weighted_single_answer && !picked.is_empty() {
-            picked = vec![weighted_pick(&picked)];
-        } else {
-            picked.shuffle(&mut rand::rng());
+        if !keep_order {
+            if config.weighted_single_answer && !picked.is_empty() {
+                picked = vec![weighted_pick(&picked)];
+            } else {
+                picked.shuffle(&mut rand::rng());
+            }
         }
         for inst in picked {
             answer

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answer::{soa, Answer, Question};
 use crate::name::{Lookup, Names};
+use crate::prepared;
 use crate::read::Reader;
 use crate::recursor::Recursors;
 use crate::{tcp, DnsConfig};
@@ -29,6 +30,8 @@ const EDNS_PAYLOAD: u16 = 4096;
 /// Answers DNS queries from the catalog.
 pub struct DnsHandler {
     reader: Reader,
+    /// For prepared queries, which are run afresh on every lookup.
+    server: Server,
     names: Names,
     recursors: Recursors,
     config: DnsConfig,
@@ -42,7 +45,8 @@ impl DnsHandler {
             config.recursor_max_inflight,
         );
         DnsHandler {
-            reader: Reader::new(server, config.clone()),
+            reader: Reader::new(server.clone(), config.clone()),
+            server,
             names: Names::new(&config),
             recursors,
             config,
@@ -89,6 +93,9 @@ impl DnsHandler {
             Lookup::Service { name, tag } => {
                 let all = self.reader.instances(&name, &self.names).await?;
                 Answer::service(q, &name, tag.as_deref(), &all, &self.config)
+            }
+            Lookup::Query(name) => {
+                prepared::lookup(&self.server, &self.config, &self.names, q, &name).await?
             }
         })
     }

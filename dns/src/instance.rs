@@ -34,7 +34,8 @@ impl Instance {
             .collect()
     }
 
-    fn new(h: ServiceHealth, names: &Names) -> Option<Self> {
+    /// An instance as DNS answers with it, whatever its health; `None` without an address.
+    pub(crate) fn new(h: ServiceHealth, names: &Names) -> Option<Self> {
         let addr = if h.service.address.is_empty() {
             &h.node.address
         } else {

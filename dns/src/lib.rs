@@ -5,7 +5,8 @@
 //!   asked, with the target's address in the additional section;
 //! - `_<service>._<tag>[.service][.<dc>].<domain>` (RFC 2782; `_tcp`/`_udp` mean any tag);
 //! - `<hex>.addr[.<dc>].<domain>`: the address encoded in the name (SRV targets of services
-//!   with their own address).
+//!   with their own address);
+//! - `<query>.query[.<dc>].<domain>`: the instances a prepared query selects, A/AAAA or SRV.
 //!
 //! Every name also answers under `alt_domain` when one is set, with SRV targets in the domain
 //! that was asked. Instances with any critical check (node checks such as `serfHealth` and
@@ -23,6 +24,7 @@ pub mod fuzz;
 mod handler;
 mod instance;
 mod name;
+mod prepared;
 mod read;
 mod recursor;
 mod tcp;

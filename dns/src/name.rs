@@ -35,6 +35,8 @@ pub(crate) enum Lookup {
         tag: Option<String>,
     },
     Addr(IpAddr),
+    /// A prepared query, by ID or name (`<query>.query[.<dc>].<domain>`).
+    Query(String),
     Apex,
     /// A reverse lookup of an address.
     Ptr(IpAddr),
@@ -103,8 +105,8 @@ impl Names {
     /// What the labels before the domain ask for.
     fn parse_labels(&self, rest: &str) -> Option<Result<Lookup, ()>> {
         let mut labels: Vec<&str> = rest.split('.').collect();
-        // An optional datacenter label after node/service/addr.
-        let kinds = ["node", "service", "addr"];
+        // An optional datacenter label after node/service/addr/query.
+        let kinds = ["node", "service", "addr", "query"];
         if labels.len() >= 2
             && kinds.contains(&labels[labels.len() - 2])
             && !kinds.contains(&labels[labels.len() - 1])
@@ -140,6 +142,8 @@ impl Names {
                 tag: Some(tag.to_string()),
             }),
             ("addr", [hex]) => decode_addr(hex).map(Lookup::Addr).ok_or(()),
+            // As Consul, a query name may hold dots.
+            ("query", parts) if !parts.is_empty() => Ok(Lookup::Query(parts.join("."))),
             _ => Err(()),
         })
     }
@@ -241,6 +245,16 @@ mod tests {
             Some(Ok(Lookup::Addr("10.0.0.1".parse().expect("ip"))))
         );
         assert_eq!(p("consul."), Some(Ok(Lookup::Apex)));
+        assert_eq!(
+            p("web.query.consul."),
+            Some(Ok(Lookup::Query("web".into())))
+        );
+        assert_eq!(
+            p("geo.db.query.dc1.consul."),
+            Some(Ok(Lookup::Query("geo.db".into())))
+        );
+        assert_eq!(p("web.query.dc2.consul."), Some(Err(())));
+        assert_eq!(p("query.consul."), Some(Err(())));
         assert_eq!(p("example.com."), None);
         assert_eq!(
             p("4.3.2.10.in-addr.arpa."),

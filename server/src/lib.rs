@@ -8,8 +8,10 @@
 
 mod codec;
 mod config;
+mod duration;
 mod error;
 mod id;
+pub mod prepared;
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at
 // every internal call would only add allocations on the write path.
 #[allow(clippy::result_large_err)]
@@ -20,6 +22,7 @@ mod store;
 pub mod sync;
 
 pub use config::ServerConfig;
+pub use duration::{go_duration, MAX_GO_DURATION};
 pub use error::{Error, Result};
 pub use id::new_uuid;
 /// The replicated data model, its own serde-only crate so `checks` needs neither openraft nor redb.

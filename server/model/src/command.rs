@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::legacy::{RegistrationV1, TxnOpV1};
-use super::{LockOp, Registration, Session, TxnOp, TxnOutcome};
+use super::{LockOp, PreparedQuery, Registration, Session, TxnOp, TxnOutcome};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
@@ -45,6 +45,11 @@ pub enum Command {
     Register(Box<Registration>),
     /// Apply every operation or none.
     Txn(Vec<TxnOp>),
+    /// Create or replace a prepared query (its ID chosen by the proposer). Fails, changing
+    /// nothing, if its name or template prefix is taken or its session does not exist.
+    PreparedQuerySet(Box<PreparedQuery>),
+    /// Delete a prepared query.
+    PreparedQueryDelete { id: String },
 }
 
 impl Command {

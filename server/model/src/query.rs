@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Check, HealthStatus, KvEntry, Node, Service, Session};
+use super::{
+    Check, HealthStatus, KvEntry, Node, PreparedExecute, PreparedQuery, PreparedRun, Service,
+    Session,
+};
 
 /// Read consistency, as Consul's query parameters choose it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +93,18 @@ pub enum Query {
     ServicesOnNodes {
         node_meta: Vec<(String, String)>,
     },
+    /// Every prepared query.
+    PreparedQueries,
+    /// One prepared query, by ID.
+    PreparedQuery {
+        id: String,
+    },
+    /// The query an ID or name resolves to, rendered if a template (Consul's explain).
+    PreparedQueryExplain {
+        id_or_name: String,
+    },
+    /// Resolve and run a prepared query.
+    PreparedQueryExecute(Box<PreparedExecute>),
 }
 
 /// One instance in a health query: its node, the service, and every check that applies
@@ -114,4 +129,6 @@ pub enum QueryResult {
     ServiceNodes(Vec<(Node, Service)>),
     ServiceHealth(Vec<ServiceHealth>),
     Sessions(Vec<Session>),
+    PreparedQueries(Vec<PreparedQuery>),
+    PreparedQueryRun(PreparedRun),
 }

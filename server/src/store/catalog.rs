@@ -33,7 +33,7 @@ impl Catalog {
         Catalog { live }
     }
 
-    fn read(&self) -> Tables {
+    pub(super) fn read(&self) -> Tables {
         self.live.snapshot()
     }
 
@@ -306,6 +306,9 @@ impl Catalog {
             Query::KvGet { .. } | Query::KvList { .. } | Query::KvKeys { .. } => {
                 Ok(self.query(q)?.1)
             }
+            Query::PreparedQueries | Query::PreparedQuery { .. } => self.table_index(IDX_PREPARED),
+            // As Consul's, an explained or executed query reports no index.
+            Query::PreparedQueryExplain { .. } | Query::PreparedQueryExecute(_) => Ok(0),
         }
     }
 
@@ -398,6 +401,21 @@ impl Catalog {
                         QueryResult::Sessions(self.session(id)?.into_iter().collect())
                     }
                     Query::Sessions => QueryResult::Sessions(self.sessions()?),
+                    Query::PreparedQueries => {
+                        QueryResult::PreparedQueries(self.prepared_queries()?)
+                    }
+                    Query::PreparedQuery { id } => QueryResult::PreparedQueries(
+                        self.prepared_queries()?
+                            .into_iter()
+                            .filter(|q| q.id == *id)
+                            .collect(),
+                    ),
+                    Query::PreparedQueryExplain { id_or_name } => {
+                        QueryResult::PreparedQueryRun(self.prepared_explain(id_or_name)?)
+                    }
+                    Query::PreparedQueryExecute(req) => {
+                        QueryResult::PreparedQueryRun(self.prepared_execute(req)?)
+                    }
                     Query::NodeSessions { node } => QueryResult::Sessions(
                         self.sessions()?
                             .into_iter()

@@ -7,6 +7,7 @@ mod error;
 mod legacy;
 mod lock_delay;
 pub(crate) mod mem;
+mod prepared;
 pub(crate) mod tables;
 pub(crate) mod watch;
 

@@ -45,6 +45,13 @@ impl Topic {
             Query::Session { .. } | Query::Sessions | Query::NodeSessions { .. } => {
                 vec![Topic::Table(IDX_SESSIONS)]
             }
+            Query::PreparedQueries | Query::PreparedQuery { .. } => {
+                vec![Topic::Table(IDX_PREPARED)]
+            }
+            // Not blocking queries in Consul; woken by any change to the queries.
+            Query::PreparedQueryExplain { .. } | Query::PreparedQueryExecute(_) => {
+                vec![Topic::Table(IDX_PREPARED)]
+            }
         }
     }
 }

@@ -2,10 +2,11 @@
 //! Every change is recorded in [`Changes`], so watchers of exactly that data are woken.
 //!
 //! [`Apply`] carries one command's application; its methods are split by job: `kv`,
-//! `catalog`, `session` and `txn`.
+//! `catalog`, `session`, `txn` and `prepared`.
 
 mod catalog;
 mod kv;
+mod prepared;
 mod session;
 mod txn;
 
@@ -85,6 +86,8 @@ pub(crate) fn apply_command(
         } => a.deregister(&node, service_id.as_deref(), check_id.as_deref())?,
         Command::SessionCreate(s) => a.session_create(*s)?,
         Command::SessionDestroy { id } => a.session_destroy(&id)?,
+        Command::PreparedQuerySet(q) => a.prepared_set(*q)?,
+        Command::PreparedQueryDelete { id } => a.prepared_delete(&id)?,
         Command::Txn(ops) => return a.txn_result(ops),
         Command::LegacyTxn(ops) => return a.txn_result(ops.into_iter().map(Into::into).collect()),
     };

@@ -47,6 +47,8 @@ impl Apply<'_> {
         };
         self.table(SESSIONS)?.remove(id);
         self.bump(IDX_SESSIONS)?;
+        // As Consul: the prepared queries bound to the session go with it.
+        self.prepared_delete_for_session(id)?;
         let held: Vec<KvEntry> = {
             let (lo, hi) = node_range(id);
             let idx = self.table(SESSION_KEYS)?;
