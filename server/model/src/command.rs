@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LockOp, Registration, Session, TxnOp, TxnOutcome};
+use super::{LockOp, NodeCoordinate, Registration, Session, TxnOp, TxnOutcome};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
@@ -40,6 +40,8 @@ pub enum Command {
     /// Refuse Raft requests from these server IDs from now on: written by `muster recover`,
     /// which replaced the membership they belong to.
     RetireServers { ids: Vec<u64> },
+    /// Store these nodes' network coordinates; a node not in the catalog is skipped.
+    CoordinateBatchUpdate(Vec<NodeCoordinate>),
 }
 
 impl Command {

@@ -6,6 +6,7 @@
 
 mod catalog;
 mod command;
+mod coordinate;
 mod kv;
 mod query;
 mod session;
@@ -13,6 +14,7 @@ mod txn;
 
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
+pub use coordinate::{Coordinate, NodeCoordinate};
 pub use kv::KvEntry;
 pub use query::{Consistency, Query, QueryResult, ReadMeta, ServiceHealth};
 pub use session::{LockOp, Session, SessionBehavior};

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Check, HealthStatus, KvEntry, Node, Service, Session};
+use super::{Check, HealthStatus, KvEntry, Node, NodeCoordinate, Service, Session};
 
 /// Read consistency, as Consul's query parameters choose it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +85,8 @@ pub enum Query {
     NodeSessions {
         node: String,
     },
+    /// Every node's network coordinate, by node name.
+    Coordinates,
 }
 
 /// One instance in a health query: its node, the service, and every check that applies
@@ -109,4 +111,5 @@ pub enum QueryResult {
     ServiceNodes(Vec<(Node, Service)>),
     ServiceHealth(Vec<ServiceHealth>),
     Sessions(Vec<Session>),
+    Coordinates(Vec<NodeCoordinate>),
 }

@@ -33,7 +33,7 @@ impl Catalog {
         Catalog { live }
     }
 
-    fn read(&self) -> Tables {
+    pub(super) fn read(&self) -> Tables {
         self.live.snapshot()
     }
 
@@ -284,6 +284,7 @@ impl Catalog {
             Query::KvGet { .. } | Query::KvList { .. } | Query::KvKeys { .. } => {
                 Ok(self.query(q)?.1)
             }
+            Query::Coordinates => self.table_index(IDX_COORDINATES),
         }
     }
 
@@ -372,6 +373,7 @@ impl Catalog {
                         QueryResult::Sessions(self.session(id)?.into_iter().collect())
                     }
                     Query::Sessions => QueryResult::Sessions(self.sessions()?),
+                    Query::Coordinates => QueryResult::Coordinates(self.coordinates()?),
                     Query::NodeSessions { node } => QueryResult::Sessions(
                         self.sessions()?
                             .into_iter()

@@ -3,6 +3,7 @@
 
 mod apply;
 mod catalog;
+mod coordinate;
 mod error;
 mod lock_delay;
 pub(crate) mod mem;

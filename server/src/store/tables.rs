@@ -39,9 +39,14 @@ pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("ind
 /// from them are refused, since their log and membership are from before the recovery.
 pub(crate) const RETIRED: TableId = table(7, "retired_servers");
 
+/// Prepared queries by ID (declared so every slot up to [`TABLE_COUNT`] names a table).
+pub(crate) const PREPARED_QUERIES: TableId = table(9, "prepared_queries");
+/// Network coordinates by node name (postcard `Coordinate`); a node's row goes with the node.
+pub(crate) const COORDINATES: TableId = table(10, "coordinates");
+
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 8] = [
+pub(crate) const DATA_TABLES: [TableId; 10] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -50,6 +55,8 @@ pub(crate) const DATA_TABLES: [TableId; 8] = [
     CHECKS,
     SESSIONS,
     RETIRED,
+    PREPARED_QUERIES,
+    COORDINATES,
 ];
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
@@ -77,6 +84,7 @@ pub(crate) const IDX_NODES: &str = "nodes";
 pub(crate) const IDX_SERVICES: &str = "services";
 pub(crate) const IDX_CHECKS: &str = "checks";
 pub(crate) const IDX_SESSIONS: &str = "sessions";
+pub(crate) const IDX_COORDINATES: &str = "coordinates";
 
 /// Key of a row owned by a node: `node \0 id`.
 pub(crate) fn node_key(node: &str, id: &str) -> String {

@@ -42,6 +42,7 @@ impl Topic {
             Query::Session { .. } | Query::Sessions | Query::NodeSessions { .. } => {
                 vec![Topic::Table(IDX_SESSIONS)]
             }
+            Query::Coordinates => vec![Topic::Table(IDX_COORDINATES)],
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `catalog`, `session` and `txn`.
 
 mod catalog;
+mod coordinate;
 mod kv;
 mod session;
 mod txn;
@@ -84,6 +85,7 @@ pub(crate) fn apply_command(
         } => a.deregister(&node, service_id.as_deref(), check_id.as_deref())?,
         Command::SessionCreate(s) => a.session_create(*s)?,
         Command::SessionDestroy { id } => a.session_destroy(&id)?,
+        Command::CoordinateBatchUpdate(updates) => a.coordinate_batch_update(updates)?,
         Command::Txn(ops) => {
             let outcome = a.txn(ops)?;
             let success = outcome.errors.is_empty();
