@@ -251,6 +251,17 @@ pub(super) fn apply_file(
                 cfg.check_update_interval =
                     muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
             }
+            "sync_coordinate_interval_min" => {
+                let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
+                cfg.sync_coordinate_interval_min =
+                    muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
+            }
+            "sync_coordinate_rate_target" => {
+                cfg.sync_coordinate_rate_target = v
+                    .as_f64()
+                    .filter(|r| *r > 0.0)
+                    .ok_or_else(|| err("expected a positive number"))?
+            }
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => {
                 return Err(Error::Config(format!(

@@ -84,6 +84,12 @@ pub struct Config {
     pub checks: Arc<Vec<CheckDef>>,
     /// Output-only check changes reach the catalog at most this often (Consul: 5m).
     pub check_update_interval: std::time::Duration,
+    /// The least time between two reports of this node's network coordinate to the servers
+    /// (`sync_coordinate_interval_min`, Consul: 15 s).
+    pub sync_coordinate_interval_min: std::time::Duration,
+    /// Coordinate reports a second the whole cluster aims at; the interval grows with the
+    /// cluster past the minimum (`sync_coordinate_rate_target`, Consul: 64).
+    pub sync_coordinate_rate_target: f64,
     /// The flags this config was built from, to rebuild it on reload.
     pub args: Vec<String>,
     /// DNS: upstream servers for names outside the domain (`recursors`, `-recursor`).
@@ -129,6 +135,8 @@ impl Default for Config {
             services: Default::default(),
             checks: Default::default(),
             check_update_interval: std::time::Duration::from_secs(300),
+            sync_coordinate_interval_min: std::time::Duration::from_secs(15),
+            sync_coordinate_rate_target: 64.0,
             args: Vec::new(),
             recursors: Vec::new(),
             dns: muster_dns::DnsConfig::default(),
