@@ -29,7 +29,11 @@ fn first_node(list: &Value, key: impl Fn(&Value) -> &Value) -> Option<String> {
 async fn a_cluster_measures_reports_and_serves_its_coordinates() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let conf = root.path().join("coordinates.json");
-    std::fs::write(&conf, r#"{"sync_coordinate_interval_min": "300ms"}"#)?;
+    std::fs::write(
+        &conf,
+        r#"{"sync_coordinate_interval_min": "300ms",
+            "consul": {"coordinate": {"update_period": "200ms"}}}"#,
+    )?;
     let conf = conf.display().to_string();
     let server = single_server(root.path(), "s1", &["-config-file", &conf]).await?;
     let join = server.serf.to_string();
@@ -186,8 +190,15 @@ async fn updates_need_a_catalog_node_and_leave_with_it() -> anyhow::Result<()> {
         let r = put(&a.url("/v1/coordinate/update"), coord(node).as_bytes()).await?;
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    // The leader answers at once and writes what it gathered every 5 s (Consul's
+    // `coordinate.update_period`), in one log entry.
     let r = get(&a.url("/v1/coordinate/node/ext1")).await?;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 404, "not written before the next batch");
+    let r = wait_until("ext1's coordinate written", DEADLINE, || async {
+        let r = get(&a.url("/v1/coordinate/node/ext1")).await.ok()?;
+        (r.status == 200).then_some(r)
+    })
+    .await?;
     assert_eq!(r.json()[0]["Coord"]["Error"], 0.2);
     // A node the catalog does not hold gets no coordinate.
     assert_eq!(get(&a.url("/v1/coordinate/node/ghost")).await?.status, 404);

@@ -6,7 +6,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::definitions::RawDefs;
-use super::sections::{apply_dns, apply_limits, apply_performance, apply_ports, parse_recursor};
+use super::sections::{
+    apply_consul, apply_dns, apply_limits, apply_performance, apply_ports, parse_recursor,
+};
 use super::Config;
 use crate::{Error, Result};
 
@@ -262,6 +264,7 @@ pub(super) fn apply_file(
                     .filter(|r| *r > 0.0)
                     .ok_or_else(|| err("expected a positive number"))?
             }
+            "consul" => apply_consul(cfg, v, &name.to_string(), &mut ignored)?,
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => {
                 return Err(Error::Config(format!(
