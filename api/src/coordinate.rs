@@ -6,7 +6,9 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use muster_server::model::{Command, Consistency, Coordinate, NodeCoordinate, Query, QueryResult};
+use muster_server::model::{
+    Command, Consistency, Coordinate, NodeCoordinate, Query, QueryResult, ReadMeta,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -140,17 +142,32 @@ pub(crate) async fn coordinate_datacenters(
     Ok(json(&[dc], p.pretty()))
 }
 
+/// The stored coordinates, all or only `node`'s, read with the request's consistency and
+/// blocking parameters.
+async fn read_coordinates(
+    st: &ApiState,
+    p: &Params,
+    node: Option<&str>,
+) -> ApiResult<(Vec<NodeCoord>, ReadMeta)> {
+    let (res, meta, _) = read(st, p, Query::Coordinates).await?;
+    let list = match res {
+        QueryResult::Coordinates(c) => c
+            .into_iter()
+            .filter(|c| node.is_none_or(|n| c.node == n))
+            .map(Into::into)
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok((list, meta))
+}
+
 /// `/v1/coordinate/nodes`: every node's coordinate, by node name.
 pub(crate) async fn coordinate_nodes(
     State(st): State<ApiState>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let (res, meta, _) = read(&st, &p, Query::Coordinates).await?;
-    let list: Vec<NodeCoord> = match res {
-        QueryResult::Coordinates(c) => c.into_iter().map(Into::into).collect(),
-        _ => Vec::new(),
-    };
+    let (list, meta) = read_coordinates(&st, &p, None).await?;
     Ok(with_meta(json(&list, p.pretty()), &meta))
 }
 
@@ -162,15 +179,7 @@ pub(crate) async fn coordinate_node(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let (res, meta, _) = read(&st, &p, Query::Coordinates).await?;
-    let list: Vec<NodeCoord> = match res {
-        QueryResult::Coordinates(c) => c
-            .into_iter()
-            .filter(|c| c.node == node)
-            .map(Into::into)
-            .collect(),
-        _ => Vec::new(),
-    };
+    let (list, meta) = read_coordinates(&st, &p, Some(&node)).await?;
     if list.is_empty() {
         return Ok(StatusCode::NOT_FOUND.into_response());
     }

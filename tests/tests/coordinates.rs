@@ -21,6 +21,11 @@ async fn coordinate_nodes(a: &Agent) -> Option<Vec<String>> {
     )
 }
 
+/// The JSON body at `url`, if it answers.
+async fn json_at(url: String) -> Option<Value> {
+    Some(get(&url).await.ok()?.json())
+}
+
 fn first_node(list: &Value, key: impl Fn(&Value) -> &Value) -> Option<String> {
     key(list.as_array()?.first()?).as_str().map(str::to_string)
 }
@@ -66,7 +71,7 @@ async fn a_cluster_measures_reports_and_serves_its_coordinates() -> anyhow::Resu
 
     // Gossip probes move an agent off the origin: its error falls below the initial 1.5.
     wait_until("c1 measured round trips", DEADLINE, || async {
-        let me = get(&c1.url("/v1/agent/self")).await.ok()?.json();
+        let me = json_at(c1.url("/v1/agent/self")).await?;
         (me["Coord"]["Error"].as_f64()? < 1.5).then_some(())
     })
     .await?;
@@ -88,30 +93,15 @@ async fn a_cluster_measures_reports_and_serves_its_coordinates() -> anyhow::Resu
     // place them roughly: this holds once their reported coordinates have settled.
     wait_until("each agent's own node sorted first", DEADLINE, || async {
         for (a, name) in [(&c1, "c1"), (&c2, "c2"), (&server, "s1")] {
-            let nodes = get(&a.url("/v1/catalog/nodes?near=_agent"))
-                .await
-                .ok()?
-                .json();
+            let nodes = json_at(a.url("/v1/catalog/nodes?near=_agent")).await?;
             if first_node(&nodes, |n| &n["Node"]).as_deref() != Some(name) {
                 return None;
             }
         }
-        let nodes = get(&server.url("/v1/catalog/nodes?near=c2"))
-            .await
-            .ok()?
-            .json();
-        let checks = get(&c1.url("/v1/health/state/any?near=_agent"))
-            .await
-            .ok()?
-            .json();
-        let web = get(&c2.url("/v1/catalog/service/web?near=_agent"))
-            .await
-            .ok()?
-            .json();
-        let healthy = get(&c1.url("/v1/health/service/web?near=_agent"))
-            .await
-            .ok()?
-            .json();
+        let nodes = json_at(server.url("/v1/catalog/nodes?near=c2")).await?;
+        let checks = json_at(c1.url("/v1/health/state/any?near=_agent")).await?;
+        let web = json_at(c2.url("/v1/catalog/service/web?near=_agent")).await?;
+        let healthy = json_at(c1.url("/v1/health/service/web?near=_agent")).await?;
         let firsts = [
             first_node(&nodes, |n| &n["Node"]),
             first_node(&checks, |c| &c["Node"]),
