@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::control::Control;
 use crate::cluster::gossip::{Gossip, MemberId};
 use crate::cluster::tags::{member_tags, ServerTags};
-use crate::cluster::{join, reconcile};
+use crate::cluster::{coordinate, join, reconcile};
 use crate::config::{Config, PortSetting};
 use crate::local::Local;
 use crate::{Error, Result, VERSION};
@@ -307,6 +307,17 @@ fn start_loops(
 ) {
     tasks.spawn(local.clone().sync_loop(server.clone(), cancel.clone()));
     tasks.spawn(reload_on_hangup(local.clone(), cancel.clone()));
+    let coordinates = coordinate::SyncConfig {
+        node: config.node_name.clone(),
+        interval_min: config.sync_coordinate_interval_min,
+        rate_target: config.sync_coordinate_rate_target,
+    };
+    tasks.spawn(coordinate::sync_loop(
+        coordinates,
+        gossip.clone(),
+        server.clone(),
+        cancel.clone(),
+    ));
     tasks.spawn(reconcile::run(
         config.clone(),
         server.clone(),

@@ -10,6 +10,7 @@ use muster_server::model::{Check, Command, Node, Query, QueryResult, Registratio
 
 use crate::body::body;
 use crate::cache;
+use crate::coordinate::{sort_by_near, Near};
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
 use crate::read::{read, read_cached};
@@ -140,7 +141,7 @@ pub(crate) async fn catalog_nodes(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let (res, meta, mode) = read(&st, &p, Query::Nodes).await?;
-    let nodes: Vec<CatalogNode> = match res {
+    let mut nodes: Vec<CatalogNode> = match res {
         QueryResult::Nodes(n) => n
             .into_iter()
             .filter(|n| p.node_meta_ok(&n.meta))
@@ -148,6 +149,7 @@ pub(crate) async fn catalog_nodes(
             .collect(),
         _ => Vec::new(),
     };
+    sort_by_near(&st, p.get("near").unwrap_or(""), &mut nodes, |n| &n.node).await?;
     Ok(with_query_meta(
         json(&p.filtered(nodes)?, p.pretty()),
         &meta,
@@ -248,9 +250,10 @@ pub(crate) async fn catalog_service(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let cache_key = cache::key(&format!("catalog/service/{name}"), q.as_deref());
+    let near = Near::load(&st, p.get("near").unwrap_or("")).await?;
+    let cache_key = near.cache_key(cache::key(&format!("catalog/service/{name}"), q.as_deref()));
     read_cached(&st, &p, Query::ServiceNodes { name }, cache_key, |res| {
-        let list: Vec<CatalogService> = match res {
+        let mut list: Vec<CatalogService> = match res {
             QueryResult::ServiceNodes(v) => v
                 .into_iter()
                 .filter(|(n, s)| p.tags_ok(&s.tags) && p.node_meta_ok(&n.meta))
@@ -258,6 +261,7 @@ pub(crate) async fn catalog_service(
                 .collect(),
             _ => Vec::new(),
         };
+        near.sort(&mut list, |s| &s.node);
         encode(&p.filtered(list)?, p.pretty())
     })
     .await

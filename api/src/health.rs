@@ -8,6 +8,7 @@ use axum::response::Response;
 use muster_server::model::{Check, Consistency, HealthStatus, Query, QueryResult, ServiceHealth};
 
 use crate::cache;
+use crate::coordinate::{sort_by_near, Near};
 use crate::error::ApiResult;
 use crate::params::Params;
 use crate::read::{read, read_cached};
@@ -47,9 +48,10 @@ pub(crate) async fn health_service(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let passing = p.has("passing") && p.get("passing") != Some("false");
-    let cache_key = cache::key(&format!("health/service/{name}"), q.as_deref());
+    let near = Near::load(&st, p.get("near").unwrap_or("")).await?;
+    let cache_key = near.cache_key(cache::key(&format!("health/service/{name}"), q.as_deref()));
     read_cached(&st, &p, Query::ServiceHealth { name }, cache_key, |res| {
-        let list: Vec<ServiceEntry> = match res {
+        let mut list: Vec<ServiceEntry> = match res {
             QueryResult::ServiceHealth(v) => v
                 .into_iter()
                 .filter(|h: &ServiceHealth| {
@@ -60,6 +62,7 @@ pub(crate) async fn health_service(
                 .collect(),
             _ => Vec::new(),
         };
+        near.sort(&mut list, |e| &e.node.node);
         encode(&p.filtered(list)?, p.pretty())
     })
     .await
@@ -71,7 +74,8 @@ async fn checks_reply(st: ApiState, p: Params, query: Query) -> ApiResult<Respon
         QueryResult::Checks(c) => c,
         _ => Vec::new(),
     };
-    let checks = with_tags_of_services(&st, checks).await?;
+    let mut checks = with_tags_of_services(&st, checks).await?;
+    sort_by_near(&st, p.get("near").unwrap_or(""), &mut checks, |c| &c.node).await?;
     Ok(with_query_meta(
         json(&p.filtered(checks)?, p.pretty()),
         &meta,

@@ -7,6 +7,7 @@ mod agent_local;
 mod body;
 mod cache;
 mod catalog;
+pub mod coordinate;
 mod error;
 mod filter;
 #[doc(hidden)]
@@ -58,6 +59,10 @@ pub trait AgentControl: Send + Sync + 'static {
     fn datacenter(&self) -> String;
     /// This agent's node name (the default node of a new session).
     fn node_name(&self) -> String;
+    /// This agent's network coordinate, as its gossip probes have placed it.
+    fn coordinate(&self) -> Option<muster_server::model::Coordinate> {
+        None
+    }
 }
 
 /// Why an agent-local operation failed.

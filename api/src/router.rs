@@ -10,6 +10,7 @@ use axum::Router;
 use crate::agent::*;
 use crate::agent_local::*;
 use crate::catalog::*;
+use crate::coordinate::*;
 use crate::health::*;
 use crate::kv::*;
 use crate::query::*;
@@ -80,6 +81,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/health/state/{state}", get(health_state))
         .route("/v1/health/connect/{service}", get(connect_instances))
         .route("/v1/health/ingress/{service}", get(connect_instances))
+        .route("/v1/coordinate/datacenters", get(coordinate_datacenters))
+        .route("/v1/coordinate/nodes", get(coordinate_nodes))
+        .route("/v1/coordinate/node/{node}", get(coordinate_node))
+        .route("/v1/coordinate/update", put(coordinate_update))
         .route("/v1/session/create", put(session_create))
         .route("/v1/session/destroy/{id}", put(session_destroy))
         .route("/v1/session/renew/{id}", put(session_renew))

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// How long a deleted KV key's tombstone is kept (Consul: 15 minutes). It must outlast
     /// the longest blocking query (10 minutes), which relies on it to see the delete.
     pub tombstone_ttl: Duration,
+    /// How often the leader writes the coordinate updates it gathered (Consul's
+    /// `consul.coordinate.update_period`: 5 s, 100 ms in `-dev`).
+    pub coordinate_update_period: Duration,
 }
 
 impl ServerConfig {
@@ -54,6 +57,7 @@ impl ServerConfig {
             rpc_hold_timeout: Duration::from_secs(7),
             bind_ip: None,
             tombstone_ttl: Duration::from_secs(15 * 60),
+            coordinate_update_period: Duration::from_secs(5),
         }
     }
 }

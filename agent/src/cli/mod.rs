@@ -18,6 +18,7 @@ mod lock;
 mod maint;
 mod members;
 mod recover;
+mod rtt;
 mod services;
 mod table;
 
@@ -99,6 +100,14 @@ const COMMANDS: &[Command] = &[
         http: Http::Server,
         flags: members::FORCE_LEAVE_FLAGS,
         run: Run::Client(|p| Box::pin(members::force_leave(p))),
+    },
+    Command {
+        name: "rtt",
+        synopsis: "Estimates network round trip time between nodes",
+        usage: rtt::RTT_USAGE,
+        http: Http::Client,
+        flags: rtt::RTT_FLAGS,
+        run: Run::Client(|p| Box::pin(rtt::rtt(p))),
     },
     Command {
         name: "kv",

@@ -64,7 +64,7 @@ impl Control {
             "left": count(Status::Left),
             "health_score": "0",
             "encrypted": "false",
-            "coordinate_resets": "0",
+            "coordinate_resets": self.gossip.probes.resets().to_string(),
             "event_queue": "0",
             "event_time": "1",
             "intent_queue": "0",
@@ -150,14 +150,7 @@ impl AgentControl for Control {
                 "Version": CONSUL_VERSION,
             },
             "DebugConfig": self.debug_config(),
-            // Muster computes no network coordinates yet: the origin, as a new Consul agent
-            // reports it before its first probe.
-            "Coord": {
-                "Vec": [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                "Error": 1.5,
-                "Adjustment": 0.0,
-                "Height": 1.0e-5,
-            },
+            "Coord": muster_api::coordinate::Coord::from(self.gossip.probes.coordinate()),
             "Member": me,
             "Stats": {
                 "serf_lan": self.serf_lan_stats(&members),
@@ -203,6 +196,10 @@ impl AgentControl for Control {
 
     fn datacenter(&self) -> String {
         self.config.datacenter.clone()
+    }
+
+    fn coordinate(&self) -> Option<muster_server::model::Coordinate> {
+        Some(self.gossip.probes.coordinate())
     }
 
     fn node_name(&self) -> String {

@@ -17,6 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::coordinate::{Probes, KIND_ACK, KIND_PING};
 use crate::{Error, Result};
 
 /// A member's identity on the wire: its address, name and Serf-style tags.
@@ -106,6 +107,8 @@ pub struct Gossip {
     /// Bumped on every membership change.
     pub changed: watch::Receiver<u64>,
     pub local: MemberId,
+    /// This node's network coordinate and the probes that move it.
+    pub(crate) probes: Probes,
 }
 
 type Rt = AccumulatingRuntime<MemberId>;
@@ -121,6 +124,7 @@ struct Driver {
     leaving: HashMap<String, Instant>,
     /// Joins waiting for the first member to come up.
     pending_joins: Vec<(Instant, oneshot::Sender<Result<()>>)>,
+    probes: Probes,
 }
 
 impl Gossip {
@@ -145,6 +149,7 @@ impl Gossip {
         let (changed_tx, changed_rx) = watch::channel(0);
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let probes = Probes::new(&local.name);
         let driver = Driver {
             foca,
             rt: AccumulatingRuntime::new(),
@@ -154,6 +159,7 @@ impl Gossip {
             timers: timer_tx,
             leaving: HashMap::new(),
             pending_joins: Vec::new(),
+            probes: probes.clone(),
         };
         tokio::spawn(driver.run(cmd_rx, timer_rx, cancel));
         Gossip {
@@ -161,6 +167,7 @@ impl Gossip {
             members,
             changed: changed_rx,
             local,
+            probes,
         }
     }
 
@@ -229,6 +236,7 @@ impl Driver {
     ) {
         let mut buf = vec![0u8; 65536];
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut probe = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -243,6 +251,7 @@ impl Driver {
                 }
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
                 _ = tick.tick() => self.expire_joins(),
+                _ = probe.tick() => self.send_probe(),
             }
             self.flush().await;
         }
@@ -260,8 +269,25 @@ impl Driver {
                     self.mark_leaving(name);
                 }
             }
+            Some((&KIND_PING, rest)) => {
+                if let Some(ack) = self.probes.on_ping(rest) {
+                    let _ = self.socket.try_send_to(&ack, from);
+                }
+            }
+            Some((&KIND_ACK, rest)) => self.probes.on_ack(rest),
             _ => tracing::debug!(%from, "gossip: unknown packet kind"),
         }
+    }
+
+    /// Pings one random live member for a round trip (see `coordinate::probe`).
+    fn send_probe(&mut self) {
+        let live: Vec<&MemberId> = self.foca.iter_members().map(|m| m.id()).collect();
+        if live.is_empty() {
+            return;
+        }
+        let target = live[rand::random_range(0..live.len())];
+        let pkt = self.probes.ping(&target.name);
+        let _ = self.socket.try_send_to(&pkt, target.addr);
     }
 
     /// Records a graceful leave: `leaving` until foca reports the member down, then `left`.
@@ -420,6 +446,7 @@ impl Driver {
                     return false;
                 }
                 tracing::info!(member = %id.name, status = status.as_str(), "member down");
+                self.probes.forget(&id.name);
                 m.insert(
                     id.name.clone(),
                     Member {

@@ -3,6 +3,7 @@
 //! share. Gossip-level features (events, queries, exec) belong here too.
 
 pub(crate) mod control;
+pub(crate) mod coordinate;
 pub mod gossip;
 pub(crate) mod join;
 pub(crate) mod reconcile;

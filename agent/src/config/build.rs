@@ -34,6 +34,7 @@ impl Config {
         sc.tombstone_ttl = self.tombstone_ttl;
         sc.rpc_hold_timeout = self.rpc_hold_timeout;
         sc.bind_ip = Some(self.bind_addr);
+        sc.coordinate_update_period = self.coordinate_update_period;
         sc
     }
 

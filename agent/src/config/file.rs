@@ -6,7 +6,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::definitions::RawDefs;
-use super::sections::{apply_dns, apply_limits, apply_performance, apply_ports, parse_recursor};
+use super::sections::{
+    apply_consul, apply_dns, apply_limits, apply_performance, apply_ports, parse_recursor,
+};
 use super::Config;
 use crate::{Error, Result};
 
@@ -251,6 +253,18 @@ pub(super) fn apply_file(
                 cfg.check_update_interval =
                     muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
             }
+            "sync_coordinate_interval_min" => {
+                let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
+                cfg.sync_coordinate_interval_min =
+                    muster_api::go_duration(s).ok_or_else(|| err("invalid duration"))?;
+            }
+            "sync_coordinate_rate_target" => {
+                cfg.sync_coordinate_rate_target = v
+                    .as_f64()
+                    .filter(|r| *r > 0.0)
+                    .ok_or_else(|| err("expected a positive number"))?
+            }
+            "consul" => apply_consul(cfg, v, &name.to_string(), &mut ignored)?,
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => {
                 return Err(Error::Config(format!(

@@ -84,6 +84,15 @@ pub struct Config {
     pub checks: Arc<Vec<CheckDef>>,
     /// Output-only check changes reach the catalog at most this often (Consul: 5m).
     pub check_update_interval: std::time::Duration,
+    /// The least time between two reports of this node's network coordinate to the servers
+    /// (`sync_coordinate_interval_min`, Consul: 15 s).
+    pub sync_coordinate_interval_min: std::time::Duration,
+    /// Coordinate reports a second the whole cluster aims at; the interval grows with the
+    /// cluster past the minimum (`sync_coordinate_rate_target`, Consul: 64).
+    pub sync_coordinate_rate_target: f64,
+    /// How often a leader writes the coordinate updates it gathered
+    /// (`consul.coordinate.update_period`, Consul: 5 s, 100 ms with `-dev`).
+    pub coordinate_update_period: std::time::Duration,
     /// The flags this config was built from, to rebuild it on reload.
     pub args: Vec<String>,
     /// DNS: upstream servers for names outside the domain (`recursors`, `-recursor`).
@@ -129,6 +138,9 @@ impl Default for Config {
             services: Default::default(),
             checks: Default::default(),
             check_update_interval: std::time::Duration::from_secs(300),
+            sync_coordinate_interval_min: std::time::Duration::from_secs(15),
+            sync_coordinate_rate_target: 64.0,
+            coordinate_update_period: std::time::Duration::from_secs(5),
             args: Vec::new(),
             recursors: Vec::new(),
             dns: muster_dns::DnsConfig::default(),
@@ -156,6 +168,7 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>)> {
         cfg.server = true;
         cfg.bootstrap_expect = 1;
         cfg.bind_addr = IpAddr::from([127, 0, 0, 1]);
+        cfg.coordinate_update_period = std::time::Duration::from_millis(100);
     }
     let mut files: Vec<PathBuf> = p.all("config-file").iter().map(PathBuf::from).collect();
     for dir in p.all("config-dir") {

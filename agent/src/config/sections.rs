@@ -122,6 +122,36 @@ pub(super) fn apply_performance(
     Ok(())
 }
 
+/// Consul's internal tuning block `consul`: `coordinate.update_period` is honoured, the rest
+/// (Raft and server timings Muster sets its own way) is ignored with the warning.
+pub(super) fn apply_consul(
+    cfg: &mut Config,
+    v: &Value,
+    name: &str,
+    ignored: &mut Vec<String>,
+) -> Result<()> {
+    for (k, v) in block(v, name, "consul")? {
+        if k != "coordinate" {
+            ignored.push(format!("consul.{k}"));
+            continue;
+        }
+        for (k, v) in block(v, name, "consul.coordinate")? {
+            let key = format!("consul.coordinate.{k}");
+            match k.as_str() {
+                "update_period" => {
+                    cfg.coordinate_update_period = as_str(v)
+                        .and_then(muster_api::go_duration)
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| key_error(name, &key, "expected a duration string"))?
+                }
+                "update_batch_size" | "update_max_batches" => ignored.push(key),
+                _ => return Err(unknown_key(name, &key)),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `1.1.1.1` or `1.1.1.1:5353` (Consul's default port for recursors is 53).
 pub(super) fn parse_recursor(s: &str) -> Option<std::net::SocketAddr> {
     s.parse().ok().or_else(|| {

@@ -175,3 +175,42 @@ fn node_meta_from_files_and_flags() {
     let err = load_with(r#"{"data_dir": "/d", "node_meta": {"n": 1}}"#, &[]).expect_err("number");
     assert!(err.contains("node_meta"), "{err}");
 }
+
+#[test]
+fn coordinate_keys_are_consuls() {
+    let (c, w) = load_with(r#"{"data_dir": "/d"}"#, &[]).expect("loads");
+    assert_eq!(
+        c.sync_coordinate_interval_min,
+        std::time::Duration::from_secs(15)
+    );
+    assert_eq!(c.sync_coordinate_rate_target, 64.0);
+    assert!(w.is_empty());
+    let (c, w) = load_with(
+        r#"{"data_dir": "/d", "sync_coordinate_interval_min": "500ms",
+            "sync_coordinate_rate_target": 8.5}"#,
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        c.sync_coordinate_interval_min,
+        std::time::Duration::from_millis(500)
+    );
+    assert_eq!(c.sync_coordinate_rate_target, 8.5);
+    assert!(w.is_empty(), "{w:?}");
+    let (c, w) = load_with(
+        r#"{"data_dir": "/d", "consul": {"coordinate": {"update_period": "250ms"}}}"#,
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(
+        c.coordinate_update_period,
+        std::time::Duration::from_millis(250)
+    );
+    assert!(w.is_empty(), "{w:?}");
+    let e = load_with(
+        r#"{"data_dir": "/d", "sync_coordinate_rate_target": 0}"#,
+        &[],
+    )
+    .expect_err("refused");
+    assert!(e.contains("expected a positive number"), "{e}");
+}

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::legacy::{RegistrationV1, TxnOpV1};
-use super::{LockOp, PreparedQuery, Registration, Session, TxnOp, TxnOutcome};
+use super::{LockOp, NodeCoordinate, PreparedQuery, Registration, Session, TxnOp, TxnOutcome};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
@@ -50,6 +50,8 @@ pub enum Command {
     PreparedQuerySet(Box<PreparedQuery>),
     /// Delete a prepared query.
     PreparedQueryDelete { id: String },
+    /// Store these nodes' network coordinates; a node not in the catalog is skipped.
+    CoordinateBatchUpdate(Vec<NodeCoordinate>),
 }
 
 impl Command {

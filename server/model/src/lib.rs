@@ -6,6 +6,7 @@
 
 mod catalog;
 mod command;
+mod coordinate;
 mod kv;
 pub mod legacy;
 mod prepared;
@@ -15,6 +16,7 @@ mod txn;
 
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
+pub use coordinate::{Coordinate, NodeCoordinate};
 pub use kv::KvEntry;
 pub use prepared::{PreparedExecute, PreparedQuery, PreparedRun};
 pub use query::{Consistency, Query, QueryResult, ReadMeta, ServiceHealth};

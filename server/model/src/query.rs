@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Check, HealthStatus, KvEntry, Node, PreparedExecute, PreparedQuery, PreparedRun, Service,
-    Session,
+    Check, HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun,
+    Service, Session,
 };
 
 /// Read consistency, as Consul's query parameters choose it.
@@ -105,6 +105,8 @@ pub enum Query {
     },
     /// Resolve and run a prepared query.
     PreparedQueryExecute(Box<PreparedExecute>),
+    /// Every node's network coordinate, by node name.
+    Coordinates,
 }
 
 /// One instance in a health query: its node, the service, and every check that applies
@@ -131,4 +133,5 @@ pub enum QueryResult {
     Sessions(Vec<Session>),
     PreparedQueries(Vec<PreparedQuery>),
     PreparedQueryRun(PreparedRun),
+    Coordinates(Vec<NodeCoordinate>),
 }

@@ -9,6 +9,7 @@
 
 mod batch;
 mod client;
+mod coordinates;
 pub(crate) mod data_dir;
 mod membership;
 mod node;
@@ -117,6 +118,7 @@ impl Server {
         let (fwd_tx, fwd_rx) = tokio::sync::mpsc::channel(batch::QUEUE);
         essential.spawn("write forwarder", forward_loop(rpc.clone(), fwd_rx));
         let node = Arc::new(Node {
+            coordinates: Default::default(),
             hub,
             lock_delays,
             session_deadlines: Mutex::default(),
@@ -143,6 +145,10 @@ impl Server {
         essential.spawn(
             "tombstone reaper",
             reapers::tombstone_reaper(node.clone(), cancel.clone()),
+        );
+        essential.spawn(
+            "coordinate batcher",
+            coordinates::coordinate_batcher(node.clone(), cancel.clone()),
         );
         essential.spawn(
             "server RPC listener",
@@ -239,7 +245,7 @@ impl Server {
     /// `leader_wait` for a leader during an election, then fails with [`Error::NoLeader`].
     pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
         match &self.node {
-            Some(n) => n.write(cmd, true).await,
+            Some(n) => n.write_or_queue(cmd, true).await,
             None => self
                 .client
                 .call(Request::Write(cmd), FORWARD_TIMEOUT, pick!(Response::Write))

@@ -62,6 +62,8 @@ pub(super) struct Node {
     /// Session TTL deadlines, kept by the leader only (as Consul): a new leader starts every
     /// session's TTL afresh.
     pub(super) session_deadlines: Mutex<HashMap<String, Instant>>,
+    /// Coordinate updates waiting for the leader's next batch.
+    pub(super) coordinates: super::coordinates::PendingCoordinates,
 }
 
 impl Node {

@@ -88,9 +88,9 @@ async fn handle(node: &Node, req: Request) -> Response {
             }
             Response::InstallSnapshot(res)
         }
-        Request::Write(cmd) => Response::Write(node.write(cmd, true).await.map_err(wire)),
+        Request::Write(cmd) => Response::Write(node.write_or_queue(cmd, true).await.map_err(wire)),
         Request::ApplyMany(cmds) => {
-            let writes = cmds.into_iter().map(|c| node.write(c, false));
+            let writes = cmds.into_iter().map(|c| node.write_or_queue(c, false));
             let results = futures::future::join_all(writes).await;
             Response::WriteMany(results.into_iter().map(|r| r.map_err(wire)).collect())
         }

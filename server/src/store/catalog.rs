@@ -309,6 +309,7 @@ impl Catalog {
             Query::PreparedQueries | Query::PreparedQuery { .. } => self.table_index(IDX_PREPARED),
             // As Consul's, an explained or executed query reports no index.
             Query::PreparedQueryExplain { .. } | Query::PreparedQueryExecute(_) => Ok(0),
+            Query::Coordinates => self.table_index(IDX_COORDINATES),
         }
     }
 
@@ -416,6 +417,7 @@ impl Catalog {
                     Query::PreparedQueryExecute(req) => {
                         QueryResult::PreparedQueryRun(self.prepared_execute(req)?)
                     }
+                    Query::Coordinates => QueryResult::Coordinates(self.coordinates()?),
                     Query::NodeSessions { node } => QueryResult::Sessions(
                         self.sessions()?
                             .into_iter()

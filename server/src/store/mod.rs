@@ -3,6 +3,7 @@
 
 mod apply;
 mod catalog;
+mod coordinate;
 mod error;
 mod legacy;
 mod lock_delay;

@@ -40,10 +40,12 @@ pub(crate) const INDEXES: TableDefinition<&str, u64> = TableDefinition::new("ind
 pub(crate) const RETIRED: TableId = table(7, "retired_servers");
 /// Prepared queries by ID.
 pub(crate) const PREPARED_QUERIES: TableId = table(9, "prepared_queries");
+/// Network coordinates by node name (postcard `Coordinate`); a node's row goes with the node.
+pub(crate) const COORDINATES: TableId = table(10, "coordinates");
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 9] = [
+pub(crate) const DATA_TABLES: [TableId; 10] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -53,6 +55,7 @@ pub(crate) const DATA_TABLES: [TableId; 9] = [
     SESSIONS,
     RETIRED,
     PREPARED_QUERIES,
+    COORDINATES,
 ];
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
@@ -81,6 +84,7 @@ pub(crate) const IDX_SERVICES: &str = "services";
 pub(crate) const IDX_CHECKS: &str = "checks";
 pub(crate) const IDX_SESSIONS: &str = "sessions";
 pub(crate) const IDX_PREPARED: &str = "prepared_queries";
+pub(crate) const IDX_COORDINATES: &str = "coordinates";
 
 /// Key of a row owned by a node: `node \0 id`.
 pub(crate) fn node_key(node: &str, id: &str) -> String {

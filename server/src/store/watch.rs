@@ -52,6 +52,7 @@ impl Topic {
             Query::PreparedQueryExplain { .. } | Query::PreparedQueryExecute(_) => {
                 vec![Topic::Table(IDX_PREPARED)]
             }
+            Query::Coordinates => vec![Topic::Table(IDX_COORDINATES)],
         }
     }
 }

@@ -241,6 +241,7 @@ impl Apply<'_> {
                 if self.table(NODES)?.remove(node).is_some() {
                     self.bump(IDX_NODES)?;
                 }
+                self.remove_coordinate(node)?;
                 // A node that is gone takes its sessions with it.
                 let ids: Vec<String> = self
                     .sessions()?

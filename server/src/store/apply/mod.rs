@@ -5,6 +5,7 @@
 //! `catalog`, `session`, `txn` and `prepared`.
 
 mod catalog;
+mod coordinate;
 mod kv;
 mod prepared;
 mod session;
@@ -90,6 +91,7 @@ pub(crate) fn apply_command(
         Command::PreparedQueryDelete { id } => a.prepared_delete(&id)?,
         Command::Txn(ops) => return a.txn_result(ops),
         Command::LegacyTxn(ops) => return a.txn_result(ops.into_iter().map(Into::into).collect()),
+        Command::CoordinateBatchUpdate(updates) => a.coordinate_batch_update(updates)?,
     };
     Ok(CommandResult {
         index,
