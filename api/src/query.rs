@@ -1,8 +1,9 @@
 //! `/v1/query`: prepared queries. Create, list, read, update and delete them, and resolve a
 //! name to one (`explain`) or run it (`execute`), with Consul 1.10's bodies, statuses and
-//! texts. Errors Consul's server returns (an invalid definition, a name taken, a query that
-//! does not exist) are 500s with its text, as Consul answers them; only a query not found on
-//! read or execute is a 404 (`Query not found`).
+//! texts. The errors Consul's server returns for a client's mistake (an invalid definition, a
+//! name taken, a query that does not exist to update) have its text but are 400s, where
+//! Consul answers 500 (README, "Compatibility"); a query not found on read or execute is a
+//! 404 (`Query not found`).
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -75,9 +76,9 @@ struct ExplainOut {
     meta: BodyMeta,
 }
 
-/// A 500 with Consul's text, for the errors its server returns.
-fn server_error(why: String) -> ApiError {
-    ApiError::Unavailable(why)
+/// A 400 with Consul's text, for the errors its server returns about the request.
+fn invalid(why: String) -> ApiError {
+    ApiError::BadRequest(why)
 }
 
 fn not_found() -> Response {
@@ -87,7 +88,7 @@ fn not_found() -> Response {
 /// Consul looks queries up by a UUID index, which refuses an ID of the wrong length.
 fn check_id(id: &str) -> ApiResult<()> {
     if id.len() != 36 {
-        return Err(server_error(
+        return Err(invalid(
             "failed prepared query lookup: UUID must be 36 characters".into(),
         ));
     }
@@ -132,13 +133,13 @@ async fn refused(st: &ApiState, q: &PreparedQuery) -> ApiResult<Option<String>> 
 
 /// Checks a definition as Consul does before storing it, stores it, and says why not.
 async fn store(st: &ApiState, def: &Definition) -> ApiResult<()> {
-    prepared::validate(def).map_err(|e| server_error(format!("Invalid prepared query: {e}")))?;
+    prepared::validate(def).map_err(|e| invalid(format!("Invalid prepared query: {e}")))?;
     let q = def.to_stored();
     if q.template {
         if let Err(e) = prepared::template::compile(def) {
             // Consul's state store checks names and the session before compiling.
             let why = refused(st, &q).await?;
-            return Err(server_error(
+            return Err(invalid(
                 why.unwrap_or_else(|| format!("failed compiling template: {e}")),
             ));
         }
@@ -149,7 +150,7 @@ async fn store(st: &ApiState, def: &Definition) -> ApiResult<()> {
         .await?;
     if !res.success {
         let why = refused(st, &q).await?;
-        return Err(server_error(why.unwrap_or_else(|| {
+        return Err(invalid(why.unwrap_or_else(|| {
             "prepared query conflicts with one stored meanwhile".into()
         })));
     }
@@ -165,7 +166,7 @@ pub(crate) async fn query_create(
     p.check_dc(&st.agent.datacenter())?;
     let mut def = definition(&b)?;
     if !def.id.is_empty() {
-        return Err(server_error(
+        return Err(invalid(
             "ID must be empty when creating a new prepared query".into(),
         ));
     }
@@ -196,9 +197,9 @@ pub(crate) async fn query_update(
 
 /// Consul's check before an update or delete: the query must exist.
 async fn modify(st: &ApiState, id: &str) -> ApiResult<()> {
-    check_id(id).map_err(|e| server_error(format!("Prepared Query lookup failed: {e}")))?;
+    check_id(id).map_err(|e| invalid(format!("Prepared Query lookup failed: {e}")))?;
     if existing(st, id).await?.is_none() {
-        return Err(server_error(format!(
+        return Err(invalid(format!(
             "Cannot modify non-existent prepared query: '{id}'"
         )));
     }
@@ -264,7 +265,7 @@ fn execute_request(
     let limit = match p.get("limit") {
         None | Some("") => 0,
         Some(l) => l.parse::<i64>().map_err(|_| {
-            server_error(format!(
+            invalid(format!(
                 "Bad limit: strconv.Atoi: parsing {l:?}: invalid syntax"
             ))
         })?,
@@ -306,7 +307,7 @@ async fn run(
         QueryResult::PreparedQueryRun(PreparedRun::Found { query, nodes }) => {
             Ok(Ok((query, nodes, meta, mode)))
         }
-        QueryResult::PreparedQueryRun(PreparedRun::Failed(why)) => Err(server_error(why)),
+        QueryResult::PreparedQueryRun(PreparedRun::Failed(why)) => Err(invalid(why)),
         _ => Ok(Err(with_query_meta(not_found(), &meta, mode))),
     }
 }

@@ -87,41 +87,41 @@ async fn crud_with_consuls_answers_and_errors() -> anyhow::Result<()> {
     // Field names in any case, null for defaults, unknown fields ignored (Go's decoder).
     let other = create(&a, json!({"name": "other", "service": {"service": "db", "tags": null, "OnlyPassing": null}, "Whatever": 1})).await;
 
-    // Consul's errors: 500 with its server's text, a 400 only for a body that does not parse.
+    // Consul's texts; a 400, where Consul answers 500 (README, "Compatibility").
     let cases = [
         (
             json!({"Name": "WEB-Q", "Service": {"Service": "x"}}),
-            500,
+            400,
             "name 'WEB-Q' aliases an existing query name",
         ),
         (
             json!({"Name": "n", "Service": {}}),
-            500,
+            400,
             "Invalid prepared query: Must provide a Service name to query",
         ),
         (
             json!({"Service": {"Service": "x"}}),
-            500,
+            400,
             "Invalid prepared query: Must be bound to a session",
         ),
         (
             json!({"ID": id, "Name": "n", "Service": {"Service": "x"}}),
-            500,
+            400,
             "ID must be empty when creating a new prepared query",
         ),
         (
             json!({"Name": "t", "Template": {"Type": "prefix"}, "Service": {"Service": "x"}}),
-            500,
+            400,
             "failed compiling template: Bad Template.Type 'prefix'",
         ),
         (
             json!({"Name": "n", "Service": {"Service": "x"}, "DNS": {"TTL": "soon"}}),
-            500,
+            400,
             "Invalid prepared query: Bad DNS TTL 'soon': time: invalid duration \"soon\"",
         ),
         (
             json!({"Name": "n", "Session": "8f246b77-f3e1-ff88-5b48-8ec93abf3e05", "Service": {"Service": "x"}}),
-            500,
+            400,
             "invalid session \"8f246b77-f3e1-ff88-5b48-8ec93abf3e05\"",
         ),
     ];
@@ -130,7 +130,7 @@ async fn crud_with_consuls_answers_and_errors() -> anyhow::Result<()> {
         assert_eq!((r.status, r.text().as_str()), (status, text), "{body}");
     }
     let r = post(&a, "/v1/query", &json!({"Name": "t", "Template": {"Type": "name_prefix_match", "Regexp": "("}, "Service": {"Service": "x"}})).await;
-    assert_eq!(r.status, 500);
+    assert_eq!(r.status, 400);
     assert!(
         r.text()
             .starts_with("failed compiling template: Bad Regexp: "),
@@ -155,7 +155,7 @@ async fn crud_with_consuls_answers_and_errors() -> anyhow::Result<()> {
     assert_eq!(
         (r.status, r.text()),
         (
-            500,
+            400,
             format!("Cannot modify non-existent prepared query: '{unknown}'")
         )
     );
@@ -259,7 +259,7 @@ async fn execute_filters_templates_sessions_and_dns() -> anyhow::Result<()> {
     let r = get(&a.url("/v1/query/db-primary/execute?connect=true")).await?;
     assert_eq!((r.status, r.json()["Nodes"].clone()), (200, json!([])));
     let r = get(&a.url("/v1/query/db-primary/execute?limit=x")).await?;
-    assert_eq!(r.status, 500);
+    assert_eq!(r.status, 400);
 
     // OnlyPassing also drops warnings.
     let r = put(&a.url(&format!("/v1/query/{id}")), json!({"Name": "db-primary", "Service": {"Service": "db", "Tags": ["primary", "!canary"], "OnlyPassing": true}, "DNS": {"TTL": "7s"}}).to_string().as_bytes()).await?;

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Check, HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun,
-    Service, Session,
+    Check, HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery,
+    PreparedRun, Service, Session,
 };
 
 /// Read consistency, as Consul's query parameters choose it.
