@@ -13,6 +13,8 @@ pub struct DnsConfig {
     pub alt_domain: Option<String>,
     /// This agent's datacenter: the only `.<dc>.` label answered.
     pub datacenter: String,
+    /// This agent's node: what `_agent` stands for in a prepared query's `Near`.
+    pub node_name: String,
     /// Leave out instances with warning checks too.
     pub only_passing: bool,
     /// TTL of node records (Consul's `node_ttl`, default 0).
@@ -64,6 +66,7 @@ impl Default for DnsConfig {
             domain: "consul.".into(),
             alt_domain: None,
             datacenter: "dc1".into(),
+            node_name: String::new(),
             only_passing: false,
             node_ttl: 0,
             service_ttl: HashMap::new(),

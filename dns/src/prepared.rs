@@ -21,9 +21,10 @@ pub(crate) async fn lookup(
     q: &Question<'_>,
     name: &str,
 ) -> muster_server::Result<Answer> {
-    // DNS carries no `?near`; the query's own `Near` still applies.
+    // DNS carries no `?near`; the query's own `Near` still applies, `_agent` being this agent.
     let req = PreparedExecute {
         id_or_name: name.to_string(),
+        agent_node: config.node_name.clone(),
         ..PreparedExecute::default()
     };
     let query = Query::PreparedQueryExecute(Box::new(req));

@@ -333,6 +333,32 @@ async fn execute_filters_templates_sessions_and_dns() -> anyhow::Result<()> {
         ResponseCode::NXDomain,
         "the catch-all finds no instance"
     );
+
+    // Over DNS, a query's `Near: "_agent"` is the agent answering: its own instance first.
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        br#"{"Name": "db", "Port": 5432}"#,
+    )
+    .await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    create(
+        &a,
+        json!({"Name": "db-near", "Service": {"Service": "db", "Near": "_agent"}}),
+    )
+    .await;
+    wait_until(
+        "the agent's db instance in the catalog",
+        Duration::from_secs(10),
+        || async {
+            let r = get(&a.url("/v1/catalog/service/db")).await.ok()?;
+            (r.json().as_array()?.len() == 6).then_some(())
+        },
+    )
+    .await?;
+    for _ in 0..8 {
+        let m = udp(dns, "db-near.query.consul.", RecordType::A);
+        assert_eq!(addrs(&m)[0], "127.0.0.1", "{m:?}");
+    }
     Ok(())
 }
 

@@ -45,6 +45,7 @@ impl Config {
             domain: self.domain.clone(),
             alt_domain: self.alt_domain.clone(),
             datacenter: self.datacenter.clone(),
+            node_name: self.node_name.clone(),
             recursors: self.recursors.clone(),
             ..self.dns.clone()
         }
