@@ -105,6 +105,13 @@ pub struct Config {
     /// HTTP connection limits from `limits` (`http_max_conns_per_client`, Consul's 200, and
     /// Muster's `http_read_header_timeout`).
     pub http_limits: muster_api::HttpLimits,
+    /// Gossip encryption key (`encrypt`, `-encrypt`): base64 of 16, 24 or 32 bytes. The data
+    /// dir's keyring file, once written, wins over it.
+    pub encrypt: Option<String>,
+    /// Refuse gossip packets not sealed with an installed key (`encrypt_verify_incoming`).
+    pub encrypt_verify_incoming: bool,
+    /// Seal outgoing gossip packets (`encrypt_verify_outgoing`).
+    pub encrypt_verify_outgoing: bool,
 }
 
 impl Default for Config {
@@ -146,6 +153,9 @@ impl Default for Config {
             dns: muster_dns::DnsConfig::default(),
             alt_domain: None,
             http_limits: muster_api::HttpLimits::default(),
+            encrypt: None,
+            encrypt_verify_incoming: true,
+            encrypt_verify_outgoing: true,
         }
     }
 }
