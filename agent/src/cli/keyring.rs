@@ -39,10 +39,7 @@ pub(crate) const KEYRING_FLAGS: &[Flag] = &[
         "Install a new encryption key. This will broadcast the new key to all members in \
          the cluster.",
     ),
-    Flag::bool(
-        "list",
-        "List all keys currently in use within the cluster.",
-    ),
+    Flag::bool("list", "List all keys currently in use within the cluster."),
     Flag::value(
         "relay-factor",
         "int",
@@ -129,8 +126,14 @@ pub(crate) async fn keyring(p: &Parsed) -> Result<i32> {
         return Err(Error::UsageHelp(String::new()));
     };
     let (banner, method) = match action {
-        "install" => ("Installing new gossip encryption key...", reqwest::Method::POST),
-        "use" => ("Changing primary gossip encryption key...", reqwest::Method::PUT),
+        "install" => (
+            "Installing new gossip encryption key...",
+            reqwest::Method::POST,
+        ),
+        "use" => (
+            "Changing primary gossip encryption key...",
+            reqwest::Method::PUT,
+        ),
         _ => ("Removing gossip encryption key...", reqwest::Method::DELETE),
     };
     println!("==> {banner}");

@@ -63,7 +63,7 @@ impl Control {
             "failed": count(Status::Failed),
             "left": count(Status::Left),
             "health_score": "0",
-            "encrypted": "false",
+            "encrypted": self.gossip.encrypted().to_string(),
             "coordinate_resets": self.gossip.probes.resets().to_string(),
             "event_queue": "0",
             "event_time": "1",

@@ -305,6 +305,72 @@ impl Crypto {
     }
 }
 
+/// Warnings about refused gossip packets, at most one every [`RefusalLog::EVERY`], so that a
+/// stranger sending garbage cannot flood the log; the ones held back are counted.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RefusalLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn due(&mut self) -> Option<u64> {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(std::time::Instant::now());
+        Some(std::mem::take(&mut self.held_back))
+    }
+
+    /// A packet no installed key opens, with `encrypt_verify_incoming` on. True when it was
+    /// logged: the caller then tells the sender with [`REFUSAL_NOTICE`].
+    pub fn refused(&mut self, from: std::net::SocketAddr, why: &str) -> bool {
+        let Some(more) = self.due() else { return false };
+        tracing::warn!(
+            %from,
+            held_back = more,
+            "gossip: refused a packet: {why} (the sender has a different gossip key, or none)"
+        );
+        true
+    }
+
+    /// A packet that is not a Muster gossip packet once opened. True when it was logged.
+    pub fn undecodable(&mut self, from: std::net::SocketAddr, why: &str, has_key: bool) -> bool {
+        let Some(more) = self.due() else { return false };
+        let hint = if has_key {
+            "the sender may not use gossip encryption (encrypt_verify_incoming is off)"
+        } else {
+            "the sender may use gossip encryption, which this agent has no key for"
+        };
+        tracing::warn!(%from, held_back = more, "gossip: undecodable packet ({why}): {hint}");
+        true
+    }
+
+    /// A peer sent [`REFUSAL_NOTICE`]: it could not read our packets.
+    pub fn told_refused(&mut self, from: std::net::SocketAddr, has_key: bool) {
+        let Some(more) = self.due() else { return };
+        let ours = if has_key {
+            "with this agent's gossip key"
+        } else {
+            "without a gossip key"
+        };
+        tracing::warn!(
+            %from,
+            held_back = more,
+            "gossip: the peer refused our packets, sent {ours}: it has a different gossip key, \
+             or none"
+        );
+    }
+}
+
+/// Sent in plaintext, at the pace of the refusal log, to a peer whose packets this agent
+/// refused, so that both sides log why they cannot talk. It is never answered, so two agents
+/// with different keys do not bounce it between them.
+pub const REFUSAL_NOTICE: &[u8] = b"\xffmuster: gossip packet refused (gossip key mismatch)";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -261,7 +261,9 @@ pub(super) fn apply_file(
                     .filter(|r| *r > 0.0)
                     .ok_or_else(|| err("expected a positive number"))?
             }
-            "encrypt" => cfg.encrypt = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into()),
+            "encrypt" => {
+                cfg.encrypt = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into())
+            }
             "encrypt_verify_incoming" => {
                 cfg.encrypt_verify_incoming = as_bool(v).ok_or_else(|| err("expected a boolean"))?
             }

@@ -227,7 +227,10 @@ fn gossip_encryption_keys_are_checked() {
     assert!(!c.encrypt_verify_incoming);
     assert!(c.encrypt_verify_outgoing, "defaults to true");
     let e = load_with(r#"{"data_dir": "/d"}"#, &["-encrypt", "c2hvcnQ="]).unwrap_err();
-    assert!(e.contains("encrypt has invalid key: key size must be 16, 24 or 32"), "{e}");
+    assert!(
+        e.contains("encrypt has invalid key: key size must be 16, 24 or 32"),
+        "{e}"
+    );
     let e = load_with(r#"{"data_dir": "/d", "encrypt": "!!"}"#, &[]).unwrap_err();
     assert!(e.contains("encrypt has invalid key"), "{e}");
 }

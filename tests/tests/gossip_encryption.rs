@@ -1,0 +1,172 @@
+//! Gossip encryption end to end: agents with the same key form a cluster, agents with another
+//! key or none cannot join and both sides log why, keys rotate across a running cluster
+//! without any member failing, and the keyring outlives a restart.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use muster_tests::*;
+
+fn key(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+/// The names `agent` sees alive.
+async fn alive(agent: &Agent) -> Vec<String> {
+    let Ok(r) = get(&agent.url("/v1/agent/members")).await else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = r
+        .json()
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter(|m| m["Status"] == 1)
+                .filter_map(|m| m["Name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Every name `agent` lists, whatever its status.
+async fn listed(agent: &Agent) -> Vec<String> {
+    let Ok(r) = get(&agent.url("/v1/agent/members")).await else {
+        return Vec::new();
+    };
+    r.json()
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["Name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn wait_alive(agents: &[&Agent], names: &[&str]) -> anyhow::Result<()> {
+    let want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    for a in agents {
+        wait_until(
+            &format!("{} to see {names:?} alive", a.name),
+            Duration::from_secs(20),
+            || async { (alive(a).await == want).then_some(()) },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_with_the_same_key_form_a_cluster() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let k = key(1);
+    let s1 = single_server(root.path(), "s1", &["-encrypt", &k]).await?;
+    let c1 = Agent::start(
+        "c1",
+        &root.path().join("c1"),
+        &["-encrypt", &k, "-join", &s1.serf.to_string()],
+    )?;
+    wait_alive(&[&s1, &c1], &["c1", "s1"]).await?;
+    let self_info = get(&c1.url("/v1/agent/self")).await?.json();
+    assert_eq!(self_info["Stats"]["serf_lan"]["encrypted"], "true");
+    // The keyring file was written from -encrypt, as Consul writes serf/local.keyring.
+    let ring = std::fs::read_to_string(c1.data_dir.join("serf/local.keyring"))?;
+    assert_eq!(serde_json::from_str::<Vec<String>>(&ring)?, vec![k]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_with_another_key_or_none_cannot_join_and_both_sides_say_why() -> anyhow::Result<()>
+{
+    let root = tempfile::tempdir()?;
+    let s1 = single_server(root.path(), "s1", &["-encrypt", &key(1)]).await?;
+    let wrong = Agent::start(
+        "wrong",
+        &root.path().join("wrong"),
+        &["-encrypt", &key(2), "-join", &s1.serf.to_string()],
+    )?;
+    let none = Agent::start("none", &root.path().join("none"), &[])?;
+    // The keyed server also tries to reach the keyless agent: neither direction works.
+    let _ = put(&s1.url(&format!("/v1/agent/join/{}", none.serf)), b"").await;
+    let _ = put(&none.url(&format!("/v1/agent/join/{}", s1.serf)), b"").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(listed(&s1).await, vec!["s1"]);
+    assert_eq!(listed(&wrong).await, vec!["wrong"]);
+    assert_eq!(listed(&none).await, vec!["none"]);
+    wait_until(
+        "the server logs the refusals",
+        Duration::from_secs(10),
+        || async {
+            s1.logs()
+                .contains("gossip: refused a packet: no installed keys could decrypt the message")
+                .then_some(())
+        },
+    )
+    .await?;
+    for a in [&wrong, &none] {
+        wait_until(
+            &format!("{} to log why it cannot talk", a.name),
+            Duration::from_secs(10),
+            || async {
+                let logs = a.logs();
+                (logs.contains("gossip: the peer refused our packets")
+                    || logs.contains("gossip: refused a packet")
+                    || logs.contains("gossip: undecodable packet"))
+                .then_some(())
+            },
+        )
+        .await?;
+    }
+    assert!(none
+        .logs()
+        .contains("gossip: the peer refused our packets, sent without a gossip key"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_is_let_through_while_rolling_encryption_out() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let k = key(3);
+    let cfg = root.path().join("rollout.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"encrypt": "{k}", "encrypt_verify_incoming": false, "encrypt_verify_outgoing": false}}"#
+        ),
+    )?;
+    let cfg = cfg.display().to_string();
+    let s1 = single_server(root.path(), "s1", &[]).await?;
+    let c1 = Agent::start(
+        "c1",
+        &root.path().join("c1"),
+        &["-config-file", &cfg, "-join", &s1.serf.to_string()],
+    )?;
+    wait_alive(&[&s1, &c1], &["c1", "s1"]).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keyring_survives_a_restart_without_encrypt() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let k = key(4);
+    let s1 = single_server(root.path(), "s1", &["-encrypt", &k]).await?;
+    let mut c1 = Agent::start(
+        "c1",
+        &root.path().join("c1"),
+        &["-encrypt", &k, "-retry-join", &s1.serf.to_string()],
+    )?;
+    wait_alive(&[&s1, &c1], &["c1", "s1"]).await?;
+    c1.terminate(Duration::from_secs(10))?;
+    // Started again with neither -encrypt nor a config: the data dir's keyring is used.
+    let mut c1 = Agent::start(
+        "c1",
+        &root.path().join("c1"),
+        &["-retry-join", &s1.serf.to_string()],
+    )?;
+    wait_alive(&[&s1, &c1], &["c1", "s1"]).await?;
+    assert!(!c1.logs().contains("gossip: refused"));
+    c1.terminate(Duration::from_secs(10))?;
+    Ok(())
+}
