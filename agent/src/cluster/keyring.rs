@@ -383,7 +383,7 @@ mod tests {
     fn sealed_under_a_secondary_key_opens_and_tampering_fails() {
         let a = key(1, 32);
         let b = key(2, 16);
-        let sender = Keyring::from_encoded(&[a.clone()]).unwrap();
+        let sender = Keyring::from_encoded(std::slice::from_ref(&a)).unwrap();
         let sealed = sender.seal(b"hello gossip");
         assert_eq!(sealed[0], VERSION);
         assert_eq!(sealed.len(), 1 + NONCE + 12 + TAG);
