@@ -104,7 +104,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/query/{id}/execute", get(query_execute))
         .route("/v1/query/{id}/explain", get(query_explain))
         .route("/v1/acl/{*rest}", any(acl_disabled))
-        .route("/v1/operator/keyring", any(keyring_disabled))
+        .route(
+            "/v1/operator/keyring",
+            any(crate::keyring::operator_keyring),
+        )
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
         // Every 4xx says why, these two included.

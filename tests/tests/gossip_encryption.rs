@@ -170,3 +170,123 @@ async fn the_keyring_survives_a_restart_without_encrypt() -> anyhow::Result<()> 
     c1.terminate(Duration::from_secs(10))?;
     Ok(())
 }
+
+/// Polls every agent's member list until `stop`; returns every (observer, member, status)
+/// seen that was not alive.
+async fn watch_failures(
+    urls: Vec<String>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<(String, String, u64)> {
+    let mut bad = Vec::new();
+    while !*stop.borrow() {
+        for u in &urls {
+            if let Ok(r) = get(u).await {
+                for m in r.json().as_array().into_iter().flatten() {
+                    let status = m["Status"].as_u64().unwrap_or(0);
+                    if status != 1 {
+                        bad.push((u.clone(), m["Name"].to_string(), status));
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bad
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotates_across_the_cluster_without_a_member_failing() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let (k1, k2) = (key(5), key(6));
+    let agents = start_servers(root.path(), 3, &["-encrypt", &k1]).await?;
+    let refs: Vec<&Agent> = agents.iter().collect();
+    wait_alive(&refs, &["s1", "s2", "s3"]).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let urls = agents.iter().map(|a| a.url("/v1/agent/members")).collect();
+    let watcher = tokio::spawn(watch_failures(urls, stop_rx));
+
+    let run = |args: &[&str]| {
+        let out = agents[1].cli(args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&["keyring", "-install", &k2]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(out, "==> Installing new gossip encryption key...\n");
+    let (code, out, _) = run(&["keyring", "-list"]);
+    assert_eq!(code, Some(0));
+    assert!(out.starts_with("==> Gathering installed encryption keys...\n\ndc1 (LAN):\n"));
+    assert!(out.contains(&format!("  {k1} [3/3]\n")), "{out}");
+    assert!(out.contains(&format!("  {k2} [3/3]\n")), "{out}");
+    // The primary key cannot be removed.
+    let (code, _, err) = run(&["keyring", "-remove", &k1]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("Removing the primary key is not allowed"),
+        "{err}"
+    );
+    assert!(err.contains("3/3 nodes reported failure"), "{err}");
+    // Time for a few gossip rounds under both keys.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, out, err) = run(&["keyring", "-use", &k2]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (code, _, err) = run(&["keyring", "-remove", &k1]);
+    assert_eq!(code, Some(0), "{err}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let list = get(&agents[0].url("/v1/operator/keyring")).await?.json();
+    assert_eq!(list[0]["WAN"], false);
+    assert_eq!(list[0]["Datacenter"], "dc1");
+    assert_eq!(list[0]["NumNodes"], 3);
+    assert_eq!(list[0]["Keys"], serde_json::json!({ k2.clone(): 3 }));
+    assert_eq!(list[0]["PrimaryKeys"], serde_json::json!({ k2.clone(): 3 }));
+    stop_tx.send(true)?;
+    let bad = watcher.await?;
+    assert!(
+        bad.is_empty(),
+        "members not alive during the rotation: {bad:?}"
+    );
+    wait_alive(&refs, &["s1", "s2", "s3"]).await?;
+    for a in &agents {
+        let ring = std::fs::read_to_string(a.data_dir.join("serf/local.keyring"))?;
+        assert_eq!(
+            serde_json::from_str::<Vec<String>>(&ring)?,
+            vec![k2.clone()]
+        );
+    }
+    // An agent that only knows the removed key is now a stranger.
+    let old = Agent::start(
+        "old",
+        &root.path().join("old"),
+        &["-encrypt", &k1, "-join", &agents[0].serf.to_string()],
+    )?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(listed(&old).await, vec!["old"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_key_the_keyring_endpoint_says_encryption_is_off() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let s1 = single_server(root.path(), "s1", &[]).await?;
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let r = req(
+            method,
+            &s1.url("/v1/operator/keyring"),
+            Some(br#"{"Key":"x"}"#.to_vec()),
+        )
+        .await?;
+        assert_eq!(
+            (r.status, r.text()),
+            (500, "encryption not enabled".to_string())
+        );
+    }
+    let out = s1.cli(&["keyring", "-list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("encryption not enabled"));
+    Ok(())
+}

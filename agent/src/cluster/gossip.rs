@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinate::{Probes, KIND_ACK, KIND_PING};
 use super::keyring::{RefusalLog, SharedCrypto, REFUSAL_NOTICE};
+use super::keyring_ops::{KeyringOps, Outgoing, KIND_KEYRING_ANS, KIND_KEYRING_REQ};
 use crate::{Error, Result};
+use muster_api::keyring::{KeyringOp, KeyringOutcome};
 
 /// A member's identity on the wire: its address, name and Serf-style tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,6 +104,7 @@ enum Cmd {
     Join(SocketAddr, oneshot::Sender<Result<()>>),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<()>>),
+    Keyring(KeyringOp, oneshot::Sender<Option<KeyringOutcome>>),
 }
 
 /// Handle to the gossip task.
@@ -136,6 +139,8 @@ struct Driver {
     crypto: SharedCrypto,
     /// Refused or undecodable packets, logged at most every few seconds.
     refusals: RefusalLog,
+    /// Keyring operations sent to the members, or received from one.
+    keyring_ops: KeyringOps,
 }
 
 impl Gossip {
@@ -176,6 +181,7 @@ impl Gossip {
             leaving: HashMap::new(),
             pending_joins: Vec::new(),
             probes: probes.clone(),
+            keyring_ops: KeyringOps::new(&local.name, crypto.clone()),
             crypto: crypto.clone(),
             refusals: RefusalLog::default(),
         };
@@ -222,6 +228,13 @@ impl Gossip {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Applies a keyring operation here and on every live member; `None` without a key.
+    pub async fn keyring(&self, op: KeyringOp) -> Option<KeyringOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Keyring(op, tx)).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     pub fn snapshot(&self) -> Vec<Member> {
@@ -274,7 +287,11 @@ impl Driver {
                     }
                 }
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
-                _ = tick.tick() => self.expire_joins(),
+                _ = tick.tick() => {
+                    self.expire_joins();
+                    let out = self.keyring_ops.tick();
+                    self.send_all(out);
+                }
                 _ = probe.tick() => self.send_probe(),
             }
             self.flush().await;
@@ -315,6 +332,12 @@ impl Driver {
                 }
             }
             Some((&KIND_ACK, rest)) => self.probes.on_ack(rest),
+            Some((&KIND_KEYRING_REQ, rest)) => {
+                if let Some(ans) = self.keyring_ops.on_request(rest, from) {
+                    self.send_now(ans, from);
+                }
+            }
+            Some((&KIND_KEYRING_ANS, rest)) => self.keyring_ops.on_answer(rest),
             _ => self.undecodable(from, "unknown packet kind"),
         }
     }
@@ -333,6 +356,12 @@ impl Driver {
     fn send_now(&self, pkt: Vec<u8>, to: SocketAddr) {
         let wire = muster_server::sync::read(&self.crypto).wrap(pkt);
         let _ = self.socket.try_send_to(&wire, to);
+    }
+
+    fn send_all(&self, out: Outgoing) {
+        for (pkt, to) in out {
+            self.send_now(pkt, to);
+        }
     }
 
     /// Seals a packet and sends it.
@@ -413,6 +442,15 @@ impl Driver {
                 }
                 self.flush().await;
                 let _ = reply.send(());
+            }
+            Cmd::Keyring(op, reply) => {
+                let members: Vec<(String, SocketAddr)> = self
+                    .foca
+                    .iter_members()
+                    .map(|m| (m.id().name.clone(), m.id().addr))
+                    .collect();
+                let out = self.keyring_ops.start(op, members, reply);
+                self.send_all(out);
             }
             Cmd::ForceLeave(name, reply) => {
                 let known = muster_server::sync::read(&self.members)

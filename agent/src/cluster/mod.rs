@@ -7,5 +7,6 @@ pub(crate) mod coordinate;
 pub mod gossip;
 pub(crate) mod join;
 pub mod keyring;
+pub(crate) mod keyring_ops;
 pub(crate) mod reconcile;
 pub(crate) mod tags;
