@@ -290,3 +290,42 @@ async fn without_a_key_the_keyring_endpoint_says_encryption_is_off() -> anyhow::
     assert!(String::from_utf8_lossy(&out.stderr).contains("encryption not enabled"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsealed_keyring_request_is_ignored_even_while_plaintext_is_let_through(
+) -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("lax.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"encrypt": "{}", "encrypt_verify_incoming": false}}"#,
+            key(7)
+        ),
+    )?;
+    let s1 = single_server(
+        root.path(),
+        "s1",
+        &["-config-file", &cfg.display().to_string()],
+    )
+    .await?;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let mut pkt = vec![0x30u8];
+    pkt.extend(serde_json::to_vec(
+        &serde_json::json!({"id": 1, "op": {"Install": key(8)}}),
+    )?);
+    for _ in 0..3 {
+        sock.send_to(&pkt, s1.serf).await?;
+    }
+    let mut buf = [0u8; 2048];
+    let answered = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await;
+    if let Ok(Ok((n, _))) = answered {
+        assert!(
+            !buf[..n].starts_with(&[0x31]),
+            "an unsealed request was answered"
+        );
+    }
+    let list = get(&s1.url("/v1/operator/keyring")).await?.json();
+    assert_eq!(list[0]["Keys"], serde_json::json!({ key(7): 1 }));
+    Ok(())
+}

@@ -304,8 +304,8 @@ impl Driver {
             self.refusals.told_refused(from, has_key);
             return;
         }
-        let opened = muster_server::sync::read(&self.crypto).unwrap(sealed);
-        let pkt = match opened {
+        let opened = muster_server::sync::read(&self.crypto).open(sealed);
+        let (pkt, keyed) = match opened {
             Ok(p) => p,
             Err(why) => {
                 if self.refusals.refused(from, why) {
@@ -332,12 +332,15 @@ impl Driver {
                 }
             }
             Some((&KIND_ACK, rest)) => self.probes.on_ack(rest),
-            Some((&KIND_KEYRING_REQ, rest)) => {
+            // Only a member holding a key may change the keyring, even while plaintext is
+            // let through (`encrypt_verify_incoming = false`).
+            Some((&KIND_KEYRING_REQ, rest)) if keyed => {
                 if let Some(ans) = self.keyring_ops.on_request(rest, from) {
                     self.send_now(ans, from);
                 }
             }
             Some((&KIND_KEYRING_ANS, rest)) => self.keyring_ops.on_answer(rest),
+            Some((&KIND_KEYRING_REQ, _)) => self.undecodable(from, "an unsealed keyring request"),
             _ => self.undecodable(from, "unknown packet kind"),
         }
     }
@@ -354,7 +357,7 @@ impl Driver {
 
     /// Seals a packet and sends it without waiting (a full socket buffer drops it, as UDP may).
     fn send_now(&self, pkt: Vec<u8>, to: SocketAddr) {
-        let wire = muster_server::sync::read(&self.crypto).wrap(pkt);
+        let wire = muster_server::sync::read(&self.crypto).seal(pkt);
         let _ = self.socket.try_send_to(&wire, to);
     }
 
@@ -366,7 +369,7 @@ impl Driver {
 
     /// Seals a packet and sends it.
     async fn send(&self, pkt: Vec<u8>, to: SocketAddr) -> std::io::Result<usize> {
-        let wire = muster_server::sync::read(&self.crypto).wrap(pkt);
+        let wire = muster_server::sync::read(&self.crypto).seal(pkt);
         self.socket.send_to(&wire, to).await
     }
 

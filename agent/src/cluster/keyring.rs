@@ -285,20 +285,21 @@ impl Crypto {
     }
 
     /// The bytes to put on the wire for a plaintext packet.
-    pub fn wrap(&self, plain: Vec<u8>) -> Vec<u8> {
+    pub fn seal(&self, plain: Vec<u8>) -> Vec<u8> {
         match &self.keyring {
             Some(ring) if self.verify_outgoing => ring.seal(&plain),
             _ => plain,
         }
     }
 
-    /// The plaintext of a received packet, or why it is refused.
-    pub fn unwrap(&self, pkt: &[u8]) -> Result<Vec<u8>, &'static str> {
+    /// The plaintext of a received packet and whether an installed key opened it (rather
+    /// than letting it through unsealed), or why it is refused.
+    pub fn open(&self, pkt: &[u8]) -> Result<(Vec<u8>, bool), &'static str> {
         match &self.keyring {
-            None => Ok(pkt.to_vec()),
+            None => Ok((pkt.to_vec(), false)),
             Some(ring) => match ring.open(pkt) {
-                Ok(p) => Ok(p),
-                Err(_) if !self.verify_incoming => Ok(pkt.to_vec()),
+                Ok(p) => Ok((p, true)),
+                Err(_) if !self.verify_incoming => Ok((pkt.to_vec(), false)),
                 Err(e) => Err(e),
             },
         }
@@ -469,17 +470,17 @@ mod tests {
             verify_outgoing: true,
             ..Crypto::default()
         };
-        assert!(strict.unwrap(b"\0plain").is_err());
-        let sealed = strict.wrap(b"\0plain".to_vec());
-        assert_eq!(strict.unwrap(&sealed).unwrap(), b"\0plain");
+        assert!(strict.open(b"\0plain").is_err());
+        let sealed = strict.seal(b"\0plain".to_vec());
+        assert_eq!(strict.open(&sealed).unwrap(), (b"\0plain".to_vec(), true));
         let lax = Crypto {
             keyring: ring(),
             verify_incoming: false,
             verify_outgoing: false,
             ..Crypto::default()
         };
-        assert_eq!(lax.wrap(b"\0plain".to_vec()), b"\0plain");
-        assert_eq!(lax.unwrap(b"\0plain").unwrap(), b"\0plain");
-        assert_eq!(lax.unwrap(&sealed).unwrap(), b"\0plain");
+        assert_eq!(lax.seal(b"\0plain".to_vec()), b"\0plain");
+        assert_eq!(lax.open(b"\0plain").unwrap(), (b"\0plain".to_vec(), false));
+        assert_eq!(lax.open(&sealed).unwrap(), (b"\0plain".to_vec(), true));
     }
 }
