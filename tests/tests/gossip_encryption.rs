@@ -329,3 +329,39 @@ async fn an_unsealed_keyring_request_is_ignored_even_while_plaintext_is_let_thro
     assert_eq!(list[0]["Keys"], serde_json::json!({ key(7): 1 }));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_strange_packets_is_logged_a_few_times_only() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let s1 = single_server(root.path(), "s1", &["-encrypt", &key(9)]).await?;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    for i in 0..500u32 {
+        let mut junk = vec![1u8; 64];
+        junk[1..5].copy_from_slice(&i.to_be_bytes());
+        sock.send_to(&junk, s1.serf).await?;
+    }
+    wait_until("the refusal logged", Duration::from_secs(5), || async {
+        s1.logs().contains("gossip: refused a packet").then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = s1.logs().matches("gossip: refused a packet").count();
+    assert!(lines <= 2, "{lines} refusal lines for one flood");
+    Ok(())
+}
+
+#[test]
+fn keygen_prints_a_fresh_32_byte_key() -> anyhow::Result<()> {
+    let run = || {
+        std::process::Command::new(muster_bin())
+            .arg("keygen")
+            .output()
+    };
+    let (a, b) = (run()?, run()?);
+    assert!(a.status.success());
+    let k = String::from_utf8(a.stdout)?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(k.trim_end())?;
+    assert_eq!((bytes.len(), k.ends_with('\n')), (32, true));
+    assert_ne!(k.as_bytes(), b.stdout.as_slice(), "two keys differ");
+    Ok(())
+}
