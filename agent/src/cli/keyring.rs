@@ -123,7 +123,12 @@ pub(crate) async fn keyring(p: &Parsed) -> Result<i32> {
         return Ok(0);
     }
     let Some((action, Some(key))) = actions.first().copied() else {
-        return Err(Error::UsageHelp(String::new()));
+        // Consul prints only the help when no action is given.
+        eprintln!(
+            "{}",
+            super::help::command_help(KEYRING_USAGE, super::help::Http::Client, KEYRING_FLAGS)
+        );
+        return Ok(1);
     };
     let (banner, method) = match action {
         "install" => (
