@@ -14,6 +14,7 @@ mod node;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use args::AGENT_FLAGS;
 pub use file::read_file;
+pub use tls::{TlsConfig, TlsFile, TlsSettings};
 
 use crate::defs::{CheckDef, ServiceDef};
 use crate::flags::Parsed;
@@ -105,6 +107,8 @@ pub struct Config {
     /// HTTP connection limits from `limits` (`http_max_conns_per_client`, Consul's 200, and
     /// Muster's `http_read_header_timeout`).
     pub http_limits: muster_api::HttpLimits,
+    /// TLS: the HTTPS listener and the server RPC port (`tls`, `ports.https`, `cert_file`…).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -146,6 +150,7 @@ impl Default for Config {
             dns: muster_dns::DnsConfig::default(),
             alt_domain: None,
             http_limits: muster_api::HttpLimits::default(),
+            tls: TlsConfig::default(),
         }
     }
 }

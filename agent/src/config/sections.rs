@@ -9,7 +9,6 @@ use super::Config;
 use crate::{Error, Result};
 
 const UNSUPPORTED_PORTS: &[&str] = &[
-    "https",
     "grpc",
     "grpc_tls",
     "serf_wan",
@@ -42,6 +41,7 @@ pub(super) fn apply_ports(
             "dns" => cfg.dns_port = port()?,
             "server" => cfg.server_port = port()?,
             "serf_lan" => cfg.serf_lan_port = port()?,
+            "https" => cfg.tls.https_port = port()?,
             k if UNSUPPORTED_PORTS.contains(&k) => ignored.push(format!("ports.{k}")),
             _ => return Err(unknown_key(name, &format!("ports.{k}"))),
         }

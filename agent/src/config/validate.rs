@@ -29,6 +29,7 @@ pub(super) fn validate(cfg: &mut Config, warnings: &mut Vec<String>) -> Result<(
         _ => {}
     }
     super::node::validate_meta(&cfg.node_meta)?;
+    super::tls::validate(cfg)?;
     if cfg.bootstrap_expect > 0 && !cfg.server {
         return Err(Error::Config("-bootstrap-expect requires -server".into()));
     }
