@@ -387,6 +387,69 @@ async fn servers_speak_mutual_tls_and_keep_out_another_cas_server() -> anyhow::R
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_server_hostname_keeps_out_a_client_certificate_and_clients_forward_over_tls(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let certs = tmp.path().join("certs");
+    make_certs(&certs);
+    let cfg = config_file(
+        tmp.path(),
+        "rpc.json",
+        rpc_config(&certs, "dc1-server-consul-0"),
+    );
+    let cfg = cfg.display().to_string();
+    let s1 = single_server(tmp.path(), "s1", &["-config-file", &cfg]).await?;
+    let join = s1.serf.to_string();
+    // A client agent with a client certificate forwards its writes and reads over TLS.
+    let client_cfg = config_file(
+        tmp.path(),
+        "client.json",
+        rpc_config(&certs, "dc1-client-consul-0"),
+    );
+    let client_cfg = client_cfg.display().to_string();
+    let c1 = Agent::start(
+        "c1",
+        &tmp.path().join("c1"),
+        &["-retry-join", &join, "-config-file", &client_cfg],
+    )?;
+    wait_until(
+        "a write through the client agent",
+        Duration::from_secs(15),
+        || async {
+            let r = muster_tests::put(&c1.url("/v1/kv/via-client"), b"v")
+                .await
+                .ok()?;
+            (r.status == 200).then_some(())
+        },
+    )
+    .await?;
+    let r = muster_tests::get(&c1.url("/v1/kv/via-client?raw")).await?;
+    assert_eq!(r.body, b"v");
+    // A server presenting that client certificate (same CA, but named client.dc1.consul) is
+    // refused by the leader's hostname check: it never receives the data.
+    let s2 = Agent::start(
+        "s2",
+        &tmp.path().join("s2"),
+        &["-server", "-retry-join", &join, "-config-file", &client_cfg],
+    )?;
+    let s2_rpc = s2.rpc.clone().unwrap_or_default();
+    wait_until(
+        "the leader refusing s2's name",
+        Duration::from_secs(15),
+        || {
+            let refused = s1.logs().lines().any(|l| {
+                l.contains(&s2_rpc) && l.contains("invalid peer certificate") && l.contains("Name")
+            });
+            async move { refused.then_some(()) }
+        },
+    )
+    .await?;
+    let r = muster_tests::get(&s2.url("/v1/kv/via-client?stale")).await?;
+    assert_eq!(r.status, 404, "s2 received replicated data");
+    Ok(())
+}
+
 /// An HTTP/1.1 request on an open TLS connection; the response's status line.
 async fn request_on<S>(s: &mut BufReader<S>, host: &str) -> String
 where
