@@ -141,17 +141,23 @@ fn https_config(dir: &Path, server: &str) -> serde_json::Value {
     })
 }
 
+/// Certificates in `tmp/certs` and a config file `name` made from them by `config`; returns
+/// the certificates' folder and the config file's path.
+fn setup(
+    tmp: &Path,
+    name: &str,
+    config: fn(&Path, &str) -> serde_json::Value,
+) -> (PathBuf, String) {
+    let certs = tmp.join("certs");
+    make_certs(&certs);
+    let cfg = config_file(tmp, name, config(&certs, "dc1-server-consul-0"));
+    (certs, cfg.display().to_string())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn https_requires_a_client_certificate_with_verify_incoming() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let certs = tmp.path().join("certs");
-    make_certs(&certs);
-    let cfg = config_file(
-        tmp.path(),
-        "tls.json",
-        https_config(&certs, "dc1-server-consul-0"),
-    );
-    let cfg = cfg.display().to_string();
+    let (certs, cfg) = setup(tmp.path(), "tls.json", https_config);
     let a = single_server(tmp.path(), "s1", &["-config-file", &cfg]).await?;
     let https = a.https.expect("HTTPS port in the banner");
     let url = format!("https://{https}/v1/kv/k");
@@ -196,14 +202,7 @@ async fn https_requires_a_client_certificate_with_verify_incoming() -> anyhow::R
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_talks_https_with_consul_variables_and_flags() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let certs = tmp.path().join("certs");
-    make_certs(&certs);
-    let cfg = config_file(
-        tmp.path(),
-        "tls.json",
-        https_config(&certs, "dc1-server-consul-0"),
-    );
-    let cfg = cfg.display().to_string();
+    let (certs, cfg) = setup(tmp.path(), "tls.json", https_config);
     let a = single_server(tmp.path(), "s1", &["-config-file", &cfg]).await?;
     let https = a.https.expect("HTTPS port");
     let addr = format!("https://{https}");
@@ -267,40 +266,25 @@ async fn cli_talks_https_with_consul_variables_and_flags() -> anyhow::Result<()>
     assert!(!out.status.success());
     // Without the CA the agent's certificate is not trusted; CONSUL_HTTP_SSL_VERIFY=false
     // skips that check.
-    let out = muster_in(
-        tmp.path(),
-        &["kv", "get", "k"],
-        &[
-            ("CONSUL_HTTP_ADDR", &addr),
-            ("CONSUL_CLIENT_CERT", &cert),
-            ("CONSUL_CLIENT_KEY", &key),
-        ],
-    );
+    let no_ca = [
+        ("CONSUL_HTTP_ADDR", addr.as_str()),
+        ("CONSUL_CLIENT_CERT", cert.as_str()),
+        ("CONSUL_CLIENT_KEY", key.as_str()),
+    ];
+    let out = muster_in(tmp.path(), &["kv", "get", "k"], &no_ca);
     assert!(!out.status.success());
-    let out = muster_in(
-        tmp.path(),
-        &["kv", "get", "k"],
-        &[
-            ("CONSUL_HTTP_ADDR", &addr),
-            ("CONSUL_CLIENT_CERT", &cert),
-            ("CONSUL_CLIENT_KEY", &key),
-            ("CONSUL_HTTP_SSL_VERIFY", "false"),
-        ],
-    );
+    let unverified = [&no_ca[..], &[("CONSUL_HTTP_SSL_VERIFY", "false")]].concat();
+    let out = muster_in(tmp.path(), &["kv", "get", "k"], &unverified);
     assert_eq!(ok(out), "v1\n");
     // A name the certificate does not carry is refused.
-    let out = muster_in(
-        tmp.path(),
-        &["kv", "get", "k"],
-        &[
-            ("CONSUL_TLS_SERVER_NAME", "server.dc2.consul"),
-            ("CONSUL_HTTP_ADDR", &addr),
-            ("CONSUL_CACERT", &ca),
-            ("CONSUL_CLIENT_CERT", &cert),
-            ("CONSUL_CLIENT_KEY", &key),
-        ],
-    );
+    let wrong_name = [&env[..], &[("CONSUL_TLS_SERVER_NAME", "server.dc2.consul")]].concat();
+    let out = muster_in(tmp.path(), &["kv", "get", "k"], &wrong_name);
     assert!(!out.status.success());
+    let right_name = [&env[..], &[("CONSUL_TLS_SERVER_NAME", "server.dc1.consul")]].concat();
+    assert_eq!(
+        ok(muster_in(tmp.path(), &["kv", "get", "k"], &right_name)),
+        "v1\n"
+    );
     Ok(())
 }
 
@@ -320,14 +304,7 @@ fn rpc_config(dir: &Path, server: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn servers_speak_mutual_tls_and_keep_out_another_cas_server() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let certs = tmp.path().join("certs");
-    make_certs(&certs);
-    let cfg = config_file(
-        tmp.path(),
-        "rpc.json",
-        rpc_config(&certs, "dc1-server-consul-0"),
-    );
-    let cfg = cfg.display().to_string();
+    let (_, cfg) = setup(tmp.path(), "rpc.json", rpc_config);
     let servers = start_servers(tmp.path(), 3, &["-config-file", &cfg]).await?;
     // A write on each server reaches the leader over TLS and is read back everywhere.
     for (i, s) in servers.iter().enumerate() {
@@ -375,7 +352,16 @@ async fn servers_speak_mutual_tls_and_keep_out_another_cas_server() -> anyhow::R
         },
     )
     .await?;
-    assert!(intruder.logs().contains("server RPC TLS handshake failed"));
+    wait_until(
+        "s4 refusing the leader",
+        Duration::from_secs(10),
+        || async {
+            let logs = intruder.logs();
+            logs.contains("server RPC TLS handshake failed")
+                .then_some(())
+        },
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // It never learns of a leader nor receives any data; the cluster goes on writing.
     let leader = muster_tests::get(&intruder.url("/v1/status/leader")).await?;
@@ -391,14 +377,7 @@ async fn servers_speak_mutual_tls_and_keep_out_another_cas_server() -> anyhow::R
 async fn verify_server_hostname_keeps_out_a_client_certificate_and_clients_forward_over_tls(
 ) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let certs = tmp.path().join("certs");
-    make_certs(&certs);
-    let cfg = config_file(
-        tmp.path(),
-        "rpc.json",
-        rpc_config(&certs, "dc1-server-consul-0"),
-    );
-    let cfg = cfg.display().to_string();
+    let (certs, cfg) = setup(tmp.path(), "rpc.json", rpc_config);
     let s1 = single_server(tmp.path(), "s1", &["-config-file", &cfg]).await?;
     let join = s1.serf.to_string();
     // A client agent with a client certificate forwards its writes and reads over TLS.
@@ -496,14 +475,8 @@ async fn connect(
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_rotates_the_certificate_without_dropping_connections() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let certs = tmp.path().join("certs");
-    make_certs(&certs);
-    let path = config_file(
-        tmp.path(),
-        "tls.json",
-        https_config(&certs, "dc1-server-consul-0"),
-    );
-    let cfg = path.display().to_string();
+    let (certs, cfg) = setup(tmp.path(), "tls.json", https_config);
+    let path = PathBuf::from(&cfg);
     let a = single_server(tmp.path(), "s1", &["-config-file", &cfg]).await?;
     let https = a.https.expect("HTTPS port");
     let client = client_config(&certs, Some("dc1-client-consul-0"));

@@ -214,7 +214,7 @@ pub(super) fn apply_dns(
 }
 
 /// A block's entries, or the error naming the file and the block.
-fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
+pub(super) fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| key_error(name, key, "expected an object"))
 }

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::file::{as_bool, as_ip, as_str};
+use super::sections::block;
 use super::{Config, PortSetting};
 use crate::{Error, Result};
 
@@ -170,12 +171,9 @@ pub(super) fn apply_block(
     file: &str,
     ignored: &mut Vec<String>,
 ) -> Result<()> {
-    let Value::Object(m) = v else {
-        return Err(key_error(file, "tls", "expected an object"));
-    };
-    for (section, body) in m {
+    for (section, body) in block(v, file, "tls")? {
         let path = format!("tls.{section}");
-        let block = match section.as_str() {
+        let target = match section.as_str() {
             "defaults" => &mut cfg.tls.defaults,
             "internal_rpc" => &mut cfg.tls.internal_rpc,
             "https" => &mut cfg.tls.https,
@@ -185,10 +183,7 @@ pub(super) fn apply_block(
             }
             _ => return Err(unknown_key(file, &path)),
         };
-        let Value::Object(keys) = body else {
-            return Err(key_error(file, &path, "expected an object"));
-        };
-        for (k, v) in keys {
+        for (k, v) in block(body, file, &path)? {
             let full = format!("{path}.{k}");
             match k.as_str() {
                 "verify_server_hostname" if section != "internal_rpc" => {
@@ -200,7 +195,7 @@ pub(super) fn apply_block(
                 | "key_file"
                 | "verify_incoming"
                 | "verify_outgoing"
-                | "verify_server_hostname" => set(block, k, &full, v, file)?,
+                | "verify_server_hostname" => set(target, k, &full, v, file)?,
                 k if TUNING_KEYS.contains(&k) || k == "use_auto_cert" => ignored.push(full),
                 _ => return Err(unknown_key(file, &full)),
             }
@@ -217,10 +212,7 @@ pub(super) fn apply_addresses(
     file: &str,
     ignored: &mut Vec<String>,
 ) -> Result<()> {
-    let Value::Object(m) = v else {
-        return Err(key_error(file, "addresses", "expected an object"));
-    };
-    for (k, v) in m {
+    for (k, v) in block(v, file, "addresses")? {
         match k.as_str() {
             "https" => {
                 cfg.tls.https_addr =
