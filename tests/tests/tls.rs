@@ -90,8 +90,14 @@ fn certs_of(path: &Path) -> Vec<CertificateDer<'static>> {
 
 /// A rustls client config trusting `dir`'s CA, presenting `client` (a file stem) if given.
 fn client_config(dir: &Path, client: Option<&str>) -> Arc<rustls::ClientConfig> {
+    client_config_from(dir, client.map(|stem| (dir, stem)))
+}
+
+/// A rustls client config trusting `ca_dir`'s CA, presenting `client` (a folder and a file stem)
+/// if given.
+fn client_config_from(ca_dir: &Path, client: Option<(&Path, &str)>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
-    for c in certs_of(&dir.join("consul-agent-ca.pem")) {
+    for c in certs_of(&ca_dir.join("consul-agent-ca.pem")) {
         roots.add(c).expect("root");
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -100,7 +106,7 @@ fn client_config(dir: &Path, client: Option<&str>) -> Arc<rustls::ClientConfig> 
         .expect("versions")
         .with_root_certificates(roots);
     let mut config = match client {
-        Some(stem) => builder
+        Some((dir, stem)) => builder
             .with_client_auth_cert(
                 certs_of(&dir.join(format!("{stem}.pem"))),
                 PrivateKeyDer::from_pem_file(dir.join(format!("{stem}-key.pem"))).expect("key"),
@@ -113,8 +119,12 @@ fn client_config(dir: &Path, client: Option<&str>) -> Arc<rustls::ClientConfig> 
 }
 
 fn https_client(dir: &Path, client: Option<&str>) -> reqwest::Client {
+    client_of(client_config(dir, client))
+}
+
+fn client_of(config: Arc<rustls::ClientConfig>) -> reqwest::Client {
     reqwest::Client::builder()
-        .use_preconfigured_tls((*client_config(dir, client)).clone())
+        .use_preconfigured_tls((*config).clone())
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client")
@@ -178,23 +188,8 @@ async fn https_requires_a_client_certificate_with_verify_incoming() -> anyhow::R
     // A certificate from another CA is refused too.
     let other = tmp.path().join("other");
     make_certs(&other);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(certs_of(&certs.join("consul-agent-ca.pem")).remove(0))?;
-    let foreign = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        certs_of(&other.join("dc1-client-consul-0.pem")),
-        PrivateKeyDer::from_pem_file(other.join("dc1-client-consul-0-key.pem"))?,
-    )?;
-    let r = reqwest::Client::builder()
-        .use_preconfigured_tls(foreign)
-        .build()?
-        .get(&url)
-        .send()
-        .await;
+    let foreign = client_config_from(&certs, Some((&other, "dc1-client-consul-0")));
+    let r = client_of(foreign).get(&url).send().await;
     assert!(r.is_err(), "answered a certificate from another CA");
     Ok(())
 }
@@ -525,8 +520,52 @@ async fn sighup_rotates_the_certificate_without_dropping_connections() -> anyhow
         old
     );
 
+    // A new CA: its certificates are served and required after the next reload.
+    let certs2 = tmp.path().join("certs2");
+    make_certs(&certs2);
+    std::fs::write(
+        &path,
+        https_config(&certs2, "dc1-server-consul-0").to_string(),
+    )?;
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()?
+        .success());
+    let client2 = client_config(&certs2, Some("dc1-client-consul-0"));
+    let new2 = certs_of(&certs2.join("dc1-server-consul-0.pem")).remove(0);
+    wait_until("the new CA's certificate", Duration::from_secs(10), || {
+        let client2 = client2.clone();
+        let new2 = new2.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
+            let name = ServerName::try_from("localhost").ok()?;
+            let tls = tokio_rustls::TlsConnector::from(client2)
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            (tls.get_ref().1.peer_certificates()?[0] == new2).then_some(())
+        }
+    })
+    .await?;
+    let (mut fresh, _) = connect(https, client2.clone()).await;
+    assert_eq!(
+        request_on(&mut fresh, "localhost").await,
+        "HTTP/1.1 200 OK\r\n"
+    );
+    // A client certificate of the old CA is refused now.
+    let old_ca = client_config_from(&certs2, Some((&certs, "dc1-client-consul-0")));
+    let old_ca = client_of(old_ca)
+        .get(format!("https://{https}/v1/status/leader"))
+        .send()
+        .await;
+    assert!(
+        old_ca.is_err(),
+        "a client certificate of the old CA was accepted"
+    );
+    let (certs, new, client) = (certs2, new2, client2);
+
     // A reload naming a missing file fails and keeps the running certificate.
-    let mut broken = https_config(&certs, "dc1-server-consul-1");
+    let mut broken = https_config(&certs, "dc1-server-consul-0");
     broken["tls"]["defaults"]["cert_file"] = "/nonexistent.pem".into();
     std::fs::write(&path, broken.to_string())?;
     assert!(Command::new("kill")

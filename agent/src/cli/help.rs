@@ -92,17 +92,17 @@ pub(crate) const CLIENT_FLAGS: &[Flag] = &[
          http://127.0.0.1:8500.",
     ),
     Flag::value(
+        "tls-server-name",
+        "value",
+        "The server name to use as the SNI host when connecting via TLS. This can also be \
+         specified via the CONSUL_TLS_SERVER_NAME environment variable.",
+    ),
+    Flag::value(
         "token",
         "value",
         "ACL token to use in the request. This can also be specified via the \
          CONSUL_HTTP_TOKEN environment variable. If unspecified, the query will default to \
          the token of the agent at the HTTP address.",
-    ),
-    Flag::value(
-        "tls-server-name",
-        "value",
-        "The server name to use as the SNI host when connecting via TLS. This can also be \
-         specified via the CONSUL_TLS_SERVER_NAME environment variable.",
     ),
     Flag::value(
         "token-file",

@@ -1,8 +1,9 @@
 //! TLS at run time, through rustls: the configurations of the HTTPS listener and the server
 //! RPC port built from the resolved settings, and the certificates they present, which a
 //! reload re-reads. A listener's config asks a [`CertStore`] for its certificate at every
-//! handshake, so a reload changes what new connections see and leaves established ones be.
-//! The CA and the `verify_*` settings are fixed at start.
+//! handshake, and its verifiers hold the CA the same way, so a reload changes what new
+//! connections see and leaves established ones be. The `verify_*` settings and whether a
+//! listener has TLS at all are fixed at start.
 
 pub(crate) mod pem;
 pub(crate) mod verify;
@@ -12,13 +13,13 @@ use std::sync::{Arc, RwLock};
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::ServerName;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 
 use crate::config::{Config, TlsSettings};
 use crate::{Error, Result};
-use verify::{NameCheck, ServerVerifier};
+use verify::{ClientVerifier, NameCheck, ServerVerifier};
 
 /// The one crypto provider Muster uses (ring), named rather than process-wide.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -83,7 +84,16 @@ pub struct AgentTls {
     pub https: Option<Arc<ServerConfig>>,
     /// The server RPC port's TLS, when a certificate or `verify_outgoing` is configured.
     pub rpc: Option<muster_server::RpcTls>,
-    stores: Vec<(Use, Arc<CertStore>)>,
+    reloads: Vec<Reloadable>,
+}
+
+/// What a reload refills for one use: its certificate and the verifiers holding its CA.
+#[derive(Debug)]
+struct Reloadable {
+    what: Use,
+    cert: Option<Arc<CertStore>>,
+    incoming: Option<Arc<ClientVerifier>>,
+    outgoing: Option<Arc<ServerVerifier>>,
 }
 
 impl AgentTls {
@@ -94,23 +104,31 @@ impl AgentTls {
         let mut tls = AgentTls::default();
         if cfg.tls.https_port >= 0 {
             let s = cfg.tls.https();
-            let store = tls.store(&provider, Use::Https, &s)?;
-            let store = store.ok_or_else(|| {
+            let store = cert_store(&provider, &s)?.ok_or_else(|| {
                 Error::Config("ports.https is set, but no cert_file and key_file are".into())
             })?;
-            tls.https = Some(Arc::new(server_config(&provider, &s, store)?));
+            let (config, incoming) = server_config(&provider, &s, store.clone())?;
+            tls.https = Some(Arc::new(config));
+            tls.reloads.push(Reloadable {
+                what: Use::Https,
+                cert: Some(store),
+                incoming,
+                outgoing: None,
+            });
         }
         let s = cfg.tls.internal_rpc();
-        let store = tls.store(&provider, Use::InternalRpc, &s)?;
-        let acceptor = match &store {
+        let store = cert_store(&provider, &s)?;
+        let (acceptor, incoming) = match &store {
             Some(store) if cfg.server => {
-                Some(Arc::new(server_config(&provider, &s, store.clone())?))
+                let (config, incoming) = server_config(&provider, &s, store.clone())?;
+                (Some(Arc::new(config)), incoming)
             }
-            _ => None,
+            _ => (None, None),
         };
         let name = format!("server.{}.{}", cfg.datacenter, cfg.domain.trim_matches('.'));
         let server_name = ServerName::try_from(name.clone())
             .map_err(|e| Error::Config(format!("server name {name:?} is not a DNS name: {e}")))?;
+        let mut outgoing = None;
         let connector = if s.verify_outgoing {
             let names = if s.verify_server_hostname {
                 NameCheck::Fixed(server_name.clone())
@@ -119,19 +137,27 @@ impl AgentTls {
             };
             let verifier = ServerVerifier::new(pem::roots(&s)?, names, provider.clone())
                 .map_err(|e| Error::Config(format!("tls.internal_rpc: {e}")))?;
+            let verifier = Arc::new(verifier);
+            outgoing = Some(verifier.clone());
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| Error::Config(format!("TLS: {e}")))?
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier));
-            let config = match store {
-                Some(store) => builder.with_client_cert_resolver(store),
+                .with_custom_certificate_verifier(verifier);
+            let config = match &store {
+                Some(store) => builder.with_client_cert_resolver(store.clone()),
                 None => builder.with_no_client_auth(),
             };
             Some(Arc::new(config))
         } else {
             None
         };
+        tls.reloads.push(Reloadable {
+            what: Use::InternalRpc,
+            cert: store,
+            incoming,
+            outgoing,
+        });
         if acceptor.is_some() || connector.is_some() {
             tls.rpc = Some(muster_server::RpcTls {
                 acceptor,
@@ -143,65 +169,89 @@ impl AgentTls {
         Ok(tls)
     }
 
-    /// A store holding the certificate `s` names, remembered for reloads; `None` without one.
-    fn store(
-        &mut self,
-        provider: &CryptoProvider,
-        what: Use,
-        s: &TlsSettings,
-    ) -> Result<Option<Arc<CertStore>>> {
-        let Some((cert, key)) = s.cert_and_key() else {
-            return Ok(None);
-        };
-        let store = Arc::new(CertStore(RwLock::new(pem::certified_key(
-            provider, cert, key,
-        )?)));
-        self.stores.push((what, store.clone()));
-        Ok(Some(store))
-    }
-
-    /// Re-reads every certificate and key from the files `cfg` names now. Either all are
+    /// Re-reads every certificate, key and CA from the files `cfg` names now. Either all are
     /// replaced or, on an error, none.
     pub fn reload(&self, cfg: &Config) -> Result<()> {
         let provider = provider();
         let mut fresh = Vec::new();
-        for (what, store) in &self.stores {
-            let s = what.settings(cfg);
-            let Some((cert, key)) = s.cert_and_key() else {
-                return Err(Error::Config(format!(
-                    "TLS: the {what:?} certificate cannot be removed by a reload; restart the \
-                     agent to serve without it"
-                )));
+        for r in &self.reloads {
+            let s = r.what.settings(cfg);
+            let cert = match (&r.cert, s.cert_and_key()) {
+                (Some(_), Some((cert, key))) => Some(pem::certified_key(&provider, cert, key)?),
+                (None, None) => None,
+                _ => {
+                    return Err(Error::Config(format!(
+                        "TLS: a reload cannot add or remove the {:?} certificate; restart the \
+                         agent for that",
+                        r.what
+                    )))
+                }
             };
-            fresh.push((store, pem::certified_key(&provider, cert, key)?));
+            let needs_ca = r.incoming.is_some() || r.outgoing.is_some();
+            // Checked here, so that installing below cannot fail half-way.
+            let roots = match needs_ca {
+                true => {
+                    let roots = pem::roots(&s)?;
+                    if roots.is_empty() {
+                        return Err(Error::Config(format!(
+                            "TLS: no CA certificate for {:?}",
+                            r.what
+                        )));
+                    }
+                    Some(roots)
+                }
+                false => None,
+            };
+            fresh.push((r, cert, roots));
         }
-        for (store, key) in fresh {
-            store.set(key);
+        for (r, cert, roots) in fresh {
+            if let (Some(store), Some(cert)) = (&r.cert, cert) {
+                store.set(cert);
+            }
+            let Some(roots) = roots else { continue };
+            let bad_ca = |e: String| Error::Config(format!("TLS: {e}"));
+            if let Some(v) = &r.incoming {
+                v.set_roots(roots.clone()).map_err(bad_ca)?;
+            }
+            if let Some(v) = &r.outgoing {
+                v.set_roots(roots).map_err(bad_ca)?;
+            }
         }
         Ok(())
     }
 }
 
+/// A store holding the certificate `s` names; `None` without one.
+fn cert_store(provider: &CryptoProvider, s: &TlsSettings) -> Result<Option<Arc<CertStore>>> {
+    let Some((cert, key)) = s.cert_and_key() else {
+        return Ok(None);
+    };
+    let key = pem::certified_key(provider, cert, key)?;
+    Ok(Some(Arc::new(CertStore(RwLock::new(key)))))
+}
+
 /// A listener's config: `store`'s certificate, and with `verify_incoming` a client certificate
-/// from the configured CA required.
+/// from the configured CA required (the verifier is returned too, for reloads).
 fn server_config(
     provider: &Arc<CryptoProvider>,
     s: &TlsSettings,
     store: Arc<CertStore>,
-) -> Result<ServerConfig> {
+) -> Result<(ServerConfig, Option<Arc<ClientVerifier>>)> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("TLS: {e}")))?;
-    let builder = if s.verify_incoming {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(pem::roots(s)?), provider.clone())
-                .build()
-                .map_err(|e| Error::Config(format!("cannot use the CA certificates: {e}")))?;
-        builder.with_client_cert_verifier(verifier)
+    let (builder, incoming) = if s.verify_incoming {
+        let verifier = ClientVerifier::new(pem::roots(s)?, provider.clone())
+            .map_err(|e| Error::Config(format!("TLS: {e}")))?;
+        let verifier = Arc::new(verifier);
+        (
+            builder.with_client_cert_verifier(verifier.clone()),
+            Some(verifier),
+        )
     } else {
-        builder.with_no_client_auth()
+        (builder.with_no_client_auth(), None)
     };
     let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    Ok((config, incoming))
 }

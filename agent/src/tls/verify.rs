@@ -2,15 +2,22 @@
 //! the chain must lead to the configured CA; the name is checked against a fixed name
 //! (`server.<dc>.<domain>` for the server RPC port, `CONSUL_TLS_SERVER_NAME` for the CLI)
 //! or against the host dialled, or, without `verify_server_hostname`, not at all. The CLI's
-//! `CONSUL_HTTP_SSL_VERIFY=false` skips verification entirely.
+//! `CONSUL_HTTP_SSL_VERIFY=false` skips verification entirely. And how a listener with
+//! `verify_incoming` checks a client's certificate. Both verifiers take a new CA on reload.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use muster_server::sync::{read, write};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, RootCertStore,
+    SignatureScheme,
+};
 
 /// Which name a server's certificate must carry.
 #[derive(Debug, Clone)]
@@ -26,7 +33,8 @@ pub(crate) enum NameCheck {
 /// A server-certificate verifier: webpki's chain check, with the name check chosen above.
 #[derive(Debug)]
 pub(crate) struct ServerVerifier {
-    inner: Option<Arc<WebPkiServerVerifier>>,
+    /// `None` accepts any certificate.
+    inner: RwLock<Option<Arc<WebPkiServerVerifier>>>,
     names: NameCheck,
     provider: Arc<CryptoProvider>,
 }
@@ -38,20 +46,25 @@ impl ServerVerifier {
         names: NameCheck,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, String> {
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| format!("cannot use the CA certificates: {e}"))?;
+        let inner = webpki_server(roots, &provider)?;
         Ok(ServerVerifier {
-            inner: Some(inner),
+            inner: RwLock::new(Some(inner)),
             names,
             provider,
         })
     }
 
+    /// Verifies chains against `roots` from now on.
+    pub(crate) fn set_roots(&self, roots: RootCertStore) -> Result<(), String> {
+        let inner = webpki_server(roots, &self.provider)?;
+        *write(&self.inner) = Some(inner);
+        Ok(())
+    }
+
     /// Accepts any certificate (`CONSUL_HTTP_SSL_VERIFY=false`); signatures are still checked.
     pub(crate) fn insecure(provider: Arc<CryptoProvider>) -> Self {
         ServerVerifier {
-            inner: None,
+            inner: RwLock::new(None),
             names: NameCheck::None,
             provider,
         }
@@ -67,7 +80,7 @@ impl ServerCertVerifier for ServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let Some(inner) = &self.inner else {
+        let Some(inner) = read(&self.inner).clone() else {
             return Ok(ServerCertVerified::assertion());
         };
         let name = match &self.names {
@@ -80,6 +93,98 @@ impl ServerCertVerifier for ServerVerifier {
             )) if matches!(self.names, NameCheck::None) => Ok(ServerCertVerified::assertion()),
             r => r,
         }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn webpki_server(
+    roots: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, String> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("cannot use the CA certificates: {e}"))
+}
+
+fn webpki_client(
+    roots: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .map_err(|e| format!("cannot use the CA certificates: {e}"))
+}
+
+/// A listener's check of client certificates (`verify_incoming`): one is required, and its
+/// chain must lead to the CA. No CA names are hinted to clients, so that the CA can change.
+#[derive(Debug)]
+pub(crate) struct ClientVerifier {
+    inner: RwLock<Arc<dyn ClientCertVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientVerifier {
+    pub(crate) fn new(roots: RootCertStore, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+        Ok(ClientVerifier {
+            inner: RwLock::new(webpki_client(roots, &provider)?),
+            provider,
+        })
+    }
+
+    /// Verifies chains against `roots` from now on.
+    pub(crate) fn set_roots(&self, roots: RootCertStore) -> Result<(), String> {
+        let inner = webpki_client(roots, &self.provider)?;
+        *write(&self.inner) = inner;
+        Ok(())
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, Error> {
+        let inner = read(&self.inner).clone();
+        inner.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
