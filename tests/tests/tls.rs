@@ -436,8 +436,8 @@ where
     let mut len = 0usize;
     loop {
         let mut h = String::new();
-        s.read_line(&mut h).await.expect("header");
-        if h == "\r\n" {
+        // A closed connection ends the head too (and its status line is empty).
+        if s.read_line(&mut h).await.expect("header") == 0 || h == "\r\n" {
             break;
         }
         if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
@@ -579,6 +579,53 @@ async fn sighup_rotates_the_certificate_without_dropping_connections() -> anyhow
     )
     .await?;
     assert_eq!(connect(https, client.clone()).await.1, new);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_keeps_the_per_client_connection_cap() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let (certs, _) = setup(tmp.path(), "tls.json", https_config);
+    let mut cfg = https_config(&certs, "dc1-server-consul-0");
+    cfg["limits"] = serde_json::json!({"http_max_conns_per_client": 2});
+    let cfg = config_file(tmp.path(), "limits.json", cfg)
+        .display()
+        .to_string();
+    let a = single_server(tmp.path(), "s1", &["-config-file", &cfg]).await?;
+    let https = a.https.expect("HTTPS port");
+    let client = client_config(&certs, Some("dc1-client-consul-0"));
+    let (mut c1, _) = connect(https, client.clone()).await;
+    let (mut c2, _) = connect(https, client.clone()).await;
+    assert_eq!(
+        request_on(&mut c1, "localhost").await,
+        "HTTP/1.1 200 OK\r\n"
+    );
+    assert_eq!(
+        request_on(&mut c2, "localhost").await,
+        "HTTP/1.1 200 OK\r\n"
+    );
+    // The third is closed before its handshake.
+    let tcp = tokio::net::TcpStream::connect(https).await?;
+    let name = ServerName::try_from("localhost")?;
+    let third = tokio_rustls::TlsConnector::from(client.clone())
+        .connect(name, tcp)
+        .await;
+    assert!(third.is_err(), "a third TLS connection was accepted");
+    drop(c1);
+    wait_until("a slot freed", Duration::from_secs(5), || {
+        let client = client.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
+            let name = ServerName::try_from("localhost").ok()?;
+            let tls = tokio_rustls::TlsConnector::from(client)
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            let mut s = BufReader::new(tls);
+            (request_on(&mut s, "localhost").await == "HTTP/1.1 200 OK\r\n").then_some(())
+        }
+    })
+    .await?;
     Ok(())
 }
 
