@@ -3,8 +3,8 @@
 //! clients), Consul's per-client-IP connection limit (extra connections get a 429 and are
 //! closed at once), a pause instead of a busy loop when accept fails (out of descriptors),
 //! and a plain-text reason on the 400, 414 and 431 answers hyper writes on its own. HTTPS
-//! ([`serve_tls`]) has the same limits; its TLS handshake counts against the head deadline,
-//! and runs on the connection's task, so a slow handshake holds up no one else.
+//! ([`serve_tls`]) has the same limits and a deadline for the TLS handshake, which runs on the
+//! connection's task, so a slow handshake holds up no one else.
 
 use std::collections::HashMap;
 use std::io;
@@ -32,6 +32,9 @@ pub struct HttpLimits {
     /// moment the server waits for them: on a kept-alive connection, from the end of the
     /// previous response. A connection past it is closed.
     pub read_header_timeout: Duration,
+    /// How long an HTTPS client may take over its TLS handshake (Consul's
+    /// `limits.https_handshake_timeout`, 5 s); the head deadline starts after it.
+    pub https_handshake_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -39,6 +42,7 @@ impl Default for HttpLimits {
         HttpLimits {
             max_conns_per_client: 200,
             read_header_timeout: Duration::from_secs(30),
+            https_handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -123,7 +127,7 @@ async fn serve_with(
         let _ = stream.set_nodelay(true);
         let (builder, app, stop) = (builder.clone(), app.clone(), shutdown.clone());
         let tls = tls.clone();
-        let deadline = limits.read_header_timeout;
+        let deadline = limits.https_handshake_timeout;
         conns.spawn(async move {
             let _slot = slot;
             let Some(acceptor) = tls else {

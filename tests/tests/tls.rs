@@ -583,11 +583,14 @@ async fn sighup_rotates_the_certificate_without_dropping_connections() -> anyhow
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn https_keeps_the_per_client_connection_cap() -> anyhow::Result<()> {
+async fn https_keeps_the_connection_cap_and_closes_stalled_handshakes() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let (certs, _) = setup(tmp.path(), "tls.json", https_config);
     let mut cfg = https_config(&certs, "dc1-server-consul-0");
-    cfg["limits"] = serde_json::json!({"http_max_conns_per_client": 2});
+    cfg["limits"] = serde_json::json!({
+        "http_max_conns_per_client": 2,
+        "https_handshake_timeout": "500ms",
+    });
     let cfg = config_file(tmp.path(), "limits.json", cfg)
         .display()
         .to_string();
@@ -612,6 +615,15 @@ async fn https_keeps_the_per_client_connection_cap() -> anyhow::Result<()> {
         .await;
     assert!(third.is_err(), "a third TLS connection was accepted");
     drop(c1);
+    // A client that never starts its handshake is closed after https_handshake_timeout,
+    // which frees its slot too.
+    let mut stalled = tokio::net::TcpStream::connect(https).await?;
+    let mut buf = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "a stalled handshake was not closed"
+    );
     wait_until("a slot freed", Duration::from_secs(5), || {
         let client = client.clone();
         async move {
