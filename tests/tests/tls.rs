@@ -421,6 +421,22 @@ async fn verify_server_hostname_keeps_out_a_client_certificate_and_clients_forwa
     .await?;
     let r = muster_tests::get(&s2.url("/v1/kv/via-client?stale")).await?;
     assert_eq!(r.status, 404, "s2 received replicated data");
+    // A client agent without TLS is refused: verify_incoming requires it.
+    let c2 = Agent::start("c2", &tmp.path().join("c2"), &["-retry-join", &join])?;
+    wait_until(
+        "the plain client refused",
+        Duration::from_secs(15),
+        || async {
+            let r = muster_tests::put(&c2.url("/v1/kv/plain"), b"v")
+                .await
+                .ok()?;
+            assert_ne!(r.status, 200, "a plain client's write was applied");
+            let logs = s1.logs();
+            logs.contains("refusing a plain server RPC connection")
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -56,13 +56,15 @@ async fn serve(node: Arc<Node>, s: TcpStream, peer: SocketAddr) {
         let node = node.clone();
         async move { handle(&node, req).await }
     };
-    let tls = node.config.tls.as_ref();
+    let Some(tls) = node.config.tls.as_ref() else {
+        return serve_conn(s, peer, handle).await;
+    };
     let mut first = [0u8; 1];
     let is_tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first)).await {
         Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
         _ => return,
     };
-    match (is_tls, tls.and_then(|t| t.acceptor.clone())) {
+    match (is_tls, tls.acceptor.clone()) {
         (true, Some(config)) => {
             let accept = tokio_rustls::TlsAcceptor::from(config).accept(s);
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
@@ -76,7 +78,7 @@ async fn serve(node: Arc<Node>, s: TcpStream, peer: SocketAddr) {
         (true, None) => {
             tracing::warn!(%peer, "refusing a TLS server RPC connection: no certificate configured")
         }
-        (false, _) if tls.is_some_and(|t| t.require_incoming) => tracing::warn!(
+        (false, _) if tls.require_incoming => tracing::warn!(
             %peer,
             "refusing a plain server RPC connection: verify_incoming requires TLS"
         ),
