@@ -465,6 +465,19 @@ where
     status
 }
 
+/// A TLS connection to `addr` (as `localhost`), if the handshake succeeds.
+async fn try_connect(
+    addr: std::net::SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = ServerName::try_from("localhost").ok()?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .ok()
+}
+
 /// A TLS connection to `addr` and the certificate the server presented.
 async fn connect(
     addr: std::net::SocketAddr,
@@ -473,12 +486,7 @@ async fn connect(
     BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
     CertificateDer<'static>,
 ) {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from("localhost").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .expect("handshake");
+    let tls = try_connect(addr, config).await.expect("handshake");
     let cert = tls.get_ref().1.peer_certificates().expect("certs")[0].clone();
     (BufReader::new(tls), cert.into_owned())
 }
@@ -553,12 +561,7 @@ async fn sighup_rotates_the_certificate_without_dropping_connections() -> anyhow
         let client2 = client2.clone();
         let new2 = new2.clone();
         async move {
-            let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
-            let name = ServerName::try_from("localhost").ok()?;
-            let tls = tokio_rustls::TlsConnector::from(client2)
-                .connect(name, tcp)
-                .await
-                .ok()?;
+            let tls = try_connect(https, client2).await?;
             (tls.get_ref().1.peer_certificates()?[0] == new2).then_some(())
         }
     })
@@ -624,12 +627,8 @@ async fn https_keeps_the_connection_cap_and_closes_stalled_handshakes() -> anyho
         "HTTP/1.1 200 OK\r\n"
     );
     // The third is closed before its handshake.
-    let tcp = tokio::net::TcpStream::connect(https).await?;
-    let name = ServerName::try_from("localhost")?;
-    let third = tokio_rustls::TlsConnector::from(client.clone())
-        .connect(name, tcp)
-        .await;
-    assert!(third.is_err(), "a third TLS connection was accepted");
+    let third = try_connect(https, client.clone()).await;
+    assert!(third.is_none(), "a third TLS connection was accepted");
     drop(c1);
     // A client that never starts its handshake is closed after https_handshake_timeout,
     // which frees its slot too.
@@ -643,12 +642,7 @@ async fn https_keeps_the_connection_cap_and_closes_stalled_handshakes() -> anyho
     wait_until("a slot freed", Duration::from_secs(5), || {
         let client = client.clone();
         async move {
-            let tcp = tokio::net::TcpStream::connect(https).await.ok()?;
-            let name = ServerName::try_from("localhost").ok()?;
-            let tls = tokio_rustls::TlsConnector::from(client)
-                .connect(name, tcp)
-                .await
-                .ok()?;
+            let tls = try_connect(https, client).await?;
             let mut s = BufReader::new(tls);
             (request_on(&mut s, "localhost").await == "HTTP/1.1 200 OK\r\n").then_some(())
         }
