@@ -20,6 +20,7 @@ use crate::cluster::tags::{member_tags, ServerTags};
 use crate::cluster::{coordinate, join, reconcile};
 use crate::config::{Config, PortSetting};
 use crate::local::Local;
+use crate::tls::AgentTls;
 use crate::{Error, Result, VERSION};
 
 /// Runs an agent until it is told to leave or `shutdown` fires.
@@ -31,11 +32,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     // Service and check definitions were parsed and checked by `config::load`, before
     // anything starts or binds.
     let data = open_data_dir(&config)?;
+    // Certificates and keys are read before anything binds: a bad file fails the start.
+    let tls = Arc::new(AgentTls::build(&config)?);
     // Bind everything first, so a port in use fails before any state is touched.
     let listeners = bind_listeners(&config).await?;
     let advertise = config.advertise_ip();
     let serf_addr = SocketAddr::new(advertise, listeners.serf.local_addr()?.port());
-    let server = open_server(&config, &data.path, advertise, listeners.rpc, &core).await?;
+    let server = open_server(&config, &tls, &data.path, advertise, listeners.rpc, &core).await?;
     let crypto = gossip_crypto(&config, &data.path)?;
     let gossip = start_gossip(
         &config,
@@ -53,6 +56,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         config.server,
         core.clone(),
     );
+    local.on_reload(Box::new({
+        let tls = tls.clone();
+        move |cfg| tls.reload(cfg)
+    }));
     let control = Arc::new(Control {
         config: config.clone(),
         gossip: gossip.clone(),
@@ -62,6 +69,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let state = ApiState::new(server.clone(), control).with_local(local.clone());
 
     let mut tasks = JoinSet::new();
+    let https_addr = start_https(&config, &tls, listeners.https, &state, &cancel, &mut tasks)?;
     let http_addr = start_http(&config, listeners.http, state, &cancel, &mut tasks)?;
     let dns_addr = start_dns(&config, listeners.dns, &server, &cancel, &mut tasks)?;
     start_loops(
@@ -69,7 +77,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     );
     join_cluster(&config, &gossip, &data.path, &cancel, &mut tasks).await;
 
-    print_banner(&config, http_addr, dns_addr, serf_addr, &server).await;
+    let ports = BannerPorts {
+        http: http_addr,
+        https: https_addr,
+        dns: dns_addr,
+        serf: serf_addr,
+    };
+    print_banner(&config, ports, &server).await;
 
     let stop = wait_for_stop(&server, &cancel).await;
     shutdown_agent(stop, &server, &gossip, &cancel, &core, tasks).await
@@ -123,6 +137,8 @@ fn node_id(dir: &Path) -> Result<String> {
 /// Every socket the agent serves on, bound before anything else starts.
 struct Listeners {
     http: Option<TcpListener>,
+    /// On `addresses.https`, else the client address, when `ports.https` is set.
+    https: Option<TcpListener>,
     /// UDP and TCP on the same port.
     dns: Option<(UdpSocket, TcpListener)>,
     /// Only on a server.
@@ -132,6 +148,8 @@ struct Listeners {
 
 async fn bind_listeners(config: &Config) -> Result<Listeners> {
     let http = bind_tcp(config.client_addr, config.http_port, "HTTP").await?;
+    let https_ip = config.tls.https_addr.unwrap_or(config.client_addr);
+    let https = bind_tcp(https_ip, config.tls.https_port, "HTTPS").await?;
     let dns = match config.dns_port {
         p if p < 0 => None,
         p => {
@@ -153,6 +171,7 @@ async fn bind_listeners(config: &Config) -> Result<Listeners> {
     let serf = bind_udp(config.bind_addr, serf_port, "gossip (serf LAN)").await?;
     Ok(Listeners {
         http,
+        https,
         dns,
         rpc,
         serf,
@@ -184,6 +203,7 @@ async fn bind_udp(ip: IpAddr, port: u16, what: &'static str) -> Result<UdpSocket
 /// A server's Raft node on its RPC listener; a client's handle that forwards to servers.
 async fn open_server(
     config: &Config,
+    tls: &AgentTls,
     data_dir: &Path,
     advertise: IpAddr,
     rpc: Option<TcpListener>,
@@ -192,10 +212,15 @@ async fn open_server(
     Ok(match rpc {
         Some(listener) => {
             let rpc_addr = SocketAddr::new(advertise, listener.local_addr()?.port());
-            let sc = config.server_config(data_dir.to_path_buf(), rpc_addr);
+            let mut sc = config.server_config(data_dir.to_path_buf(), rpc_addr);
+            sc.tls = tls.rpc.clone();
             Server::start(sc, listener, core.clone()).await?
         }
-        None => Server::client_bound(Some(config.bind_addr), config.rpc_hold_timeout),
+        None => Server::client_bound(
+            Some(config.bind_addr),
+            config.rpc_hold_timeout,
+            tls.rpc.as_ref(),
+        ),
     })
 }
 
@@ -275,6 +300,31 @@ fn start_http(
     // Read-header deadline, idle timeout and per-client connection limit: see
     // muster_api::serve.
     tasks.spawn(muster_api::serve(listener, app, limits, cancel.clone()));
+    Ok(Some(addr))
+}
+
+/// Serves HTTPS on its listener, if enabled; returns the address it serves on.
+fn start_https(
+    config: &Config,
+    tls: &AgentTls,
+    listener: Option<TcpListener>,
+    state: &ApiState,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> Result<Option<SocketAddr>> {
+    let (Some(listener), Some(tls)) = (listener, tls.https.clone()) else {
+        return Ok(None);
+    };
+    let addr = listener.local_addr()?;
+    let app = muster_api::router(state.clone());
+    let limits = config.http_limits.clone();
+    tasks.spawn(muster_api::serve_tls(
+        listener,
+        app,
+        limits,
+        tls,
+        cancel.clone(),
+    ));
     Ok(Some(addr))
 }
 
@@ -466,13 +516,21 @@ async fn shutdown_agent(
     }
 }
 
-async fn print_banner(
-    config: &Config,
+/// The addresses the banner names.
+struct BannerPorts {
     http: Option<SocketAddr>,
+    https: Option<SocketAddr>,
     dns: Option<SocketAddr>,
     serf: SocketAddr,
-    server: &Server,
-) {
+}
+
+async fn print_banner(config: &Config, ports: BannerPorts, server: &Server) {
+    let BannerPorts {
+        http,
+        https,
+        dns,
+        serf,
+    } = ports;
     let port = |a: Option<SocketAddr>| a.map_or(-1, |a| a.port() as i32);
     let rpc = server.rpc_addr().unwrap_or_else(|| "-".into());
     // Operators and the smoke tests read these lines; keep their shape stable.
@@ -485,9 +543,10 @@ async fn print_banner(
         config.server, config.bootstrap_expect
     );
     println!(
-        "       Client Addr: [{}] (HTTP: {}, DNS: {})",
+        "       Client Addr: [{}] (HTTP: {}, HTTPS: {}, DNS: {})",
         config.client_addr,
         port(http),
+        port(https),
         port(dns)
     );
     println!(

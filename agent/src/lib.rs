@@ -13,6 +13,7 @@ pub mod flags;
 pub mod fuzz;
 pub mod local;
 pub mod signal;
+pub mod tls;
 
 pub use agent::run;
 pub use cluster::gossip;

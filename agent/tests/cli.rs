@@ -407,6 +407,11 @@ const COMMAND_NAMES: &[&str] = &[
     "services",
     "services deregister",
     "services register",
+    "tls",
+    "tls ca",
+    "tls ca create",
+    "tls cert",
+    "tls cert create",
     "version",
 ];
 
@@ -435,10 +440,12 @@ fn every_command_takes_help_flags_as_consul_does() {
         .expect("run");
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8_lossy(&out.stderr);
+    // Consul lists them alphabetically: the TLS flags come before -http-addr.
     assert!(
-        err.contains("\nHTTP API Options\n\n  -http-addr=<address>\n"),
+        err.contains("\nHTTP API Options\n\n  -ca-file=<value>\n"),
         "{err}"
     );
+    assert!(err.contains("\n  -http-addr=<address>\n"), "{err}");
     assert!(err.contains("\nCommand Options\n\n  -acquire\n"), "{err}");
     // A family shows its subcommands; alone, it prints the same help and exits 1.
     let out = muster().args(["kv"]).output().expect("run");

@@ -34,7 +34,7 @@ use muster_server::Server;
 pub use params::{go_duration, json_duration};
 pub use requests::keep_service_extra;
 pub use router::router;
-pub use serve::{serve, HttpLimits};
+pub use serve::{serve, serve_tls, HttpLimits};
 
 /// Largest KV value accepted, as Consul (512 KiB).
 pub const MAX_VALUE_SIZE: usize = 512 * 1024;

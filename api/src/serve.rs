@@ -2,7 +2,9 @@
 //! for each request head (which also closes idle kept-alive connections and slowloris
 //! clients), Consul's per-client-IP connection limit (extra connections get a 429 and are
 //! closed at once), a pause instead of a busy loop when accept fails (out of descriptors),
-//! and a plain-text reason on the 400, 414 and 431 answers hyper writes on its own.
+//! and a plain-text reason on the 400, 414 and 431 answers hyper writes on its own. HTTPS
+//! ([`serve_tls`]) has the same limits and a deadline for the TLS handshake, which runs on the
+//! connection's task, so a slow handshake holds up no one else.
 
 use std::collections::HashMap;
 use std::io;
@@ -30,6 +32,9 @@ pub struct HttpLimits {
     /// moment the server waits for them: on a kept-alive connection, from the end of the
     /// previous response. A connection past it is closed.
     pub read_header_timeout: Duration,
+    /// How long an HTTPS client may take over its TLS handshake (Consul's
+    /// `limits.https_handshake_timeout`, 5 s); the head deadline starts after it.
+    pub https_handshake_timeout: Duration,
 }
 
 impl Default for HttpLimits {
@@ -37,6 +42,7 @@ impl Default for HttpLimits {
         HttpLimits {
             max_conns_per_client: 200,
             read_header_timeout: Duration::from_secs(30),
+            https_handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -56,6 +62,29 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    shutdown: CancellationToken,
+) {
+    serve_with(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`] over TLS with `tls` (HTTPS). The config's certificate resolver is asked at each
+/// handshake, so a certificate it replaces is used by new connections only.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(listener, app, limits, Some(acceptor), shutdown).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -89,30 +118,55 @@ pub async fn serve(
                 tracing::warn!(client = %peer, limit = limits.max_conns_per_client,
                     "too many concurrent HTTP connections from one client; answering 429");
             }
-            conns.spawn(refuse(stream));
+            // Over TLS the refusal would need a handshake first: just close.
+            if tls.is_none() {
+                conns.spawn(refuse(stream));
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(ErrorBodies::new(stream));
-        let svc = TowerToHyperService::new(app.clone());
-        let conn = builder.serve_connection(io, svc);
-        let stop = shutdown.clone();
+        let (builder, app, stop) = (builder.clone(), app.clone(), shutdown.clone());
+        let tls = tls.clone();
+        let deadline = limits.https_handshake_timeout;
         conns.spawn(async move {
             let _slot = slot;
-            tokio::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(acceptor) = tls else {
+                return serve_conn(builder, stream, app, stop, peer).await;
             };
-            if let Err(e) = r {
-                tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
+            match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_conn(builder, stream, app, stop, peer).await,
+                Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
             }
         });
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// Serves HTTP on one connection until it closes, or gracefully once `stop` fires.
+async fn serve_conn<S>(
+    builder: hyper::server::conn::http1::Builder,
+    stream: S,
+    app: Router,
+    stop: CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(ErrorBodies::new(stream));
+    let svc = TowerToHyperService::new(app);
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
+    }
 }
 
 /// Whether a rate-limited warning may be logged now (at most one a second).

@@ -36,6 +36,24 @@ pub struct ServerConfig {
     /// How often the leader writes the coordinate updates it gathered (Consul's
     /// `consul.coordinate.update_period`: 5 s, 100 ms in `-dev`).
     pub coordinate_update_period: Duration,
+    /// TLS on the server RPC port, both ways; `None` speaks plain TCP.
+    pub tls: Option<RpcTls>,
+}
+
+/// TLS on the server RPC port: what a server accepts and how it (or a client agent) dials.
+/// Built by the agent from its `tls.internal_rpc` settings.
+#[derive(Debug, Clone)]
+pub struct RpcTls {
+    /// Accepts TLS connections with this config (a certificate is configured). A TLS client
+    /// is told apart from a plain one by its first byte, as Consul's RPC port does.
+    pub acceptor: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Refuses plain connections (`verify_incoming_rpc`).
+    pub require_incoming: bool,
+    /// Dials other servers over TLS with this config (`verify_outgoing`).
+    pub connector: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The name servers are dialled by, `server.<dc>.<domain>`: sent as SNI, and checked
+    /// against their certificates with `verify_server_hostname`.
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 impl ServerConfig {
@@ -58,6 +76,7 @@ impl ServerConfig {
             bind_ip: None,
             tombstone_ttl: Duration::from_secs(15 * 60),
             coordinate_update_period: Duration::from_secs(5),
+            tls: None,
         }
     }
 }

@@ -21,7 +21,7 @@ mod server;
 mod store;
 pub mod sync;
 
-pub use config::ServerConfig;
+pub use config::{RpcTls, ServerConfig};
 pub use duration::{go_duration, MAX_GO_DURATION};
 pub use error::{Error, Result};
 pub use id::new_uuid;

@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo build --profile dist --bin muster    # the benches run target/dist/muster
 //! cargo bench -p muster-tests --bench api                # everything
-//! cargo bench -p muster-tests --bench api -- kv-get      # one of: kv-get health idle-watch wake conns
+//! cargo bench -p muster-tests --bench api -- kv-get      # one of: kv-get https health idle-watch wake conns
 //! cargo bench -p muster-tests --bench api -- --secs 5
 //! ```
 
@@ -35,14 +35,24 @@ async fn load<F>(bases: &[String], secs: u64, make: F) -> Stats
 where
     F: Fn(&reqwest::Client, &str, u32) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
 {
+    load_with(bases, secs, reqwest::Client::builder, make).await
+}
+
+/// [`load`] with clients from `builder` (HTTPS ones, say), each kept alive on one connection.
+async fn load_with<B, F>(bases: &[String], secs: u64, builder: B, make: F) -> Stats
+where
+    B: Fn() -> reqwest::ClientBuilder + Send + Sync + Clone + 'static,
+    F: Fn(&reqwest::Client, &str, u32) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
+{
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
     let mut tasks = Vec::new();
     for i in 0..CONNS {
         let base = bases[i % bases.len()].clone();
         let make = make.clone();
+        let builder = builder.clone();
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder()
+            let client = builder()
                 .pool_max_idle_per_host(1)
                 .timeout(Duration::from_secs(5))
                 .build()
@@ -149,6 +159,102 @@ async fn bench_kv_get(secs: u64) -> anyhow::Result<()> {
             .await;
             report(name, &s);
         }
+    }
+    Ok(())
+}
+
+/// A rustls client config trusting the CA in `dir` and presenting its client certificate.
+fn tls_client(dir: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs =
+        |f: &str| CertificateDer::pem_file_iter(dir.join(f))?.collect::<Result<Vec<_>, _>>();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs("consul-agent-ca.pem")? {
+        roots.add(c)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            certs("dc1-client-consul-0.pem")?,
+            PrivateKeyDer::from_pem_file(dir.join("dc1-client-consul-0-key.pem"))?,
+        )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// KV GET over HTTPS (with a client certificate, `verify_incoming`) against plain HTTP on the
+/// same server, kept-alive connections both: the cost of TLS once the handshake is paid.
+async fn bench_https_kv_get(secs: u64) -> anyhow::Result<()> {
+    println!(
+        "== KV GET, HTTPS vs HTTP: 1 server, {CONNS} kept-alive connections, {secs} s per mode"
+    );
+    let root = tempfile::tempdir()?;
+    let certs = root.path().join("certs");
+    std::fs::create_dir_all(&certs)?;
+    for args in [
+        &["tls", "ca", "create"][..],
+        &["tls", "cert", "create", "-server"],
+        &["tls", "cert", "create", "-client"],
+    ] {
+        let st = std::process::Command::new(muster_tests::muster_bin())
+            .args(args)
+            .current_dir(&certs)
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        anyhow::ensure!(st.success(), "muster {args:?} failed");
+    }
+    let f = |n: &str| certs.join(n).display().to_string();
+    let cfg = root.path().join("tls.json");
+    std::fs::write(
+        &cfg,
+        serde_json::json!({
+            "ports": {"https": 0},
+            "tls": {"defaults": {
+                "ca_file": f("consul-agent-ca.pem"),
+                "cert_file": f("dc1-server-consul-0.pem"),
+                "key_file": f("dc1-server-consul-0-key.pem"),
+                "verify_incoming": true,
+            }}
+        })
+        .to_string(),
+    )?;
+    let cfg = cfg.display().to_string();
+    let agent = muster_tests::single_server(root.path(), "s1", &["-config-file", &cfg]).await?;
+    let https = agent
+        .https
+        .ok_or_else(|| anyhow::anyhow!("no HTTPS port"))?;
+    let first = format!("http://{}", agent.http);
+    preload(KEYS, move |k| {
+        let url = format!("{first}/v1/kv/bench/{k:05}");
+        async move { put(&url, &[b'v'; 100]).await.is_ok_and(|r| r.status == 200) }
+    })
+    .await;
+    let tls = tls_client(&certs)?;
+    let pid = agent.pid().unwrap_or(0);
+    let mut rates = Vec::new();
+    for (name, base) in [
+        ("muster HTTP", format!("http://{}", agent.http)),
+        ("muster HTTPS", format!("https://{https}")),
+    ] {
+        let t0 = cpu_ticks(pid);
+        let tls = tls.clone();
+        let s = load_with(
+            &[base],
+            secs,
+            move || reqwest::Client::builder().use_preconfigured_tls(tls.clone()),
+            |c, base, k| c.get(format!("{base}/v1/kv/bench/{k:05}?stale")),
+        )
+        .await;
+        report(name, &s);
+        let per = (cpu_ticks(pid) - t0) as f64 * 10_000.0 / s.ok.max(1) as f64;
+        println!("  {:<22} server CPU {per:.1} µs per read", "");
+        rates.push(s.rate());
+    }
+    if let [http, https] = rates[..] {
+        println!("  HTTPS / HTTP rate: {:.2}", https / http.max(1.0));
     }
     Ok(())
 }
@@ -415,10 +521,13 @@ async fn bench_wake() -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let cli = muster_tests::bench::start(10)?;
     let secs = cli.secs;
-    let names = ["kv-get", "health", "idle-watch", "wake", "conns"];
+    let names = ["kv-get", "https", "health", "idle-watch", "wake", "conns"];
     let want = |n: &str| cli.wants(&names, n);
     if want("kv-get") {
         bench_kv_get(secs).await?;
+    }
+    if want("https") {
+        bench_https_kv_get(secs).await?;
     }
     if want("health") {
         bench_health(secs).await?;

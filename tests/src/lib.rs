@@ -28,6 +28,8 @@ pub struct Agent {
     child: Option<Child>,
     pub name: String,
     pub http: SocketAddr,
+    /// The HTTPS listener, when `ports.https` is set.
+    pub https: Option<SocketAddr>,
     pub dns: Option<SocketAddr>,
     pub serf: SocketAddr,
     pub rpc: Option<String>,
@@ -145,6 +147,7 @@ impl Agent {
             child: Some(child),
             name: name.to_string(),
             http: "0.0.0.0:0".parse()?,
+            https: None,
             dns: None,
             serf: "0.0.0.0:0".parse()?,
             rpc: None,
@@ -172,6 +175,7 @@ impl Agent {
             .and_then(|r| r.split(' ').next())
             .unwrap_or("127.0.0.1");
         agent.http = format!("{host}:{}", field(client, "HTTP: ").unwrap_or("0")).parse()?;
+        agent.https = field(client, "HTTPS: ").and_then(|p| format!("{host}:{p}").parse().ok());
         agent.dns = field(client, "DNS: ").and_then(|p| format!("{host}:{p}").parse().ok());
         agent.serf = format!("{chost}:{}", field(cluster, "LAN: ").unwrap_or("0")).parse()?;
         agent.rpc = field(cluster, "Server RPC: ")

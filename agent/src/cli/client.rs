@@ -3,7 +3,10 @@
 //! else `MUSTER_HTTP_ADDR`, else `CONSUL_HTTP_ADDR`, else 127.0.0.1:8500; `-token-file` or
 //! `CONSUL_HTTP_TOKEN_FILE` (which win when the file holds a token), else `-token`, else
 //! `CONSUL_HTTP_TOKEN`, sent as `X-Consul-Token`; `-datacenter` as `?dc=` on every request.
+//! HTTPS when the address says `https://` or `CONSUL_HTTP_SSL` is true, with the TLS
+//! settings of `client_tls`.
 
+use super::client_tls::{client_config, env, env_bool};
 use super::error::{Error, Result};
 use crate::flags::Parsed;
 
@@ -17,11 +20,6 @@ pub(crate) struct Client {
     auth: Option<(String, Option<String>)>,
 }
 
-/// An environment variable, unset when empty (as Go's `os.Getenv` checks read it).
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 impl Client {
     /// The client the parsed common flags and the environment describe. Fails as Consul's
     /// `api.NewClient` does: on an unknown scheme or an unreadable token file.
@@ -33,24 +31,23 @@ impl Client {
             .or_else(|| env("MUSTER_HTTP_ADDR"))
             .or_else(|| env("CONSUL_HTTP_ADDR"))
             .unwrap_or_else(|| "127.0.0.1:8500".into());
-        let ssl = env("CONSUL_HTTP_SSL")
-            .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "true" | "TRUE" | "True"));
+        let ssl = env_bool("CONSUL_HTTP_SSL").unwrap_or(false);
         let base = match addr.split_once("://") {
             Some(("http", rest)) if !ssl => format!("http://{rest}"),
-            Some(("http" | "https", _)) => {
-                return Err(Error::Connect(
-                    "HTTPS is not supported by this client; give an http:// address".into(),
-                ))
-            }
+            Some(("http" | "https", rest)) => format!("https://{rest}"),
             Some((scheme, _)) => {
                 return Err(Error::Connect(format!("Unknown protocol scheme: {scheme}")))
             }
-            None if ssl => {
-                return Err(Error::Connect(
-                    "HTTPS is not supported by this client; unset CONSUL_HTTP_SSL".into(),
-                ))
-            }
+            None if ssl => format!("https://{addr}"),
             None => format!("http://{addr}"),
+        };
+        let http = if base.starts_with("https://") {
+            reqwest::Client::builder()
+                .use_preconfigured_tls(client_config(p)?)
+                .build()
+                .map_err(|e| Error::Connect(format!("TLS client: {e}")))?
+        } else {
+            reqwest::Client::new()
         };
         let token_file = p
             .value("token-file")
@@ -76,7 +73,7 @@ impl Client {
         });
         Ok(Client {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http,
             token,
             datacenter: p
                 .value("datacenter")

@@ -51,7 +51,7 @@ impl Flag {
 pub(crate) enum Http {
     /// An offline command (or the agent itself): none.
     None,
-    /// `-http-addr`, `-token`, `-token-file`.
+    /// `-http-addr`, `-token`, `-token-file` and the TLS flags.
     Client,
     /// The client flags plus `-datacenter` and `-stale`.
     Server,
@@ -60,12 +60,42 @@ pub(crate) enum Http {
 /// The flags that find the agent and authenticate to it.
 pub(crate) const CLIENT_FLAGS: &[Flag] = &[
     Flag::value(
+        "ca-file",
+        "value",
+        "Path to a CA file to use for TLS when communicating with Consul. This can also be \
+         specified via the CONSUL_CACERT environment variable.",
+    ),
+    Flag::value(
+        "ca-path",
+        "value",
+        "Path to a directory of CA certificates to use for TLS when communicating with \
+         Consul. This can also be specified via the CONSUL_CAPATH environment variable.",
+    ),
+    Flag::value(
+        "client-cert",
+        "value",
+        "Path to a client cert file to use for TLS when 'verify_incoming' is enabled. This \
+         can also be specified via the CONSUL_CLIENT_CERT environment variable.",
+    ),
+    Flag::value(
+        "client-key",
+        "value",
+        "Path to a client key file to use for TLS when 'verify_incoming' is enabled. This \
+         can also be specified via the CONSUL_CLIENT_KEY environment variable.",
+    ),
+    Flag::value(
         "http-addr",
         "address",
         "The address and port of the HTTP agent. The value can be an IP address or DNS \
          address, but it must also include the port. This can also be specified via the \
          CONSUL_HTTP_ADDR (or MUSTER_HTTP_ADDR) environment variable. The default value is \
          http://127.0.0.1:8500.",
+    ),
+    Flag::value(
+        "tls-server-name",
+        "value",
+        "The server name to use as the SNI host when connecting via TLS. This can also be \
+         specified via the CONSUL_TLS_SERVER_NAME environment variable.",
     ),
     Flag::value(
         "token",

@@ -10,6 +10,7 @@
 mod agent_ops;
 mod catalog;
 mod client;
+mod client_tls;
 mod error;
 mod help;
 mod keyring;
@@ -22,6 +23,7 @@ mod recover;
 mod rtt;
 mod services;
 mod table;
+mod tls;
 
 use futures::future::LocalBoxFuture;
 
@@ -263,6 +265,46 @@ const COMMANDS: &[Command] = &[
         run: Run::Client(|p| Box::pin(recover::run(p))),
     },
     Command {
+        name: "tls",
+        synopsis: "Builtin helpers for creating CAs and certificates",
+        usage: tls::TLS_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "tls ca",
+        synopsis: "Helpers for CAs",
+        usage: tls::CA_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "tls ca create",
+        synopsis: "Create a new consul CA",
+        usage: tls::CA_CREATE_USAGE,
+        http: Http::None,
+        flags: tls::CA_CREATE_FLAGS,
+        run: Run::Client(|p| Box::pin(tls::ca_create(p))),
+    },
+    Command {
+        name: "tls cert",
+        synopsis: "Helpers for certificates",
+        usage: tls::CERT_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "tls cert create",
+        synopsis: "Create a new certificate",
+        usage: tls::CERT_CREATE_USAGE,
+        http: Http::None,
+        flags: tls::CERT_CREATE_FLAGS,
+        run: Run::Client(|p| Box::pin(tls::cert_create(p))),
+    },
+    Command {
         name: "version",
         synopsis: "Prints the version",
         usage: agent_ops::VERSION_USAGE,
@@ -370,14 +412,13 @@ pub fn main(args: &[String], agent: fn(&[String]) -> i32) -> i32 {
         };
     };
     let top_flags = args[..start].iter().any(|a| !is_help(a));
-    let (cmd, rest) = match args
-        .get(start + 1)
-        .map(|sub| format!("{} {sub}", args[start]))
-    {
-        Some(two) if Command::find(&two).is_some() => (Command::find(&two), &args[start + 2..]),
-        _ => (Command::find(&args[start]), &args[start + 1..]),
-    };
-    let Some(cmd) = cmd else {
+    // The longest run of words (up to three: `tls ca create`) that names a command.
+    let found = (1..=3).rev().find_map(|n| {
+        let words = args[..before_dashes].get(start..start + n)?;
+        let cmd = Command::find(&words.join(" "))?;
+        Some((cmd, &args[start + n..]))
+    });
+    let Some((cmd, rest)) = found else {
         eprintln!("{}", usage());
         return 127;
     };

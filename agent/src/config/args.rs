@@ -29,6 +29,7 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
     ("config-file", Kind::Multi),
     ("config-dir", Kind::Multi),
     ("http-port", Kind::Value),
+    ("https-port", Kind::Value),
     ("dns-port", Kind::Value),
     ("server-port", Kind::Value),
     ("serf-lan-port", Kind::Value),
@@ -114,6 +115,9 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
     cfg.start_join.extend(p.all("join").iter().cloned());
     if let Some(n) = port("http-port")? {
         cfg.http_port = n;
+    }
+    if let Some(n) = port("https-port")? {
+        cfg.tls.https_port = n;
     }
     if let Some(n) = port("dns-port")? {
         cfg.dns_port = n;

@@ -20,7 +20,6 @@ const UNSUPPORTED: &[&str] = &[
     "acl_down_policy",
     "acl_master_token",
     "acl_token",
-    "addresses",
     "advertise_addr_ipv4",
     "advertise_addr_ipv6",
     "audit",
@@ -28,9 +27,6 @@ const UNSUPPORTED: &[&str] = &[
     "auto_encrypt",
     "autopilot",
     "bind_addr_wan",
-    "ca_file",
-    "ca_path",
-    "cert_file",
     "client_addr_wan",
     "config_entries",
     "connect",
@@ -45,7 +41,6 @@ const UNSUPPORTED: &[&str] = &[
     "enable_debug",
     "enable_syslog",
     "http_config",
-    "key_file",
     "leave_on_terminate",
     "license_path",
     "log_file",
@@ -74,15 +69,11 @@ const UNSUPPORTED: &[&str] = &[
     "skip_leave_on_interrupt",
     "syslog_facility",
     "telemetry",
-    "tls",
     "translate_wan_addrs",
     "ui",
     "ui_config",
     "ui_dir",
     "unix_sockets",
-    "verify_incoming",
-    "verify_outgoing",
-    "verify_server_hostname",
     "watches",
 ];
 
@@ -271,6 +262,12 @@ pub(super) fn apply_file(
                 cfg.encrypt_verify_outgoing = as_bool(v).ok_or_else(|| err("expected a boolean"))?
             }
             "consul" => apply_consul(cfg, v, &name.to_string(), &mut ignored)?,
+            "tls" => super::tls::apply_block(cfg, v, &name.to_string(), &mut ignored)?,
+            "addresses" => super::tls::apply_addresses(cfg, v, &name.to_string(), &mut ignored)?,
+            k if super::tls::TOP_LEVEL_KEYS.contains(&k) => {
+                super::tls::apply_top_level(cfg, k, v, &name.to_string())?
+            }
+            k if super::tls::is_tuning_key(k) => ignored.push(k.to_string()),
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => {
                 return Err(Error::Config(format!(

@@ -14,6 +14,7 @@ mod node;
 mod sections;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod validate;
 
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 
 pub use args::AGENT_FLAGS;
 pub use file::read_file;
+pub use tls::{TlsConfig, TlsFile, TlsSettings};
 
 use crate::defs::{CheckDef, ServiceDef};
 use crate::flags::Parsed;
@@ -112,6 +114,8 @@ pub struct Config {
     pub encrypt_verify_incoming: bool,
     /// Seal outgoing gossip packets (`encrypt_verify_outgoing`).
     pub encrypt_verify_outgoing: bool,
+    /// TLS: the HTTPS listener and the server RPC port (`tls`, `ports.https`, `cert_file`…).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -156,6 +160,7 @@ impl Default for Config {
             encrypt: None,
             encrypt_verify_incoming: true,
             encrypt_verify_outgoing: true,
+            tls: TlsConfig::default(),
         }
     }
 }

@@ -9,7 +9,6 @@ use super::Config;
 use crate::{Error, Result};
 
 const UNSUPPORTED_PORTS: &[&str] = &[
-    "https",
     "grpc",
     "grpc_tls",
     "serf_wan",
@@ -42,6 +41,7 @@ pub(super) fn apply_ports(
             "dns" => cfg.dns_port = port()?,
             "server" => cfg.server_port = port()?,
             "serf_lan" => cfg.serf_lan_port = port()?,
+            "https" => cfg.tls.https_port = port()?,
             k if UNSUPPORTED_PORTS.contains(&k) => ignored.push(format!("ports.{k}")),
             _ => return Err(unknown_key(name, &format!("ports.{k}"))),
         }
@@ -59,6 +59,17 @@ pub(super) fn apply_limits(
 ) -> Result<()> {
     let m = block(v, name, "limits")?;
     let err = |k: &str, why: &str| key_error(name, &format!("limits.{k}"), why);
+    // A connection deadline: a duration between 1ns and 1h.
+    let timeout = |k: &str, v: &Value| {
+        let d = v
+            .as_str()
+            .and_then(muster_api::go_duration)
+            .ok_or_else(|| err(k, "expected a duration such as \"30s\""))?;
+        if d.is_zero() || d > std::time::Duration::from_secs(3600) {
+            return Err(err(k, "must be between 1ns and 1h"));
+        }
+        Ok(d)
+    };
     for (k, v) in m {
         match k.as_str() {
             "http_max_conns_per_client" => {
@@ -66,18 +77,9 @@ pub(super) fn apply_limits(
                     .and_then(|n| usize::try_from(n).ok())
                     .ok_or_else(|| err(k, "expected a non-negative number (0: no limit)"))?
             }
-            "http_read_header_timeout" => {
-                let d = v
-                    .as_str()
-                    .and_then(muster_api::go_duration)
-                    .ok_or_else(|| err(k, "expected a duration such as \"30s\""))?;
-                if d.is_zero() || d > std::time::Duration::from_secs(3600) {
-                    return Err(err(k, "must be between 1ns and 1h"));
-                }
-                cfg.http_limits.read_header_timeout = d;
-            }
-            "https_handshake_timeout"
-            | "rpc_handshake_timeout"
+            "http_read_header_timeout" => cfg.http_limits.read_header_timeout = timeout(k, v)?,
+            "https_handshake_timeout" => cfg.http_limits.https_handshake_timeout = timeout(k, v)?,
+            "rpc_handshake_timeout"
             | "rpc_client_timeout"
             | "rpc_max_conns_per_client"
             | "rpc_rate"
@@ -214,7 +216,7 @@ pub(super) fn apply_dns(
 }
 
 /// A block's entries, or the error naming the file and the block.
-fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
+pub(super) fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| key_error(name, key, "expected an object"))
 }

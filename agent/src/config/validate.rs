@@ -33,6 +33,7 @@ pub(super) fn validate(cfg: &mut Config, warnings: &mut Vec<String>) -> Result<(
         crate::cluster::keyring::decode_key(key)
             .map_err(|e| Error::Config(format!("encrypt has invalid key: {e}")))?;
     }
+    super::tls::validate(cfg)?;
     if cfg.bootstrap_expect > 0 && !cfg.server {
         return Err(Error::Config("-bootstrap-expect requires -server".into()));
     }

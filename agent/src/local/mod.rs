@@ -98,9 +98,19 @@ pub struct Local {
     /// and an older snapshot never replaces a newer one.
     saving: Mutex<()>,
     is_server: bool,
+    /// Run after a reload has read the new config, before it is adopted (TLS certificates).
+    reload_hooks: Mutex<Vec<ReloadHook>>,
 }
 
+/// Something a reload must also redo; its error fails the reload.
+pub type ReloadHook = Box<dyn Fn(&Config) -> crate::Result<()> + Send + Sync>;
+
 impl Local {
+    /// Adds something every reload redoes (see [`ReloadHook`]).
+    pub fn on_reload(&self, hook: ReloadHook) {
+        lock(&self.reload_hooks).push(hook);
+    }
+
     /// Something beyond check statuses changed: compare everything on the next sync.
     fn mark_full(&self) {
         self.full_sync.store(true, Ordering::Relaxed);
@@ -142,6 +152,7 @@ impl Local {
             persist_due: AtomicBool::new(false),
             saving: Mutex::new(()),
             is_server,
+            reload_hooks: Mutex::default(),
         });
         local.load_config(config);
         local.restore();
@@ -317,6 +328,9 @@ impl Local {
             .map_err(|e| crate::Error::Config(e.to_string()))?;
         let (mut cfg, warnings) = crate::config::load(&parsed)?;
         cfg.args = args;
+        for hook in lock(&self.reload_hooks).iter() {
+            hook(&cfg)?;
+        }
         self.load_config(&cfg);
         for w in warnings {
             tracing::warn!("{w}");

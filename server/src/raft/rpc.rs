@@ -1,5 +1,6 @@
 //! The server RPC port (8300): Raft peer traffic plus forwarded client requests, as
-//! length-prefixed frames ([`crate::codec`]) over TCP. Connections are pooled and reused.
+//! length-prefixed frames ([`crate::codec`]) over TCP, or TLS over TCP when the agent
+//! configures it ([`crate::RpcTls`]). Connections are pooled and reused.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::types::{NodeId, TypeConfig};
@@ -22,6 +23,18 @@ use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, Read
 const MAX_FRAME: usize = 64 << 20;
 /// Idle connections kept per peer.
 const POOL_SIZE: usize = 64;
+
+/// A connection between servers: plain TCP, or TLS over it.
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub(crate) type Conn = Box<dyn Stream>;
+
+/// How this side dials over TLS: the config, and the name the peer is dialled by.
+#[derive(Clone)]
+struct Dial {
+    connector: tokio_rustls::TlsConnector,
+    name: rustls::pki_types::ServerName<'static>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
@@ -139,14 +152,17 @@ impl CallError {
     }
 }
 
-async fn write_frame(s: &mut TcpStream, body: &[u8]) -> std::io::Result<()> {
+async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    body: &[u8],
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(body);
     s.write_all(&buf).await
 }
 
-async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_frame<S: AsyncRead + Unpin + ?Sized>(s: &mut S) -> std::io::Result<Vec<u8>> {
     let len = s.read_u32().await? as usize;
     if len > MAX_FRAME {
         return Err(std::io::Error::other(format!(
@@ -161,21 +177,41 @@ async fn read_frame(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 /// A pooled RPC client to the other servers.
 #[derive(Clone, Default)]
 pub(crate) struct RpcClient {
-    pools: Arc<Mutex<HashMap<String, Vec<TcpStream>>>>,
+    pools: Arc<Mutex<HashMap<String, Vec<Conn>>>>,
     /// The agent's `-bind` address: outgoing connections leave from it, so peers (and their
     /// firewalls) see the address the operator configured, not whatever the route picks.
     bind: Option<std::net::IpAddr>,
+    /// Set when connections to servers are TLS (`verify_outgoing`).
+    tls: Option<Dial>,
 }
 
 impl RpcClient {
-    pub(crate) fn new(bind: Option<std::net::IpAddr>) -> Self {
+    /// A client whose connections leave from `bind` and, with `tls`'s connector, are TLS.
+    pub(crate) fn new(bind: Option<std::net::IpAddr>, tls: Option<&crate::RpcTls>) -> Self {
+        let tls = tls.and_then(|t| {
+            Some(Dial {
+                connector: tokio_rustls::TlsConnector::from(t.connector.clone()?),
+                name: t.server_name.clone(),
+            })
+        });
         RpcClient {
             pools: Arc::default(),
             bind: bind.filter(|ip| !ip.is_unspecified()),
+            tls,
         }
     }
 
-    async fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
+    /// A connection to `addr`: TCP, then the TLS handshake when configured.
+    async fn connect(&self, addr: &str) -> std::io::Result<Conn> {
+        let tcp = self.connect_tcp(addr).await?;
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(d) => Ok(Box::new(d.connector.connect(d.name.clone(), tcp).await?)),
+        }
+    }
+
+    async fn connect_tcp(&self, addr: &str) -> std::io::Result<TcpStream> {
         let Some(ip) = self.bind else {
             return TcpStream::connect(addr).await;
         };
@@ -202,11 +238,11 @@ impl RpcClient {
         }))
     }
 
-    fn take(&self, addr: &str) -> Option<TcpStream> {
+    fn take(&self, addr: &str) -> Option<Conn> {
         self.pools.lock().ok()?.get_mut(addr)?.pop()
     }
 
-    fn put(&self, addr: &str, s: TcpStream) {
+    fn put(&self, addr: &str, s: Conn) {
         if let Ok(mut p) = self.pools.lock() {
             let v = p.entry(addr.to_string()).or_default();
             if v.len() < POOL_SIZE {
@@ -236,7 +272,6 @@ impl RpcClient {
                 }
             }
             let mut s = self.connect(addr).await?;
-            s.set_nodelay(true)?;
             let r = Self::exchange(&mut s, &body, &sent).await?;
             self.put(addr, s);
             Ok::<_, std::io::Error>(r)
@@ -259,7 +294,7 @@ impl RpcClient {
     }
 
     async fn exchange(
-        s: &mut TcpStream,
+        s: &mut Conn,
         body: &[u8],
         sent: &std::sync::atomic::AtomicBool,
     ) -> std::io::Result<Vec<u8>> {
@@ -270,12 +305,12 @@ impl RpcClient {
 }
 
 /// Serves one inbound connection until it closes: a frame in, a frame out.
-pub(crate) async fn serve_conn<F, Fut>(mut s: TcpStream, handle: F)
+pub(crate) async fn serve_conn<S, F, Fut>(mut s: S, peer: std::net::SocketAddr, handle: F)
 where
+    S: AsyncRead + AsyncWrite + Unpin,
     F: Fn(Request) -> Fut,
     Fut: std::future::Future<Output = Response>,
 {
-    let _ = s.set_nodelay(true);
     loop {
         let buf = match read_frame(&mut s).await {
             Ok(b) => b,
@@ -285,9 +320,6 @@ where
             Ok(r) => r,
             Err(e) => {
                 // Most likely a server of another version during a rolling upgrade: say so.
-                let peer = s
-                    .peer_addr()
-                    .map_or_else(|_| "?".to_string(), |a| a.to_string());
                 tracing::warn!(
                     error = %e,
                     %peer,

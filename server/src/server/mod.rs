@@ -81,7 +81,7 @@ impl Server {
         }
         .validate()
         .map_err(|e| Error::InvalidRequest(format!("raft config: {e}")))?;
-        let rpc = RpcClient::new(config.bind_ip);
+        let rpc = RpcClient::new(config.bind_ip, config.tls.as_ref());
         let hold = config.rpc_hold_timeout;
         let (retired_tx, retired_by) = watch::channel(None);
         let network = Network {
@@ -170,15 +170,20 @@ impl Server {
 
     /// A handle for a client agent: no local state, every request goes to a server.
     pub fn client() -> Server {
-        Self::client_bound(None, Duration::from_secs(7))
+        Self::client_bound(None, Duration::from_secs(7), None)
     }
 
     /// [`Server::client`] whose connections leave from `bind` (the agent's `-bind` address),
-    /// allowing servers `hold` (their `rpc_hold_timeout`) to wait for a leader.
-    pub fn client_bound(bind: Option<std::net::IpAddr>, hold: Duration) -> Server {
+    /// allowing servers `hold` (their `rpc_hold_timeout`) to wait for a leader, and dialling
+    /// them over TLS when `tls` has a connector.
+    pub fn client_bound(
+        bind: Option<std::net::IpAddr>,
+        hold: Duration,
+        tls: Option<&crate::RpcTls>,
+    ) -> Server {
         Server {
             node: None,
-            client: Client::new(RpcClient::new(bind), hold),
+            client: Client::new(RpcClient::new(bind, tls), hold),
             fatal: None,
         }
     }

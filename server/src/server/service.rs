@@ -1,11 +1,13 @@
 //! The server RPC service: accepts connections on the server RPC port and answers Raft
 //! traffic from peers and requests forwarded by other agents, refusing Raft traffic from
-//! servers `muster recover` retired.
+//! servers `muster recover` retired. A connection is TLS or plain as its first byte says;
+//! plain ones are refused when `verify_incoming` requires TLS.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::raft::rpc::{serve_conn, Request, Response, WireError};
@@ -23,16 +25,13 @@ pub(super) async fn accept_loop(node: Arc<Node>, listener: TcpListener, cancel: 
             c = listener.accept() => c,
         };
         match conn {
-            Ok((s, _)) => {
+            Ok((s, peer)) => {
                 let node = node.clone();
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
                     tokio::select! {
                         _ = cancel.cancelled() => {}
-                        _ = serve_conn(s, |req| {
-                            let node = node.clone();
-                            async move { handle(&node, req).await }
-                        }) => {}
+                        _ = serve(node, s, peer) => {}
                     }
                 });
             }
@@ -41,6 +40,49 @@ pub(super) async fn accept_loop(node: Arc<Node>, listener: TcpListener, cancel: 
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// The first byte of a TLS handshake record; a plain frame's length never starts with it
+/// (frames are far below 0x16 << 24 bytes).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// How long a peer may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one connection, plain or TLS as its first byte says and the TLS settings allow.
+async fn serve(node: Arc<Node>, s: TcpStream, peer: SocketAddr) {
+    let _ = s.set_nodelay(true);
+    let handle = |req| {
+        let node = node.clone();
+        async move { handle(&node, req).await }
+    };
+    let Some(tls) = node.config.tls.as_ref() else {
+        return serve_conn(s, peer, handle).await;
+    };
+    let mut first = [0u8; 1];
+    let is_tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, s.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE,
+        _ => return,
+    };
+    match (is_tls, tls.acceptor.clone()) {
+        (true, Some(config)) => {
+            let accept = tokio_rustls::TlsAcceptor::from(config).accept(s);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                Ok(Ok(stream)) => serve_conn(stream, peer, handle).await,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "server RPC TLS handshake failed")
+                }
+                Err(_) => tracing::warn!(%peer, "server RPC TLS handshake timed out"),
+            }
+        }
+        (true, None) => {
+            tracing::warn!(%peer, "refusing a TLS server RPC connection: no certificate configured")
+        }
+        (false, _) if tls.require_incoming => tracing::warn!(
+            %peer,
+            "refusing a plain server RPC connection: verify_incoming requires TLS"
+        ),
+        (false, _) => serve_conn(s, peer, handle).await,
     }
 }
 
