@@ -365,6 +365,10 @@ async fn servers_speak_mutual_tls_and_keep_out_another_cas_server() -> anyhow::R
     assert_eq!(r.status, 404, "the intruder has replicated data");
     let r = muster_tests::put(&servers[1].url("/v1/kv/after"), b"v").await?;
     assert_eq!(r.status, 200);
+    // Nor is it made a voter that the quorum would then need.
+    let peers = muster_tests::get(&servers[1].url("/v1/status/peers")).await?;
+    let peers = peers.json();
+    assert_eq!(peers.as_array().map(Vec::len), Some(3), "{peers}");
     Ok(())
 }
 

@@ -14,6 +14,10 @@ use crate::{Error, Result};
 use super::client::{unexpected, unwire, FORWARD_TIMEOUT};
 use super::node::{LeaderView, Node};
 
+/// How long a new server may take to replicate the log up to its own addition before it is
+/// made a voter; past it, it stays a learner until the next reconcile asks again.
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(5);
+
 impl Node {
     /// Forms a new cluster from the given servers (ID → RPC address). A no-op when this node
     /// already belongs to a cluster.
@@ -97,7 +101,33 @@ impl Node {
                     }
                 }
                 tracing::info!(id, %addr, "adding server as voter");
-                self.raft.add_learner(*id, node, true).await.map_err(fail)?;
+                let added = self.raft.add_learner(*id, node, true).await.map_err(fail)?;
+                // openraft's blocking add gives up waiting after half a second and returns
+                // anyway: promote only a learner that has the log up to its own addition, so
+                // a server the leader cannot reach (another CA, a firewall) never becomes a
+                // voter that the quorum then needs. The reconcile loop asks again.
+                let wanted = added.log_id.index;
+                let caught_up =
+                    self.raft
+                        .wait(Some(LEARNER_CATCH_UP))
+                        .metrics(
+                            |m| {
+                                m.replication.as_ref().and_then(|r| r.get(id)).is_some_and(
+                                    |matched| matched.is_some_and(|l| l.index >= wanted),
+                                )
+                            },
+                            "new learner caught up",
+                        )
+                        .await;
+                if caught_up.is_err() {
+                    return Err(Error::Rpc {
+                        addr: addr.clone(),
+                        reason: format!(
+                            "server {id} has not caught up with the log within \
+                             {LEARNER_CATCH_UP:?}: left a learner, not made a voter"
+                        ),
+                    });
+                }
                 let ids: BTreeSet<u64> = voters.keys().copied().chain([*id]).collect();
                 self.raft
                     .change_membership(ids, false)
