@@ -214,17 +214,17 @@ pub(super) fn apply_dns(
 }
 
 /// A block's entries, or the error naming the file and the block.
-fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
+pub(super) fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<String, Value>> {
     v.as_object()
         .ok_or_else(|| key_error(name, key, "expected an object"))
 }
 
 /// An invalid value at `key` (`ports.http`, `limits.rpc_rate`) in config file `name`.
-fn key_error(name: &str, key: &str, why: &str) -> Error {
+pub(super) fn key_error(name: &str, key: &str, why: &str) -> Error {
     Error::Config(format!("config file {name}: key \"{key}\": {why}"))
 }
 
 /// A key Consul does not have either.
-fn unknown_key(name: &str, key: &str) -> Error {
+pub(super) fn unknown_key(name: &str, key: &str) -> Error {
     Error::Config(format!("config file {name}: unknown key \"{key}\""))
 }

@@ -1,13 +1,16 @@
 //! ACLs apart from storage: Consul's rule language ([`Rules`]), what a token may do
-//! ([`Authorizer`]) and Consul's denial text ([`Denied`]), and the IDs of the built-in
+//! ([`Authorizer`]) and Consul's denial text ([`Denied`]), a secret into its authorizer
+//! ([`Resolver`], with the agent's [`AclConfig`]), and the IDs of the built-in
 //! management policy and anonymous token.
 
 mod authorizer;
+mod resolver;
 mod rules;
 #[cfg(test)]
 mod tests;
 
 pub use authorizer::{Authorizer, Denied};
+pub use resolver::{now_unix_ms, AclConfig, ResolveError, Resolver, CLIENT_TOKEN_TTL};
 pub use rules::{Access, Resource, Rules};
 
 /// The built-in `global-management` policy: a token linking it may do anything.
