@@ -4,6 +4,7 @@
 //! management policy and anonymous token.
 
 mod authorizer;
+pub mod builtin;
 mod resolver;
 mod rules;
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct AclConfig {
     pub default: Option<String>,
     /// `acl.tokens.agent_recovery` (`agent_master`, `acl_agent_master_token`).
     pub agent_recovery: Option<String>,
+    /// The data dir, where an operator leaves `acl-bootstrap-reset` to bootstrap again.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl AclConfig {
@@ -61,8 +63,12 @@ pub struct Resolver {
     server: Server,
     config: AclConfig,
     /// By secret: the ACL index (servers) or the time (clients) it was resolved at.
-    cache: Mutex<HashMap<String, (u64, Instant, Option<Arc<Authorizer>>)>>,
+    cache: Mutex<HashMap<String, Cached>>,
 }
+
+/// A cached resolution: the ACL index (servers) and the time (clients) it was made at, and
+/// the authorizer (`None`: no such token).
+type Cached = (u64, Instant, Option<Arc<Authorizer>>);
 
 /// Now, in Unix milliseconds.
 pub fn now_unix_ms() -> u64 {

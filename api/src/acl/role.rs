@@ -1,0 +1,156 @@
+//! `/v1/acl/role[/…]` and `/v1/acl/roles`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use muster_server::model::{AclRole, Command};
+use serde_json::{json, Value};
+
+use super::policy::valid_name;
+use super::{bad, disabled, field, identities, shape, str_field, AclState};
+use crate::body::json_value;
+use crate::error::{ApiError, ApiResult};
+use crate::params::Params;
+use crate::reply::json;
+use crate::ApiState;
+
+pub(crate) async fn acl_role_list(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    if let Some(r) = disabled(&st) {
+        return Ok(r);
+    }
+    let p = Params::parse(q.as_deref());
+    let state = AclState::read(&st).await?;
+    let list: Vec<Value> = state
+        .roles
+        .iter()
+        .map(|r| shape::role(r, &state))
+        .filter(|r| {
+            p.get("policy").is_none_or(|id| {
+                r["Policies"]
+                    .as_array()
+                    .is_some_and(|l| l.iter().any(|x| x["ID"] == id))
+            })
+        })
+        .collect();
+    Ok(json(&list, p.pretty()))
+}
+
+pub(crate) async fn acl_role_read(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    role_read(st, q, |r| r.id == id).await
+}
+
+pub(crate) async fn acl_role_read_by_name(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    role_read(st, q, |r| r.name == name).await
+}
+
+async fn role_read(
+    st: ApiState,
+    q: Option<String>,
+    pick: impl Fn(&AclRole) -> bool,
+) -> ApiResult<Response> {
+    if let Some(r) = disabled(&st) {
+        return Ok(r);
+    }
+    let state = AclState::read(&st).await?;
+    let r = state
+        .roles
+        .iter()
+        .find(|r| pick(r))
+        .ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
+    Ok(json(
+        &shape::role(r, &state),
+        Params::parse(q.as_deref()).pretty(),
+    ))
+}
+
+pub(crate) async fn acl_role_create(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    role_write(st, q, None, body).await
+}
+
+pub(crate) async fn acl_role_update(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult<Response> {
+    role_write(st, q, Some(id), body).await
+}
+
+async fn role_write(
+    st: ApiState,
+    q: Option<String>,
+    id: Option<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    if let Some(r) = disabled(&st) {
+        return Ok(r);
+    }
+    let v = json_value(&body)?;
+    let body_id = str_field(&v, "ID");
+    let id = match id {
+        Some(id) if !body_id.is_empty() && body_id != id => {
+            return Err(bad("Role ID in URL and payload do not match"))
+        }
+        Some(id) => id,
+        None if !body_id.is_empty() => return Err(bad("Role ID is not allowed on create")),
+        None => muster_server::new_uuid(),
+    };
+    let state = AclState::read(&st).await?;
+    let name = str_field(&v, "Name");
+    if !valid_name(&name) {
+        return Err(bad("Invalid Role: invalid Name"));
+    }
+    if state.roles.iter().any(|r| r.name == name && r.id != id) {
+        return Err(bad(format!(
+            "Invalid Role: A Role with Name \"{name}\" already exists"
+        )));
+    }
+    let (svc, node) = identities(&v)?;
+    let def = json!({
+        "Description": str_field(&v, "Description"),
+        "Policies": state.links(field(&v, "Policies"), "policy")?,
+        "ServiceIdentities": svc,
+        "NodeIdentities": node,
+    });
+    let r = AclRole {
+        id: id.clone(),
+        name,
+        definition: def.to_string(),
+        ..AclRole::default()
+    };
+    if !st
+        .server
+        .write(Command::AclRoleSet(Box::new(r)))
+        .await?
+        .success
+    {
+        return Err(bad("Invalid Role: name already in use"));
+    }
+    role_read(st, q, |r| r.id == id).await
+}
+
+pub(crate) async fn acl_role_delete(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    if let Some(r) = disabled(&st) {
+        return Ok(r);
+    }
+    st.server.write(Command::AclRoleDelete { id }).await?;
+    Ok(json(&true, false))
+}
