@@ -58,7 +58,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         node_id: data.node_id.clone(),
         cancel: cancel.clone(),
     });
-    let state = ApiState::new(server.clone(), control).with_local(local.clone());
+    let acl = muster_server::acl::AclConfig {
+        data_dir: Some(data.path.clone()),
+        ..config.acl.clone()
+    };
+    let state = ApiState::new(server.clone(), control)
+        .with_local(local.clone())
+        .with_acl(acl);
 
     let mut tasks = JoinSet::new();
     let http_addr = start_http(&config, listeners.http, state, &cancel, &mut tasks)?;
@@ -316,6 +322,11 @@ fn start_loops(
         coordinates,
         gossip.clone(),
         server.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(crate::acl::leader_loop(
+        server.clone(),
+        config.acl.clone(),
         cancel.clone(),
     ));
     tasks.spawn(reconcile::run(
