@@ -274,7 +274,9 @@ fn start_dns(
         return Ok(None);
     };
     let addr = tcp.local_addr()?;
-    let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config());
+    let acl = muster_server::acl::Resolver::new(server.clone(), config.acl.clone());
+    let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config())
+        .with_acl(std::sync::Arc::new(acl));
     // DNS gets a thread and a single-threaded runtime of its own: a query is received,
     // answered and sent without crossing threads, and HTTP or Raft load cannot delay it.
     let (udp, tcp) = (udp.into_std()?, tcp.into_std()?);

@@ -62,12 +62,6 @@ pub(crate) async fn enforce(
     let Some(matched) = matched else {
         return next.run(req).await;
     };
-    let secret = request_secret(req.headers(), req.uri().query());
-    let authz = match st.acl.resolve(secret.as_deref()).await {
-        Ok(a) => a,
-        Err(ResolveError::NotFound) => return forbidden("ACL not found".into()),
-        Err(ResolveError::Server(e)) => return crate::ApiError::Server(e).into_response(),
-    };
     let Some(rule) = rule_for(req.method(), matched.as_str()) else {
         let why = format!(
             "Permission denied: no ACL rule for {} {}",
@@ -75,6 +69,15 @@ pub(crate) async fn enforce(
             matched.as_str()
         );
         return forbidden(why);
+    };
+    if matches!((rule.need, rule.filter), (Need::Open, Filter::None)) {
+        return next.run(req).await;
+    }
+    let secret = request_secret(req.headers(), req.uri().query());
+    let authz = match st.acl.resolve(secret.as_deref()).await {
+        Ok(a) => a,
+        Err(ResolveError::NotFound) => return forbidden("ACL not found".into()),
+        Err(ResolveError::Server(e)) => return crate::ApiError::Server(e).into_response(),
     };
     let params: Vec<(String, String)> = params
         .iter()
@@ -143,7 +146,7 @@ async fn needs(
         }
     };
     let checks = match need {
-        Need::Open => Vec::new(),
+        Need::Open | Need::Token => Vec::new(),
         Need::Check(r, n, a) => vec![(r, name_of(n), a)],
         Need::Kv => {
             let key = param("key");

@@ -24,9 +24,11 @@ pub(crate) enum Name {
 /// What a request needs before its handler runs.
 #[derive(Clone, Copy)]
 pub(crate) enum Need {
-    /// Nothing (status, datacenters, bootstrap, `token/self`), or only what the reply filter
-    /// keeps.
+    /// Nothing (status, datacenters, bootstrap): the token is not even resolved, unless the
+    /// reply is filtered.
     Open,
+    /// A token that resolves, and nothing more (`/v1/acl/token/self`).
+    Token,
     Check(Resource, Name, Access),
     /// KV: read a key; write a key; write every key under a prefix (recursive delete).
     /// Listings (`?recurse`, `?keys`) are filtered instead.
@@ -324,7 +326,7 @@ pub(crate) const RULES: &[Rule] = &[
         Filter::None,
     ),
     rule("PUT", "/v1/acl/bootstrap", Open, Filter::None),
-    rule("GET", "/v1/acl/token/self", Open, Filter::None),
+    rule("GET", "/v1/acl/token/self", Need::Token, Filter::None),
     rule(
         "GET",
         "/v1/acl/policies",
