@@ -267,3 +267,118 @@ async fn dns_answers_with_the_default_token_and_initial_management_works() -> an
     );
     Ok(())
 }
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The value after `label` in Consul's pretty output.
+fn line<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines()
+        .find_map(|l| l.strip_prefix(label))
+        .map(str::trim)
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn cli_bootstraps_and_manages_policies_tokens_and_roles() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let dir = config_dir(
+        root.path(),
+        "acl {\n  enabled = true\n  default_policy = \"deny\"\n}\n",
+    );
+    let a = single_server(root.path(), "acl3", &["-config-dir", &dir]).await?;
+    let boot = a.cli(&["acl", "bootstrap"]);
+    let text = out(&boot);
+    assert!(boot.status.success(), "{text}");
+    assert_eq!(
+        line(&text, "Description:"),
+        "Bootstrap Token (Global Management)"
+    );
+    assert!(
+        text.contains("Policies:\n   00000000-0000-0000-0000-000000000001 - global-management"),
+        "{text}"
+    );
+    let secret = line(&text, "SecretID:").to_string();
+    let again = a.cli(&["acl", "bootstrap"]);
+    assert!(!again.status.success());
+    assert!(
+        out(&again).contains("ACL bootstrap no longer allowed"),
+        "{}",
+        out(&again)
+    );
+
+    let tok = ["-token", secret.as_str()];
+    let run = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(tok);
+        let o = a.cli(&all);
+        assert!(o.status.success(), "{args:?}: {}", out(&o));
+        out(&o)
+    };
+    let p = run(&[
+        "acl",
+        "policy",
+        "create",
+        "-name",
+        "kv-app",
+        "-rules",
+        "key_prefix \"app/\" { policy = \"write\" }",
+    ]);
+    assert_eq!(line(&p, "Name:"), "kv-app", "{p}");
+    let r = run(&[
+        "acl",
+        "role",
+        "create",
+        "-name",
+        "app",
+        "-policy-name",
+        "kv-app",
+    ]);
+    assert!(r.contains(" - kv-app"), "{r}");
+    let t = run(&[
+        "acl",
+        "token",
+        "create",
+        "-description",
+        "app token",
+        "-role-name",
+        "app",
+    ]);
+    assert_eq!(line(&t, "Description:"), "app token", "{t}");
+    let app_secret = line(&t, "SecretID:").to_string();
+    let app_id = line(&t, "AccessorID:").to_string();
+    // The role's policy grants the token app/.
+    let w = call(
+        "PUT",
+        &a.url("/v1/kv/app/z"),
+        Some(&app_secret),
+        Some(json!("v")),
+    )
+    .await;
+    assert_eq!(w.status, 200, "{}", w.text());
+    let read = run(&["acl", "token", "read", "-id", &app_id]);
+    assert!(read.contains("Roles:\n   "), "{read}");
+    let list = run(&["acl", "token", "list"]);
+    assert!(list.contains(&app_id), "{list}");
+    let policies = run(&["acl", "policy", "list"]);
+    assert!(
+        policies.contains("kv-app:") && policies.contains("global-management:"),
+        "{policies}"
+    );
+    let del = run(&["acl", "token", "delete", "-id", &app_id]);
+    assert!(del.contains("deleted successfully"), "{del}");
+    let gone = call(
+        "PUT",
+        &a.url("/v1/kv/app/z"),
+        Some(&app_secret),
+        Some(json!("v")),
+    )
+    .await;
+    assert_eq!(gone.status, 403);
+    Ok(())
+}
