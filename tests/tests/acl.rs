@@ -187,6 +187,28 @@ async fn bootstrap_prefix_token_filtering_expiry_and_restart() -> anyhow::Result
         (403, "ACL not found")
     );
 
+    // A blocking query checks its token again when it wakes: deleted meanwhile, refused.
+    let tok = json!({"Policies": [{"Name": "app-write"}]});
+    let t2 = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(tok)).await;
+    let t2_secret = t2.json()["SecretID"].as_str().expect("secret").to_string();
+    let t2_id = t2.json()["AccessorID"].as_str().expect("id").to_string();
+    let first = call("GET", &a.url("/v1/kv/app/x"), Some(&t2_secret), None).await;
+    let index = first.header("X-Consul-Index").expect("index");
+    let url = a.url(&format!("/v1/kv/app/x?index={index}&wait=10s"));
+    let waiting = tokio::spawn(async move { call("GET", &url, Some(&t2_secret), None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let del = call(
+        "DELETE",
+        &a.url(&format!("/v1/acl/token/{t2_id}")),
+        root_tok,
+        None,
+    )
+    .await;
+    assert_eq!(del.status, 200, "{}", del.text());
+    call("PUT", &a.url("/v1/kv/app/x"), root_tok, Some(json!("w"))).await;
+    let woke = waiting.await?;
+    assert_eq!((woke.status, woke.text().as_str()), (403, "ACL not found"));
+
     // ACL state survives kill -9 and a restart.
     a.restart()?;
     wait_until("leader", Duration::from_secs(15), || leader_of(&a)).await?;

@@ -87,34 +87,58 @@ pub(crate) async fn enforce(
         Ok(x) => x,
         Err(resp) => return resp,
     };
-    for (r, name, access) in checks {
-        let ok = if r == Resource::Key && access == Access::Deny {
-            // A recursive delete: write on every key under the prefix.
-            authz.allowed_write_prefix(r, &name)
-        } else {
-            authz.allowed(r, &name, access)
-        };
-        if !ok {
-            let want = if access == Access::Deny {
-                Write
-            } else {
-                access
-            };
-            let denied = muster_server::acl::Denied {
-                accessor: authz.accessor().to_string(),
-                resource: r,
-                access: want,
-                name,
-            };
-            return forbidden(denied.to_string());
-        }
+    if let Err(denied) = pass(&authz, &checks) {
+        return forbidden(denied);
     }
+    let blocking = Params::parse(req.uri().query()).has("index");
     let mut req = req;
     req.extensions_mut().insert(RequestToken {
         authz: authz.clone(),
     });
     let resp = next.run(req).await;
+    // A blocking query may have waited minutes: the token is checked again as it wakes
+    // (deleted, expired or changed meanwhile), and the reply filtered as it now reads.
+    let authz = if blocking {
+        match st.acl.resolve(secret.as_deref()).await {
+            Ok(a) => a,
+            Err(_) => return forbidden("ACL not found".into()),
+        }
+    } else {
+        authz
+    };
+    if blocking {
+        if let Err(denied) = pass(&authz, &checks) {
+            return forbidden(denied);
+        }
+    }
     filter_reply(resp, rule.filter, &authz).await
+}
+
+/// Whether `authz` passes every check; else Consul's denial for the first that fails.
+fn pass(authz: &Authorizer, checks: &Checks) -> Result<(), String> {
+    for (r, name, access) in checks {
+        let ok = if *r == Resource::Key && *access == Access::Deny {
+            // A recursive delete: write on every key under the prefix.
+            authz.allowed_write_prefix(*r, name)
+        } else {
+            authz.allowed(*r, name, *access)
+        };
+        if !ok {
+            let want = if *access == Access::Deny {
+                Write
+            } else {
+                *access
+            };
+            let denied = muster_server::acl::Denied {
+                accessor: authz.accessor().to_string(),
+                resource: *r,
+                access: want,
+                name: name.clone(),
+            };
+            return Err(denied.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// The checks a rule asks for this request. A recursive KV delete is marked with
