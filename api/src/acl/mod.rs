@@ -155,6 +155,27 @@ impl AclState {
     }
 }
 
+/// The ID a policy or role write (`kind`) goes to (the URL's, else a new one) and its
+/// name, checked as Consul checks them.
+fn write_target(kind: &str, url_id: Option<String>, v: &Value) -> ApiResult<(String, String)> {
+    let body_id = str_field(v, "ID");
+    let id = match url_id {
+        Some(id) if !body_id.is_empty() && body_id != id => {
+            return Err(bad(format!("{kind} ID in URL and payload do not match")))
+        }
+        Some(id) => id,
+        None if !body_id.is_empty() => {
+            return Err(bad(format!("{kind} ID is not allowed on create")))
+        }
+        None => muster_server::new_uuid(),
+    };
+    let name = str_field(v, "Name");
+    if !policy::valid_name(&name) {
+        return Err(bad(format!("Invalid {kind}: invalid Name")));
+    }
+    Ok((id, name))
+}
+
 /// Service and node identities from a request, checked as Consul checks them.
 fn identities(body: &Value) -> ApiResult<(Value, Value)> {
     let svc = field(body, "ServiceIdentities")

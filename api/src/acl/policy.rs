@@ -7,7 +7,7 @@ use muster_server::acl::{Rules, MANAGEMENT_POLICY_ID};
 use muster_server::model::{AclPolicy, Command};
 use serde_json::{json, Value};
 
-use super::{bad, disabled, field, shape, str_field, AclState};
+use super::{bad, disabled, field, shape, str_field, write_target, AclState};
 use crate::body::json_value;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -106,20 +106,8 @@ async fn policy_write(
         return Ok(r);
     }
     let v = json_value(&body)?;
-    let body_id = str_field(&v, "ID");
-    let id = match id {
-        Some(id) if !body_id.is_empty() && body_id != id => {
-            return Err(bad("Policy ID in URL and payload do not match"))
-        }
-        Some(id) => id,
-        None if !body_id.is_empty() => return Err(bad("Policy ID is not allowed on create")),
-        None => muster_server::new_uuid(),
-    };
+    let (id, name) = write_target("Policy", id, &v)?;
     let state = AclState::read(&st).await?;
-    let name = str_field(&v, "Name");
-    if !valid_name(&name) {
-        return Err(bad("Invalid Policy: invalid Name"));
-    }
     if id == MANAGEMENT_POLICY_ID {
         if name != muster_server::acl::MANAGEMENT_POLICY_NAME {
             return Err(bad(

@@ -6,8 +6,7 @@ use axum::response::Response;
 use muster_server::model::{AclRole, Command};
 use serde_json::{json, Value};
 
-use super::policy::valid_name;
-use super::{bad, disabled, field, identities, shape, str_field, AclState};
+use super::{bad, disabled, field, identities, shape, str_field, write_target, AclState};
 use crate::body::json_value;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -101,20 +100,8 @@ async fn role_write(
         return Ok(r);
     }
     let v = json_value(&body)?;
-    let body_id = str_field(&v, "ID");
-    let id = match id {
-        Some(id) if !body_id.is_empty() && body_id != id => {
-            return Err(bad("Role ID in URL and payload do not match"))
-        }
-        Some(id) => id,
-        None if !body_id.is_empty() => return Err(bad("Role ID is not allowed on create")),
-        None => muster_server::new_uuid(),
-    };
+    let (id, name) = write_target("Role", id, &v)?;
     let state = AclState::read(&st).await?;
-    let name = str_field(&v, "Name");
-    if !valid_name(&name) {
-        return Err(bad("Invalid Role: invalid Name"));
-    }
     if state.roles.iter().any(|r| r.name == name && r.id != id) {
         return Err(bad(format!(
             "Invalid Role: A Role with Name \"{name}\" already exists"

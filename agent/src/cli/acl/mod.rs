@@ -223,6 +223,23 @@ async fn bootstrap(p: &Parsed) -> Result<i32> {
     Ok(0)
 }
 
+/// Sends a request with a JSON body and decodes the 2xx JSON answer; else fails with the
+/// agent's message under `what`.
+async fn reply(
+    c: &Client,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    what: &str,
+) -> Result<Value> {
+    let body = body.map(|b| b.to_string().into_bytes());
+    let (code, bytes) = c.send(method, path, body).await?;
+    if !(200..300).contains(&code) {
+        return Err(Error::status(code, &bytes).context(what));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
 /// A string field of an API answer.
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")

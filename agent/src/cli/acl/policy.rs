@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{identities, identity_flags, link_flags, links, s};
+use super::{identities, identity_flags, link_flags, links, reply, s};
 use crate::cli::client::{url_escape, Client};
 use crate::cli::error::{Error, Result};
 use crate::cli::help::Flag;
@@ -133,21 +133,6 @@ pub(super) fn format_role(v: &Value) -> String {
     links(v, "Policies", "Policies", &mut out);
     identities(v, &mut out);
     out
-}
-
-async fn reply(
-    c: &Client,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    what: &str,
-) -> Result<Value> {
-    let body = body.map(|b| b.to_string().into_bytes());
-    let (code, bytes) = c.send(method, path, body).await?;
-    if !(200..300).contains(&code) {
-        return Err(Error::status(code, &bytes).context(what));
-    }
-    Ok(serde_json::from_slice(&bytes)?)
 }
 
 /// `-rules`, read from a file when it starts with `@`.

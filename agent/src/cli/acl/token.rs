@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{go_time, identities, identity_flags, link_flags, links, s};
+use super::{go_time, identities, identity_flags, link_flags, links, reply, s};
 use crate::cli::client::{url_escape, Client};
 use crate::cli::error::{Error, Result};
 use crate::cli::help::Flag;
@@ -117,21 +117,6 @@ fn id(p: &Parsed) -> Result<String> {
         .filter(|i| !i.is_empty())
         .map(str::to_string)
         .ok_or_else(|| Error::usage("Must specify the -id parameter"))
-}
-
-async fn reply(
-    c: &Client,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    what: &str,
-) -> Result<Value> {
-    let body = body.map(|b| b.to_string().into_bytes());
-    let (code, bytes) = c.send(method, path, body).await?;
-    if !(200..300).contains(&code) {
-        return Err(Error::status(code, &bytes).context(what));
-    }
-    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn body(p: &Parsed) -> Result<Value> {
