@@ -404,3 +404,51 @@ async fn cli_bootstraps_and_manages_policies_tokens_and_roles() -> anyhow::Resul
     assert_eq!(gone.status, 403);
     Ok(())
 }
+
+#[tokio::test]
+async fn down_policy_applies_on_a_client_agent_when_no_server_answers() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let dir = config_dir(
+        root.path(),
+        r#"acl {
+  enabled = true
+  default_policy = "deny"
+  down_policy = "allow"
+}
+performance {
+  rpc_hold_timeout = "1s"
+}"#,
+    );
+    let mut s1 = single_server(root.path(), "down-s1", &["-config-dir", &dir]).await?;
+    let join = s1.serf.to_string();
+    let c1 = Agent::start(
+        "down-c1",
+        &root.path().join("down-c1"),
+        &["-retry-join", &join, "-config-dir", &dir],
+    )?;
+    wait_until("client sees a leader", Duration::from_secs(15), || {
+        leader_of(&c1)
+    })
+    .await?;
+    // With a server answering, a secret nobody issued is refused.
+    let r = wait_until(
+        "client resolves through the server",
+        Duration::from_secs(10),
+        || {
+            let url = c1.url("/v1/agent/self");
+            async move {
+                let r = call("GET", &url, Some("unknown-1"), None).await;
+                (r.status == 403).then_some(r)
+            }
+        },
+    )
+    .await?;
+    assert_eq!(r.text(), "ACL not found");
+
+    s1.kill9();
+    // No server: down_policy = "allow".
+    let r = call("GET", &c1.url("/v1/agent/self"), Some("unknown-2"), None).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), c1.logs());
+    assert!(c1.logs().contains("applying down_policy"));
+    Ok(())
+}

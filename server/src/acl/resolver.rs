@@ -116,6 +116,25 @@ impl Resolver {
         }
     }
 
+    /// No server answered: Consul's `down_policy`. `allow` allows everything, `deny` denies
+    /// everything, and `extend-cache` (and `async-cache`) keeps using what was resolved
+    /// before, however old, denying tokens never seen.
+    fn servers_down(
+        &self,
+        secret: &str,
+        e: Error,
+    ) -> Result<Option<Arc<Authorizer>>, ResolveError> {
+        tracing::warn!(error = %e, policy = %self.config.down_policy, "ACL: servers unreachable, applying down_policy");
+        match self.config.down_policy.as_str() {
+            "allow" => Ok(Some(Arc::new(Authorizer::allow_all()))),
+            "deny" => Ok(Some(Arc::new(Authorizer::anonymous(false)))),
+            _ => match crate::sync::lock(&self.cache).get(secret) {
+                Some((_, _, a)) => Ok(a.clone()),
+                None => Ok(Some(Arc::new(Authorizer::anonymous(false)))),
+            },
+        }
+    }
+
     async fn lookup(&self, secret: &str) -> Result<Option<Arc<Authorizer>>, ResolveError> {
         let index = match self.server.catalog() {
             Some(c) => Some(c.table_index("acl")?),
@@ -133,7 +152,10 @@ impl Resolver {
         let q = Query::AclResolve {
             secret: secret.to_string(),
         };
-        let (res, meta) = self.server.read(Consistency::Stale, q).await?;
+        let (res, meta) = match self.server.read(Consistency::Stale, q).await {
+            Ok(r) => r,
+            Err(e) => return self.servers_down(secret, e),
+        };
         let a = match res {
             QueryResult::AclResolved(Some(r)) => {
                 Some(Arc::new(Authorizer::new(&r, self.config.default_allow)))
