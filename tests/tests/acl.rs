@@ -287,6 +287,9 @@ async fn dns_answers_with_the_default_token_and_initial_management_works() -> an
             .as_deref(),
         Some("true")
     );
+    for secret in ["root-secret", "dns-secret"] {
+        assert!(!a.logs().contains(secret), "{secret} logged");
+    }
     Ok(())
 }
 
