@@ -226,6 +226,24 @@ async fn bootstrap_prefix_token_filtering_expiry_and_restart() -> anyhow::Result
     assert_eq!(other.status, 403);
     let again = call("PUT", &a.url("/v1/acl/bootstrap"), None, None).await;
     assert_eq!(again.status, 403, "{}", again.text());
+    // The documented recovery: the reset index written to the data dir allows one more.
+    let text = again.text();
+    let reset = text
+        .rsplit("reset index: ")
+        .next()
+        .and_then(|r| r.trim_end_matches(')').parse::<u64>().ok())
+        .expect("reset index in the refusal");
+    std::fs::write(a.data_dir.join("acl-bootstrap-reset"), reset.to_string())?;
+    let reboot = call("PUT", &a.url("/v1/acl/bootstrap"), None, None).await;
+    assert_eq!(reboot.status, 200, "{}", reboot.text());
+    let stale = call("PUT", &a.url("/v1/acl/bootstrap"), None, None).await;
+    assert!(
+        stale
+            .text()
+            .starts_with("Permission denied: Invalid bootstrap reset index (specified "),
+        "{}",
+        stale.text()
+    );
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
+use axum::extract::rejection::RawPathParamsRejection;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
@@ -52,7 +53,7 @@ pub(crate) fn rule_for(method: &Method, path: &str) -> Option<&'static Rule> {
 pub(crate) async fn enforce(
     State(st): State<ApiState>,
     matched: Option<MatchedPath>,
-    params: RawPathParams,
+    params: Result<RawPathParams, RawPathParamsRejection>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -79,10 +80,14 @@ pub(crate) async fn enforce(
         Err(ResolveError::NotFound) => return forbidden("ACL not found".into()),
         Err(ResolveError::Server(e)) => return crate::ApiError::Server(e).into_response(),
     };
+    // Parameters that do not decode are the handler's to refuse; checked, they name nothing.
     let params: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
     let (req, checks) = match needs(&st, rule.need, req, &params).await {
         Ok(x) => x,
         Err(resp) => return resp,
