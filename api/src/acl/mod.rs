@@ -155,6 +155,16 @@ impl AclState {
     }
 }
 
+/// Writes `cmd`; a write the state machine refused (a name or secret already taken) is a
+/// 400 saying `taken`.
+async fn write_or(st: &ApiState, cmd: muster_server::model::Command, taken: &str) -> ApiResult<()> {
+    if st.server.write(cmd).await?.success {
+        Ok(())
+    } else {
+        Err(bad(taken))
+    }
+}
+
 /// The ID a policy or role write (`kind`) goes to (the URL's, else a new one) and its
 /// name, checked as Consul checks them.
 fn write_target(kind: &str, url_id: Option<String>, v: &Value) -> ApiResult<(String, String)> {

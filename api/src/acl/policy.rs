@@ -7,7 +7,7 @@ use muster_server::acl::{Rules, MANAGEMENT_POLICY_ID};
 use muster_server::model::{AclPolicy, Command};
 use serde_json::{json, Value};
 
-use super::{bad, disabled, field, shape, str_field, write_target, AclState};
+use super::{bad, disabled, field, shape, str_field, write_or, write_target, AclState};
 use crate::body::json_value;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -136,10 +136,12 @@ async fn policy_write(
         definition: definition.to_string(),
         ..AclPolicy::default()
     };
-    let res = st.server.write(Command::AclPolicySet(Box::new(p))).await?;
-    if !res.success {
-        return Err(bad("Invalid Policy: name already in use"));
-    }
+    write_or(
+        &st,
+        Command::AclPolicySet(Box::new(p)),
+        "Invalid Policy: name already in use",
+    )
+    .await?;
     policy_read(st, q, |p| p.id == id).await
 }
 

@@ -6,7 +6,7 @@ use axum::response::Response;
 use muster_server::model::{AclRole, Command};
 use serde_json::{json, Value};
 
-use super::{bad, disabled, field, identities, shape, str_field, write_target, AclState};
+use super::{bad, disabled, field, identities, shape, str_field, write_or, write_target, AclState};
 use crate::body::json_value;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -120,14 +120,12 @@ async fn role_write(
         definition: def.to_string(),
         ..AclRole::default()
     };
-    if !st
-        .server
-        .write(Command::AclRoleSet(Box::new(r)))
-        .await?
-        .success
-    {
-        return Err(bad("Invalid Role: name already in use"));
-    }
+    write_or(
+        &st,
+        Command::AclRoleSet(Box::new(r)),
+        "Invalid Role: name already in use",
+    )
+    .await?;
     role_read(st, q, |r| r.id == id).await
 }
 

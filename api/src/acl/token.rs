@@ -10,7 +10,7 @@ use muster_server::model::{AclToken, Command, Consistency, Query, QueryResult};
 use muster_server::{go_duration, new_uuid};
 use serde_json::{json, Value};
 
-use super::{bad, disabled, field, identities, shape, str_field, AclState, RequestToken};
+use super::{bad, disabled, field, identities, shape, str_field, write_or, AclState, RequestToken};
 use crate::body::json_value;
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
@@ -300,14 +300,12 @@ async fn token_write(
         expires_unix_ms: expires,
         ..AclToken::default()
     };
-    if !st
-        .server
-        .write(Command::AclTokenSet(Box::new(t)))
-        .await?
-        .success
-    {
-        return Err(bad("Invalid Token: SecretID is already in use"));
-    }
+    write_or(
+        &st,
+        Command::AclTokenSet(Box::new(t)),
+        "Invalid Token: SecretID is already in use",
+    )
+    .await?;
     token_reply(&st, q, &accessor, true).await
 }
 
