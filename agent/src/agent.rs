@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::control::Control;
 use crate::cluster::gossip::{Gossip, MemberId};
+use crate::cluster::keyring::{Crypto, SharedCrypto};
 use crate::cluster::tags::{member_tags, ServerTags};
 use crate::cluster::{coordinate, join, reconcile};
 use crate::config::{Config, PortSetting};
@@ -35,12 +36,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let advertise = config.advertise_ip();
     let serf_addr = SocketAddr::new(advertise, listeners.serf.local_addr()?.port());
     let server = open_server(&config, &data.path, advertise, listeners.rpc, &core).await?;
+    let crypto = gossip_crypto(&config, &data.path)?;
     let gossip = start_gossip(
         &config,
         &server,
         &data.node_id,
-        listeners.serf,
-        serf_addr,
+        (listeners.serf, serf_addr, crypto),
         &core,
     )
     .await;
@@ -209,8 +210,7 @@ async fn start_gossip(
     config: &Config,
     server: &Server,
     node_id: &str,
-    serf: UdpSocket,
-    serf_addr: SocketAddr,
+    (serf, serf_addr, crypto): (UdpSocket, SocketAddr, SharedCrypto),
     core: &CancellationToken,
 ) -> Gossip {
     let server_tags = match (server.node_id(), config.server) {
@@ -232,7 +232,29 @@ async fn start_gossip(
         tags: member_tags(config.server, &config.datacenter, node_id, server_tags),
         incarnation: 0,
     };
-    Gossip::start(serf, local, core.clone())
+    Gossip::start(serf, local, crypto, core.clone())
+}
+
+/// The gossip keyring: the data dir's keyring file, else `encrypt` (which creates the file).
+fn gossip_crypto(config: &Config, data_dir: &Path) -> Result<SharedCrypto> {
+    let (crypto, warning) = Crypto::start(
+        config.encrypt.as_deref(),
+        data_dir,
+        config.encrypt_verify_incoming,
+        config.encrypt_verify_outgoing,
+    )
+    .map_err(Error::Config)?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    if crypto.keyring.is_some() {
+        tracing::info!(
+            verify_incoming = crypto.verify_incoming,
+            verify_outgoing = crypto.verify_outgoing,
+            "gossip encryption enabled"
+        );
+    }
+    Ok(Arc::new(std::sync::RwLock::new(crypto)))
 }
 
 async fn server_rpc_port(server: &Server) -> u16 {

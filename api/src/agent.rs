@@ -154,8 +154,3 @@ pub(crate) async fn agent_reload(State(st): State<ApiState>) -> ApiResult<Respon
 pub(crate) async fn acl_disabled() -> (StatusCode, &'static str) {
     (StatusCode::UNAUTHORIZED, "ACL support disabled")
 }
-
-/// Keyring endpoints: gossip is not encrypted, as Consul answers without `encrypt`.
-pub(crate) async fn keyring_disabled() -> (StatusCode, &'static str) {
-    (StatusCode::INTERNAL_SERVER_ERROR, "encryption not enabled")
-}

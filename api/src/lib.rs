@@ -14,6 +14,7 @@ mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 mod health;
+pub mod keyring;
 mod kv;
 mod params;
 mod query;
@@ -63,6 +64,14 @@ pub trait AgentControl: Send + Sync + 'static {
     /// This agent's network coordinate, as its gossip probes have placed it.
     fn coordinate(&self) -> Option<muster_server::model::Coordinate> {
         None
+    }
+    /// Carries a keyring operation to every member and gathers their answers; `None` when
+    /// gossip is not encrypted.
+    fn keyring(
+        &self,
+        _op: keyring::KeyringOp,
+    ) -> futures::future::BoxFuture<'static, Option<keyring::KeyringOutcome>> {
+        Box::pin(async { None })
     }
 }
 

@@ -134,7 +134,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/acl/role/name/{name}", get(acl_role_read_by_name))
         .route("/v1/acl/{*rest}", any(acl_disabled))
-        .route("/v1/operator/keyring", any(keyring_disabled))
+        .route(
+            "/v1/operator/keyring",
+            any(crate::keyring::operator_keyring),
+        )
         // Every route above is checked against its ACL rule (`acl::enforce`).
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -13,6 +13,7 @@ mod catalog;
 mod client;
 mod error;
 mod help;
+mod keyring;
 mod kv;
 mod kv_transfer;
 mod lock;
@@ -109,6 +110,22 @@ const COMMANDS: &[Command] = &[
         http: Http::Client,
         flags: rtt::RTT_FLAGS,
         run: Run::Client(|p| Box::pin(rtt::rtt(p))),
+    },
+    Command {
+        name: "keygen",
+        synopsis: "Generates a new encryption key",
+        usage: keyring::KEYGEN_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Client(|_| Box::pin(async { Ok(keyring::keygen()) })),
+    },
+    Command {
+        name: "keyring",
+        synopsis: "Manages gossip layer encryption keys",
+        usage: keyring::KEYRING_USAGE,
+        http: Http::Client,
+        flags: keyring::KEYRING_FLAGS,
+        run: Run::Client(|p| Box::pin(keyring::keyring(p))),
     },
     Command {
         name: "kv",

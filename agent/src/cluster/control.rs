@@ -1,5 +1,6 @@
 //! What the HTTP API asks of the agent beyond its local services (`AgentControl`): the member
-//! list, this agent's own description (`/v1/agent/self`), join, leave and force-leave.
+//! list, this agent's own description (`/v1/agent/self`), join, leave, force-leave and the
+//! keyring operations.
 
 use std::net::SocketAddr;
 
@@ -63,7 +64,7 @@ impl Control {
             "failed": count(Status::Failed),
             "left": count(Status::Left),
             "health_score": "0",
-            "encrypted": "false",
+            "encrypted": self.gossip.encrypted().to_string(),
             "coordinate_resets": self.gossip.probes.resets().to_string(),
             "event_queue": "0",
             "event_time": "1",
@@ -200,6 +201,14 @@ impl AgentControl for Control {
 
     fn coordinate(&self) -> Option<muster_server::model::Coordinate> {
         Some(self.gossip.probes.coordinate())
+    }
+
+    fn keyring(
+        &self,
+        op: muster_api::keyring::KeyringOp,
+    ) -> BoxFuture<'static, Option<muster_api::keyring::KeyringOutcome>> {
+        let g = self.gossip.clone();
+        Box::pin(async move { g.keyring(op).await })
     }
 
     fn node_name(&self) -> String {

@@ -3,6 +3,10 @@
 //! foca only knows up and down. Serf's "left" (a graceful leave) is told apart from "failed"
 //! by a small control message an agent sends to every member before it leaves; a `Down` seen
 //! after it means left, otherwise failed.
+//!
+//! With a gossip key, every packet on the socket (foca's, the control messages, the
+//! coordinate probes, the keyring operations) is sealed and opened by `keyring::Crypto`;
+//! gossip has no TCP side.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -18,7 +22,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::coordinate::{Probes, KIND_ACK, KIND_PING};
+use super::keyring::{RefusalLog, SharedCrypto, REFUSAL_NOTICE};
+use super::keyring_ops::{KeyringOps, Outgoing, KIND_KEYRING_ANS, KIND_KEYRING_REQ};
 use crate::{Error, Result};
+use muster_api::keyring::{KeyringOp, KeyringOutcome};
 
 /// A member's identity on the wire: its address, name and Serf-style tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,6 +104,7 @@ enum Cmd {
     Join(SocketAddr, oneshot::Sender<Result<()>>),
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<()>>),
+    Keyring(KeyringOp, oneshot::Sender<Option<KeyringOutcome>>),
 }
 
 /// Handle to the gossip task.
@@ -109,6 +117,8 @@ pub struct Gossip {
     pub local: MemberId,
     /// This node's network coordinate and the probes that move it.
     pub(crate) probes: Probes,
+    /// The gossip keyring and its switches.
+    pub(crate) crypto: SharedCrypto,
 }
 
 type Rt = AccumulatingRuntime<MemberId>;
@@ -125,11 +135,22 @@ struct Driver {
     /// Joins waiting for the first member to come up.
     pending_joins: Vec<(Instant, oneshot::Sender<Result<()>>)>,
     probes: Probes,
+    /// Seals and opens packets; `None` keyring means plaintext.
+    crypto: SharedCrypto,
+    /// Refused or undecodable packets, logged at most every few seconds.
+    refusals: RefusalLog,
+    /// Keyring operations sent to the members, or received from one.
+    keyring_ops: KeyringOps,
 }
 
 impl Gossip {
     /// Starts gossip on an already-bound socket.
-    pub fn start(socket: UdpSocket, local: MemberId, cancel: CancellationToken) -> Gossip {
+    pub fn start(
+        socket: UdpSocket,
+        local: MemberId,
+        crypto: SharedCrypto,
+        cancel: CancellationToken,
+    ) -> Gossip {
         let mut config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(15));
         // Keep down members' identities around long enough that a restarted agent with the
         // same address is told apart by its incarnation.
@@ -160,6 +181,9 @@ impl Gossip {
             leaving: HashMap::new(),
             pending_joins: Vec::new(),
             probes: probes.clone(),
+            keyring_ops: KeyringOps::new(&local.name, crypto.clone()),
+            crypto: crypto.clone(),
+            refusals: RefusalLog::default(),
         };
         tokio::spawn(driver.run(cmd_rx, timer_rx, cancel));
         Gossip {
@@ -168,7 +192,13 @@ impl Gossip {
             changed: changed_rx,
             local,
             probes,
+            crypto,
         }
+    }
+
+    /// Whether gossip is sealed with a key (Serf's `encrypted` statistic).
+    pub fn encrypted(&self) -> bool {
+        muster_server::sync::read(&self.crypto).keyring.is_some()
     }
 
     /// Joins the cluster through `addr` (host:port); waits up to a few seconds for an answer.
@@ -198,6 +228,13 @@ impl Gossip {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Applies a keyring operation here and on every live member; `None` without a key.
+    pub async fn keyring(&self, op: KeyringOp) -> Option<KeyringOutcome> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd.send(Cmd::Keyring(op, tx)).await.ok()?;
+        rx.await.ok().flatten()
     }
 
     pub fn snapshot(&self) -> Vec<Member> {
@@ -250,33 +287,90 @@ impl Driver {
                     }
                 }
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
-                _ = tick.tick() => self.expire_joins(),
+                _ = tick.tick() => {
+                    self.expire_joins();
+                    let out = self.keyring_ops.tick();
+                    self.send_all(out);
+                }
                 _ = probe.tick() => self.send_probe(),
             }
             self.flush().await;
         }
     }
 
-    fn on_packet(&mut self, pkt: &[u8], from: SocketAddr) {
+    fn on_packet(&mut self, sealed: &[u8], from: SocketAddr) {
+        if sealed == REFUSAL_NOTICE {
+            let has_key = muster_server::sync::read(&self.crypto).keyring.is_some();
+            self.refusals.told_refused(from, has_key);
+            return;
+        }
+        let opened = muster_server::sync::read(&self.crypto).open(sealed);
+        let (pkt, keyed) = match opened {
+            Ok(p) => p,
+            Err(why) => {
+                if self.refusals.refused(from, why) {
+                    let _ = self.socket.try_send_to(REFUSAL_NOTICE, from);
+                }
+                return;
+            }
+        };
         match pkt.split_first() {
-            Some((&KIND_FOCA, rest)) => {
-                if let Err(e) = self.foca.handle_data(rest, &mut self.rt) {
-                    tracing::debug!(error = %e, %from, "gossip: bad packet");
+            Some((&KIND_FOCA, rest)) => match self.foca.handle_data(rest, &mut self.rt) {
+                Err(e @ (foca::Error::MalformedPacket | foca::Error::Decode(_))) => {
+                    self.undecodable(from, &e.to_string())
                 }
-            }
-            Some((&KIND_LEAVE, rest)) => {
-                if let Ok(name) = std::str::from_utf8(rest) {
-                    self.mark_leaving(name);
-                }
-            }
+                Err(e) => tracing::debug!(error = %e, %from, "gossip: bad packet"),
+                Ok(()) => {}
+            },
+            Some((&KIND_LEAVE, rest)) => match std::str::from_utf8(rest) {
+                Ok(name) => self.mark_leaving(name),
+                Err(_) => self.undecodable(from, "a leave message that is not UTF-8"),
+            },
             Some((&KIND_PING, rest)) => {
                 if let Some(ack) = self.probes.on_ping(rest) {
-                    let _ = self.socket.try_send_to(&ack, from);
+                    self.send_now(ack, from);
                 }
             }
             Some((&KIND_ACK, rest)) => self.probes.on_ack(rest),
-            _ => tracing::debug!(%from, "gossip: unknown packet kind"),
+            // Only a member holding a key may change the keyring, even while plaintext is
+            // let through (`encrypt_verify_incoming = false`).
+            Some((&KIND_KEYRING_REQ, rest)) if keyed => {
+                if let Some(ans) = self.keyring_ops.on_request(rest, from) {
+                    self.send_now(ans, from);
+                }
+            }
+            Some((&KIND_KEYRING_ANS, rest)) => self.keyring_ops.on_answer(rest),
+            Some((&KIND_KEYRING_REQ, _)) => self.undecodable(from, "an unsealed keyring request"),
+            _ => self.undecodable(from, "unknown packet kind"),
         }
+    }
+
+    /// A packet that opened (or needed no opening) but is not ours: most likely sealed with
+    /// a gossip key while this agent has none, or plaintext let through by
+    /// `encrypt_verify_incoming = false`.
+    fn undecodable(&mut self, from: SocketAddr, why: &str) {
+        let has_key = muster_server::sync::read(&self.crypto).keyring.is_some();
+        if self.refusals.undecodable(from, why, has_key) {
+            let _ = self.socket.try_send_to(REFUSAL_NOTICE, from);
+        }
+    }
+
+    /// Seals a packet and sends it without waiting (a full socket buffer drops it, as UDP may).
+    fn send_now(&self, pkt: Vec<u8>, to: SocketAddr) {
+        let wire = muster_server::sync::read(&self.crypto).seal(pkt);
+        let _ = self.socket.try_send_to(&wire, to);
+    }
+
+    fn send_all(&self, out: Outgoing) {
+        for (pkt, to) in out {
+            self.send_now(pkt, to);
+        }
+    }
+
+    /// Seals a packet and sends it.
+    async fn send(&self, pkt: Vec<u8>, to: SocketAddr) -> std::io::Result<usize> {
+        let wire = muster_server::sync::read(&self.crypto).seal(pkt);
+        self.socket.send_to(&wire, to).await
     }
 
     /// Pings one random live member for a round trip (see `coordinate::probe`).
@@ -286,8 +380,8 @@ impl Driver {
             return;
         }
         let target = live[rand::random_range(0..live.len())];
-        let pkt = self.probes.ping(&target.name);
-        let _ = self.socket.try_send_to(&pkt, target.addr);
+        let (pkt, addr) = (self.probes.ping(&target.name), target.addr);
+        self.send_now(pkt, addr);
     }
 
     /// Records a graceful leave: `leaving` until foca reports the member down, then `left`.
@@ -316,7 +410,7 @@ impl Driver {
         // UDP may drop one; send twice.
         for _ in 0..2 {
             for t in &targets {
-                let _ = self.socket.send_to(&pkt, t).await;
+                let _ = self.send(pkt.clone(), *t).await;
             }
         }
     }
@@ -351,6 +445,15 @@ impl Driver {
                 }
                 self.flush().await;
                 let _ = reply.send(());
+            }
+            Cmd::Keyring(op, reply) => {
+                let members: Vec<(String, SocketAddr)> = self
+                    .foca
+                    .iter_members()
+                    .map(|m| (m.id().name.clone(), m.id().addr))
+                    .collect();
+                let out = self.keyring_ops.start(op, members, reply);
+                self.send_all(out);
             }
             Cmd::ForceLeave(name, reply) => {
                 let known = muster_server::sync::read(&self.members)
@@ -391,7 +494,7 @@ impl Driver {
             let mut pkt = Vec::with_capacity(data.len() + 1);
             pkt.push(KIND_FOCA);
             pkt.extend_from_slice(&data);
-            if let Err(e) = self.socket.send_to(&pkt, to.addr).await {
+            if let Err(e) = self.send(pkt, to.addr).await {
                 tracing::debug!(error = %e, to = %to.addr, "gossip send failed");
             }
         }

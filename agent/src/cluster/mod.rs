@@ -6,5 +6,7 @@ pub(crate) mod control;
 pub(crate) mod coordinate;
 pub mod gossip;
 pub(crate) mod join;
+pub mod keyring;
+pub(crate) mod keyring_ops;
 pub(crate) mod reconcile;
 pub(crate) mod tags;

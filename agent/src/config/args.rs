@@ -35,6 +35,7 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
     ("log-level", Kind::Value),
     ("enable-script-checks", Kind::Bool),
     ("enable-local-script-checks", Kind::Bool),
+    ("encrypt", Kind::Value),
 ];
 
 /// Applies the flags of `muster agent` on top of the config files.
@@ -131,6 +132,9 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
     }
     if p.bool("enable-local-script-checks") {
         cfg.enable_local_script_checks = true;
+    }
+    if let Some(k) = p.value("encrypt") {
+        cfg.encrypt = Some(k.into());
     }
     Ok(())
 }

@@ -38,9 +38,6 @@ const UNSUPPORTED: &[&str] = &[
     "enable_central_service_config",
     "enable_debug",
     "enable_syslog",
-    "encrypt",
-    "encrypt_verify_incoming",
-    "encrypt_verify_outgoing",
     "http_config",
     "key_file",
     "leave_on_terminate",
@@ -257,6 +254,15 @@ pub(super) fn apply_file(
                     .as_f64()
                     .filter(|r| *r > 0.0)
                     .ok_or_else(|| err("expected a positive number"))?
+            }
+            "encrypt" => {
+                cfg.encrypt = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into())
+            }
+            "encrypt_verify_incoming" => {
+                cfg.encrypt_verify_incoming = as_bool(v).ok_or_else(|| err("expected a boolean"))?
+            }
+            "encrypt_verify_outgoing" => {
+                cfg.encrypt_verify_outgoing = as_bool(v).ok_or_else(|| err("expected a boolean"))?
             }
             "consul" => apply_consul(cfg, v, &name.to_string(), &mut ignored)?,
             "acl" => super::acl::apply_acl(cfg, v, &name.to_string(), &mut ignored)?,

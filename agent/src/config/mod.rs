@@ -108,6 +108,13 @@ pub struct Config {
     pub http_limits: muster_api::HttpLimits,
     /// ACL settings (`acl`, and the older `acl_*` keys).
     pub acl: muster_server::acl::AclConfig,
+    /// Gossip encryption key (`encrypt`, `-encrypt`): base64 of 16, 24 or 32 bytes. The data
+    /// dir's keyring file, once written, wins over it.
+    pub encrypt: Option<String>,
+    /// Refuse gossip packets not sealed with an installed key (`encrypt_verify_incoming`).
+    pub encrypt_verify_incoming: bool,
+    /// Seal outgoing gossip packets (`encrypt_verify_outgoing`).
+    pub encrypt_verify_outgoing: bool,
 }
 
 impl Default for Config {
@@ -150,6 +157,9 @@ impl Default for Config {
             alt_domain: None,
             http_limits: muster_api::HttpLimits::default(),
             acl: muster_server::acl::AclConfig::disabled(),
+            encrypt: None,
+            encrypt_verify_incoming: true,
+            encrypt_verify_outgoing: true,
         }
     }
 }

@@ -214,3 +214,23 @@ fn coordinate_keys_are_consuls() {
     .expect_err("refused");
     assert!(e.contains("expected a positive number"), "{e}");
 }
+
+#[test]
+fn gossip_encryption_keys_are_checked() {
+    let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+    let (c, _) = load_with(
+        &format!(r#"{{"data_dir": "/d", "encrypt": "{key}", "encrypt_verify_incoming": false}}"#),
+        &[],
+    )
+    .expect("loads");
+    assert_eq!(c.encrypt.as_deref(), Some(key));
+    assert!(!c.encrypt_verify_incoming);
+    assert!(c.encrypt_verify_outgoing, "defaults to true");
+    let e = load_with(r#"{"data_dir": "/d"}"#, &["-encrypt", "c2hvcnQ="]).unwrap_err();
+    assert!(
+        e.contains("encrypt has invalid key: key size must be 16, 24 or 32"),
+        "{e}"
+    );
+    let e = load_with(r#"{"data_dir": "/d", "encrypt": "!!"}"#, &[]).unwrap_err();
+    assert!(e.contains("encrypt has invalid key"), "{e}");
+}

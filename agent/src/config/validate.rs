@@ -29,6 +29,10 @@ pub(super) fn validate(cfg: &mut Config, warnings: &mut Vec<String>) -> Result<(
         _ => {}
     }
     super::node::validate_meta(&cfg.node_meta)?;
+    if let Some(key) = &cfg.encrypt {
+        crate::cluster::keyring::decode_key(key)
+            .map_err(|e| Error::Config(format!("encrypt has invalid key: {e}")))?;
+    }
     if cfg.bootstrap_expect > 0 && !cfg.server {
         return Err(Error::Config("-bootstrap-expect requires -server".into()));
     }
