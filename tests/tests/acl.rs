@@ -94,6 +94,13 @@ async fn bootstrap_prefix_token_filtering_expiry_and_restart() -> anyhow::Result
         json!({"Name": "app-write", "Rules": "key_prefix \"app/\" { policy = \"write\" }"});
     let p = call("PUT", &a.url("/v1/acl/policy"), root_tok, Some(policy)).await;
     assert_eq!(p.status, 200, "{}", p.text());
+    assert_eq!(p.json()["Name"], "app-write");
+    let listed = call("GET", &a.url("/v1/acl/policies"), root_tok, None).await;
+    assert!(listed.header("X-Consul-Index").is_some_and(|i| i != "0"));
+    assert!(
+        listed.json()[0].get("Rules").is_none(),
+        "list stubs carry no rules"
+    );
     let tok = json!({"Description": "app", "Policies": [{"Name": "app-write"}]});
     let t = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(tok)).await;
     assert_eq!(t.status, 200, "{}", t.text());

@@ -89,6 +89,14 @@ impl AclState {
         Ok(out)
     }
 
+    /// `reply` with `X-Consul-Index`: the ACL tables' index, as Consul's ACL reads report.
+    fn indexed(&self, mut reply: Response) -> Response {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&self.index.to_string()) {
+            reply.headers_mut().insert("X-Consul-Index", v);
+        }
+        reply
+    }
+
     fn policy_name(&self, id: &str) -> Option<&str> {
         self.policies
             .iter()

@@ -40,7 +40,7 @@ pub(crate) async fn acl_policy_list(
         .iter()
         .map(|p| shape::policy(p, true))
         .collect();
-    Ok(json(&list, Params::parse(q.as_deref()).pretty()))
+    Ok(state.indexed(json(&list, Params::parse(q.as_deref()).pretty())))
 }
 
 pub(crate) async fn acl_policy_read(
@@ -73,10 +73,10 @@ async fn policy_read(
         .iter()
         .find(|p| pick(p))
         .ok_or_else(not_found)?;
-    Ok(json(
+    Ok(state.indexed(json(
         &shape::policy(p, false),
         Params::parse(q.as_deref()).pretty(),
-    ))
+    )))
 }
 
 pub(crate) async fn acl_policy_create(

@@ -34,7 +34,7 @@ pub(crate) async fn acl_role_list(
             })
         })
         .collect();
-    Ok(json(&list, p.pretty()))
+    Ok(state.indexed(json(&list, p.pretty())))
 }
 
 pub(crate) async fn acl_role_read(
@@ -67,10 +67,10 @@ async fn role_read(
         .iter()
         .find(|r| pick(r))
         .ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
-    Ok(json(
+    Ok(state.indexed(json(
         &shape::role(r, &state),
         Params::parse(q.as_deref()).pretty(),
-    ))
+    )))
 }
 
 pub(crate) async fn acl_role_create(

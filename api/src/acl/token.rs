@@ -77,10 +77,10 @@ async fn token_reply(
         .iter()
         .find(|t| t.accessor_id == accessor)
         .ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
-    Ok(json(
+    Ok(state.indexed(json(
         &shape::token(t, &state, show_secret),
         Params::parse(q.as_deref()).pretty(),
-    ))
+    )))
 }
 
 /// Whether this request's token may see secrets (`acl:write`).
@@ -140,7 +140,7 @@ pub(crate) async fn acl_token_list(
         .filter(|t| p.get("role").is_none_or(|id| links(t, "Roles", id)))
         .map(|t| shape::token_stub(t, &state, show))
         .collect();
-    Ok(json(&list, p.pretty()))
+    Ok(state.indexed(json(&list, p.pretty())))
 }
 
 pub(crate) async fn acl_token_create(
