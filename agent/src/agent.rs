@@ -66,7 +66,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         node_id: data.node_id.clone(),
         cancel: cancel.clone(),
     });
-    let state = ApiState::new(server.clone(), control).with_local(local.clone());
+    let acl = muster_server::acl::AclConfig {
+        data_dir: Some(data.path.clone()),
+        ..config.acl.clone()
+    };
+    let state = ApiState::new(server.clone(), control)
+        .with_local(local.clone())
+        .with_acl(acl);
 
     let mut tasks = JoinSet::new();
     let https_addr = start_https(&config, &tls, listeners.https, &state, &cancel, &mut tasks)?;
@@ -340,7 +346,9 @@ fn start_dns(
         return Ok(None);
     };
     let addr = tcp.local_addr()?;
-    let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config());
+    let acl = muster_server::acl::Resolver::new(server.clone(), config.acl.clone());
+    let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config())
+        .with_acl(std::sync::Arc::new(acl));
     // DNS gets a thread and a single-threaded runtime of its own: a query is received,
     // answered and sent without crossing threads, and HTTP or Raft load cannot delay it.
     let (udp, tcp) = (udp.into_std()?, tcp.into_std()?);
@@ -388,6 +396,11 @@ fn start_loops(
         coordinates,
         gossip.clone(),
         server.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(crate::acl::leader_loop(
+        server.clone(),
+        config.acl.clone(),
         cancel.clone(),
     ));
     tasks.spawn(reconcile::run(

@@ -2,6 +2,7 @@
 //! membership, cluster formation and shutdown, plus the command-line client commands. The only
 //! crate that knows all the others.
 
+mod acl;
 pub mod agent;
 pub mod cli;
 pub mod cluster;

@@ -13,6 +13,9 @@ pub enum ApiError {
     /// 404 with no body.
     #[error("not found")]
     NotFound,
+    /// 403 with the reason: refused by ACLs (`Permission denied: …`, `ACL not found`).
+    #[error("{0}")]
+    Forbidden(String),
     /// 413: the body or value is over the limit.
     #[error("{0}")]
     TooLarge(String),
@@ -30,6 +33,7 @@ impl IntoResponse for ApiError {
         let (code, msg) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound => (StatusCode::NOT_FOUND, String::new()),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
             ApiError::Unavailable(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
             ApiError::Server(E::InvalidRequest(m)) => (StatusCode::BAD_REQUEST, m),

@@ -2,6 +2,7 @@
 //! and the `X-Consul-*` headers. [`router`] does no I/O of its own, so tests can drive it with
 //! `oneshot`; the agent serves it on the HTTP port.
 
+mod acl;
 mod agent;
 mod agent_local;
 mod body;
@@ -123,17 +124,33 @@ pub struct ApiState {
     pub agent: Arc<dyn AgentControl>,
     /// The agent's local state; `None` where there is none (in-process API tests).
     pub local: Option<Arc<dyn LocalAgent>>,
+    /// ACL settings and token resolution (ACLs disabled unless [`ApiState::with_acl`]).
+    pub acl: Arc<muster_server::acl::Resolver>,
     cache: Arc<cache::ReplyCache>,
 }
 
 impl ApiState {
     pub fn new(server: Server, agent: Arc<dyn AgentControl>) -> Self {
+        let acl = muster_server::acl::Resolver::new(
+            server.clone(),
+            muster_server::acl::AclConfig::disabled(),
+        );
         ApiState {
+            acl: Arc::new(acl),
             server,
             agent,
             local: None,
             cache: Arc::default(),
         }
+    }
+
+    /// Enforces ACLs with these settings.
+    pub fn with_acl(mut self, config: muster_server::acl::AclConfig) -> Self {
+        self.acl = Arc::new(muster_server::acl::Resolver::new(
+            self.server.clone(),
+            config,
+        ));
+        self
     }
 
     pub fn with_local(mut self, local: Arc<dyn LocalAgent>) -> Self {

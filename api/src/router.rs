@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use axum::Router;
 
+use crate::acl::*;
 use crate::agent::*;
 use crate::agent_local::*;
 use crate::catalog::*;
@@ -103,11 +104,45 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/v1/query/{id}/execute", get(query_execute))
         .route("/v1/query/{id}/explain", get(query_explain))
+        .route("/v1/acl/bootstrap", put(acl_bootstrap))
+        .route("/v1/acl/policies", get(acl_policy_list))
+        .route("/v1/acl/policy", put(acl_policy_create))
+        .route(
+            "/v1/acl/policy/{id}",
+            get(acl_policy_read)
+                .put(acl_policy_update)
+                .delete(acl_policy_delete),
+        )
+        .route("/v1/acl/policy/name/{name}", get(acl_policy_read_by_name))
+        .route("/v1/acl/tokens", get(acl_token_list))
+        .route("/v1/acl/token", put(acl_token_create))
+        .route("/v1/acl/token/self", get(acl_token_self))
+        .route(
+            "/v1/acl/token/{id}",
+            get(acl_token_read)
+                .put(acl_token_update)
+                .delete(acl_token_delete),
+        )
+        .route("/v1/acl/token/{id}/clone", put(acl_token_clone))
+        .route("/v1/acl/roles", get(acl_role_list))
+        .route("/v1/acl/role", put(acl_role_create))
+        .route(
+            "/v1/acl/role/{id}",
+            get(acl_role_read)
+                .put(acl_role_update)
+                .delete(acl_role_delete),
+        )
+        .route("/v1/acl/role/name/{name}", get(acl_role_read_by_name))
         .route("/v1/acl/{*rest}", any(acl_disabled))
         .route(
             "/v1/operator/keyring",
             any(crate::keyring::operator_keyring),
         )
+        // Every route above is checked against its ACL rule (`acl::enforce`).
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::acl::enforce::enforce,
+        ))
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))
         // Every 4xx says why, these two included.

@@ -9,6 +9,7 @@ use hickory_proto::rr::{DNSClass, Name, RecordType};
 use hickory_server::authority::MessageResponseBuilder;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
+use muster_server::acl::{Resolver, Resource};
 use muster_server::Server;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,8 @@ pub struct DnsHandler {
     names: Names,
     recursors: Recursors,
     config: DnsConfig,
+    /// ACLs: names are answered only if the agent's `default` token may read them.
+    acl: Option<Arc<Resolver>>,
 }
 
 impl DnsHandler {
@@ -50,7 +53,14 @@ impl DnsHandler {
             names: Names::new(&config),
             recursors,
             config,
+            acl: None,
         }
+    }
+
+    /// Answers only what the agent's `default` token may read (`resolver`'s settings).
+    pub fn with_acl(mut self, resolver: Arc<Resolver>) -> Self {
+        self.acl = Some(resolver);
+        self
     }
 
     /// The answer and the index of the domain asked (for the SOA).
@@ -79,19 +89,25 @@ impl DnsHandler {
 
     /// Reads what `lookup` needs from the catalog and answers `q` with it.
     async fn lookup(&self, lookup: Lookup, q: &Question<'_>) -> muster_server::Result<Answer> {
+        let authz = crate::acl::default_authorizer(self.acl.as_deref()).await;
         Ok(match lookup {
             Lookup::Apex => Answer::apex(self.names.domain(q.d), q.qtype),
             Lookup::Addr(ip) => Answer::addr(q, self.config.ttl_of("*"), ip),
             Lookup::Ptr(ip) => {
-                let nodes = self.reader.all_nodes().await?;
+                let nodes = crate::acl::readable_nodes(&authz, self.reader.all_nodes().await?);
                 Answer::ptr(q, &nodes, ip, &self.names, self.config.node_ttl)
             }
             Lookup::Node(node) => {
                 let n = self.reader.node(&node).await?;
+                let n = n.filter(|n| crate::acl::may_read(&authz, Resource::Node, &n.name));
                 Answer::node(q, n.as_ref(), self.config.node_ttl)
             }
             Lookup::Service { name, tag } => {
-                let all = self.reader.instances(&name, &self.names).await?;
+                let all = if crate::acl::may_read(&authz, Resource::Service, &name) {
+                    self.reader.instances(&name, &self.names).await?
+                } else {
+                    Default::default()
+                };
                 Answer::service(q, &name, tag.as_deref(), &all, &self.config)
             }
             Lookup::Query(name) => {

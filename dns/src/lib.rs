@@ -17,6 +17,7 @@
 //! record of the asked type: NOERROR, empty; both with the SOA (minimum TTL 0) in the
 //! authority section. A catalog that cannot be read: SERVFAIL.
 
+mod acl;
 mod answer;
 mod config;
 #[doc(hidden)]

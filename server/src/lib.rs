@@ -6,6 +6,7 @@
 //! (forwarding to the leader), `read`/`barrier` give Consul's default, stale and consistent
 //! reads. openraft and redb types stay inside this crate.
 
+pub mod acl;
 mod codec;
 mod config;
 mod duration;

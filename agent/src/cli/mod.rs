@@ -7,6 +7,7 @@
 //! stderr and exits 0; a family name alone (`muster kv`) prints its help and exits 1; an
 //! unknown command prints the command list to stderr and exits 127.
 
+mod acl;
 mod agent_ops;
 mod catalog;
 mod client;
@@ -314,9 +315,14 @@ const COMMANDS: &[Command] = &[
     },
 ];
 
+/// Every command: the table above, then the ACL family's rows (`acl/mod.rs`).
+fn commands() -> impl Iterator<Item = &'static Command> {
+    COMMANDS.iter().chain(acl::COMMANDS)
+}
+
 impl Command {
     fn find(name: &str) -> Option<&'static Command> {
-        COMMANDS.iter().find(|c| c.name == name)
+        commands().find(|c| c.name == name)
     }
 
     /// How this command takes the flag `name`, if it takes it.
@@ -340,8 +346,7 @@ impl Command {
             }
         }
         let prefix = format!("{} ", self.name);
-        let subs: Vec<&Command> = COMMANDS
-            .iter()
+        let subs: Vec<&Command> = commands()
             .filter(|c| {
                 c.name
                     .strip_prefix(&prefix)
@@ -372,7 +377,7 @@ fn command_list(commands: &[&Command], prefix: &str) -> String {
 /// The text `muster help` prints, and `muster` alone or with an unknown command prints to
 /// stderr (as Consul's `BasicHelpFunc` lays it out).
 fn usage() -> String {
-    let top: Vec<&Command> = COMMANDS.iter().filter(|c| !c.name.contains(' ')).collect();
+    let top: Vec<&Command> = commands().filter(|c| !c.name.contains(' ')).collect();
     format!(
         "Usage: muster [--version] [--help] <command> [<args>]\n\nAvailable commands are:{}\n",
         command_list(&top, "")
@@ -398,8 +403,8 @@ pub fn main(args: &[String], agent: fn(&[String]) -> i32) -> i32 {
     }
     let before_dashes = args.iter().position(|a| a == "--").unwrap_or(args.len());
     let wants_help = args[..before_dashes].iter().any(|a| is_help(a));
-    // The command is named by the first word that is not a flag, and the next one when the
-    // two name a subcommand; flags before it are not the command's.
+    // The command is named by the first word that is not a flag, and the next ones when
+    // they name a subcommand; flags before it are not the command's.
     let Some(start) = args[..before_dashes]
         .iter()
         .position(|a| !a.starts_with('-'))
@@ -412,13 +417,19 @@ pub fn main(args: &[String], agent: fn(&[String]) -> i32) -> i32 {
         };
     };
     let top_flags = args[..start].iter().any(|a| !is_help(a));
-    // The longest run of words (up to three: `tls ca create`) that names a command.
-    let found = (1..=3).rev().find_map(|n| {
-        let words = args[..before_dashes].get(start..start + n)?;
-        let cmd = Command::find(&words.join(" "))?;
-        Some((cmd, &args[start + n..]))
-    });
-    let Some((cmd, rest)) = found else {
+    // The longest run of up to three words that names a command (`acl token create`, `tls ca create`).
+    let (cmd, rest) = (1..=3)
+        .rev()
+        .filter(|n| start + n <= before_dashes)
+        .find_map(|n| {
+            let words = &args[start..start + n];
+            if n > 1 && words[1..].iter().any(|w| w.starts_with('-')) {
+                return None;
+            }
+            Command::find(&words.join(" ")).map(|c| (Some(c), &args[start + n..]))
+        })
+        .unwrap_or((None, &args[start + 1..]));
+    let Some(cmd) = cmd else {
         eprintln!("{}", usage());
         return 127;
     };
@@ -481,7 +492,7 @@ mod tests {
 
     #[test]
     fn every_subcommand_has_its_family_and_unique_flags() {
-        for c in COMMANDS {
+        for c in commands() {
             if let Some((family, _)) = c.name.split_once(' ') {
                 assert!(
                     matches!(Command::find(family).map(|f| &f.run), Some(Run::Family)),

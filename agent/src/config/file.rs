@@ -14,12 +14,6 @@ use crate::{Error, Result};
 
 /// Consul settings Muster does not have yet: accepted with one warning so existing files load.
 const UNSUPPORTED: &[&str] = &[
-    "acl",
-    "acl_datacenter",
-    "acl_default_policy",
-    "acl_down_policy",
-    "acl_master_token",
-    "acl_token",
     "advertise_addr_ipv4",
     "advertise_addr_ipv6",
     "audit",
@@ -268,6 +262,8 @@ pub(super) fn apply_file(
                 super::tls::apply_top_level(cfg, k, v, &name.to_string())?
             }
             k if super::tls::is_tuning_key(k) => ignored.push(k.to_string()),
+            "acl" => super::acl::apply_acl(cfg, v, &name.to_string(), &mut ignored)?,
+            k if super::acl::apply_legacy(cfg, k, v, &name.to_string(), &mut ignored)? => {}
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),
             _ => {
                 return Err(Error::Config(format!(

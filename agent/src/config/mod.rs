@@ -6,6 +6,7 @@
 //! their nested blocks, `args` the flags, `validate` Consul's rules, `definitions` the service
 //! and check definitions, and `build` the component configurations made from a `Config`.
 
+mod acl;
 mod args;
 mod build;
 mod definitions;
@@ -107,6 +108,8 @@ pub struct Config {
     /// HTTP connection limits from `limits` (`http_max_conns_per_client`, Consul's 200, and
     /// Muster's `http_read_header_timeout`).
     pub http_limits: muster_api::HttpLimits,
+    /// ACL settings (`acl`, and the older `acl_*` keys).
+    pub acl: muster_server::acl::AclConfig,
     /// Gossip encryption key (`encrypt`, `-encrypt`): base64 of 16, 24 or 32 bytes. The data
     /// dir's keyring file, once written, wins over it.
     pub encrypt: Option<String>,
@@ -157,6 +160,7 @@ impl Default for Config {
             dns: muster_dns::DnsConfig::default(),
             alt_domain: None,
             http_limits: muster_api::HttpLimits::default(),
+            acl: muster_server::acl::AclConfig::disabled(),
             encrypt: None,
             encrypt_verify_incoming: true,
             encrypt_verify_outgoing: true,

@@ -222,11 +222,11 @@ pub(super) fn block<'a>(v: &'a Value, name: &str, key: &str) -> Result<&'a Map<S
 }
 
 /// An invalid value at `key` (`ports.http`, `limits.rpc_rate`) in config file `name`.
-fn key_error(name: &str, key: &str, why: &str) -> Error {
+pub(super) fn key_error(name: &str, key: &str, why: &str) -> Error {
     Error::Config(format!("config file {name}: key \"{key}\": {why}"))
 }
 
 /// A key Consul does not have either.
-fn unknown_key(name: &str, key: &str) -> Error {
+pub(super) fn unknown_key(name: &str, key: &str) -> Error {
     Error::Config(format!("config file {name}: unknown key \"{key}\""))
 }

@@ -3,7 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::legacy::{RegistrationV1, TxnOpV1};
-use super::{LockOp, NodeCoordinate, PreparedQuery, Registration, Session, TxnOp, TxnOutcome};
+use super::{
+    AclPolicy, AclRole, AclToken, LockOp, NodeCoordinate, PreparedQuery, Registration, Session,
+    TxnOp, TxnOutcome,
+};
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
 /// same command at the same index on every server gives the same state.
@@ -19,9 +22,14 @@ pub enum Command {
         lock: Option<LockOp>,
     },
     /// Delete a key; with `cas`, only if its ModifyIndex matches.
-    KvDelete { key: String, cas: Option<u64> },
+    KvDelete {
+        key: String,
+        cas: Option<u64>,
+    },
     /// Delete every key starting with `prefix`.
-    KvDeleteTree { prefix: String },
+    KvDeleteTree {
+        prefix: String,
+    },
     /// A [`Command::Register`] from a log written before checks had a type: see `legacy`.
     LegacyRegister(Box<RegistrationV1>),
     /// Remove a node (and everything on it), or one service (and its checks), or one check.
@@ -33,14 +41,20 @@ pub enum Command {
     /// Create a session (its ID chosen by the proposer, so every server agrees).
     SessionCreate(Box<Session>),
     /// Destroy a session, releasing or deleting its locks per its behavior.
-    SessionDestroy { id: String },
+    SessionDestroy {
+        id: String,
+    },
     /// A [`Command::Txn`] from a log written before checks had a type: see `legacy`.
     LegacyTxn(Vec<TxnOpV1>),
     /// Drop KV tombstones left at or before this index (the leader's tombstone GC).
-    KvReapTombstones { upto: u64 },
+    KvReapTombstones {
+        upto: u64,
+    },
     /// Refuse Raft requests from these server IDs from now on: written by `muster recover`,
     /// which replaced the membership they belong to.
-    RetireServers { ids: Vec<u64> },
+    RetireServers {
+        ids: Vec<u64>,
+    },
     /// Register a node, and optionally a service and checks on it.
     Register(Box<Registration>),
     /// Apply every operation or none.
@@ -49,9 +63,32 @@ pub enum Command {
     /// nothing, if its name or template prefix is taken or its session does not exist.
     PreparedQuerySet(Box<PreparedQuery>),
     /// Delete a prepared query.
-    PreparedQueryDelete { id: String },
+    PreparedQueryDelete {
+        id: String,
+    },
     /// Store these nodes' network coordinates; a node not in the catalog is skipped.
     CoordinateBatchUpdate(Vec<NodeCoordinate>),
+    /// Create the first management token. Fails, changing nothing, if ACLs were bootstrapped
+    /// already, unless `reset_index` is the index of that bootstrap (Consul's reset).
+    AclBootstrap {
+        token: Box<AclToken>,
+        reset_index: u64,
+    },
+    /// Create or replace a policy; fails if another policy has its name.
+    AclPolicySet(Box<AclPolicy>),
+    AclPolicyDelete {
+        id: String,
+    },
+    /// Create or replace a token; fails if another token has its secret.
+    AclTokenSet(Box<AclToken>),
+    AclTokenDelete {
+        accessor_id: String,
+    },
+    /// Create or replace a role; fails if another role has its name.
+    AclRoleSet(Box<AclRole>),
+    AclRoleDelete {
+        id: String,
+    },
 }
 
 impl Command {

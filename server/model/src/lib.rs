@@ -4,6 +4,7 @@
 //! they avoid serde attributes that a non-self-describing codec (postcard) cannot handle.
 //! The Consul-shaped JSON seen by HTTP clients lives in `muster-api`, not here.
 
+mod acl;
 mod catalog;
 mod command;
 mod coordinate;
@@ -14,6 +15,7 @@ mod query;
 mod session;
 mod txn;
 
+pub use acl::{AclMeta, AclPolicy, AclResolved, AclRole, AclToken};
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use coordinate::{Coordinate, NodeCoordinate};

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Check, HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery,
-    PreparedRun, Service, Session,
+    AclMeta, AclPolicy, AclResolved, AclRole, AclToken, Check, HealthStatus, KvEntry, Node,
+    NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun, Service, Session,
 };
 
 /// Read consistency, as Consul's query parameters choose it.
@@ -107,6 +107,18 @@ pub enum Query {
     PreparedQueryExecute(Box<PreparedExecute>),
     /// Every node's network coordinate, by node name.
     Coordinates,
+    /// Every ACL policy.
+    AclPolicies,
+    /// Every ACL token.
+    AclTokens,
+    /// Every ACL role.
+    AclRoles,
+    /// The token with this secret, with its policies and roles (expired or not).
+    AclResolve {
+        secret: String,
+    },
+    /// The ACL system's state (the bootstrap index).
+    AclMeta,
 }
 
 /// One instance in a health query: its node, the service, and every check that applies
@@ -134,4 +146,9 @@ pub enum QueryResult {
     PreparedQueries(Vec<PreparedQuery>),
     PreparedQueryRun(PreparedRun),
     Coordinates(Vec<NodeCoordinate>),
+    AclPolicies(Vec<AclPolicy>),
+    AclTokens(Vec<AclToken>),
+    AclRoles(Vec<AclRole>),
+    AclResolved(Option<Box<AclResolved>>),
+    AclMeta(AclMeta),
 }

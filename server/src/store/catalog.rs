@@ -310,6 +310,11 @@ impl Catalog {
             // As Consul's, an explained or executed query reports no index.
             Query::PreparedQueryExplain { .. } | Query::PreparedQueryExecute(_) => Ok(0),
             Query::Coordinates => self.table_index(IDX_COORDINATES),
+            Query::AclPolicies
+            | Query::AclTokens
+            | Query::AclRoles
+            | Query::AclResolve { .. }
+            | Query::AclMeta => self.table_index(IDX_ACL),
         }
     }
 
@@ -418,6 +423,13 @@ impl Catalog {
                         QueryResult::PreparedQueryRun(self.prepared_execute(req)?)
                     }
                     Query::Coordinates => QueryResult::Coordinates(self.coordinates()?),
+                    Query::AclPolicies => QueryResult::AclPolicies(self.acl_policies()?),
+                    Query::AclTokens => QueryResult::AclTokens(self.acl_tokens()?),
+                    Query::AclRoles => QueryResult::AclRoles(self.acl_roles()?),
+                    Query::AclResolve { secret } => {
+                        QueryResult::AclResolved(self.acl_resolve(secret)?.map(Box::new))
+                    }
+                    Query::AclMeta => QueryResult::AclMeta(self.acl_meta()?),
                     Query::NodeSessions { node } => QueryResult::Sessions(
                         self.sessions()?
                             .into_iter()

@@ -1,6 +1,7 @@
 //! The state machine's tables (in memory, checkpointed to `state.redb`) and the read handle
 //! over them.
 
+mod acl;
 mod apply;
 mod catalog;
 mod coordinate;

@@ -42,10 +42,21 @@ pub(crate) const RETIRED: TableId = table(7, "retired_servers");
 pub(crate) const PREPARED_QUERIES: TableId = table(9, "prepared_queries");
 /// Network coordinates by node name (postcard `Coordinate`); a node's row goes with the node.
 pub(crate) const COORDINATES: TableId = table(10, "coordinates");
+/// ACL policies by ID (postcard `AclPolicy`).
+pub(crate) const ACL_POLICIES: TableId = table(11, "acl_policies");
+/// ACL tokens by AccessorID (postcard `AclToken`).
+pub(crate) const ACL_TOKENS: TableId = table(12, "acl_tokens");
+/// Index of tokens by SecretID: the AccessorID, as the row's bytes.
+pub(crate) const ACL_SECRETS: TableId = table(13, "acl_token_secrets");
+/// ACL roles by ID (postcard `AclRole`).
+pub(crate) const ACL_ROLES: TableId = table(14, "acl_roles");
+/// The ACL system's state: one row, [`ACL_META_ROW`] (postcard `AclMeta`).
+pub(crate) const ACL_META: TableId = table(15, "acl_meta");
+pub(crate) const ACL_META_ROW: &str = "acl";
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 10] = [
+pub(crate) const DATA_TABLES: [TableId; 15] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -56,6 +67,11 @@ pub(crate) const DATA_TABLES: [TableId; 10] = [
     RETIRED,
     PREPARED_QUERIES,
     COORDINATES,
+    ACL_POLICIES,
+    ACL_TOKENS,
+    ACL_SECRETS,
+    ACL_ROLES,
+    ACL_META,
 ];
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
@@ -85,6 +101,8 @@ pub(crate) const IDX_CHECKS: &str = "checks";
 pub(crate) const IDX_SESSIONS: &str = "sessions";
 pub(crate) const IDX_PREPARED: &str = "prepared_queries";
 pub(crate) const IDX_COORDINATES: &str = "coordinates";
+/// Every ACL table shares one index: a change to any of them can change what a token grants.
+pub(crate) const IDX_ACL: &str = "acl";
 
 /// Key of a row owned by a node: `node \0 id`.
 pub(crate) fn node_key(node: &str, id: &str) -> String {

@@ -53,6 +53,11 @@ impl Topic {
                 vec![Topic::Table(IDX_PREPARED)]
             }
             Query::Coordinates => vec![Topic::Table(IDX_COORDINATES)],
+            Query::AclPolicies
+            | Query::AclTokens
+            | Query::AclRoles
+            | Query::AclResolve { .. }
+            | Query::AclMeta => vec![Topic::Table(IDX_ACL)],
         }
     }
 }

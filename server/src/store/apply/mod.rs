@@ -4,6 +4,7 @@
 //! [`Apply`] carries one command's application; its methods are split by job: `kv`,
 //! `catalog`, `session`, `txn` and `prepared`.
 
+mod acl;
 mod catalog;
 mod coordinate;
 mod kv;
@@ -92,6 +93,13 @@ pub(crate) fn apply_command(
         Command::Txn(ops) => return a.txn_result(ops),
         Command::LegacyTxn(ops) => return a.txn_result(ops.into_iter().map(Into::into).collect()),
         Command::CoordinateBatchUpdate(updates) => a.coordinate_batch_update(updates)?,
+        Command::AclBootstrap { token, reset_index } => a.acl_bootstrap(*token, reset_index)?,
+        Command::AclPolicySet(p) => a.acl_policy_set(*p)?,
+        Command::AclPolicyDelete { id } => a.acl_delete(ACL_POLICIES, &id)?,
+        Command::AclTokenSet(t) => a.acl_token_set(*t)?,
+        Command::AclTokenDelete { accessor_id } => a.acl_token_delete(&accessor_id)?,
+        Command::AclRoleSet(r) => a.acl_role_set(*r)?,
+        Command::AclRoleDelete { id } => a.acl_delete(ACL_ROLES, &id)?,
     };
     Ok(CommandResult {
         index,

@@ -1,0 +1,220 @@
+//! Consul's `/v1/acl/*` endpoints (`policy.rs`, `token.rs` with bootstrap, `role.rs`), and
+//! the one enforcement layer every route passes through (`enforce.rs`: each route's rule,
+//! the token a request presents, the 403, and the filtering of list results).
+//!
+//! With ACLs disabled the endpoints answer Consul's `401 ACL support disabled`.
+
+pub(crate) mod enforce;
+mod policy;
+mod role;
+mod rules;
+mod shape;
+mod token;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use muster_server::acl::Authorizer;
+use muster_server::model::{AclPolicy, AclRole, AclToken, Consistency, Query, QueryResult};
+use serde_json::Value;
+
+use crate::error::{ApiError, ApiResult};
+use crate::ApiState;
+
+pub(crate) use policy::*;
+pub(crate) use role::*;
+pub(crate) use token::*;
+
+/// What the enforcement layer found for a request, for the handlers that need it
+/// (`/v1/acl/token/self`).
+#[derive(Clone)]
+pub(crate) struct RequestToken {
+    pub(crate) authz: Arc<Authorizer>,
+}
+
+/// Consul's answer to any ACL endpoint when ACLs are off: `401 ACL support disabled`.
+fn disabled(st: &ApiState) -> Option<Response> {
+    (!st.acl.enabled()).then(|| (StatusCode::UNAUTHORIZED, "ACL support disabled").into_response())
+}
+
+/// A field of a request body, by Consul's name or any case of it.
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let m = v.as_object()?;
+    m.get(name).or_else(|| {
+        m.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+fn str_field(v: &Value, name: &str) -> String {
+    field(v, name)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+/// The ACL tables, read consistently (ACL writes are rare; a stale read right after one
+/// would confuse the client that made it).
+pub(crate) struct AclState {
+    pub(crate) policies: Vec<AclPolicy>,
+    pub(crate) tokens: Vec<AclToken>,
+    pub(crate) roles: Vec<AclRole>,
+    pub(crate) index: u64,
+}
+
+impl AclState {
+    pub(crate) async fn read(st: &ApiState) -> ApiResult<AclState> {
+        let mut out = AclState {
+            policies: Vec::new(),
+            tokens: Vec::new(),
+            roles: Vec::new(),
+            index: 0,
+        };
+        for q in [Query::AclPolicies, Query::AclTokens, Query::AclRoles] {
+            let (res, meta) = st.server.read(Consistency::Default, q).await?;
+            out.index = out.index.max(meta.index);
+            match res {
+                QueryResult::AclPolicies(p) => out.policies = p,
+                QueryResult::AclTokens(t) => out.tokens = t,
+                QueryResult::AclRoles(r) => out.roles = r,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// `reply` with `X-Consul-Index`: the ACL tables' index, as Consul's ACL reads report.
+    fn indexed(&self, mut reply: Response) -> Response {
+        if let Ok(v) = axum::http::HeaderValue::from_str(&self.index.to_string()) {
+            reply.headers_mut().insert("X-Consul-Index", v);
+        }
+        reply
+    }
+
+    fn policy_name(&self, id: &str) -> Option<&str> {
+        self.policies
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.name.as_str())
+    }
+
+    fn role_name(&self, id: &str) -> Option<&str> {
+        self.roles
+            .iter()
+            .find(|r| r.id == id)
+            .map(|r| r.name.as_str())
+    }
+
+    /// Request links (`[{"ID": …}]` or `[{"Name": …}]`) as stored links (`[{"ID": …}]`).
+    fn links(&self, v: Option<&Value>, what: &str) -> ApiResult<Value> {
+        let mut out = Vec::new();
+        for l in v.and_then(Value::as_array).into_iter().flatten() {
+            let (id, name) = (str_field(l, "ID"), str_field(l, "Name"));
+            let found = if what == "policy" {
+                self.policies
+                    .iter()
+                    .find(|p| (!id.is_empty() && p.id == id) || (id.is_empty() && p.name == name))
+                    .map(|p| p.id.clone())
+            } else {
+                self.roles
+                    .iter()
+                    .find(|r| (!id.is_empty() && r.id == id) || (id.is_empty() && r.name == name))
+                    .map(|r| r.id.clone())
+            };
+            let Some(found) = found else {
+                return Err(bad(if id.is_empty() {
+                    format!("No such ACL {what} with name {name}")
+                } else {
+                    format!("No such ACL {what} with ID: {id}")
+                }));
+            };
+            if !out.iter().any(|x: &Value| x["ID"] == found.as_str()) {
+                out.push(serde_json::json!({ "ID": found }));
+            }
+        }
+        Ok(Value::Array(out))
+    }
+
+    /// Stored links with their current names, as Consul answers them (links to deleted
+    /// records are dropped).
+    fn named_links(&self, def: &Value, field_name: &str) -> Value {
+        let named: Vec<Value> = def
+            .get(field_name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|l| {
+                let id = l.get("ID")?.as_str()?;
+                let name = if field_name == "Policies" {
+                    self.policy_name(id)?
+                } else {
+                    self.role_name(id)?
+                };
+                Some(serde_json::json!({ "ID": id, "Name": name }))
+            })
+            .collect();
+        Value::Array(named)
+    }
+}
+
+/// Writes `cmd`; a write the state machine refused (a name or secret already taken) is a
+/// 400 saying `taken`.
+async fn write_or(st: &ApiState, cmd: muster_server::model::Command, taken: &str) -> ApiResult<()> {
+    if st.server.write(cmd).await?.success {
+        Ok(())
+    } else {
+        Err(bad(taken))
+    }
+}
+
+/// The ID a policy or role write (`kind`) goes to (the URL's, else a new one) and its
+/// name, checked as Consul checks them.
+fn write_target(kind: &str, url_id: Option<String>, v: &Value) -> ApiResult<(String, String)> {
+    let body_id = str_field(v, "ID");
+    let id = match url_id {
+        Some(id) if !body_id.is_empty() && body_id != id => {
+            return Err(bad(format!("{kind} ID in URL and payload do not match")))
+        }
+        Some(id) => id,
+        None if !body_id.is_empty() => {
+            return Err(bad(format!("{kind} ID is not allowed on create")))
+        }
+        None => muster_server::new_uuid(),
+    };
+    let name = str_field(v, "Name");
+    if !policy::valid_name(&name) {
+        return Err(bad(format!("Invalid {kind}: invalid Name")));
+    }
+    Ok((id, name))
+}
+
+/// Service and node identities from a request, checked as Consul checks them.
+fn identities(body: &Value) -> ApiResult<(Value, Value)> {
+    let svc = field(body, "ServiceIdentities")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    for s in svc.as_array().into_iter().flatten() {
+        if str_field(s, "ServiceName").is_empty() {
+            return Err(bad(
+                "Service identity is missing the service name field on this token",
+            ));
+        }
+    }
+    let node = field(body, "NodeIdentities")
+        .cloned()
+        .unwrap_or(Value::Array(Vec::new()));
+    for n in node.as_array().into_iter().flatten() {
+        if str_field(n, "NodeName").is_empty() {
+            return Err(bad(
+                "Node identity is missing the node name field on this token",
+            ));
+        }
+    }
+    Ok((svc, node))
+}
