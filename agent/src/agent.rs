@@ -14,11 +14,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::control::Control;
-use crate::cluster::gossip::{Gossip, MemberId};
+use crate::cluster::gossip::{Gossip, MemberId, ReapAfter};
 use crate::cluster::keyring::{Crypto, SharedCrypto};
-use crate::cluster::tags::{member_tags, ServerTags};
+use crate::cluster::tags::{member_tags, ServerTags, INTERNAL_TAGS};
 use crate::cluster::{coordinate, join, reconcile};
-use crate::config::{Config, PortSetting};
+use crate::config::Config;
+use crate::handlers;
+use crate::listeners::bind_listeners;
 use crate::local::Local;
 use crate::tls::AgentTls;
 use crate::{Error, Result, VERSION};
@@ -36,8 +38,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let tls = Arc::new(AgentTls::build(&config)?);
     // Bind everything first, so a port in use fails before any state is touched.
     let listeners = bind_listeners(&config).await?;
+    if let Some(w) = config.exposure_warning() {
+        tracing::warn!("{w}");
+    }
     let advertise = config.advertise_ip();
-    let serf_addr = SocketAddr::new(advertise, listeners.serf.local_addr()?.port());
+    let serf_addr = SocketAddr::new(advertise, listeners.serf.0.local_addr()?.port());
     let server = open_server(&config, &tls, &data.path, advertise, listeners.rpc, &core).await?;
     let crypto = gossip_crypto(&config, &data.path)?;
     let gossip = start_gossip(
@@ -56,6 +61,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         config.server,
         core.clone(),
     );
+    // User events' service and tag filters match this agent's own services.
+    gossip.user_events.set_services({
+        let local = local.clone();
+        Box::new(move || {
+            muster_api::LocalAgent::services(local.as_ref())
+                .into_iter()
+                .map(|s| (s.id, s.tags))
+                .collect()
+        })
+    });
     local.on_reload(Box::new({
         let tls = tls.clone();
         move |cfg| tls.reload(cfg)
@@ -66,18 +81,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         node_id: data.node_id.clone(),
         cancel: cancel.clone(),
     });
-    let acl = muster_server::acl::AclConfig {
-        data_dir: Some(data.path.clone()),
-        ..config.acl.clone()
-    };
-    let state = ApiState::new(server.clone(), control)
+    let acl = Arc::new(muster_server::acl::Resolver::new(
+        server.clone(),
+        muster_server::acl::AclConfig {
+            data_dir: Some(data.path.clone()),
+            node_name: config.node_name.clone(),
+            datacenter: config.datacenter.clone(),
+            ..config.acl.clone()
+        },
+    ));
+    let mut state = ApiState::new(server.clone(), control)
         .with_local(local.clone())
-        .with_acl(acl);
+        .with_resolver(acl.clone());
+    state.logs = config.logs.clone();
+    state.stop = cancel.clone();
 
     let mut tasks = JoinSet::new();
     let https_addr = start_https(&config, &tls, listeners.https, &state, &cancel, &mut tasks)?;
     let http_addr = start_http(&config, listeners.http, state, &cancel, &mut tasks)?;
-    let dns_addr = start_dns(&config, listeners.dns, &server, &cancel, &mut tasks)?;
+    crate::watch::start(&config.watches, http_addr, &cancel, &mut tasks);
+    let agent_token = config.acl.agent.clone();
+    crate::template::agent::start(
+        &config.templates,
+        http_addr,
+        agent_token,
+        &cancel,
+        &mut tasks,
+    );
+    crate::snapshot_agent::start(&config, &server, &cancel, &mut tasks);
+    let dns_addr = start_dns(&config, listeners.dns, &server, acl, &cancel, &mut tasks)?;
     start_loops(
         &config, &server, &gossip, &local, &data, &cancel, &mut tasks,
     );
@@ -90,6 +122,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         serf: serf_addr,
     };
     print_banner(&config, ports, &server).await;
+    crate::readiness::notify_ready();
 
     let stop = wait_for_stop(&server, &cancel).await;
     shutdown_agent(stop, &server, &gossip, &cancel, &core, tasks).await
@@ -140,72 +173,6 @@ fn node_id(dir: &Path) -> Result<String> {
     Ok(id)
 }
 
-/// Every socket the agent serves on, bound before anything else starts.
-struct Listeners {
-    http: Option<TcpListener>,
-    /// On `addresses.https`, else the client address, when `ports.https` is set.
-    https: Option<TcpListener>,
-    /// UDP and TCP on the same port.
-    dns: Option<(UdpSocket, TcpListener)>,
-    /// Only on a server.
-    rpc: Option<TcpListener>,
-    serf: UdpSocket,
-}
-
-async fn bind_listeners(config: &Config) -> Result<Listeners> {
-    let http = bind_tcp(config.client_addr, config.http_port, "HTTP").await?;
-    let https_ip = config.tls.https_addr.unwrap_or(config.client_addr);
-    let https = bind_tcp(https_ip, config.tls.https_port, "HTTPS").await?;
-    let dns = match config.dns_port {
-        p if p < 0 => None,
-        p => {
-            let tcp = bind_tcp(config.client_addr, p, "DNS (TCP)")
-                .await?
-                .expect("enabled");
-            // UDP on the same port TCP got, so an ephemeral port is the same for both.
-            let port = tcp.local_addr()?.port();
-            Some((bind_udp(config.client_addr, port, "DNS (UDP)").await?, tcp))
-        }
-    };
-    let rpc = if config.server {
-        let port = config.server_port.max(0);
-        bind_tcp(config.bind_addr, port, "server RPC").await?
-    } else {
-        None
-    };
-    let serf_port = config.serf_lan_port.max(0) as u16;
-    let serf = bind_udp(config.bind_addr, serf_port, "gossip (serf LAN)").await?;
-    Ok(Listeners {
-        http,
-        https,
-        dns,
-        rpc,
-        serf,
-    })
-}
-
-async fn bind_tcp(
-    ip: IpAddr,
-    port: PortSetting,
-    what: &'static str,
-) -> Result<Option<TcpListener>> {
-    if port < 0 {
-        return Ok(None);
-    }
-    let addr = SocketAddr::new(ip, port as u16);
-    TcpListener::bind(addr)
-        .await
-        .map(Some)
-        .map_err(|error| Error::Listen { what, addr, error })
-}
-
-async fn bind_udp(ip: IpAddr, port: u16, what: &'static str) -> Result<UdpSocket> {
-    let addr = SocketAddr::new(ip, port);
-    UdpSocket::bind(addr)
-        .await
-        .map_err(|error| Error::Listen { what, addr, error })
-}
-
 /// A server's Raft node on its RPC listener; a client's handle that forwards to servers.
 async fn open_server(
     config: &Config,
@@ -235,7 +202,7 @@ async fn start_gossip(
     config: &Config,
     server: &Server,
     node_id: &str,
-    (serf, serf_addr, crypto): (UdpSocket, SocketAddr, SharedCrypto),
+    (serf, serf_addr, crypto): ((UdpSocket, TcpListener), SocketAddr, SharedCrypto),
     core: &CancellationToken,
 ) -> Gossip {
     let server_tags = match (server.node_id(), config.server) {
@@ -257,7 +224,32 @@ async fn start_gossip(
         tags: member_tags(config.server, &config.datacenter, node_id, server_tags),
         incarnation: 0,
     };
-    Gossip::start(serf, local, crypto, core.clone())
+    // The event handler runner, when handlers are configured, hears of member changes and
+    // user events.
+    let runner = (!config.event_handlers.is_empty()).then(|| {
+        let mut tags = local.tags.clone();
+        tags.retain(|k, _| !INTERNAL_TAGS.contains(&k.as_str()));
+        let runner = handlers::RunnerConfig {
+            scripts: config.event_handlers.clone(),
+            timeout: config.event_handler_timeout,
+            self_name: local.name.clone(),
+            node_meta: config.node_meta.clone(),
+            tags,
+        };
+        handlers::start(runner, core.clone())
+    });
+    let (events, queue) = runner.unzip();
+    let reap_after = ReapAfter {
+        failed: config.reconnect_timeout,
+        ..ReapAfter::default()
+    };
+    let gossip = Gossip::start(serf, local, crypto, events, reap_after, core.clone());
+    if let Some(queue) = queue {
+        gossip.user_events.set_handlers(queue.clone());
+        gossip.queries.set_handlers(queue, &config.node_meta);
+    }
+    gossip.exec.set_enabled(!config.disable_remote_exec);
+    gossip
 }
 
 /// The gossip keyring: the data dir's keyring file, else `encrypt` (which creates the file).
@@ -339,6 +331,7 @@ fn start_dns(
     config: &Config,
     sockets: Option<(UdpSocket, TcpListener)>,
     server: &Server,
+    acl: Arc<muster_server::acl::Resolver>,
     cancel: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<SocketAddr>> {
@@ -346,9 +339,7 @@ fn start_dns(
         return Ok(None);
     };
     let addr = tcp.local_addr()?;
-    let acl = muster_server::acl::Resolver::new(server.clone(), config.acl.clone());
-    let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config())
-        .with_acl(std::sync::Arc::new(acl));
+    let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config()).with_acl(acl);
     // DNS gets a thread and a single-threaded runtime of its own: a query is received,
     // answered and sent without crossing threads, and HTTP or Raft load cannot delay it.
     let (udp, tcp) = (udp.into_std()?, tcp.into_std()?);

@@ -12,9 +12,16 @@ mod error;
 pub mod flags;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod handlers;
+mod listeners;
 pub mod local;
+pub mod log_broadcast;
+pub mod readiness;
 pub mod signal;
+mod snapshot_agent;
+pub mod template;
 pub mod tls;
+pub mod watch;
 
 pub use agent::run;
 pub use cluster::gossip;

@@ -1,6 +1,6 @@
 //! `muster`: the agent and its client commands in one binary.
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context as _};
 use muster_agent::{cli, config, flags};
 use tokio_util::sync::CancellationToken;
 
@@ -50,17 +50,35 @@ fn run_agent(args: &[String]) -> anyhow::Result<()> {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    let text = (!cfg.log_json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+    });
+    // `-log-json`: one JSON object a line (timestamp, level, fields, target).
+    let json = cfg.log_json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let (monitor, logs) = muster_agent::log_broadcast::Broadcast::new();
+    cfg.logs = Some(logs);
     tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(ansi)
-                .with_writer(std::io::stderr),
-        )
+        .with(text)
+        .with(json)
+        .with(monitor)
         .with(filter)
         .init();
     for w in warnings {
         tracing::warn!("{w}");
     }
+    let _pid_file = match &cfg.pid_file {
+        Some(p) => Some(
+            muster_agent::readiness::PidFile::create(p)
+                .with_context(|| format!("write pid file {}", p.display()))?,
+        ),
+        None => None,
+    };
     raise_fd_limit();
     let rt = cli::runtime()?;
     rt.block_on(async {

@@ -10,20 +10,26 @@ mod cache;
 mod catalog;
 pub mod coordinate;
 mod error;
+pub mod event;
 mod filter;
 #[doc(hidden)]
 pub mod fuzz;
 mod health;
 pub mod keyring;
 mod kv;
+pub mod metrics;
+pub mod monitor;
+mod operator;
 mod params;
 mod query;
 mod read;
 mod reply;
 mod requests;
 mod router;
+pub mod serf;
 mod serve;
 mod session;
+mod snapshot;
 mod status;
 mod txn;
 pub mod types;
@@ -72,6 +78,49 @@ pub trait AgentControl: Send + Sync + 'static {
         _op: keyring::KeyringOp,
     ) -> futures::future::BoxFuture<'static, Option<keyring::KeyringOutcome>> {
         Box::pin(async { None })
+    }
+    /// Fires a user event on the gossip layer (this agent included); the event as sent, or
+    /// why it was refused (a filter that is not a regex).
+    fn fire_event(
+        &self,
+        _req: event::FireRequest,
+    ) -> futures::future::BoxFuture<'static, Result<event::UserEvent, String>> {
+        Box::pin(async { Err("user events are not available".to_string()) })
+    }
+    /// The last user events this agent received, oldest first, and a receiver that changes
+    /// when another arrives (subscribed before the list was read).
+    fn events(
+        &self,
+    ) -> (
+        Vec<event::UserEvent>,
+        Option<tokio::sync::watch::Receiver<u64>>,
+    ) {
+        (Vec::new(), None)
+    }
+    /// Dispatches a Serf query on the gossip layer; its acks and responses arrive on the
+    /// receiver, then a summary. Refused (a filter that is not a regex, a request over the
+    /// size limit) with the reason.
+    fn query(
+        &self,
+        _req: serf::QueryRequest,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<tokio::sync::mpsc::Receiver<serf::QueryEvent>, String>,
+    > {
+        Box::pin(async { Err("queries are not available".to_string()) })
+    }
+    /// Starts a remote exec on the members its filters match and `may_run` allows; acks,
+    /// output and exit codes arrive on the receiver until the quiet period passes, then a
+    /// summary.
+    fn exec(
+        &self,
+        _req: serf::ExecRequest,
+        _may_run: serf::NodeCheck,
+    ) -> futures::future::BoxFuture<
+        'static,
+        Result<tokio::sync::mpsc::Receiver<serf::ExecEvent>, String>,
+    > {
+        Box::pin(async { Err("remote exec is not available".to_string()) })
     }
 }
 
@@ -127,6 +176,13 @@ pub struct ApiState {
     /// ACL settings and token resolution (ACLs disabled unless [`ApiState::with_acl`]).
     pub acl: Arc<muster_server::acl::Resolver>,
     cache: Arc<cache::ReplyCache>,
+    /// The agent's metrics (`/v1/agent/metrics`), fed by the HTTP layer and read at scrape.
+    pub metrics: Arc<metrics::Metrics>,
+    /// The agent's log lines for `/v1/agent/monitor`; `None`: not published.
+    pub logs: Option<monitor::LogSender>,
+    /// Fires when the agent stops serving: ends streams that would otherwise run on
+    /// (`/v1/agent/monitor`), so a graceful shutdown need not wait them out.
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 impl ApiState {
@@ -141,6 +197,9 @@ impl ApiState {
             agent,
             local: None,
             cache: Arc::default(),
+            metrics: Arc::default(),
+            logs: None,
+            stop: Default::default(),
         }
     }
 
@@ -150,6 +209,13 @@ impl ApiState {
             self.server.clone(),
             config,
         ));
+        self
+    }
+
+    /// ACLs through a resolver shared with others (DNS), so that agent tokens set over HTTP
+    /// apply to them too.
+    pub fn with_resolver(mut self, resolver: Arc<muster_server::acl::Resolver>) -> Self {
+        self.acl = resolver;
         self
     }
 

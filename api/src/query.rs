@@ -326,6 +326,7 @@ pub(crate) async fn query_execute(
             Err(resp) => return Ok(resp),
         };
     let def = Definition::of(&query);
+    let (nodes, filtered) = readable(&st, &headers, q.as_deref(), &def.token, nodes).await?;
     let out = ExecuteOut {
         service: def.service.service,
         nodes: nodes.into_iter().map(service_entry).collect(),
@@ -334,7 +335,51 @@ pub(crate) async fn query_execute(
         failovers: 0,
         meta: BodyMeta::new(&meta, mode),
     };
-    Ok(with_query_meta(json(&out, p.pretty()), &meta, mode))
+    let mut resp = with_query_meta(json(&out, p.pretty()), &meta, mode);
+    if filtered {
+        resp.headers_mut().insert(
+            "X-Consul-Results-Filtered-By-ACLs",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// The instances a query's answer may show, and whether any were dropped. As Consul, a query
+/// runs with the token it was stored with, else the caller's; an instance shows when that
+/// token may read its node and its service.
+async fn readable(
+    st: &ApiState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    stored: &str,
+    nodes: Vec<muster_server::model::ServiceHealth>,
+) -> ApiResult<(Vec<muster_server::model::ServiceHealth>, bool)> {
+    if !st.acl.enabled() {
+        return Ok((nodes, false));
+    }
+    let secret = match stored {
+        "" => crate::acl::enforce::request_secret(headers, query),
+        s => Some(s.to_string()),
+    };
+    let authz = match st.acl.resolve(secret.as_deref()).await {
+        Ok(a) => a,
+        Err(muster_server::acl::ResolveError::NotFound) => {
+            return Err(ApiError::Forbidden("ACL not found".into()))
+        }
+        Err(muster_server::acl::ResolveError::Server(e)) => return Err(e.into()),
+    };
+    use muster_server::acl::{Access, Resource};
+    let before = nodes.len();
+    let kept: Vec<_> = nodes
+        .into_iter()
+        .filter(|h| {
+            authz.allowed(Resource::Node, &h.node.name, Access::Read)
+                && authz.allowed(Resource::Service, &h.service.name, Access::Read)
+        })
+        .collect();
+    let filtered = kept.len() != before;
+    Ok((kept, filtered))
 }
 
 pub(crate) async fn query_explain(

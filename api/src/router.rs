@@ -4,7 +4,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::header::ALLOW;
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{any, delete, get, post, put};
 use axum::Router;
 
 use crate::acl::*;
@@ -31,6 +31,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/kv/{*key}", kv)
         .route("/v1/agent/members", get(agent_members))
         .route("/v1/agent/self", get(agent_self))
+        .route("/v1/agent/token/{kind}", put(agent_token_set))
         .route("/v1/agent/join/{addr}", put(agent_join))
         .route("/v1/agent/leave", put(agent_leave))
         .route("/v1/agent/force-leave/{node}", put(agent_force_leave))
@@ -133,10 +134,51 @@ pub fn router(state: ApiState) -> Router {
                 .delete(acl_role_delete),
         )
         .route("/v1/acl/role/name/{name}", get(acl_role_read_by_name))
+        .route("/v1/acl/auth-methods", get(acl_auth_method_list))
+        .route("/v1/acl/auth-method", put(acl_auth_method_create))
+        .route(
+            "/v1/acl/auth-method/{name}",
+            get(acl_auth_method_read)
+                .put(acl_auth_method_update)
+                .delete(acl_auth_method_delete),
+        )
+        .route("/v1/acl/binding-rules", get(acl_binding_rule_list))
+        .route("/v1/acl/binding-rule", put(acl_binding_rule_create))
+        .route(
+            "/v1/acl/binding-rule/{id}",
+            get(acl_binding_rule_read)
+                .put(acl_binding_rule_update)
+                .delete(acl_binding_rule_delete),
+        )
+        .route("/v1/acl/login", post(acl_login).put(acl_login))
+        .route("/v1/acl/logout", post(acl_logout).put(acl_logout))
         .route("/v1/acl/{*rest}", any(acl_disabled))
         .route(
             "/v1/operator/keyring",
             any(crate::keyring::operator_keyring),
+        )
+        .route(
+            "/v1/operator/raft/configuration",
+            get(crate::operator::operator_raft_configuration),
+        )
+        .route(
+            "/v1/operator/raft/peer",
+            delete(crate::operator::operator_raft_peer_delete),
+        )
+        .route(
+            "/v1/operator/raft/transfer-leader",
+            post(crate::operator::operator_raft_transfer_leader),
+        )
+        .route("/v1/agent/metrics", get(crate::metrics::agent_metrics))
+        .route("/v1/agent/monitor", get(crate::monitor::agent_monitor))
+        .route("/v1/event/fire/", put(crate::event::fire_unnamed))
+        .route("/v1/event/fire/{name}", put(crate::event::fire))
+        .route("/v1/agent/query/{name}", put(crate::serf::query))
+        .route("/v1/agent/exec", put(crate::serf::exec))
+        .route("/v1/event/list", get(crate::event::list))
+        .route(
+            "/v1/snapshot",
+            get(crate::snapshot::snapshot_get).put(crate::snapshot::snapshot_put),
         );
     // With ACLs on, every route above is checked against its ACL rule (`acl::enforce`). With
     // them off (fixed at start) the layer is left out, so requests pay nothing for it.
@@ -148,6 +190,10 @@ pub fn router(state: ApiState) -> Router {
     } else {
         routes
     };
+    let routes = routes.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::metrics::track,
+    ));
     let routes = routes
         // Values over the limit get our own 413 with the sizes; bodies far past it are cut off.
         .layer(DefaultBodyLimit::max(MAX_VALUE_SIZE * 2))

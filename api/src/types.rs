@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use muster_server::model::{Check, KvEntry, Node, Service};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -606,4 +606,26 @@ mod tests {
         assert_eq!(s(Duration::from_nanos(42)), "42ns");
         assert_eq!(s(Duration::from_secs(3600 * 26 + 61)), "26h1m1s");
     }
+}
+
+/// One server of `/v1/operator/raft/configuration` (Consul's `RaftServer`), as the API writes
+/// it and `muster operator raft list-peers` reads it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftServer {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub node: String,
+    pub address: String,
+    pub leader: bool,
+    pub voter: bool,
+    pub protocol_version: String,
+}
+
+/// `/v1/operator/raft/configuration` (Consul's `RaftConfigurationResponse`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RaftConfiguration {
+    pub servers: Vec<RaftServer>,
+    pub index: u64,
 }

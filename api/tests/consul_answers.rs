@@ -101,6 +101,10 @@ async fn acl_and_keyring_answer_as_disabled() {
         ("GET", "/v1/acl/policies"),
         ("PUT", "/v1/acl/bootstrap"),
         ("GET", "/v1/acl/token/self"),
+        ("GET", "/v1/acl/auth-methods"),
+        ("PUT", "/v1/acl/binding-rule"),
+        ("POST", "/v1/acl/login"),
+        ("POST", "/v1/acl/logout"),
     ] {
         let r = call(&f, m, p, Body::empty()).await;
         assert_eq!(

@@ -111,7 +111,8 @@ impl DnsHandler {
                 Answer::service(q, &name, tag.as_deref(), &all, &self.config)
             }
             Lookup::Query(name) => {
-                prepared::lookup(&self.server, &self.config, &self.names, q, &name).await?
+                let acl = self.acl.as_deref();
+                prepared::lookup(&self.server, acl, &self.config, &self.names, q, &name).await?
             }
         })
     }

@@ -19,6 +19,7 @@ pub mod prepared;
 mod raft;
 mod recover;
 mod server;
+pub mod snapshot;
 mod store;
 pub mod sync;
 
@@ -29,7 +30,7 @@ pub use id::new_uuid;
 /// The replicated data model, its own serde-only crate so `checks` needs neither openraft nor redb.
 pub use muster_model as model;
 pub use recover::{recover_sole_server, Recovered};
-pub use server::Server;
+pub use server::{RaftConfiguration, RaftPeer, RaftStats, Server};
 pub use store::Catalog;
 
 #[cfg(test)]

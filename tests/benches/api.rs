@@ -11,99 +11,11 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use muster_tests::bench::{cpu_ticks, start_etcd, start_muster, Stats};
+use muster_tests::bench::load::{load, load_with, preload, report, CONNS, KEYS};
+use muster_tests::bench::{cpu_ticks, start_etcd, start_muster};
 use muster_tests::{get, put, wait_for_agreed_leader, wait_until, Agent};
-use rand::Rng;
 
-const CONNS: usize = 64;
-const KEYS: u32 = 10_000;
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn report(name: &str, s: &Stats) {
-    println!(
-        "  {name:<22} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  ({} ok, {} failed)",
-        s.rate(),
-        s.p50_ms,
-        s.p99_ms,
-        s.ok,
-        s.failed
-    );
-}
-
-/// `CONNS` connections, each pinned to one base URL, issuing `make(base, key)` requests.
-async fn load<F>(bases: &[String], secs: u64, make: F) -> Stats
-where
-    F: Fn(&reqwest::Client, &str, u32) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
-{
-    load_with(bases, secs, reqwest::Client::builder, make).await
-}
-
-/// [`load`] with clients from `builder` (HTTPS ones, say), each kept alive on one connection.
-async fn load_with<B, F>(bases: &[String], secs: u64, builder: B, make: F) -> Stats
-where
-    B: Fn() -> reqwest::ClientBuilder + Send + Sync + Clone + 'static,
-    F: Fn(&reqwest::Client, &str, u32) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
-{
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for i in 0..CONNS {
-        let base = bases[i % bases.len()].clone();
-        let make = make.clone();
-        let builder = builder.clone();
-        tasks.push(tokio::spawn(async move {
-            let client = builder()
-                .pool_max_idle_per_host(1)
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("client");
-            let (mut lat, mut failed) = (Vec::new(), 0);
-            while Instant::now() < deadline {
-                let key = rand::rng().random_range(0..KEYS);
-                let t0 = Instant::now();
-                let ok = match make(&client, &base, key).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    lat.push(t0.elapsed());
-                } else {
-                    failed += 1;
-                }
-            }
-            (lat, failed)
-        }));
-    }
-    let (mut all, mut failed) = (Vec::new(), 0);
-    for t in tasks {
-        let (l, f) = t.await.expect("task");
-        all.extend(l);
-        failed += f;
-    }
-    Stats::new(all, failed, start.elapsed().as_secs_f64())
-}
-
-/// Writes `count` keys `bench/NNNNN` through `put_one`, 64 at a time.
-async fn preload<F, Fut>(count: u32, put_one: F)
-where
-    F: Fn(u32) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    let mut tasks = Vec::new();
-    for c in 0..CONNS as u32 {
-        let f = put_one.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut k = c;
-            while k < count {
-                while !f(k).await {}
-                k += CONNS as u32;
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-}
 
 async fn bench_kv_get(secs: u64) -> anyhow::Result<()> {
     println!("== KV GET: 3 servers, {CONNS} connections spread over them, {KEYS} keys preloaded, {secs} s per mode");
@@ -234,11 +146,17 @@ async fn bench_https_kv_get(secs: u64) -> anyhow::Result<()> {
     .await;
     let tls = tls_client(&certs)?;
     let pid = agent.pid().unwrap_or(0);
-    let mut rates = Vec::new();
-    for (name, base) in [
-        ("muster HTTP", format!("http://{}", agent.http)),
-        ("muster HTTPS", format!("https://{https}")),
+    let (http, https) = (format!("http://{}", agent.http), format!("https://{https}"));
+    // HTTP, HTTPS, HTTPS, HTTP: drift on a shared machine falls on both alike.
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut cpu = [Vec::new(), Vec::new()];
+    for (tls_on, name, base) in [
+        (0, "muster HTTP", &http),
+        (1, "muster HTTPS", &https),
+        (1, "muster HTTPS", &https),
+        (0, "muster HTTP", &http),
     ] {
+        let base = base.clone();
         let t0 = cpu_ticks(pid);
         let tls = tls.clone();
         let s = load_with(
@@ -251,11 +169,15 @@ async fn bench_https_kv_get(secs: u64) -> anyhow::Result<()> {
         report(name, &s);
         let per = (cpu_ticks(pid) - t0) as f64 * 10_000.0 / s.ok.max(1) as f64;
         println!("  {:<22} server CPU {per:.1} µs per read", "");
-        rates.push(s.rate());
+        rates[tls_on].push(s.rate());
+        cpu[tls_on].push(per);
     }
-    if let [http, https] = rates[..] {
-        println!("  HTTPS / HTTP rate: {:.2}", https / http.max(1.0));
-    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "  HTTPS / HTTP: rate {:.2}, server CPU per read {:.2}",
+        mean(&rates[1]) / mean(&rates[0]).max(1.0),
+        mean(&cpu[1]) / mean(&cpu[0]).max(f64::MIN_POSITIVE)
+    );
     Ok(())
 }
 

@@ -9,6 +9,9 @@ use anyhow::bail;
 
 use crate::{wait_for_agreed_leader, wait_until, Agent};
 
+pub mod dnsperf;
+pub mod load;
+
 /// The loopback addresses the 3-server benches bind, one per server.
 pub const IPS: [&str; 3] = ["127.0.0.1", "127.0.0.2", "127.0.0.3"];
 
@@ -123,6 +126,15 @@ pub fn rss_kb(pid: u32) -> u64 {
 
 /// Starts `n` (1-3) servers on [`IPS`], joined, and waits until they agree on a leader.
 pub async fn start_muster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
+    start_muster_with(root, n, &[]).await
+}
+
+/// [`start_muster`], each server also given `extra` arguments.
+pub async fn start_muster_with(
+    root: &Path,
+    n: usize,
+    extra: &[&str],
+) -> anyhow::Result<Vec<Agent>> {
     let mut agents: Vec<Agent> = Vec::new();
     for (i, ip) in IPS.iter().enumerate().take(n) {
         let name = format!("s{}", i + 1);
@@ -142,6 +154,7 @@ pub async fn start_muster(root: &Path, n: usize) -> anyhow::Result<Vec<Agent>> {
         if let Some(j) = &join {
             args.extend(["-retry-join", j]);
         }
+        args.extend_from_slice(extra);
         agents.push(Agent::start(&name, &root.join(&name), &args)?);
     }
     wait_for_agreed_leader(&agents, Duration::from_secs(30)).await?;

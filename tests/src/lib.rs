@@ -335,6 +335,29 @@ pub async fn put(url: &str, body: &[u8]) -> anyhow::Result<Resp> {
     req(reqwest::Method::PUT, url, Some(body.to_vec())).await
 }
 
+/// A request with `token` in `X-Consul-Token` (none: no header) and a JSON body.
+pub async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> Resp {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut r = http().request(method, url);
+    if let Some(t) = token {
+        r = r.header("X-Consul-Token", t);
+    }
+    if let Some(b) = body {
+        r = r.body(b.to_string());
+    }
+    let resp = r.send().await.expect("request");
+    Resp {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.bytes().await.expect("body").to_vec(),
+    }
+}
+
 /// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
 where
@@ -350,6 +373,34 @@ where
             bail!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A server's applied Raft index, from `/v1/agent/self`.
+pub async fn raft_applied_index(a: &Agent) -> anyhow::Result<u64> {
+    let me = get(&a.url("/v1/agent/self")).await?.json();
+    let idx = me["Stats"]["raft"]["applied_index"]
+        .as_str()
+        .and_then(|s| s.parse().ok());
+    idx.ok_or_else(|| anyhow!("no applied_index in {me}"))
+}
+
+/// A server's applied index once it has not moved for 2 s (a new cluster's first
+/// anti-entropy and reconciliation writes done), for tests asserting that something does
+/// not go through Raft.
+pub async fn settled_raft_index(a: &Agent) -> anyhow::Result<u64> {
+    let mut before = raft_applied_index(a).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = raft_applied_index(a).await?;
+        if now == before {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            bail!("the Raft index kept moving for 30 s (last {now})");
+        }
+        before = now;
     }
 }
 

@@ -10,29 +10,60 @@ use hickory_proto::rr::{Name, RecordType};
 use muster_tests::*;
 use serde_json::{json, Value};
 
-/// A request presenting `token` in `X-Consul-Token` (none: no header).
-async fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> Resp {
-    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut r = http().request(method, url);
-    if let Some(t) = token {
-        r = r.header("X-Consul-Token", t);
-    }
-    if let Some(b) = body {
-        r = r.body(b.to_string());
-    }
-    let resp = r.send().await.expect("request");
-    Resp {
-        status: resp.status().as_u16(),
-        headers: resp.headers().clone(),
-        body: resp.bytes().await.expect("body").to_vec(),
-    }
-}
-
 fn config_dir(root: &std::path::Path, acl: &str) -> String {
     let dir = root.join("config");
     std::fs::create_dir_all(&dir).expect("mkdir");
     std::fs::write(dir.join("acl.hcl"), acl).expect("write config");
     dir.display().to_string()
+}
+
+/// The secret the tests below configure as `initial_management`.
+const ROOT: &str = "root-secret";
+
+/// A single server with ACLs on (default deny, [`ROOT`] as the initial management token),
+/// `acl_lines` added to its `acl` block and `token_lines` to `acl.tokens`, once its first
+/// leader has made [`ROOT`].
+async fn acl_server(
+    root: &std::path::Path,
+    name: &str,
+    acl_lines: &str,
+    token_lines: &str,
+) -> anyhow::Result<Agent> {
+    let dir = config_dir(
+        root,
+        &format!(
+            "acl {{\n  enabled = true\n  default_policy = \"deny\"\n{acl_lines}\n  tokens {{\n    initial_management = \"{ROOT}\"\n{token_lines}\n  }}\n}}\n"
+        ),
+    );
+    let a = single_server(root, name, &["-config-dir", &dir]).await?;
+    wait_for_root(&a).await?;
+    Ok(a)
+}
+
+/// Waits until [`ROOT`] works on `a` (the first leader writes it).
+async fn wait_for_root(a: &Agent) -> anyhow::Result<()> {
+    wait_until("initial management token", Duration::from_secs(15), || {
+        let url = a.url("/v1/acl/token/self");
+        async move { (call("GET", &url, Some(ROOT), None).await.status == 200).then_some(()) }
+    })
+    .await
+}
+
+/// A new policy `name` with `rules` and a token of it: (secret, accessor).
+async fn token_with(a: &Agent, name: &str, rules: &str) -> (String, String) {
+    let policy = json!({"Name": name, "Rules": rules});
+    let p = call("PUT", &a.url("/v1/acl/policy"), Some(ROOT), Some(policy)).await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    let t = json!({"Policies": [{"Name": name}]});
+    let t = call("PUT", &a.url("/v1/acl/token"), Some(ROOT), Some(t)).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let field = |f: &str| t.json()[f].as_str().expect("token field").to_string();
+    (field("SecretID"), field("AccessorID"))
+}
+
+/// Consul's denial of `what` on `on` to the token `accessor`.
+fn denied(accessor: &str, what: &str, on: &str) -> String {
+    format!("Permission denied: token with AccessorID '{accessor}' lacks permission '{what}' on \"{on}\"")
 }
 
 fn dns_rcode(addr: SocketAddr, name: &str) -> ResponseCode {
@@ -61,6 +92,7 @@ async fn bootstrap_prefix_token_filtering_expiry_and_restart() -> anyhow::Result
         r#"acl {
   enabled = true
   default_policy = "deny"
+  token_min_expiration_ttl = "1s"
 }"#,
     );
     let mut a = single_server(root.path(), "acl1", &["-config-dir", &dir]).await?;
@@ -179,6 +211,18 @@ async fn bootstrap_prefix_token_filtering_expiry_and_restart() -> anyhow::Result
     let me = call("GET", &a.url("/v1/acl/token/self"), app, None).await;
     assert_eq!(me.json()["AccessorID"], app_accessor.as_str());
 
+    // A token's life is bounded: here from 1s (configured) to 24h (Consul's default).
+    for (ttl, why) in [
+        ("500ms", "less than 1s in the future (was 500ms)"),
+        ("24h1m", "more than 24h0m0s in the future (was 24h1m0s)"),
+    ] {
+        let t = json!({"Policies": [{"Name": "app-write"}], "ExpirationTTL": ttl});
+        let r = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(t)).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (400, format!("ExpirationTime cannot be {why}"))
+        );
+    }
     // Expiry takes effect.
     let short = json!({"Policies": [{"Name": "app-write"}], "ExpirationTTL": "2s"});
     let s = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(short)).await;
@@ -257,28 +301,11 @@ async fn bootstrap_prefix_token_filtering_expiry_and_restart() -> anyhow::Result
 #[tokio::test]
 async fn dns_answers_with_the_default_token_and_initial_management_works() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let dir = config_dir(
-        root.path(),
-        r#"acl {
-  enabled = true
-  default_policy = "deny"
-  tokens {
-    initial_management = "root-secret"
-    default = "dns-secret"
-  }
-}"#,
-    );
-    let a = single_server(root.path(), "acl2", &["-config-dir", &dir]).await?;
-    let root_tok = Some("root-secret");
-    // The first leader made the initial management token.
-    let me = wait_until("initial management token", Duration::from_secs(10), || {
-        let url = a.url("/v1/acl/token/self");
-        async move {
-            let r = call("GET", &url, root_tok, None).await;
-            (r.status == 200).then_some(r)
-        }
-    })
-    .await?;
+    // `acl_server` returns once the first leader has made the initial management token.
+    let a = acl_server(root.path(), "acl2", "", "    default = \"dns-secret\"").await?;
+    let root_tok = Some(ROOT);
+    let me = call("GET", &a.url("/v1/acl/token/self"), root_tok, None).await;
+    assert_eq!(me.status, 200, "{}", me.text());
     assert_eq!(me.json()["Policies"][0]["Name"], "global-management");
 
     let policy = json!({"Name": "dns", "Rules": "service \"web\" { policy = \"read\" }\nnode_prefix \"\" { policy = \"read\" }"});
@@ -287,6 +314,16 @@ async fn dns_answers_with_the_default_token_and_initial_management_works() -> an
     let tok = json!({"SecretID": "dns-secret", "Policies": [{"Name": "dns"}]});
     let t = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(tok)).await;
     assert_eq!(t.status, 200, "{}", t.text());
+    // Consul's bounds by default: a token lives at least a minute.
+    let short = json!({"Policies": [{"Name": "dns"}], "ExpirationTTL": "30s"});
+    let r = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(short)).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            "ExpirationTime cannot be less than 1m0s in the future (was 30s)"
+        )
+    );
     for name in ["web", "db"] {
         let reg =
             json!({"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": name, "Port": 80}});
@@ -442,6 +479,8 @@ async fn down_policy_applies_on_a_client_agent_when_no_server_answers() -> anyho
   enabled = true
   default_policy = "deny"
   down_policy = "allow"
+  token_ttl = "1s"
+  tokens { initial_management = "root-secret" }
 }
 performance {
   rpc_hold_timeout = "1s"
@@ -473,10 +512,423 @@ performance {
     .await?;
     assert_eq!(r.text(), "ACL not found");
 
+    // A token deleted on the servers stops working on the client once its `token_ttl`
+    // (1s here) has passed.
+    let root_tok = Some("root-secret");
+    let policy = json!({"Name": "agents", "Rules": "agent_prefix \"\" { policy = \"read\" }"});
+    let p = call("PUT", &s1.url("/v1/acl/policy"), root_tok, Some(policy)).await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    let tok = json!({"Policies": [{"Name": "agents"}]});
+    let t = call("PUT", &s1.url("/v1/acl/token"), root_tok, Some(tok)).await;
+    let secret = t.json()["SecretID"].as_str().expect("secret").to_string();
+    let accessor = t.json()["AccessorID"].as_str().expect("id").to_string();
+    let ok = call("GET", &c1.url("/v1/agent/self"), Some(&secret), None).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let del = call(
+        "DELETE",
+        &s1.url(&format!("/v1/acl/token/{accessor}")),
+        root_tok,
+        None,
+    )
+    .await;
+    assert_eq!(del.status, 200, "{}", del.text());
+    wait_until("client drops the deleted token", Duration::from_secs(5), || {
+        let url = c1.url("/v1/agent/self");
+        let secret = secret.clone();
+        async move { (call("GET", &url, Some(&secret), None).await.status == 403).then_some(()) }
+    })
+    .await?;
+
     s1.kill9();
     // No server: down_policy = "allow".
     let r = call("GET", &c1.url("/v1/agent/self"), Some("unknown-2"), None).await;
     assert_eq!(r.status, 200, "{}\n{}", r.text(), c1.logs());
     assert!(c1.logs().contains("applying down_policy"));
+    Ok(())
+}
+
+/// ACL state lives in Raft: a policy and token written through one server keep working on
+/// every server after the leader is killed with -9, and on the killed one once restarted.
+#[tokio::test]
+async fn acl_state_survives_a_leader_kill_in_a_cluster() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let dir = config_dir(
+        root.path(),
+        r#"acl {
+  enabled = true
+  default_policy = "deny"
+  tokens { initial_management = "root-secret" }
+}"#,
+    );
+    let mut servers = start_servers(root.path(), 3, &["-config-dir", &dir]).await?;
+    let leader = wait_for_agreed_leader(&servers, Duration::from_secs(20))
+        .await?
+        .expect("a leader among the servers");
+    let root_tok = Some(ROOT);
+    let via = &servers[(leader + 1) % 3];
+    wait_for_root(via).await?;
+    let policy = json!({"Name": "app", "Rules": "key_prefix \"app/\" { policy = \"write\" }"});
+    let p = call("PUT", &via.url("/v1/acl/policy"), root_tok, Some(policy)).await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    let tok = json!({"Policies": [{"Name": "app"}]});
+    let t = call("PUT", &via.url("/v1/acl/token"), root_tok, Some(tok)).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let secret = t.json()["SecretID"].as_str().expect("secret").to_string();
+    let app = Some(secret.as_str());
+
+    servers[leader].kill9();
+    let alive: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &i in &alive {
+        let s = &servers[i];
+        let w = wait_until(
+            "a write with the token after the kill",
+            Duration::from_secs(20),
+            || {
+                let url = s.url(&format!("/v1/kv/app/from-{i}"));
+                async move {
+                    let r = call("PUT", &url, app, Some(json!("v"))).await;
+                    (r.status == 200).then_some(r)
+                }
+            },
+        )
+        .await?;
+        assert_eq!(w.text(), "true");
+        let other = call("PUT", &s.url("/v1/kv/other/x"), app, Some(json!("v"))).await;
+        assert_eq!(other.status, 403, "{}", other.text());
+    }
+    let again = call(
+        "PUT",
+        &servers[alive[0]].url("/v1/acl/bootstrap"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(again.status, 403, "{}", again.text());
+
+    servers[leader].restart()?;
+    let back = &servers[leader];
+    let listed = wait_until(
+        "the restarted server serves the token",
+        Duration::from_secs(20),
+        || {
+            let url = back.url("/v1/kv/app/?keys");
+            async move {
+                let r = call("GET", &url, app, None).await;
+                (r.status == 200 && r.json().as_array().is_some_and(|l| l.len() == 2)).then_some(r)
+            }
+        },
+    )
+    .await?;
+    assert_eq!(
+        listed.json(),
+        json!([
+            format!("app/from-{}", alive[0]),
+            format!("app/from-{}", alive[1])
+        ])
+    );
+    let other = call("PUT", &back.url("/v1/kv/other/x"), app, Some(json!("v"))).await;
+    assert_eq!(other.status, 403, "{}", other.text());
+    Ok(())
+}
+
+/// Catalog writes are judged as Consul's `vetRegisterWithACL`: a check by the service name of
+/// the instance it names (not the instance ID), the node only when its details change.
+#[tokio::test]
+async fn catalog_writes_are_judged_by_service_name_and_node_changes() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = acl_server(root.path(), "acl-cat", "", "").await?;
+    let root_tok = Some(ROOT);
+    for (id, name) in [("web-1", "web"), ("db-1", "db")] {
+        let reg = json!({"Node": "n1", "Address": "10.0.0.1",
+            "Service": {"ID": id, "Service": name, "Port": 80}});
+        let r = call("PUT", &a.url("/v1/catalog/register"), root_tok, Some(reg)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let rules = "service \"web\" { policy = \"write\" }\nnode \"n1\" { policy = \"read\" }";
+    let (secret, accessor) = token_with(&a, "web", rules).await;
+    let web = Some(secret.as_str());
+    let denied = |what: &str, on: &str| denied(&accessor, what, on);
+    let (reg_url, dereg_url) = (
+        a.url("/v1/catalog/register"),
+        a.url("/v1/catalog/deregister"),
+    );
+    let register = |body: Value| call("PUT", &reg_url, web, Some(body));
+
+    // The node re-posted unchanged, a web instance and its check: service:write is enough.
+    let r = register(json!({"Node": "n1", "Address": "10.0.0.1",
+        "Service": {"ID": "web-2", "Service": "web", "Port": 81},
+        "Check": {"CheckID": "web-2-alive", "ServiceID": "web-2", "Status": "passing"}}))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A check on the db instance is judged by its service's name, "db", not "db-1".
+    let r = register(json!({"Node": "n1", "Address": "10.0.0.1",
+        "Check": {"CheckID": "db-alive", "ServiceID": "db-1"}}))
+    .await;
+    assert_eq!((r.status, r.text()), (403, denied("service:write", "db")));
+    // Changing the node's address, or making a new node, needs node:write.
+    let r = register(
+        json!({"Node": "n1", "Address": "10.0.0.9", "Service": {"Service": "web", "ID": "web-1"}}),
+    )
+    .await;
+    assert_eq!((r.status, r.text()), (403, denied("node:write", "n1")));
+    let r =
+        register(json!({"Node": "n2", "Address": "10.0.0.2", "Service": {"Service": "web"}})).await;
+    assert_eq!((r.status, r.text()), (403, denied("node:write", "n2")));
+    // Deregistering: an instance of its own service, yes; db's, no.
+    let dereg = |body: Value| call("PUT", &dereg_url, web, Some(body));
+    let r = dereg(json!({"Node": "n1", "ServiceID": "web-1"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = dereg(json!({"Node": "n1", "ServiceID": "db-1"})).await;
+    assert_eq!((r.status, r.text()), (403, denied("service:write", "db")));
+    let r = dereg(json!({"Node": "n1", "CheckID": "web-2-alive"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let left = call("GET", &a.url("/v1/catalog/node/n1"), root_tok, None).await;
+    let mut ids: Vec<String> = left.json()["Services"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    ids.sort();
+    assert_eq!(ids, ["db-1", "web-2"], "{}", left.text());
+    // Reading a node: its services filtered to what the token may read, and `null` (not a
+    // 403) for a node it may not read, as Consul answers.
+    let seen = call("GET", &a.url("/v1/catalog/node/n1"), web, None).await;
+    let ids: Vec<String> = seen.json()["Services"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["web-2"], "{}", seen.text());
+    assert_eq!(
+        seen.header("X-Consul-Results-Filtered-By-ACLs").as_deref(),
+        Some("true")
+    );
+    let anon = call("GET", &a.url("/v1/catalog/node/n1"), None, None).await;
+    assert_eq!((anon.status, anon.text().as_str()), (200, "null"));
+    Ok(())
+}
+
+/// `muster acl set-agent-token` replaces the agent's `default` token at run time (DNS answers
+/// with it at once), `enable_token_persistence` keeps it across a kill -9, and the
+/// `agent_recovery` token administers this agent and nothing else.
+#[tokio::test]
+async fn agent_tokens_set_at_run_time_persist_and_the_recovery_token_is_local() -> anyhow::Result<()>
+{
+    let root = tempfile::tempdir()?;
+    let mut a = acl_server(
+        root.path(),
+        "acl-tok",
+        "  enable_token_persistence = true",
+        "    agent_recovery = \"recovery-secret\"",
+    )
+    .await?;
+    let root_tok = Some(ROOT);
+    let policy = json!({"Name": "dns", "Rules": "service_prefix \"\" { policy = \"read\" }"});
+    let p = call("PUT", &a.url("/v1/acl/policy"), root_tok, Some(policy)).await;
+    assert_eq!(p.status, 200, "{}", p.text());
+    let tok = json!({"SecretID": "dns-secret", "Policies": [{"Name": "dns"}]});
+    let t = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(tok)).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let reg =
+        json!({"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "web", "Port": 80}});
+    let r = call("PUT", &a.url("/v1/catalog/register"), root_tok, Some(reg)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let dns = a.dns.expect("dns port");
+    assert_eq!(
+        dns_rcode(dns, "web.service.consul."),
+        ResponseCode::NXDomain
+    );
+
+    let set = a.cli(&[
+        "acl",
+        "set-agent-token",
+        "-token",
+        "root-secret",
+        "default",
+        "dns-secret",
+    ]);
+    assert!(set.status.success(), "{}", out(&set));
+    assert_eq!(out(&set), "ACL token \"default\" set successfully\n");
+    assert_eq!(dns_rcode(dns, "web.service.consul."), ResponseCode::NoError);
+    // Setting a token is acl:write; an unknown kind is Consul's 404.
+    let anon = call(
+        "PUT",
+        &a.url("/v1/agent/token/default"),
+        None,
+        Some(json!({"Token": "x"})),
+    )
+    .await;
+    assert_eq!(anon.status, 403, "{}", anon.text());
+    let unknown = call(
+        "PUT",
+        &a.url("/v1/agent/token/nope"),
+        root_tok,
+        Some(json!({"Token": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (unknown.status, unknown.text().as_str()),
+        (404, "Token \"nope\" is unknown")
+    );
+    assert!(!a.logs().contains("dns-secret"), "a token set was logged");
+
+    a.restart()?;
+    wait_until("leader", Duration::from_secs(15), || leader_of(&a)).await?;
+    let dns = a.dns.expect("dns port");
+    wait_until(
+        "DNS answers with the persisted token",
+        Duration::from_secs(10),
+        || async { (dns_rcode(dns, "web.service.consul.") == ResponseCode::NoError).then_some(()) },
+    )
+    .await?;
+
+    // The recovery token: this agent's endpoints, not the data.
+    let recovery = Some("recovery-secret");
+    let me = call("GET", &a.url("/v1/agent/self"), recovery, None).await;
+    assert_eq!(me.status, 200, "{}", me.text());
+    let kv = call("PUT", &a.url("/v1/kv/x"), recovery, Some(json!("v"))).await;
+    assert_eq!(
+        (kv.status, kv.text().as_str()),
+        (
+            403,
+            "Permission denied: token with AccessorID 'agent-recovery' lacks permission 'key:write' on \"x\""
+        )
+    );
+    Ok(())
+}
+
+/// Registrations with the agent are vetted as Consul's `vetServiceRegister` and
+/// `vetCheckRegister`: what an ID would replace counts, and a body that spells a field twice
+/// (so that the check and the handler could read it differently) is refused.
+#[tokio::test]
+async fn agent_registrations_vet_what_they_replace() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = acl_server(root.path(), "acl-agent", "", "").await?;
+    let root_tok = Some(ROOT);
+    for (id, name) in [("web-1", "web"), ("db-1", "db")] {
+        let svc = json!({"ID": id, "Name": name, "Port": 80});
+        let r = call(
+            "PUT",
+            &a.url("/v1/agent/service/register"),
+            root_tok,
+            Some(svc),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let m = call(
+        "PUT",
+        &a.url("/v1/agent/maintenance?enable=true&reason=test"),
+        root_tok,
+        None,
+    )
+    .await;
+    assert_eq!(m.status, 200, "{}", m.text());
+    let (secret, accessor) = token_with(&a, "web", "service \"web\" { policy = \"write\" }").await;
+    let web = Some(secret.as_str());
+    let denied = |what: &str, on: &str| denied(&accessor, what, on);
+    let (svc_url, check_url) = (
+        a.url("/v1/agent/service/register"),
+        a.url("/v1/agent/check/register"),
+    );
+
+    // Its own service: yes. Taking over db's instance ID: needs db.
+    let ok = call(
+        "PUT",
+        &svc_url,
+        web,
+        Some(json!({"ID": "web-2", "Name": "web"})),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let take = call(
+        "PUT",
+        &svc_url,
+        web,
+        Some(json!({"ID": "db-1", "Name": "web"})),
+    )
+    .await;
+    assert_eq!(
+        (take.status, take.text()),
+        (403, denied("service:write", "db"))
+    );
+    // Overwriting the node's maintenance check through a web instance: needs the node.
+    let maint = json!({"ID": "_node_maintenance", "Name": "m", "ServiceID": "web-1", "TTL": "1m"});
+    let r = call("PUT", &check_url, web, Some(maint)).await;
+    assert_eq!(
+        (r.status, r.text()),
+        (403, denied("node:write", "acl-agent"))
+    );
+    // A check spelled `service_id` is the same field: db's instance, db's rights.
+    let r = call(
+        "PUT",
+        &check_url,
+        web,
+        Some(json!({"Name": "c", "service_id": "db-1", "TTL": "1m"})),
+    )
+    .await;
+    assert_eq!((r.status, r.text()), (403, denied("service:write", "db")));
+    // The same field twice, in two spellings: refused before anyone reads it.
+    let r = call(
+        "PUT",
+        &svc_url,
+        web,
+        Some(json!({"Name": "web", "name": "db", "ID": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            "Request decode failed: field \"name\" is given more than once"
+        )
+    );
+    let services = call("GET", &a.url("/v1/agent/services"), root_tok, None).await;
+    let mut ids: Vec<String> = services
+        .json()
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    ids.sort();
+    assert_eq!(ids, ["db-1", "web-1", "web-2"], "{}", services.text());
+    Ok(())
+}
+
+/// A prepared query runs with the token it was stored with, else the caller's (over DNS: the
+/// agent's default): its answer holds only instances that token may read, as Consul filters.
+#[tokio::test]
+async fn prepared_queries_answer_what_their_token_may_read() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = acl_server(root.path(), "acl-pq", "", "").await?;
+    let root_tok = Some(ROOT);
+    let reg =
+        json!({"Node": "n1", "Address": "10.0.0.1", "Service": {"Service": "web", "Port": 80}});
+    let r = call("PUT", &a.url("/v1/catalog/register"), root_tok, Some(reg)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (name, token) in [("with-token", "root-secret"), ("without", "")] {
+        let q = json!({"Name": name, "Token": token, "Service": {"Service": "web"}});
+        let r = call("POST", &a.url("/v1/query"), root_tok, Some(q)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let nodes = |r: &Resp| r.json()["Nodes"].as_array().map_or(0, Vec::len);
+    // The stored token reads everything: the anonymous caller sees the instance.
+    let r = call("GET", &a.url("/v1/query/with-token/execute"), None, None).await;
+    assert_eq!((r.status, nodes(&r)), (200, 1), "{}", r.text());
+    // Without one, the anonymous caller's token (default deny) reads nothing.
+    let r = call("GET", &a.url("/v1/query/without/execute"), None, None).await;
+    assert_eq!((r.status, nodes(&r)), (200, 0), "{}", r.text());
+    assert_eq!(
+        r.header("X-Consul-Results-Filtered-By-ACLs").as_deref(),
+        Some("true")
+    );
+    let r = call("GET", &a.url("/v1/query/without/execute"), root_tok, None).await;
+    assert_eq!(nodes(&r), 1, "{}", r.text());
+    let dns = a.dns.expect("dns port");
+    assert_eq!(
+        dns_rcode(dns, "with-token.query.consul."),
+        ResponseCode::NoError
+    );
+    assert_eq!(
+        dns_rcode(dns, "without.query.consul."),
+        ResponseCode::NXDomain
+    );
     Ok(())
 }

@@ -113,23 +113,21 @@ async fn agent(root: &Path, name: &str) -> anyhow::Result<Agent> {
     single_server(root, name, &["-enable-script-checks"]).await
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn py_consul_from_pypi() -> anyhow::Result<()> {
+/// Runs py-consul script `script` from `tests/clients/py` against `a`.
+async fn run_py(a: Agent, root: &Path, script: &'static str) -> anyhow::Result<()> {
     let dir = clients_dir().join("py");
     let install = "run `python3 -m pip install --target tests/clients/py/site \
                    -r tests/clients/py/requirements.txt` (.ci/run does)";
     require_program("python3", "install Python 3 (Debian's python3)")?;
     require_file(&dir.join("site/consul/__init__.py"), "py-consul", install)?;
-    let root = tempfile::tempdir()?;
-    let a = agent(root.path(), "py").await?;
-    let scratch = root.path().to_path_buf();
+    let scratch = root.to_path_buf();
     let output = tokio::task::spawn_blocking(move || {
         run_script(
             &a,
             &dir,
             &scratch,
             "python3",
-            &["test_client.py"],
+            &[script],
             &[
                 ("PYTHONPATH", dir.join("site").display().to_string()),
                 ("PYTHONDONTWRITEBYTECODE", "1".into()),
@@ -140,6 +138,29 @@ async fn py_consul_from_pypi() -> anyhow::Result<()> {
     .await??;
     println!("{output}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn py_consul_from_pypi() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = agent(root.path(), "py").await?;
+    run_py(a, root.path(), "test_client.py").await
+}
+
+/// py-consul's ACL API (bootstrap, policy, token and role CRUD, a limited token) against a
+/// server with ACLs on and default deny: the shapes Consul's clients send and expect.
+#[tokio::test(flavor = "multi_thread")]
+async fn py_consul_acl_calls() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let conf = root.path().join("conf");
+    std::fs::create_dir_all(&conf)?;
+    std::fs::write(
+        conf.join("acl.hcl"),
+        "acl {\n  enabled = true\n  default_policy = \"deny\"\n}\n",
+    )?;
+    let conf = conf.display().to_string();
+    let a = single_server(root.path(), "pyacl", &["-config-dir", &conf]).await?;
+    run_py(a, root.path(), "test_acl.py").await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -409,13 +409,12 @@ async fn a_recursor_pointing_at_the_agent_itself_is_ignored() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forwarding_loop_between_two_agents_ends_quickly() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let (pa, pb) = (free_port()?, free_port()?);
-    let start_one = |name: &'static str, port: u16, other: u16| {
+    let start_one = |name: String, port: u16, other: u16| {
         let root = root.path().to_path_buf();
         async move {
             single_server(
                 &root,
-                name,
+                &name,
                 &[
                     "-dns-port",
                     &port.to_string(),
@@ -426,8 +425,23 @@ async fn a_forwarding_loop_between_two_agents_ends_quickly() -> anyhow::Result<(
             .await
         }
     };
-    let a = start_one("loopa", pa, pb).await?;
-    let b = start_one("loopb", pb, pa).await?;
+    // Each agent must know the other's port before either starts: a port picked free can be
+    // taken by a parallel test meanwhile, so a start refused for a port in use tries new ones.
+    let mut attempt = 0;
+    let (a, b) = loop {
+        attempt += 1;
+        let (pa, pb) = (free_port()?, free_port()?);
+        let pair = async {
+            let a = start_one(format!("loopa{attempt}"), pa, pb).await?;
+            let b = start_one(format!("loopb{attempt}"), pb, pa).await?;
+            anyhow::Ok((a, b))
+        };
+        match pair.await {
+            Ok(pair) => break pair,
+            Err(e) if attempt < 5 && e.to_string().contains("Address already in use") => continue,
+            Err(e) => return Err(e),
+        }
+    };
     let dns = a.dns.expect("dns");
     let before = (rss_kib(&a), rss_kib(&b));
     for i in 0..20 {

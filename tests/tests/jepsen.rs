@@ -325,6 +325,36 @@ impl Cluster {
         tokio::task::block_in_place(|| self.servers[i].restart())
     }
 
+    /// `e` with each server's log lines about leadership (elections, votes, terms), so a
+    /// history that does not check says who led when.
+    fn with_elections(&self, e: anyhow::Error) -> anyhow::Error {
+        let logs: Vec<String> = self
+            .servers
+            .iter()
+            .map(|s| {
+                let l = s.logs();
+                let hits: Vec<&str> = l
+                    .lines()
+                    .filter(|line| {
+                        let low = line.to_ascii_lowercase();
+                        ["leader", "vote", "term", "elect"]
+                            .iter()
+                            .any(|w| low.contains(w))
+                    })
+                    .collect();
+                let from = hits.len().saturating_sub(80);
+                format!(
+                    "--- {} (leadership lines, last {} of {})\n{}",
+                    s.name,
+                    hits.len() - from,
+                    hits.len(),
+                    hits[from..].join("\n")
+                )
+            })
+            .collect();
+        anyhow::anyhow!("{e}\n{}", logs.join("\n"))
+    }
+
     fn with_logs(&self, e: anyhow::Error) -> anyhow::Error {
         let logs: Vec<String> = self
             .servers
@@ -675,17 +705,17 @@ async fn run_fault(fault: Fault, in_netns: bool) -> anyhow::Result<()> {
         verdict(&full)
     );
     if let Err(e) = consistent {
-        bail!(
+        return Err(cluster.with_elections(anyhow::anyhow!(
             "[{}] writes, CAS and ?consistent reads are not linearizable:\n{e}",
             fault.name()
-        );
+        )));
     }
     if let Err(e) = full {
-        bail!(
+        return Err(cluster.with_elections(anyhow::anyhow!(
             "[{}] default-mode reads are not linearizable (writes, CAS and ?consistent reads \
              are):\n{e}",
             fault.name()
-        );
+        )));
     }
     let ok_writes = records
         .iter()

@@ -682,3 +682,112 @@ fn a_missing_certificate_fails_the_start_naming_file_and_key() {
         "{err}"
     );
 }
+
+/// A rustls client trusting `dir`'s CA that speaks only TLS 1.2 with `suites` (names).
+fn tls12_client(dir: &Path, suites: &[&str]) -> reqwest::Client {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|c| suites.contains(&format!("{:?}", c.suite()).as_str()));
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_of(&dir.join("consul-agent-ca.pem")) {
+        roots.add(c).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    client_of(Arc::new(config))
+}
+
+/// `tls_min_version` and `tls_cipher_suites` as Consul's: a TLS 1.2 client is refused by a
+/// `tls13` listener, a suite left off the list is refused, and a list of nothing this agent
+/// speaks stops the start with a clear message.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_min_version_and_cipher_suites_are_applied() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let certs = tmp.path().join("certs");
+    make_certs(&certs);
+    let f = |n: &str| certs.join(n).display().to_string();
+    let conf = |extra: serde_json::Value| {
+        let mut https = serde_json::json!({
+            "ca_file": f("consul-agent-ca.pem"),
+            "cert_file": f("dc1-server-consul-0.pem"),
+            "key_file": f("dc1-server-consul-0-key.pem"),
+        });
+        for (k, v) in extra.as_object().expect("object") {
+            https[k] = v.clone();
+        }
+        serde_json::json!({"ports": {"https": 0}, "tls": {"https": https}})
+    };
+    const ECDSA_128: &str = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+    const ECDSA_256: &str = "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384";
+
+    let cfg = config_file(
+        tmp.path(),
+        "v13.json",
+        conf(serde_json::json!({"tls_min_version": "tls13"})),
+    );
+    let cfg = cfg.display().to_string();
+    let a = single_server(tmp.path(), "v13", &["-config-file", &cfg]).await?;
+    let url = format!("https://{}/v1/status/leader", a.https.expect("https"));
+    let r = https_client(&certs, None).get(&url).send().await?;
+    assert_eq!(r.status(), 200);
+    let old = tls12_client(&certs, &[ECDSA_128, ECDSA_256])
+        .get(&url)
+        .send()
+        .await;
+    assert!(
+        old.is_err(),
+        "a TLS 1.2 client was served by a tls13 listener"
+    );
+
+    let cfg = config_file(
+        tmp.path(),
+        "suites.json",
+        conf(
+            serde_json::json!({"tls_cipher_suites": format!("{ECDSA_128},TLS_RSA_WITH_RC4_128_SHA")}),
+        ),
+    );
+    let cfg = cfg.display().to_string();
+    let b = single_server(tmp.path(), "suites", &["-config-file", &cfg]).await?;
+    let url = format!("https://{}/v1/status/leader", b.https.expect("https"));
+    let r = tls12_client(&certs, &[ECDSA_128]).get(&url).send().await?;
+    assert_eq!(r.status(), 200);
+    let r = tls12_client(&certs, &[ECDSA_256]).get(&url).send().await;
+    assert!(
+        r.is_err(),
+        "a suite left off tls_cipher_suites was negotiated"
+    );
+    assert!(
+        b.logs()
+            .contains("tls_cipher_suites lists suites this agent does not offer"),
+        "{}",
+        b.logs()
+    );
+
+    let cfg = config_file(
+        tmp.path(),
+        "none.json",
+        conf(serde_json::json!({"tls_cipher_suites": "TLS_RSA_WITH_RC4_128_SHA"})),
+    );
+    let data = tmp.path().join("none").display().to_string();
+    let out = Command::new(muster_bin())
+        .args(["agent", "-data-dir", &data, "-config-file"])
+        .arg(&cfg)
+        .args(["-bind", "127.0.0.1", "-http-port", "0", "-dns-port", "-1"])
+        .args(["-serf-lan-port", "0"])
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "tls.https: tls_cipher_suites names none this agent supports; choose from TLS_ECDHE_"
+        ),
+        "{err}"
+    );
+    Ok(())
+}

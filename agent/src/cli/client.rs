@@ -83,6 +83,12 @@ impl Client {
         })
     }
 
+    /// This client without an ACL token (a login presents its bearer token instead).
+    pub(crate) fn without_token(mut self) -> Client {
+        self.token = None;
+        self
+    }
+
     fn unreachable(&self, e: &reqwest::Error) -> Error {
         Error::Unreachable {
             agent: self.base.clone(),
@@ -130,12 +136,7 @@ impl Client {
             .await
             .map_err(|e| self.unreachable(&e))?;
         let code = resp.status().as_u16();
-        let index = resp
-            .headers()
-            .get("x-consul-index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let index = crate::watch::consul_index(resp.headers());
         let body = resp.bytes().await.map_err(Error::ReadReply)?.to_vec();
         Ok((code, index, body))
     }
@@ -152,6 +153,53 @@ impl Client {
             return Err(Error::status(code, &bytes));
         }
         Ok(bytes)
+    }
+
+    /// Sends a request whose answer streams on until the agent ends it, handing each chunk
+    /// to `each` as it arrives; fails with the agent's message unless it answered 2xx.
+    pub(crate) async fn stream_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        mut each: impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut resp = self
+            .request(method, path)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        let code = resp.status().as_u16();
+        if !(200..300).contains(&code) {
+            let bytes = resp.bytes().await.map_err(Error::ReadReply)?;
+            return Err(Error::status(code, &bytes));
+        }
+        while let Some(chunk) = resp.chunk().await.map_err(Error::ReadReply)? {
+            each(&chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a request whose answer is a stream of JSON lines, each decoded into `T` and
+    /// handed to `each` as it arrives; fails with the agent's message unless it answered 2xx.
+    pub(crate) async fn stream_lines<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        mut each: impl FnMut(T),
+    ) -> Result<()> {
+        let mut pending = Vec::new();
+        self.stream_raw(method, path, body, |chunk| {
+            pending.extend_from_slice(chunk);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                each(serde_json::from_slice(&line)?);
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// A GET whose 2xx JSON answer is decoded into `T`.

@@ -13,24 +13,36 @@ mod catalog;
 mod client;
 mod client_tls;
 mod error;
+mod event;
+mod exec;
 mod help;
+mod info;
 mod keyring;
 mod kv;
 mod kv_transfer;
 mod lock;
+mod login;
 mod maint;
 mod members;
+mod monitor;
+mod operator;
+mod query;
 mod recover;
 mod rtt;
 mod services;
+mod snapshot;
 mod table;
+mod template;
 mod tls;
+mod watch;
 
 use futures::future::LocalBoxFuture;
 
 use crate::flags::{self, Parsed};
 use help::{Flag, Http};
 
+/// Path escaping for the template watchers' reads.
+pub(crate) use client::url_escape;
 pub use error::{Error, Result};
 
 /// A client command: its parsed flags and arguments in, its exit code out.
@@ -130,6 +142,62 @@ const COMMANDS: &[Command] = &[
         run: Run::Client(|p| Box::pin(keyring::keyring(p))),
     },
     Command {
+        name: "info",
+        synopsis: "Provides debugging information for operators.",
+        usage: info::INFO_USAGE,
+        http: Http::Client,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(info::info(p))),
+    },
+    Command {
+        name: "monitor",
+        synopsis: "Stream logs from a Muster agent",
+        usage: monitor::MONITOR_USAGE,
+        http: Http::Client,
+        flags: monitor::MONITOR_FLAGS,
+        run: Run::Client(|p| Box::pin(monitor::monitor(p))),
+    },
+    Command {
+        name: "operator",
+        synopsis: "Provides cluster-level tools for Muster operators",
+        usage: operator::OPERATOR_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "operator raft",
+        synopsis: "Provides cluster-level tools for Muster operators",
+        usage: operator::RAFT_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "operator raft list-peers",
+        synopsis: "Display the current Raft peer configuration",
+        usage: operator::LIST_PEERS_USAGE,
+        http: Http::Server,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(operator::list_peers(p))),
+    },
+    Command {
+        name: "operator raft remove-peer",
+        synopsis: "Remove a Muster server from the Raft configuration",
+        usage: operator::REMOVE_PEER_USAGE,
+        http: Http::Client,
+        flags: operator::REMOVE_PEER_FLAGS,
+        run: Run::Client(|p| Box::pin(operator::remove_peer(p))),
+    },
+    Command {
+        name: "operator raft transfer-leader",
+        synopsis: "Transfer Raft leadership to another server",
+        usage: operator::TRANSFER_LEADER_USAGE,
+        http: Http::Client,
+        flags: operator::TRANSFER_LEADER_FLAGS,
+        run: Run::Client(|p| Box::pin(operator::transfer_leader(p))),
+    },
+    Command {
         name: "kv",
         synopsis: "Interact with the key-value store",
         usage: kv::KV_USAGE,
@@ -178,6 +246,38 @@ const COMMANDS: &[Command] = &[
         run: Run::Client(|p| Box::pin(kv_transfer::kv_import(p))),
     },
     Command {
+        name: "snapshot",
+        synopsis: "Saves, restores and inspects snapshots of Muster server state",
+        usage: snapshot::SNAPSHOT_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "snapshot save",
+        synopsis: "Saves snapshot of Muster server state",
+        usage: snapshot::SAVE_USAGE,
+        http: Http::Server,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(snapshot::save(p))),
+    },
+    Command {
+        name: "snapshot restore",
+        synopsis: "Restores snapshot of Muster server state",
+        usage: snapshot::RESTORE_USAGE,
+        http: Http::Client,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(snapshot::restore(p))),
+    },
+    Command {
+        name: "snapshot inspect",
+        synopsis: "Displays information about a Muster snapshot file",
+        usage: snapshot::INSPECT_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(snapshot::inspect(p))),
+    },
+    Command {
         name: "catalog",
         synopsis: "Interact with the catalog",
         usage: catalog::CATALOG_USAGE,
@@ -216,6 +316,30 @@ const COMMANDS: &[Command] = &[
         http: Http::Server,
         flags: lock::LOCK_FLAGS,
         run: Run::Client(|p| Box::pin(lock::run(p))),
+    },
+    Command {
+        name: "event",
+        synopsis: "Fire a new event",
+        usage: event::EVENT_USAGE,
+        http: Http::Server,
+        flags: event::EVENT_FLAGS,
+        run: Run::Client(|p| Box::pin(event::run(p))),
+    },
+    Command {
+        name: "exec",
+        synopsis: "Executes a command on Muster nodes",
+        usage: exec::EXEC_USAGE,
+        http: Http::Server,
+        flags: exec::EXEC_FLAGS,
+        run: Run::Client(|p| Box::pin(exec::run(p))),
+    },
+    Command {
+        name: "query",
+        synopsis: "Send a query to the cluster and gather the answers",
+        usage: query::QUERY_USAGE,
+        http: Http::Client,
+        flags: query::QUERY_FLAGS,
+        run: Run::Client(|p| Box::pin(query::run(p))),
     },
     Command {
         name: "maint",
@@ -304,6 +428,22 @@ const COMMANDS: &[Command] = &[
         http: Http::None,
         flags: tls::CERT_CREATE_FLAGS,
         run: Run::Client(|p| Box::pin(tls::cert_create(p))),
+    },
+    Command {
+        name: "template",
+        synopsis: "Renders templates from the catalog and KV (consul-template)",
+        usage: template::TEMPLATE_USAGE,
+        http: Http::Client,
+        flags: template::TEMPLATE_FLAGS,
+        run: Run::Client(|p| Box::pin(template::template(p))),
+    },
+    Command {
+        name: "watch",
+        synopsis: "Watch for changes in Consul",
+        usage: watch::WATCH_USAGE,
+        http: Http::Server,
+        flags: watch::WATCH_FLAGS,
+        run: Run::Client(|p| Box::pin(watch::watch(p))),
     },
     Command {
         name: "version",

@@ -1,12 +1,13 @@
 //! What the HTTP API asks of the agent beyond its local services (`AgentControl`): the member
-//! list, this agent's own description (`/v1/agent/self`), join, leave, force-leave and the
-//! keyring operations.
+//! list, this agent's own description (`/v1/agent/self`), join, leave, force-leave, the
+//! keyring operations, user events, queries and remote exec.
 
 use std::net::SocketAddr;
 
 use futures::future::BoxFuture;
 use muster_api::{types, AgentControl};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::gossip::{Gossip, Member, MemberId, Status};
@@ -213,6 +214,74 @@ impl AgentControl for Control {
 
     fn node_name(&self) -> String {
         self.config.node_name.clone()
+    }
+
+    fn fire_event(
+        &self,
+        req: muster_api::event::FireRequest,
+    ) -> BoxFuture<'static, Result<muster_api::event::UserEvent, String>> {
+        let g = self.gossip.clone();
+        Box::pin(async move {
+            let (ev, pkt) = g.user_events.fire(req)?;
+            g.broadcast(pkt).await.map_err(|e| e.to_string())?;
+            Ok(ev)
+        })
+    }
+
+    fn query(
+        &self,
+        req: muster_api::serf::QueryRequest,
+    ) -> BoxFuture<'static, Result<mpsc::Receiver<muster_api::serf::QueryEvent>, String>> {
+        let g = self.gossip.clone();
+        Box::pin(async move {
+            let members: Vec<_> = g
+                .snapshot()
+                .into_iter()
+                .filter(|m| m.status == Status::Alive)
+                .map(|m| {
+                    let mut tags = m.id.tags;
+                    tags.retain(|k, _| !INTERNAL_TAGS.contains(&k.as_str()));
+                    (m.id.name, tags)
+                })
+                .collect();
+            let asked = g.queries.ask(req, &members)?;
+            // This agent answers too, when it matches.
+            g.queries.on_packet(&asked.packet[1..]);
+            g.broadcast(asked.packet.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(super::query::gather(asked, tx));
+            Ok(rx)
+        })
+    }
+
+    fn exec(
+        &self,
+        req: muster_api::serf::ExecRequest,
+        may_run: muster_api::serf::NodeCheck,
+    ) -> BoxFuture<'static, Result<mpsc::Receiver<muster_api::serf::ExecEvent>, String>> {
+        let g = self.gossip.clone();
+        Box::pin(async move {
+            let started = g.exec.start(req, may_run)?;
+            g.exec.on_packet(&started.packet[1..]);
+            g.broadcast(started.packet.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(super::exec::gather(started, tx));
+            Ok(rx)
+        })
+    }
+
+    fn events(
+        &self,
+    ) -> (
+        Vec<muster_api::event::UserEvent>,
+        Option<tokio::sync::watch::Receiver<u64>>,
+    ) {
+        let (events, rx) = self.gossip.user_events.list();
+        (events, Some(rx))
     }
 }
 

@@ -5,96 +5,34 @@
 //! after it means left, otherwise failed.
 //!
 //! With a gossip key, every packet on the socket (foca's, the control messages, the
-//! coordinate probes, the keyring operations) is sealed and opened by `keyring::Crypto`;
-//! gossip has no TCP side.
+//! coordinate probes, the keyring operations, user events, queries and exec requests) is
+//! sealed and opened by `keyring::Crypto`. TCP on the same port carries the direct streams
+//! answers come back on (`direct`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::coordinate::{Probes, KIND_ACK, KIND_PING};
+use super::direct::{Sessions, SyncReq};
+use super::exec::{RemoteExec, KIND_EXEC};
 use super::keyring::{RefusalLog, SharedCrypto, REFUSAL_NOTICE};
 use super::keyring_ops::{KeyringOps, Outgoing, KIND_KEYRING_ANS, KIND_KEYRING_REQ};
+pub use super::member::{Member, MemberId, Members, Status};
+use super::query::{Queries, KIND_QUERY};
+use super::tags::INTERNAL_TAGS;
+use super::user_events::{UserEvents, KIND_USER_EVENT};
+use crate::handlers::{EventMember, MemberEvent, MemberEventKind};
 use crate::{Error, Result};
 use muster_api::keyring::{KeyringOp, KeyringOutcome};
-
-/// A member's identity on the wire: its address, name and Serf-style tags.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MemberId {
-    pub addr: SocketAddr,
-    pub name: String,
-    pub tags: BTreeMap<String, String>,
-    /// Bumped when the same agent rejoins after being declared down.
-    pub incarnation: u32,
-}
-
-impl foca::Identity for MemberId {
-    type Addr = SocketAddr;
-
-    fn renew(&self) -> Option<Self> {
-        Some(MemberId {
-            incarnation: self.incarnation.wrapping_add(1),
-            ..self.clone()
-        })
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    fn win_addr_conflict(&self, adversary: &Self) -> bool {
-        self.incarnation > adversary.incarnation
-    }
-}
-
-/// Serf's member states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Alive,
-    Leaving,
-    Left,
-    Failed,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Alive => "alive",
-            Status::Leaving => "leaving",
-            Status::Left => "left",
-            Status::Failed => "failed",
-        }
-    }
-
-    /// Serf's numeric code in `/v1/agent/members`.
-    pub fn code(self) -> u8 {
-        match self {
-            Status::Alive => 1,
-            Status::Leaving => 2,
-            Status::Left => 3,
-            Status::Failed => 4,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Member {
-    pub id: MemberId,
-    pub status: Status,
-    pub since: Instant,
-}
-
-/// Membership as this agent sees it, keyed by node name. Includes itself.
-pub type Members = Arc<RwLock<HashMap<String, Member>>>;
 
 /// Packets start with a kind byte: foca's SWIM traffic, or Muster's control messages.
 const KIND_FOCA: u8 = 0;
@@ -105,7 +43,22 @@ enum Cmd {
     Leave(oneshot::Sender<()>),
     ForceLeave(String, oneshot::Sender<Result<()>>),
     Keyring(KeyringOp, oneshot::Sender<Option<KeyringOutcome>>),
+    /// A packet for every live member (a user event), sent twice as UDP may drop one.
+    Broadcast(Vec<u8>),
+    /// This agent's member list, encoded for push-pull.
+    State(oneshot::Sender<Vec<u8>>),
+    /// A member list from push-pull, to apply.
+    Sync(Vec<u8>),
 }
+
+/// How often an agent exchanges its whole member list with a random member over TCP (Serf's
+/// push-pull interval): whatever gossip dropped is mended within this.
+const PUSH_PULL_EVERY: Duration = Duration::from_secs(30);
+/// The housekeeping pass (join timeouts, keyring operations, reaping).
+const TICK: Duration = Duration::from_secs(1);
+/// How often a round trip is measured for the network coordinate: every other probe period
+/// of Serf's, which is enough for Vivaldi and keeps an idle agent's wake-ups down.
+const COORDINATE_PROBE_EVERY: Duration = Duration::from_secs(2);
 
 /// Handle to the gossip task.
 #[derive(Clone)]
@@ -119,6 +72,35 @@ pub struct Gossip {
     pub(crate) probes: Probes,
     /// The gossip keyring and its switches.
     pub(crate) crypto: SharedCrypto,
+    /// User events fired here or received.
+    pub(crate) user_events: UserEvents,
+    /// Queries asked here or answered.
+    pub(crate) queries: Queries,
+    /// Remote exec asked here or run.
+    pub(crate) exec: RemoteExec,
+    /// Members reaped (failed past `reconnect_timeout`, left past a day) and not back since:
+    /// the leader removes them from the catalog.
+    pub(crate) reaped: Reaped,
+}
+
+/// Names of reaped members.
+pub(crate) type Reaped = Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>;
+
+/// How long a failed member stays listed before it is reaped (Consul's `reconnect_timeout`,
+/// 72 h by default), and a member that left (Serf's tombstone timeout, 24 h).
+#[derive(Debug, Clone, Copy)]
+pub struct ReapAfter {
+    pub failed: Duration,
+    pub left: Duration,
+}
+
+impl Default for ReapAfter {
+    fn default() -> Self {
+        ReapAfter {
+            failed: Duration::from_secs(72 * 3600),
+            left: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 type Rt = AccumulatingRuntime<MemberId>;
@@ -141,14 +123,26 @@ struct Driver {
     refusals: RefusalLog,
     /// Keyring operations sent to the members, or received from one.
     keyring_ops: KeyringOps,
+    /// Where member changes go for the event handlers; `None` without handlers.
+    events: Option<mpsc::UnboundedSender<MemberEvent>>,
+    user_events: UserEvents,
+    queries: Queries,
+    exec: RemoteExec,
+    reap_after: ReapAfter,
+    reaped: Reaped,
+    /// Member lists from push-pull, to apply (the periodic exchanges send theirs here).
+    sync_tx: mpsc::Sender<SyncReq>,
 }
 
 impl Gossip {
-    /// Starts gossip on an already-bound socket.
+    /// Starts gossip on an already-bound socket, and the direct streams on the TCP listener
+    /// of the same port; member changes, this agent's own join first, are sent on `events`.
     pub fn start(
-        socket: UdpSocket,
+        (socket, direct): (UdpSocket, tokio::net::TcpListener),
         local: MemberId,
         crypto: SharedCrypto,
+        events: Option<mpsc::UnboundedSender<MemberEvent>>,
+        reap_after: ReapAfter,
         cancel: CancellationToken,
     ) -> Gossip {
         let mut config = foca::Config::new_lan(NonZeroU32::MIN.saturating_add(15));
@@ -156,6 +150,18 @@ impl Gossip {
         // same address is told apart by its incarnation.
         config.remove_down_after = Duration::from_secs(60);
         config.max_packet_size = std::num::NonZeroUsize::new(1400).expect("nonzero");
+        // Failure seen everywhere within about 3 s at 20 members (memberlist's LAN profile,
+        // which foca's mirrors, takes 5 s or more): a member is probed every 500 ms, suspected
+        // after 250 ms without an answer (direct and through 3 others), and declared down
+        // after 1.75 s of suspicion it did not refute. A member alive but starved that long
+        // is declared down and rejoins with its next incarnation.
+        config.probe_period = Duration::from_millis(500);
+        config.probe_rtt = Duration::from_millis(250);
+        config.suspect_to_down_after = Duration::from_millis(1750);
+        // A member's news (a failure above all) is passed on twice as many times as foca's
+        // LAN profile does: an identity with its tags is about 300 bytes, so few fit in a
+        // packet, and with 4 sends one member in 20 sometimes heard of a failure seconds late.
+        config.max_transmissions = std::num::NonZeroU8::new(8).expect("nonzero");
         let rng = rand::rngs::StdRng::from_os_rng();
         let foca = Foca::new(local.clone(), config, rng, PostcardCodec);
         let members: Members = Arc::default();
@@ -171,6 +177,27 @@ impl Gossip {
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
         let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let probes = Probes::new(&local.name);
+        let user_events = UserEvents::new(&local.name);
+        let sessions = Sessions::default();
+        let (sync_tx, sync_rx) = mpsc::channel(16);
+        sessions.set_sync(sync_tx.clone());
+        super::direct::serve(direct, sessions.clone(), crypto.clone(), cancel.clone());
+        let mut public_tags = local.tags.clone();
+        public_tags.retain(|k, _| !INTERNAL_TAGS.contains(&k.as_str()));
+        let queries = Queries::new(
+            &local.name,
+            local.addr,
+            sessions.clone(),
+            crypto.clone(),
+            public_tags,
+        );
+        let exec = RemoteExec::new(
+            &local.name,
+            local.addr,
+            sessions,
+            crypto.clone(),
+            user_events.clone(),
+        );
         let driver = Driver {
             foca,
             rt: AccumulatingRuntime::new(),
@@ -184,8 +211,17 @@ impl Gossip {
             keyring_ops: KeyringOps::new(&local.name, crypto.clone()),
             crypto: crypto.clone(),
             refusals: RefusalLog::default(),
+            events,
+            user_events: user_events.clone(),
+            queries: queries.clone(),
+            exec: exec.clone(),
+            reap_after,
+            reaped: Reaped::default(),
+            sync_tx,
         };
-        tokio::spawn(driver.run(cmd_rx, timer_rx, cancel));
+        let reaped = driver.reaped.clone();
+        driver.emit(MemberEventKind::Join, &local);
+        tokio::spawn(driver.run(cmd_rx, timer_rx, sync_rx, cancel));
         Gossip {
             cmd: cmd_tx,
             members,
@@ -193,6 +229,10 @@ impl Gossip {
             local,
             probes,
             crypto,
+            user_events,
+            queries,
+            exec,
+            reaped,
         }
     }
 
@@ -209,7 +249,26 @@ impl Gossip {
             .send(Cmd::Join(sa, tx))
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        rx.await.map_err(|_| Error::ShuttingDown)?
+        rx.await.map_err(|_| Error::ShuttingDown)??;
+        // As Serf's join: the whole member list both ways at once, so this agent knows every
+        // member now rather than as gossip brings them.
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Cmd::State(tx)).await.is_ok() {
+            if let Ok(ours) = rx.await {
+                self.exchange(sa, ours).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Push-pull with `addr`; what it answers is applied. A failure only costs speed.
+    async fn exchange(&self, addr: SocketAddr, ours: Vec<u8>) {
+        match super::direct::push_pull(addr, self.crypto.clone(), ours).await {
+            Ok(theirs) => {
+                let _ = self.cmd.send(Cmd::Sync(theirs)).await;
+            }
+            Err(e) => tracing::debug!(error = %e, %addr, "push-pull failed"),
+        }
     }
 
     /// Tells every member this agent is leaving, then leaves the SWIM cluster.
@@ -235,6 +294,12 @@ impl Gossip {
         let (tx, rx) = oneshot::channel();
         self.cmd.send(Cmd::Keyring(op, tx)).await.ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Sends a packet (kind byte first) to every live member, twice.
+    pub(crate) async fn broadcast(&self, pkt: Vec<u8>) -> Result<()> {
+        let sent = self.cmd.send(Cmd::Broadcast(pkt)).await;
+        sent.map_err(|_| Error::ShuttingDown)
     }
 
     pub fn snapshot(&self) -> Vec<Member> {
@@ -265,15 +330,27 @@ async fn resolve(addr: &str) -> Result<SocketAddr> {
 }
 
 impl Driver {
+    /// Reports a member change to the event handlers, without Muster's internal tags.
+    fn emit(&self, kind: MemberEventKind, id: &MemberId) {
+        let Some(tx) = &self.events else { return };
+        let mut tags = id.tags.clone();
+        tags.retain(|k, _| !INTERNAL_TAGS.contains(&k.as_str()));
+        let (name, addr) = (id.name.clone(), id.addr.ip());
+        let member = EventMember { name, addr, tags };
+        let _ = tx.send(MemberEvent { kind, member });
+    }
+
     async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Cmd>,
         mut timers: mpsc::UnboundedReceiver<Timer<MemberId>>,
+        mut syncs: mpsc::Receiver<SyncReq>,
         cancel: CancellationToken,
     ) {
         let mut buf = vec![0u8; 65536];
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut probe = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(TICK);
+        let mut probe = tokio::time::interval(COORDINATE_PROBE_EVERY);
+        let mut push_pull = tokio::time::interval(PUSH_PULL_EVERY);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -289,10 +366,18 @@ impl Driver {
                 Some(cmd) = cmds.recv() => self.on_cmd(cmd).await,
                 _ = tick.tick() => {
                     self.expire_joins();
+                    self.reap();
                     let out = self.keyring_ops.tick();
                     self.send_all(out);
                 }
                 _ = probe.tick() => self.send_probe(),
+                Some((theirs, reply)) = syncs.recv() => {
+                    self.apply_state(&theirs);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(self.state());
+                    }
+                }
+                _ = push_pull.tick() => self.push_pull_random(),
             }
             self.flush().await;
         }
@@ -340,8 +425,35 @@ impl Driver {
                 }
             }
             Some((&KIND_KEYRING_ANS, rest)) => self.keyring_ops.on_answer(rest),
+            Some((&KIND_USER_EVENT, rest)) => {
+                let new = self.user_events.on_packet(rest);
+                self.relay(new, &pkt, from, "an undecodable user event");
+            }
+            Some((&KIND_QUERY, rest)) => {
+                let new = self.queries.on_packet(rest);
+                self.relay(new, &pkt, from, "an undecodable query");
+            }
+            Some((&KIND_EXEC, rest)) => {
+                let new = self.exec.on_packet(rest);
+                self.relay(new, &pkt, from, "an undecodable exec request");
+            }
             Some((&KIND_KEYRING_REQ, _)) => self.undecodable(from, "an unsealed keyring request"),
             _ => self.undecodable(from, "unknown packet kind"),
+        }
+    }
+
+    /// Passes a request new here (`Some(true)`) on to a few random members, so one the
+    /// sender does not see still gets it; `None` was undecodable.
+    fn relay(&mut self, new: Option<bool>, pkt: &[u8], from: SocketAddr, what: &str) {
+        match new {
+            None => self.undecodable(from, what),
+            Some(true) => {
+                let live = self.foca.iter_members().map(|m| m.id().addr).collect();
+                for to in UserEvents::relay_targets(live, from) {
+                    self.send_now(pkt.to_vec(), to);
+                }
+            }
+            Some(false) => {}
         }
     }
 
@@ -397,6 +509,9 @@ impl Driver {
             if next != member.status {
                 member.status = next;
                 member.since = Instant::now();
+                if next == Status::Left {
+                    self.emit(MemberEventKind::Leave, &member.id);
+                }
                 drop(m);
                 self.changed.send_modify(|v| *v += 1);
             }
@@ -455,6 +570,15 @@ impl Driver {
                 let out = self.keyring_ops.start(op, members, reply);
                 self.send_all(out);
             }
+            Cmd::State(reply) => {
+                let _ = reply.send(self.state());
+            }
+            Cmd::Sync(theirs) => self.apply_state(&theirs),
+            Cmd::Broadcast(pkt) => {
+                if let Some((kind, body)) = pkt.split_first() {
+                    self.broadcast_control(*kind, body).await;
+                }
+            }
             Cmd::ForceLeave(name, reply) => {
                 let known = muster_server::sync::read(&self.members)
                     .get(&name)
@@ -473,6 +597,82 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// This agent's member list for push-pull: every member foca knows, in any state, and
+    /// this agent itself.
+    fn state(&self) -> Vec<u8> {
+        let mut all: Vec<foca::Member<MemberId>> =
+            self.foca.iter_membership_state().cloned().collect();
+        all.push(foca::Member::alive(self.foca.identity().clone()));
+        postcard::to_allocvec(&all).unwrap_or_default()
+    }
+
+    /// Applies a member list from push-pull (as news to pass on, as Serf merges remote state).
+    fn apply_state(&mut self, theirs: &[u8]) {
+        match postcard::from_bytes::<Vec<foca::Member<MemberId>>>(theirs) {
+            Ok(members) => {
+                if let Err(e) = self
+                    .foca
+                    .apply_many(members.into_iter(), true, &mut self.rt)
+                {
+                    tracing::debug!(error = %e, "push-pull: applying members");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "push-pull: undecodable member list"),
+        }
+    }
+
+    /// Starts a push-pull with one random live member, in the background.
+    fn push_pull_random(&self) {
+        use rand::seq::IteratorRandom;
+        let Some(addr) = self
+            .foca
+            .iter_members()
+            .map(|m| m.id().addr)
+            .choose(&mut rand::rng())
+        else {
+            return;
+        };
+        let (ours, crypto, tx) = (self.state(), self.crypto.clone(), self.sync_tx.clone());
+        tokio::spawn(async move {
+            match super::direct::push_pull(addr, crypto, ours).await {
+                Ok(theirs) => {
+                    let _ = tx.send((theirs, None)).await;
+                }
+                Err(e) => tracing::debug!(error = %e, %addr, "push-pull failed"),
+            }
+        });
+    }
+
+    /// Forgets members failed or left for longer than `reap_after` says: `member-reap` for
+    /// them, and the leader takes them out of the catalog.
+    fn reap(&mut self) {
+        let after = self.reap_after;
+        let gone: Vec<Member> = {
+            let mut m = muster_server::sync::write(&self.members);
+            let due: Vec<String> = m
+                .values()
+                .filter(|x| match x.status {
+                    Status::Failed => x.since.elapsed() >= after.failed,
+                    Status::Left => x.since.elapsed() >= after.left,
+                    _ => false,
+                })
+                .map(|x| x.id.name.clone())
+                .collect();
+            due.iter().filter_map(|n| m.remove(n)).collect()
+        };
+        if gone.is_empty() {
+            return;
+        }
+        let mut reaped = muster_server::sync::lock(&self.reaped);
+        for m in &gone {
+            tracing::info!(member = %m.id.name, status = m.status.as_str(), "member reaped");
+            reaped.insert(m.id.name.clone());
+            self.emit(MemberEventKind::Reap, &m.id);
+        }
+        drop(reaped);
+        self.changed.send_modify(|v| *v += 1);
     }
 
     fn expire_joins(&mut self) {
@@ -519,7 +719,16 @@ impl Driver {
         match n {
             OwnedNotification::MemberUp(id) | OwnedNotification::Rename(_, id) => {
                 tracing::info!(member = %id.name, addr = %id.addr, "member alive");
+                muster_server::sync::lock(&self.reaped).remove(&id.name);
                 self.leaving.remove(&id.name);
+                match m.get(&id.name) {
+                    Some(p) if p.status == Status::Alive => {
+                        if p.id.addr != id.addr || p.id.tags != id.tags {
+                            self.emit(MemberEventKind::Update, &id);
+                        }
+                    }
+                    _ => self.emit(MemberEventKind::Join, &id),
+                }
                 m.insert(
                     id.name.clone(),
                     Member {
@@ -550,6 +759,15 @@ impl Driver {
                 }
                 tracing::info!(member = %id.name, status = status.as_str(), "member down");
                 self.probes.forget(&id.name);
+                let kind = match status {
+                    Status::Left => MemberEventKind::Leave,
+                    _ => MemberEventKind::Failed,
+                };
+                if m.get(&id.name)
+                    .is_none_or(|p| p.status != status || p.id != id)
+                {
+                    self.emit(kind, &id);
+                }
                 m.insert(
                     id.name.clone(),
                     Member {

@@ -4,9 +4,15 @@
 
 pub(crate) mod control;
 pub(crate) mod coordinate;
+pub(crate) mod direct;
+pub(crate) mod exec;
 pub mod gossip;
 pub(crate) mod join;
 pub mod keyring;
 pub(crate) mod keyring_ops;
+pub mod member;
+pub(crate) mod query;
+pub(crate) mod recent;
 pub(crate) mod reconcile;
 pub(crate) mod tags;
+pub(crate) mod user_events;

@@ -89,7 +89,8 @@ pub(crate) async fn run(
             // entries made necessary.
             let pass = async {
                 server.barrier(Consistency::Default).await?;
-                reconcile_catalog(&config, &server, &members).await
+                reconcile_catalog(&config, &server, &members).await?;
+                reconcile_reaped(&server, &gossip).await
             };
             if let Err(e) = pass.await {
                 tracing::debug!(error = %e, "catalog reconciliation incomplete; will retry");
@@ -172,6 +173,35 @@ async fn reconcile_raft(server: &Server, servers: &[ServerMember]) {
 
 /// Every live member is a catalog node with a `serfHealth` check; failed members' checks go
 /// critical; members that left are removed. Servers carry the `consul` service.
+/// Takes reaped members out of the catalog, as Consul's `reconcileReaped`: a node that gossip
+/// reaped (failed past `reconnect_timeout`) and that still has its `serfHealth` check.
+async fn reconcile_reaped(server: &Server, gossip: &Gossip) -> muster_server::Result<()> {
+    let Some(catalog) = server.catalog() else {
+        return Ok(());
+    };
+    let reaped: Vec<String> = muster_server::sync::lock(&gossip.reaped)
+        .iter()
+        .cloned()
+        .collect();
+    for name in reaped {
+        let has_serf_check = catalog
+            .node_checks(&name)?
+            .iter()
+            .any(|c| c.id == SERF_CHECK);
+        if has_serf_check {
+            tracing::info!(node = %name, "deregistering a reaped member");
+            server
+                .write(Command::Deregister {
+                    node: name,
+                    service_id: None,
+                    check_id: None,
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 async fn reconcile_catalog(
     config: &Config,
     server: &Server,
@@ -260,14 +290,15 @@ async fn reconcile_catalog(
 }
 
 /// On a graceful leave, a server takes itself out of the voters so the remaining servers keep
-/// their quorum arithmetic right.
+/// their quorum arithmetic right; a leader first hands leadership to a caught-up voter, so
+/// the cluster has a leader throughout.
 pub(crate) async fn leave_raft(server: &Server) {
     let Some(id) = server.node_id() else { return };
     let voters = server.voters();
     if voters.len() <= 1 || !voters.contains_key(&id) {
         return;
     }
-    match tokio::time::timeout(Duration::from_secs(5), server.remove_server(id)).await {
+    match tokio::time::timeout(Duration::from_secs(10), server.remove_peer(id)).await {
         Ok(Ok(())) => tracing::info!("removed this server from the raft configuration"),
         Ok(Err(e)) => tracing::warn!(error = %e, "could not remove this server from raft"),
         Err(_) => tracing::warn!("timed out removing this server from raft"),

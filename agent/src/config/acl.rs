@@ -9,7 +9,6 @@ use crate::Result;
 
 /// `acl` keys Consul has that change nothing here yet: accepted with a warning.
 const IGNORED: &[&str] = &[
-    "token_ttl",
     "policy_ttl",
     "role_ttl",
     "enable_key_list_policy",
@@ -24,6 +23,13 @@ fn default_allow(v: &Value, name: &str, key: &str) -> Result<bool> {
         Some("deny") => Ok(false),
         _ => Err(key_error(name, key, "expected \"allow\" or \"deny\"")),
     }
+}
+
+/// Reads a Go duration string (`"30s"`).
+fn duration(v: &Value, name: &str, key: &str) -> Result<std::time::Duration> {
+    v.as_str()
+        .and_then(muster_api::go_duration)
+        .ok_or_else(|| key_error(name, key, "expected a duration such as \"30s\""))
 }
 
 fn down_policy(v: &Value, name: &str, key: &str) -> Result<String> {
@@ -62,6 +68,9 @@ pub(super) fn apply_acl(
             }
             "default_policy" => acl.default_allow = default_allow(v, name, &key)?,
             "down_policy" => acl.down_policy = down_policy(v, name, &key)?,
+            "token_ttl" => acl.token_ttl = duration(v, name, &key)?,
+            "token_min_expiration_ttl" => acl.token_min_expiration_ttl = duration(v, name, &key)?,
+            "token_max_expiration_ttl" => acl.token_max_expiration_ttl = duration(v, name, &key)?,
             "enable_token_persistence" => {
                 acl.enable_token_persistence = v
                     .as_bool()
@@ -105,17 +114,33 @@ pub(super) fn apply_legacy(
         "acl_datacenter" => acl.enabled = true,
         "acl_default_policy" => acl.default_allow = default_allow(v, name, k)?,
         "acl_down_policy" => acl.down_policy = down_policy(v, name, k)?,
+        "acl_ttl" => acl.token_ttl = duration(v, name, k)?,
         "acl_master_token" => acl.initial_management = token(v, name, k)?,
         "acl_token" => acl.default = token(v, name, k)?,
         "acl_agent_token" => acl.agent = token(v, name, k)?,
         "acl_agent_master_token" => acl.agent_recovery = token(v, name, k)?,
-        "acl_replication_token"
-        | "acl_ttl"
-        | "acl_enforce_version_8"
-        | "acl_enable_key_list_policy" => ignored.push(k.to_string()),
+        "acl_replication_token" | "acl_enforce_version_8" | "acl_enable_key_list_policy" => {
+            ignored.push(k.to_string())
+        }
         _ => return Ok(false),
     }
     Ok(true)
+}
+
+impl Config {
+    /// The one-line warning an agent logs at start when its HTTP and DNS listeners reach
+    /// beyond this machine with ACLs off: anyone who can connect may then write anything.
+    pub fn exposure_warning(&self) -> Option<String> {
+        if self.acl.enabled || self.client_addr.is_loopback() {
+            return None;
+        }
+        Some(format!(
+            "client address {} reaches beyond this machine and ACLs are disabled: anyone who \
+             can connect may write any key, deregister any service and start maintenance; \
+             enable ACLs (acl {{ enabled = true }}) or keep -client on 127.0.0.1",
+            self.client_addr
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -175,5 +200,34 @@ mod tests {
         let off = load_files(&[]);
         assert!(!off.acl.enabled);
         assert!(off.acl.default_allow, "Consul's default policy is allow");
+    }
+
+    #[test]
+    fn ttls_and_the_exposure_warning() {
+        let cfg = load_files(&[(
+            "acl.hcl",
+            r#"client_addr = "0.0.0.0"
+acl {
+  enabled = true
+  token_ttl = "5s"
+  token_min_expiration_ttl = "1s"
+  token_max_expiration_ttl = "1h"
+}"#,
+        )]);
+        let s = std::time::Duration::from_secs;
+        assert_eq!(cfg.acl.token_ttl, s(5));
+        assert_eq!(cfg.acl.token_min_expiration_ttl, s(1));
+        assert_eq!(cfg.acl.token_max_expiration_ttl, s(3600));
+        assert_eq!(cfg.exposure_warning(), None, "ACLs on");
+
+        let open = load_files(&[("c.hcl", r#"client_addr = "0.0.0.0""#)]);
+        assert_eq!(open.acl.token_ttl, s(30));
+        let w = open.exposure_warning().expect("a warning");
+        assert!(
+            w.starts_with("client address 0.0.0.0 reaches beyond"),
+            "{w}"
+        );
+        let local = load_files(&[("c.hcl", r#"client_addr = "127.0.0.2""#)]);
+        assert_eq!(local.exposure_warning(), None, "loopback");
     }
 }

@@ -34,9 +34,12 @@ pub const AGENT_FLAGS: &[(&str, Kind)] = &[
     ("server-port", Kind::Value),
     ("serf-lan-port", Kind::Value),
     ("log-level", Kind::Value),
+    ("log-json", Kind::Bool),
+    ("pid-file", Kind::Value),
     ("enable-script-checks", Kind::Bool),
     ("enable-local-script-checks", Kind::Bool),
     ("encrypt", Kind::Value),
+    ("event-handler", Kind::Multi),
 ];
 
 /// Applies the flags of `muster agent` on top of the config files.
@@ -131,6 +134,12 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
     if let Some(l) = p.value("log-level") {
         cfg.log_level = l.into();
     }
+    if p.bool("log-json") {
+        cfg.log_json = true;
+    }
+    if let Some(f) = p.value("pid-file") {
+        cfg.pid_file = Some(f.into());
+    }
     if p.bool("enable-script-checks") {
         cfg.enable_script_checks = true;
     }
@@ -139,6 +148,11 @@ pub(super) fn apply_flags(cfg: &mut Config, p: &Parsed) -> Result<()> {
     }
     if let Some(k) = p.value("encrypt") {
         cfg.encrypt = Some(k.into());
+    }
+    for h in p.all("event-handler") {
+        let h = crate::handlers::EventScript::parse(h)
+            .map_err(|e| Error::Config(format!("flag -event-handler: {e}")))?;
+        cfg.event_handlers.push(h);
     }
     Ok(())
 }

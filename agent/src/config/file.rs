@@ -27,7 +27,6 @@ const UNSUPPORTED: &[&str] = &[
     "disable_anonymous_signature",
     "disable_host_node_id",
     "disable_keyring_file",
-    "disable_remote_exec",
     "disable_update_check",
     "discard_check_output",
     "discovery_max_stale",
@@ -38,18 +37,15 @@ const UNSUPPORTED: &[&str] = &[
     "leave_on_terminate",
     "license_path",
     "log_file",
-    "log_json",
     "log_rotate_bytes",
     "log_rotate_duration",
     "log_rotate_max_files",
     "node_id",
     "partition",
     "peering",
-    "pid_file",
     "primary_datacenter",
     "protocol",
     "raft_protocol",
-    "reconnect_timeout",
     "rejoin_after_leave",
     "retry_interval",
     "retry_interval_wan",
@@ -68,7 +64,6 @@ const UNSUPPORTED: &[&str] = &[
     "ui_config",
     "ui_dir",
     "unix_sockets",
-    "watches",
 ];
 
 /// Reads a Consul config or definition file: JSON, or HCL when the name ends in `.hcl`.
@@ -182,6 +177,10 @@ pub(super) fn apply_file(
             "log_level" => {
                 cfg.log_level = as_str(v).ok_or_else(|| err("expected a string"))?.into()
             }
+            "log_json" => cfg.log_json = as_bool(v).ok_or_else(|| err("expected a boolean"))?,
+            "pid_file" => {
+                cfg.pid_file = Some(as_str(v).ok_or_else(|| err("expected a string"))?.into())
+            }
             "enable_script_checks" => {
                 cfg.enable_script_checks = as_bool(v).ok_or_else(|| err("expected a boolean"))?
             }
@@ -223,6 +222,9 @@ pub(super) fn apply_file(
                 }
             }
             "dns_config" => apply_dns(cfg, v, &name.to_string(), &mut ignored)?,
+            "snapshot_agent" => {
+                cfg.snapshot_agent = Some(super::snapshot_agent::parse(v, &name.to_string())?)
+            }
             "limits" => apply_limits(cfg, v, &name.to_string(), &mut ignored)?,
             "tombstone_ttl" => {
                 let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
@@ -255,6 +257,27 @@ pub(super) fn apply_file(
             "encrypt_verify_outgoing" => {
                 cfg.encrypt_verify_outgoing = as_bool(v).ok_or_else(|| err("expected a boolean"))?
             }
+            "reconnect_timeout" => {
+                let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
+                cfg.reconnect_timeout = muster_api::go_duration(s)
+                    .filter(|d| *d >= std::time::Duration::from_secs(1))
+                    .ok_or_else(|| err("expected a duration of at least 1s"))?;
+            }
+            "disable_remote_exec" => {
+                cfg.disable_remote_exec = as_bool(v).ok_or_else(|| err("expected a boolean"))?
+            }
+            "event_handlers" => {
+                for h in as_strings(v).ok_or_else(|| err("expected a list of strings"))? {
+                    cfg.event_handlers
+                        .push(crate::handlers::EventScript::parse(&h).map_err(|e| err(&e))?);
+                }
+            }
+            "event_handler_timeout" => {
+                let s = as_str(v).ok_or_else(|| err("expected a duration string"))?;
+                cfg.event_handler_timeout = muster_api::go_duration(s)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| err("invalid duration"))?;
+            }
             "consul" => apply_consul(cfg, v, &name.to_string(), &mut ignored)?,
             "tls" => super::tls::apply_block(cfg, v, &name.to_string(), &mut ignored)?,
             "addresses" => super::tls::apply_addresses(cfg, v, &name.to_string(), &mut ignored)?,
@@ -262,6 +285,11 @@ pub(super) fn apply_file(
                 super::tls::apply_top_level(cfg, k, v, &name.to_string())?
             }
             k if super::tls::is_tuning_key(k) => ignored.push(k.to_string()),
+            "watches" => {
+                super::watches::apply_watches(&mut cfg.watches, v, &name.to_string(), warnings)?
+            }
+            "template" => crate::template::config::agent_blocks(&mut cfg.templates, v, warnings)
+                .map_err(|e| err(&e))?,
             "acl" => super::acl::apply_acl(cfg, v, &name.to_string(), &mut ignored)?,
             k if super::acl::apply_legacy(cfg, k, v, &name.to_string(), &mut ignored)? => {}
             k if UNSUPPORTED.contains(&k) => ignored.push(k.to_string()),

@@ -13,10 +13,12 @@ mod definitions;
 mod file;
 mod node;
 mod sections;
+mod snapshot_agent;
 #[cfg(test)]
 mod tests;
 mod tls;
 mod validate;
+mod watches;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -24,7 +26,8 @@ use std::sync::Arc;
 
 pub use args::AGENT_FLAGS;
 pub use file::read_file;
-pub use tls::{TlsConfig, TlsFile, TlsSettings};
+pub use snapshot_agent::SnapshotAgentConfig;
+pub use tls::{TlsConfig, TlsFile, TlsSettings, TlsVersion};
 
 use crate::defs::{CheckDef, ServiceDef};
 use crate::flags::Parsed;
@@ -68,6 +71,12 @@ pub struct Config {
     pub server_port: PortSetting,
     pub serf_lan_port: PortSetting,
     pub log_level: String,
+    /// `-log-json` / `log_json`: log JSON lines instead of text.
+    pub log_json: bool,
+    /// `-pid-file` / `pid_file`: the agent writes its PID here at start and removes it at exit.
+    pub pid_file: Option<PathBuf>,
+    /// Where the agent's log lines are published for `/v1/agent/monitor` (set by `main`).
+    pub logs: Option<muster_api::monitor::LogSender>,
     /// Allow script checks registered over HTTP (off: remote code execution otherwise).
     pub enable_script_checks: bool,
     /// Allow script checks from config files.
@@ -119,6 +128,22 @@ pub struct Config {
     pub encrypt_verify_outgoing: bool,
     /// TLS: the HTTPS listener and the server RPC port (`tls`, `ports.https`, `cert_file`…).
     pub tls: TlsConfig,
+    /// Serf-style event handlers (`event_handlers`, `-event-handler [FILTER=]SCRIPT`), in
+    /// the order they run.
+    pub event_handlers: Vec<crate::handlers::EventScript>,
+    /// How long one event handler may run before it is killed (`event_handler_timeout`).
+    pub event_handler_timeout: std::time::Duration,
+    /// Refuse to run commands other agents ask for (`muster exec`); on unless set false.
+    pub disable_remote_exec: bool,
+    /// How long a failed member stays in the member list and the catalog before it is reaped
+    /// (`reconnect_timeout`, 72 h).
+    pub reconnect_timeout: std::time::Duration,
+    /// Watch plans the agent runs once its HTTP API is up (`watches`).
+    pub watches: Vec<crate::watch::WatchDef>,
+    /// consul-template `template` blocks the agent renders (`template`).
+    pub templates: Vec<crate::template::TemplateConfig>,
+    /// Scheduled snapshots on a server (`snapshot_agent`); none unless configured.
+    pub snapshot_agent: Option<SnapshotAgentConfig>,
 }
 
 impl Default for Config {
@@ -143,6 +168,9 @@ impl Default for Config {
             server_port: 8300,
             serf_lan_port: 8301,
             log_level: "info".into(),
+            log_json: false,
+            pid_file: None,
+            logs: None,
             enable_script_checks: false,
             enable_local_script_checks: false,
             raft_snapshot_threshold: 16_384,
@@ -165,6 +193,13 @@ impl Default for Config {
             encrypt_verify_incoming: true,
             encrypt_verify_outgoing: true,
             tls: TlsConfig::default(),
+            event_handlers: Vec::new(),
+            event_handler_timeout: crate::handlers::DEFAULT_TIMEOUT,
+            disable_remote_exec: true,
+            reconnect_timeout: std::time::Duration::from_secs(72 * 3600),
+            watches: Vec::new(),
+            templates: Vec::new(),
+            snapshot_agent: None,
         }
     }
 }
@@ -204,6 +239,7 @@ pub fn load(p: &Parsed) -> Result<(Config, Vec<String>)> {
         file::apply_file(&mut cfg, f, &mut raw, &mut warnings)?;
     }
     args::apply_flags(&mut cfg, p)?;
+    watches::check_endpoint(&cfg)?;
     validate::validate(&mut cfg, &mut warnings)?;
     let (services, checks) = definitions::parse(&cfg, raw, &mut warnings)?;
     cfg.services = Arc::new(services);

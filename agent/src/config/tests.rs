@@ -234,3 +234,23 @@ fn gossip_encryption_keys_are_checked() {
     let e = load_with(r#"{"data_dir": "/d", "encrypt": "!!"}"#, &[]).unwrap_err();
     assert!(e.contains("encrypt has invalid key"), "{e}");
 }
+
+#[test]
+fn event_handlers_from_files_and_flags() {
+    let (c, _) = load_with(
+        r#"{"data_dir": "/d", "event_handlers": ["member-join=a.sh", "b.sh"],
+            "event_handler_timeout": "2s"}"#,
+        &["-event-handler", "member-failed,user:deploy=c.sh"],
+    )
+    .expect("loads");
+    let scripts: Vec<&str> = c.event_handlers.iter().map(|h| h.script.as_str()).collect();
+    assert_eq!(scripts, ["a.sh", "b.sh", "c.sh"]);
+    assert_eq!(c.event_handler_timeout, std::time::Duration::from_secs(2));
+    let e = load_with(r#"{"event_handlers": ["member-joined=a.sh"]}"#, &[]).unwrap_err();
+    assert!(
+        e.contains("FILE") && e.contains("event_handlers") && e.contains("member-joined"),
+        "{e}"
+    );
+    let e = load_with(r#"{"data_dir": "/d"}"#, &["-event-handler", "bogus=x"]).unwrap_err();
+    assert!(e.contains("-event-handler") && e.contains("bogus"), "{e}");
+}

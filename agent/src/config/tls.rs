@@ -35,6 +35,31 @@ pub struct TlsBlock {
     pub verify_outgoing: Option<bool>,
     /// Only meaningful for the server RPC port.
     pub verify_server_hostname: Option<bool>,
+    pub tls_min_version: Option<TlsVersion>,
+    /// `tls_cipher_suites`: IANA names, for TLS 1.2 (TLS 1.3's are always offered).
+    pub tls_cipher_suites: Option<Vec<String>>,
+}
+
+/// `tls_min_version`: Consul's names (`tls12`, or `TLSv1_2` in newer files).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    Tls10,
+    Tls11,
+    #[default]
+    Tls12,
+    Tls13,
+}
+
+impl TlsVersion {
+    fn parse(s: &str) -> Option<TlsVersion> {
+        Some(match s {
+            "tls10" | "TLSv1_0" => TlsVersion::Tls10,
+            "tls11" | "TLSv1_1" => TlsVersion::Tls11,
+            "tls12" | "TLSv1_2" => TlsVersion::Tls12,
+            "tls13" | "TLSv1_3" => TlsVersion::Tls13,
+            _ => return None,
+        })
+    }
 }
 
 /// Everything TLS in the agent's config, as given.
@@ -80,6 +105,9 @@ pub struct TlsSettings {
     pub verify_incoming: bool,
     pub verify_outgoing: bool,
     pub verify_server_hostname: bool,
+    pub tls_min_version: TlsVersion,
+    /// Empty: rustls's safe defaults.
+    pub tls_cipher_suites: Vec<String>,
 }
 
 impl TlsSettings {
@@ -125,6 +153,14 @@ impl TlsConfig {
                 .iter()
                 .find_map(|b| b.verify_server_hostname)
                 .unwrap_or(false),
+            tls_min_version: order
+                .iter()
+                .find_map(|b| b.tls_min_version)
+                .unwrap_or_default(),
+            tls_cipher_suites: order
+                .iter()
+                .find_map(|b| b.tls_cipher_suites.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -140,14 +176,13 @@ pub(super) const TOP_LEVEL_KEYS: &[&str] = &[
     "verify_incoming_https",
     "verify_outgoing",
     "verify_server_hostname",
-];
-
-/// Consul's TLS tuning keys Muster leaves to rustls's safe defaults (warned about).
-const TUNING_KEYS: &[&str] = &[
     "tls_min_version",
     "tls_cipher_suites",
-    "tls_prefer_server_cipher_suites",
 ];
+
+/// Consul's TLS tuning keys that change nothing here (warned about): rustls always prefers
+/// the server's order.
+const TUNING_KEYS: &[&str] = &["tls_prefer_server_cipher_suites"];
 
 /// Applies one top-level TLS key (one of [`TOP_LEVEL_KEYS`]).
 pub(super) fn apply_top_level(cfg: &mut Config, k: &str, v: &Value, file: &str) -> Result<()> {
@@ -195,7 +230,9 @@ pub(super) fn apply_block(
                 | "key_file"
                 | "verify_incoming"
                 | "verify_outgoing"
-                | "verify_server_hostname" => set(target, k, &full, v, file)?,
+                | "verify_server_hostname"
+                | "tls_min_version"
+                | "tls_cipher_suites" => set(target, k, &full, v, file)?,
                 k if TUNING_KEYS.contains(&k) || k == "use_auto_cert" => ignored.push(full),
                 _ => return Err(unknown_key(file, &full)),
             }
@@ -254,6 +291,25 @@ fn set(block: &mut TlsBlock, key: &str, name: &str, v: &Value, file: &str) -> Re
         "verify_incoming" => block.verify_incoming = flag(v)?,
         "verify_outgoing" => block.verify_outgoing = flag(v)?,
         "verify_server_hostname" => block.verify_server_hostname = flag(v)?,
+        "tls_min_version" => {
+            let s = as_str(v).unwrap_or_default();
+            let why = "expected one of tls10, tls11, tls12, tls13";
+            block.tls_min_version =
+                Some(TlsVersion::parse(s).ok_or_else(|| key_error(file, name, why))?);
+        }
+        "tls_cipher_suites" => {
+            let s = as_str(v).ok_or_else(|| key_error(file, name, "expected a string"))?;
+            let suites: Vec<String> = s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect();
+            if let Some(bad) = suites.iter().find(|x| !x.starts_with("TLS_")) {
+                let why = format!("{bad:?} is not a cipher suite name (TLS_ECDHE_…)");
+                return Err(key_error(file, name, &why));
+            }
+            block.tls_cipher_suites = Some(suites);
+        }
         _ => return Err(unknown_key(file, name)),
     }
     Ok(())
@@ -380,5 +436,45 @@ mod tests {
         assert!(e
             .to_string()
             .contains("tls.https: verify_incoming is set, but no ca_file"));
+    }
+
+    #[test]
+    fn min_version_and_suites_combine_and_bad_values_are_named() {
+        let mut cfg = Config::default();
+        apply(
+            &mut cfg,
+            r#"{"tls_min_version": "tls12",
+                "tls": {"https": {"tls_min_version": "TLSv1_3",
+                        "tls_cipher_suites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}}}"#,
+        )
+        .expect("applies");
+        let https = cfg.tls.https();
+        assert_eq!(https.tls_min_version, TlsVersion::Tls13);
+        assert_eq!(
+            https.tls_cipher_suites,
+            [
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+                "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        let rpc = cfg.tls.internal_rpc();
+        assert_eq!(rpc.tls_min_version, TlsVersion::Tls12);
+        assert!(rpc.tls_cipher_suites.is_empty());
+        let e = apply(&mut cfg, r#"{"tls_min_version": "ssl3"}"#).expect_err("bad version");
+        assert!(
+            e.to_string()
+                .contains("key \"tls_min_version\": expected one of tls10, tls11, tls12, tls13"),
+            "{e}"
+        );
+        let e = apply(
+            &mut cfg,
+            r#"{"tls": {"defaults": {"tls_cipher_suites": "AES128"}}}"#,
+        )
+        .expect_err("bad suite");
+        assert!(
+            e.to_string()
+                .contains("\"AES128\" is not a cipher suite name"),
+            "{e}"
+        );
     }
 }

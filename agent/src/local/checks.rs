@@ -97,9 +97,10 @@ impl Local {
     }
 
     /// Ends expired maintenance and reaps services critical past
-    /// `deregister_critical_service_after`.
+    /// `deregister_critical_service_after`, once a second (Consul's deregistration reaper
+    /// runs every 30 s).
     pub(super) async fn housekeeping(self: Arc<Self>, cancel: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -26,6 +26,61 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The provider for one use's settings: with `tls_cipher_suites`, TLS 1.2 offers only those
+/// of them rustls has (TLS 1.3's suites are not configurable, as in Consul). A listed suite
+/// rustls lacks (CBC, RC4, 3DES: broken or legacy) is left out with a warning; a list with
+/// none it has is an error.
+fn provider_for(what: &str, s: &TlsSettings) -> Result<Arc<CryptoProvider>> {
+    let mut p = rustls::crypto::ring::default_provider();
+    if s.tls_cipher_suites.is_empty() {
+        return Ok(Arc::new(p));
+    }
+    let name = |c: &rustls::SupportedCipherSuite| format!("{:?}", c.suite());
+    let all = p.cipher_suites.clone();
+    let (tls13, tls12): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.tls13().is_some());
+    let chosen: Vec<_> = tls12
+        .iter()
+        .filter(|c| s.tls_cipher_suites.contains(&name(c)))
+        .cloned()
+        .collect();
+    let known: Vec<String> = tls12.iter().map(name).collect();
+    let missing: Vec<&String> = s
+        .tls_cipher_suites
+        .iter()
+        .filter(|n| !known.contains(n))
+        .collect();
+    if chosen.is_empty() {
+        return Err(Error::Config(format!(
+            "{what}: tls_cipher_suites names none this agent supports; choose from {}",
+            known.join(", ")
+        )));
+    }
+    if !missing.is_empty() {
+        tracing::warn!(
+            ?missing,
+            "{what}: tls_cipher_suites lists suites this agent does not offer; using the rest"
+        );
+    }
+    p.cipher_suites = tls13.into_iter().chain(chosen).collect();
+    Ok(Arc::new(p))
+}
+
+/// The protocol versions for one use: TLS 1.3 only with `tls_min_version = "tls13"`, else
+/// 1.2 and 1.3 (rustls speaks nothing older: `tls10`/`tls11` get 1.2, with a warning).
+fn versions(what: &str, s: &TlsSettings) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    use crate::config::TlsVersion;
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match s.tls_min_version {
+        TlsVersion::Tls13 => &TLS13_ONLY,
+        v => {
+            if v < TlsVersion::Tls12 {
+                tracing::warn!("{what}: tls_min_version {v:?} is below TLS 1.2, which is the oldest this agent speaks");
+            }
+            rustls::DEFAULT_VERSIONS
+        }
+    }
+}
+
 /// The certificate a listener presents (and a dialler, to a peer that asks), replaced on
 /// reload.
 #[derive(Debug)]
@@ -107,7 +162,7 @@ impl AgentTls {
             let store = cert_store(&provider, &s)?.ok_or_else(|| {
                 Error::Config("ports.https is set, but no cert_file and key_file are".into())
             })?;
-            let (config, incoming) = server_config(&provider, &s, store.clone())?;
+            let (config, incoming) = server_config("tls.https", &s, store.clone())?;
             tls.https = Some(Arc::new(config));
             tls.reloads.push(Reloadable {
                 what: Use::Https,
@@ -120,7 +175,7 @@ impl AgentTls {
         let store = cert_store(&provider, &s)?;
         let (acceptor, incoming) = match &store {
             Some(store) if cfg.server => {
-                let (config, incoming) = server_config(&provider, &s, store.clone())?;
+                let (config, incoming) = server_config("tls.internal_rpc", &s, store.clone())?;
                 (Some(Arc::new(config)), incoming)
             }
             _ => (None, None),
@@ -139,11 +194,12 @@ impl AgentTls {
                 .map_err(|e| Error::Config(format!("tls.internal_rpc: {e}")))?;
             let verifier = Arc::new(verifier);
             outgoing = Some(verifier.clone());
-            let builder = ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| Error::Config(format!("TLS: {e}")))?
-                .dangerous()
-                .with_custom_certificate_verifier(verifier);
+            let builder =
+                ClientConfig::builder_with_provider(provider_for("tls.internal_rpc", &s)?)
+                    .with_protocol_versions(versions("tls.internal_rpc", &s))
+                    .map_err(|e| Error::Config(format!("TLS: {e}")))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier);
             let config = match &store {
                 Some(store) => builder.with_client_cert_resolver(store.clone()),
                 None => builder.with_no_client_auth(),
@@ -233,12 +289,13 @@ fn cert_store(provider: &CryptoProvider, s: &TlsSettings) -> Result<Option<Arc<C
 /// A listener's config: `store`'s certificate, and with `verify_incoming` a client certificate
 /// from the configured CA required (the verifier is returned too, for reloads).
 fn server_config(
-    provider: &Arc<CryptoProvider>,
+    what: &str,
     s: &TlsSettings,
     store: Arc<CertStore>,
 ) -> Result<(ServerConfig, Option<Arc<ClientVerifier>>)> {
+    let provider = provider_for(what, s)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions(what, s))
         .map_err(|e| Error::Config(format!("TLS: {e}")))?;
     let (builder, incoming) = if s.verify_incoming {
         let verifier = ClientVerifier::new(pem::roots(s)?, provider.clone())

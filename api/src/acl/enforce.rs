@@ -3,7 +3,8 @@
 //! the reply. A route without a rule is refused, so a new route cannot be forgotten (a test
 //! checks that every route in `router.rs` has one).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::rejection::RawPathParamsRejection;
@@ -41,12 +42,21 @@ fn forbidden(msg: String) -> Response {
     (StatusCode::FORBIDDEN, msg).into_response()
 }
 
-/// The rule for a route: the one for its method, else its `*` rule.
+/// The rule for a route: the one for its method, else its `*` rule. Looked up in a map
+/// built once: a scan of `RULES` on every request cost more than the rest of the check.
 pub(crate) fn rule_for(method: &Method, path: &str) -> Option<&'static Rule> {
-    RULES
-        .iter()
-        .find(|r| r.path == path && r.method == method.as_str())
-        .or_else(|| RULES.iter().find(|r| r.path == path && r.method == "*"))
+    static BY_ROUTE: LazyLock<HashMap<(&'static str, &'static str), &'static Rule>> =
+        LazyLock::new(|| {
+            let mut m = HashMap::with_capacity(RULES.len());
+            for r in RULES {
+                m.entry((r.path, r.method)).or_insert(r);
+            }
+            m
+        });
+    BY_ROUTE
+        .get(&(path, method.as_str()))
+        .or_else(|| BY_ROUTE.get(&(path, "*")))
+        .copied()
 }
 
 /// The middleware: resolve the token, check the route's rule, run the handler, filter.
@@ -88,13 +98,18 @@ pub(crate) async fn enforce(
                 .collect()
         })
         .unwrap_or_default();
-    let (req, checks) = match needs(&st, rule.need, req, &params).await {
+    let (req, checks) = match needs(&st, &authz, rule.need, req, &params).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
     if let Err(denied) = pass(&authz, &checks) {
         return forbidden(denied);
     }
+    // A single key was checked above; only KV listings (no checks) need their reply filtered.
+    let filter = match (rule.need, checks.is_empty()) {
+        (Need::Kv, false) => Filter::None,
+        _ => rule.filter,
+    };
     let blocking = Params::parse(req.uri().query()).has("index");
     let mut req = req;
     req.extensions_mut().insert(RequestToken {
@@ -116,7 +131,7 @@ pub(crate) async fn enforce(
             return forbidden(denied);
         }
     }
-    filter_reply(resp, rule.filter, &authz).await
+    filter_reply(resp, filter, &authz).await
 }
 
 /// Whether `authz` passes every check; else Consul's denial for the first that fails.
@@ -150,6 +165,7 @@ fn pass(authz: &Authorizer, checks: &Checks) -> Result<(), String> {
 /// `Access::Deny` (write on the whole prefix); the request comes back whole.
 async fn needs(
     st: &ApiState,
+    authz: &Authorizer,
     need: Need,
     req: Request,
     params: &[(String, String)],
@@ -161,11 +177,13 @@ async fn needs(
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     };
-    let agent = st.agent.node_name();
+    // The agent's name, only for the rules that ask for it (it is copied out of a lock).
+    let agent = || st.agent.node_name();
     let name_of = |n: Name| match n {
         Name::None => String::new(),
         Name::Path(p) => param(p),
-        Name::Agent => agent.clone(),
+        Name::Agent => agent(),
+        Name::Fixed(n) => n.to_string(),
         Name::LocalService(p) => {
             let id = param(p);
             st.local
@@ -196,7 +214,7 @@ async fn needs(
             });
             match svc {
                 Some(s) => vec![(Service, s, Write)],
-                None => vec![(Node, agent.clone(), Write)],
+                None => vec![(Node, agent(), Write)],
             }
         }
         Need::Session(a) => {
@@ -218,21 +236,42 @@ async fn needs(
             vec![(Resource::Query, name.unwrap_or(id), a)]
         }
         Need::Body(f) => {
-            let (parts, body) = req.into_parts();
-            let bytes = match to_bytes(body, MAX_VALUE_SIZE * 2).await {
-                Ok(b) => b,
-                Err(_) => {
-                    return Err(
-                        (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response()
-                    )
-                }
-            };
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let checks = f(&v, &agent);
-            return Ok((Request::from_parts(parts, Body::from(bytes)), checks));
+            let (req, v) = json_body(req).await?;
+            let checks = f(&v, &agent());
+            return Ok((req, checks));
+        }
+        Need::Catalog(op) => {
+            let (req, v) = json_body(req).await?;
+            let checks = super::catalog_rules::catalog(st, authz, op, &v).await;
+            return Ok((req, checks));
+        }
+        Need::AgentCheck => {
+            let (req, v) = json_body(req).await?;
+            let checks = super::catalog_rules::agent_check(st, &v);
+            return Ok((req, checks));
+        }
+        Need::AgentService => {
+            let (req, v) = json_body(req).await?;
+            let checks = super::catalog_rules::agent_service(st, &v);
+            return Ok((req, checks));
         }
     };
     Ok((req, checks))
+}
+
+/// The request's body as JSON (`null` when it is not: the handler refuses it), and the
+/// request rebuilt with the same bytes; a body spelling one field twice is refused.
+async fn json_body(req: Request) -> Result<(Request, Value), Response> {
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = to_bytes(body, MAX_VALUE_SIZE * 2).await else {
+        return Err((StatusCode::PAYLOAD_TOO_LARGE, "Request body too large").into_response());
+    };
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if let Some(k) = super::ambiguous_key(&v) {
+        let why = format!("Request decode failed: field {k:?} is given more than once");
+        return Err((StatusCode::BAD_REQUEST, why).into_response());
+    }
+    Ok((Request::from_parts(parts, Body::from(bytes)), v))
 }
 
 /// Filters a successful JSON reply to what `authz` may read.
@@ -240,7 +279,7 @@ async fn filter_reply(resp: Response, filter: Filter, authz: &Arc<Authorizer>) -
     if matches!(filter, Filter::None) || resp.status() != StatusCode::OK || authz.is_management() {
         return resp;
     }
-    let (mut parts, body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let Ok(bytes) = to_bytes(body, usize::MAX).await else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
@@ -262,21 +301,48 @@ async fn filter_reply(resp: Response, filter: Filter, authz: &Arc<Authorizer>) -
         (Items(fields), Value::Array(l)) => l.retain(|e| readable(e, fields)),
         (MapKeys(r), Value::Object(m)) => m.retain(|k, _| authz.allowed(r, k, Read)),
         (MapValues(fields), Value::Object(m)) => m.retain(|_, e| readable(e, fields)),
+        (Filter::NodeServices, Value::Object(m)) => {
+            let node = m
+                .get("Node")
+                .and_then(|n| at(n, "Node"))
+                .unwrap_or_default();
+            if !authz.allowed(Node, node, Read) {
+                return filtered(parts, Value::Null);
+            }
+            let service = |e: &Value| authz.allowed(Service, at(e, "Service").unwrap_or(""), Read);
+            let before = m.get("Services").map_or(0, count);
+            match m.get_mut("Services") {
+                Some(Value::Object(s)) => s.retain(|_, e| service(e)),
+                Some(Value::Array(l)) => l.retain(service),
+                _ => {}
+            }
+            if m.get("Services").map_or(0, count) == before {
+                return Response::from_parts(parts, Body::from(bytes));
+            }
+            return filtered(parts, v);
+        }
         _ => {}
     }
     if count(&v) == before {
         return Response::from_parts(parts, Body::from(bytes));
     }
+    // A KV listing with nothing left is Consul's 404.
+    if matches!(filter, Filter::Kv) && count(&v) == 0 {
+        let mut resp = filtered(parts, Value::Null);
+        *resp.status_mut() = StatusCode::NOT_FOUND;
+        *resp.body_mut() = Body::empty();
+        return resp;
+    }
+    filtered(parts, v)
+}
+
+/// A reply with `v` as its body, marked as filtered by ACLs.
+fn filtered(mut parts: axum::http::response::Parts, v: Value) -> Response {
     parts.headers.insert(
         "X-Consul-Results-Filtered-By-ACLs",
         HeaderValue::from_static("true"),
     );
     parts.headers.remove(axum::http::header::CONTENT_LENGTH);
-    // A KV listing with nothing left is Consul's 404.
-    if matches!(filter, Filter::Kv) && count(&v) == 0 {
-        parts.status = StatusCode::NOT_FOUND;
-        return Response::from_parts(parts, Body::empty());
-    }
     let body = serde_json::to_vec(&v).unwrap_or_default();
     Response::from_parts(parts, Body::from(body))
 }

@@ -1,10 +1,16 @@
-//! Consul's `/v1/acl/*` endpoints (`policy.rs`, `token.rs` with bootstrap, `role.rs`), and
+//! Consul's `/v1/acl/*` endpoints (`policy.rs`, `token.rs` with bootstrap, `role.rs`,
+//! `auth_method.rs`, `binding_rule.rs`, `login.rs` with logout), and
 //! the one enforcement layer every route passes through (`enforce.rs`: each route's rule,
 //! the token a request presents, the 403, and the filtering of list results).
 //!
 //! With ACLs disabled the endpoints answer Consul's `401 ACL support disabled`.
 
+mod agent_token;
+mod auth_method;
+mod binding_rule;
+mod catalog_rules;
 pub(crate) mod enforce;
+mod login;
 mod policy;
 mod role;
 mod rules;
@@ -22,6 +28,10 @@ use serde_json::Value;
 use crate::error::{ApiError, ApiResult};
 use crate::ApiState;
 
+pub(crate) use agent_token::*;
+pub(crate) use auth_method::*;
+pub(crate) use binding_rule::*;
+pub(crate) use login::*;
 pub(crate) use policy::*;
 pub(crate) use role::*;
 pub(crate) use token::*;
@@ -38,14 +48,58 @@ fn disabled(st: &ApiState) -> Option<Response> {
     (!st.acl.enabled()).then(|| (StatusCode::UNAUTHORIZED, "ACL support disabled").into_response())
 }
 
-/// A field of a request body, by Consul's name or any case of it.
+/// A key as the agent's body parser compares keys: without case and `_` (`service_id` is
+/// `ServiceID`).
+fn folded(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// A field of a request body, by Consul's name or any spelling the handlers accept.
 fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     let m = v.as_object()?;
     m.get(name).or_else(|| {
-        m.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let want = folded(name);
+        m.iter().find(|(k, _)| folded(k) == want).map(|(_, v)| v)
     })
+}
+
+/// The first key of `v` (or of an object within it) that another key of the same object
+/// also spells, ignoring case and `_`. The ACL check and the handler could read such a body
+/// differently (`{"Name":"mine","name":"web"}`), so a body with one is refused. Maps of
+/// names the client chooses (meta, headers, tagged addresses, proxy config) are not looked
+/// into.
+pub(crate) fn ambiguous_key(v: &Value) -> Option<String> {
+    const FREE: &[&str] = &[
+        "meta",
+        "nodemeta",
+        "servicemeta",
+        "taggedaddresses",
+        "header",
+        "proxy",
+        "connect",
+    ];
+    match v {
+        Value::Object(m) => {
+            let mut seen = std::collections::HashSet::new();
+            for (k, inner) in m {
+                let f = folded(k);
+                if !seen.insert(f.clone()) {
+                    return Some(k.clone());
+                }
+                if !FREE.contains(&f.as_str()) {
+                    if let Some(found) = ambiguous_key(inner) {
+                        return Some(found);
+                    }
+                }
+            }
+            None
+        }
+        Value::Array(l) => l.iter().find_map(ambiguous_key),
+        _ => None,
+    }
 }
 
 fn str_field(v: &Value, name: &str) -> String {

@@ -5,6 +5,8 @@
 use muster_server::acl::{Access, Resource};
 use serde_json::Value;
 
+pub(crate) use super::catalog_rules::CatalogOp;
+
 /// The checks a request must pass: resource, name, access.
 pub(crate) type Checks = Vec<(Resource, String, Access)>;
 
@@ -19,6 +21,8 @@ pub(crate) enum Name {
     Agent,
     /// The name of this agent's service whose ID is the path parameter.
     LocalService(&'static str),
+    /// A name fixed by the route (`_rexec`).
+    Fixed(&'static str),
 }
 
 /// What a request needs before its handler runs.
@@ -41,6 +45,13 @@ pub(crate) enum Need {
     Session(Access),
     /// A prepared query, by ID: this access on the query's name.
     PreparedQuery(Access),
+    /// A catalog registration or deregistration: judged against the node as it is now.
+    Catalog(CatalogOp),
+    /// A check registered with this agent: write on its instance's service, or the node,
+    /// and on the owner of a check it replaces.
+    AgentCheck,
+    /// A service registered with this agent: write on it, and on one its ID replaces.
+    AgentService,
 }
 
 /// How a reply is filtered to what the token may read; removing anything sets
@@ -56,6 +67,9 @@ pub(crate) enum Filter {
     MapKeys(Resource),
     /// An object whose values are checked as [`Filter::Items`].
     MapValues(&'static [(&'static str, Resource)]),
+    /// One node and its services (`catalog/node`, `catalog/node-services`): `null` when the
+    /// node may not be read, else its services filtered by `service:read`, as Consul does.
+    NodeServices,
 }
 
 /// One route's rule: `method` (`*` for any) and the path exactly as `router.rs` writes it.
@@ -92,6 +106,7 @@ const SESSIONS: &[(&str, Resource)] = &[("Node", Session)];
 const MEMBERS: &[(&str, Resource)] = &[("Name", Node)];
 const AGENT_SERVICES: &[(&str, Resource)] = &[("Service", Service)];
 const QUERIES: &[(&str, Resource)] = &[("Name", Resource::Query)];
+const EVENTS: &[(&str, Resource)] = &[("Name", Resource::Event)];
 
 /// Every route's rule.
 pub(crate) const RULES: &[Rule] = &[
@@ -135,7 +150,7 @@ pub(crate) const RULES: &[Rule] = &[
     rule(
         "PUT",
         "/v1/agent/service/register",
-        Need::Body(service_register),
+        Need::AgentService,
         Filter::None,
     ),
     rule(
@@ -153,7 +168,7 @@ pub(crate) const RULES: &[Rule] = &[
     rule(
         "PUT",
         "/v1/agent/check/register",
-        Need::Body(check_register),
+        Need::AgentCheck,
         Filter::None,
     ),
     rule(
@@ -213,28 +228,23 @@ pub(crate) const RULES: &[Rule] = &[
     rule(
         "PUT",
         "/v1/catalog/register",
-        Need::Body(catalog_register),
+        Need::Catalog(CatalogOp::Register),
         Filter::None,
     ),
     rule(
         "PUT",
         "/v1/catalog/deregister",
-        Need::Body(catalog_deregister),
+        Need::Catalog(CatalogOp::Deregister),
         Filter::None,
     ),
     rule("GET", "/v1/catalog/datacenters", Open, Filter::None),
     rule("GET", "/v1/catalog/nodes", Open, Items(NODES)),
-    rule(
-        "GET",
-        "/v1/catalog/node/{node}",
-        check(Node, Path("node"), Read),
-        Filter::None,
-    ),
+    rule("GET", "/v1/catalog/node/{node}", Open, Filter::NodeServices),
     rule(
         "GET",
         "/v1/catalog/node-services/{node}",
-        check(Node, Path("node"), Read),
-        Filter::None,
+        Open,
+        Filter::NodeServices,
     ),
     rule(
         "GET",
@@ -317,7 +327,8 @@ pub(crate) const RULES: &[Rule] = &[
         Need::PreparedQuery(Write),
         Filter::None,
     ),
-    // Consul runs a prepared query with the token it was stored with, not the caller's.
+    // Consul runs a prepared query with the token it was stored with, else the caller's: the
+    // handler filters its answer (`query.rs`).
     rule("GET", "/v1/query/{id}/execute", Open, Filter::None),
     rule(
         "GET",
@@ -327,6 +338,12 @@ pub(crate) const RULES: &[Rule] = &[
     ),
     rule("PUT", "/v1/acl/bootstrap", Open, Filter::None),
     rule("GET", "/v1/acl/token/self", Need::Token, Filter::None),
+    rule(
+        "PUT",
+        "/v1/agent/token/{kind}",
+        check(Acl, Name::None, Write),
+        Filter::None,
+    ),
     rule(
         "GET",
         "/v1/acl/policies",
@@ -435,6 +452,57 @@ pub(crate) const RULES: &[Rule] = &[
         check(Acl, Name::None, Write),
         Filter::None,
     ),
+    rule(
+        "GET",
+        "/v1/acl/auth-methods",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "PUT",
+        "/v1/acl/auth-method",
+        check(Acl, Name::None, Write),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/acl/auth-method/{name}",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "*",
+        "/v1/acl/auth-method/{name}",
+        check(Acl, Name::None, Write),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/acl/binding-rules",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "PUT",
+        "/v1/acl/binding-rule",
+        check(Acl, Name::None, Write),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/acl/binding-rule/{id}",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "*",
+        "/v1/acl/binding-rule/{id}",
+        check(Acl, Name::None, Write),
+        Filter::None,
+    ),
+    // The JWT, or the token logging out, is the credential (as in Consul).
+    rule("*", "/v1/acl/login", Open, Filter::None),
+    rule("*", "/v1/acl/logout", Open, Filter::None),
     // Unknown ACL endpoints: Consul's 401 when disabled, 404 otherwise.
     rule("*", "/v1/acl/{*rest}", Open, Filter::None),
     rule(
@@ -449,6 +517,66 @@ pub(crate) const RULES: &[Rule] = &[
         check(Keyring, Name::None, Write),
         Filter::None,
     ),
+    rule(
+        "GET",
+        "/v1/agent/monitor",
+        check(Resource::Agent, Agent, Read),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/agent/metrics",
+        check(Resource::Agent, Agent, Read),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/operator/raft/configuration",
+        check(Operator, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "DELETE",
+        "/v1/operator/raft/peer",
+        check(Operator, Name::None, Write),
+        Filter::None,
+    ),
+    rule(
+        "POST",
+        "/v1/operator/raft/transfer-leader",
+        check(Operator, Name::None, Write),
+        Filter::None,
+    ),
+    // Consul's `event_prefix`: write on the name fires it; a list shows what may be read.
+    rule(
+        "PUT",
+        "/v1/event/fire/{name}",
+        check(Resource::Event, Path("name"), Write),
+        Filter::None,
+    ),
+    rule("PUT", "/v1/event/fire/", Open, Filter::None),
+    // A snapshot holds every secret (and a restore replaces them): `acl:write`, as Consul's.
+    rule(
+        "*",
+        "/v1/snapshot",
+        check(Acl, Name::None, Write),
+        Filter::None,
+    ),
+    // Serf queries: `query` write on the query's name. Remote exec: write on Consul's
+    // `_rexec` event here, and `agent` write on each node that answers (checked as it does).
+    rule(
+        "PUT",
+        "/v1/agent/query/{name}",
+        check(Resource::Query, Path("name"), Write),
+        Filter::None,
+    ),
+    rule(
+        "PUT",
+        "/v1/agent/exec",
+        check(Resource::Event, Name::Fixed("_rexec"), Write),
+        Filter::None,
+    ),
+    rule("GET", "/v1/event/list", Open, Items(EVENTS)),
 ];
 
 /// A string at a dotted path in a JSON object, any case of each step.
@@ -462,31 +590,6 @@ pub(super) fn at<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
 
 fn s(v: &Value, path: &str) -> String {
     at(v, path).unwrap_or_default().to_string()
-}
-
-fn service_register(v: &Value, _: &str) -> Checks {
-    vec![(Service, s(v, "Name"), Write)]
-}
-
-fn check_register(v: &Value, agent: &str) -> Checks {
-    match at(v, "ServiceID").filter(|id| !id.is_empty()) {
-        Some(id) => vec![(Service, id.to_string(), Write)],
-        None => vec![(Node, agent.to_string(), Write)],
-    }
-}
-
-fn catalog_register(v: &Value, _: &str) -> Checks {
-    match at(v, "Service.Service") {
-        Some(svc) => vec![(Service, svc.to_string(), Write)],
-        None => vec![(Node, s(v, "Node"), Write)],
-    }
-}
-
-fn catalog_deregister(v: &Value, _: &str) -> Checks {
-    match at(v, "ServiceID").filter(|id| !id.is_empty()) {
-        Some(id) => vec![(Service, id.to_string(), Write)],
-        None => vec![(Node, s(v, "Node"), Write)],
-    }
 }
 
 fn coordinate_update(v: &Value, _: &str) -> Checks {

@@ -82,6 +82,7 @@ pub(super) fn token(t: &AclToken, state: &AclState, show_secret: bool) -> Value 
         "Local".into(),
         json!(d.get("Local").and_then(Value::as_bool).unwrap_or(false)),
     );
+    put_nonempty(&mut m, "AuthMethod", get(&d, "AuthMethod"));
     put_nonempty(&mut m, "ExpirationTime", get(&d, "ExpirationTime"));
     put_nonempty(&mut m, "ExpirationTTL", get(&d, "ExpirationTTL"));
     m.insert("CreateTime".into(), get(&d, "CreateTime"));

@@ -65,7 +65,7 @@ pub(crate) async fn acl_bootstrap(
     token_reply(&st, q, &accessor, true).await
 }
 
-async fn token_reply(
+pub(super) async fn token_reply(
     st: &ApiState,
     q: Option<String>,
     accessor: &str,
@@ -132,12 +132,20 @@ pub(crate) async fn acl_token_list(
             .and_then(|l| l.as_array().cloned())
             .is_some_and(|l| l.iter().any(|x| x["ID"] == id))
     };
+    let def_str = |t: &AclToken, f: &str| {
+        let d: Value = serde_json::from_str(&t.definition).unwrap_or_default();
+        d.get(f).and_then(Value::as_str).unwrap_or("").to_string()
+    };
     let show = may_see_secrets(&tok);
     let list: Vec<Value> = state
         .tokens
         .iter()
         .filter(|t| p.get("policy").is_none_or(|id| links(t, "Policies", id)))
         .filter(|t| p.get("role").is_none_or(|id| links(t, "Roles", id)))
+        .filter(|t| {
+            p.get("authmethod")
+                .is_none_or(|m| def_str(t, "AuthMethod") == m)
+        })
         .map(|t| shape::token_stub(t, &state, show))
         .collect();
     Ok(state.indexed(json(&list, p.pretty())))
@@ -180,6 +188,9 @@ pub(crate) async fn acl_token_clone(
         return Err(ApiError::Forbidden("ACL not found".into()));
     };
     let mut def: Value = serde_json::from_str(&old.definition).unwrap_or_else(|_| json!({}));
+    if def.get("AuthMethod").is_some_and(|m| m != "") {
+        return Err(bad("Cannot clone a token created from an auth method"));
+    }
     let desc = str_field(&v, "Description");
     if !desc.is_empty() {
         def["Description"] = json!(desc);
@@ -267,6 +278,8 @@ async fn token_write(
         if e.expires_unix_ms != expires {
             return Err(bad("Cannot change expiration time"));
         }
+    } else if expires != 0 {
+        expiry_in_bounds(&st, expires.saturating_sub(created_ms))?;
     }
     let mut def = json!({
         "Description": str_field(&v, "Description"),
@@ -277,6 +290,9 @@ async fn token_write(
         "Local": field(&v, "Local").and_then(Value::as_bool).unwrap_or(false),
         "CreateTime": create_time,
     });
+    if let Some(m) = old_def.get("AuthMethod") {
+        def["AuthMethod"] = m.clone();
+    }
     if expires != 0 {
         def["ExpirationTime"] = json!(rfc3339(expires));
         if !ttl.is_empty() {
@@ -323,4 +339,27 @@ pub(crate) async fn acl_token_delete(
         .write(Command::AclTokenDelete { accessor_id: id })
         .await?;
     Ok(json(&true, false))
+}
+
+/// A new token's life (`ExpirationTime - CreateTime`) within the agent's bounds, refused in
+/// Consul's words otherwise.
+pub(crate) fn expiry_in_bounds(st: &ApiState, life_ms: u64) -> ApiResult<()> {
+    let cfg = st.acl.config();
+    let life = std::time::Duration::from_millis(life_ms);
+    let say = crate::types::go_duration_string;
+    if life > cfg.token_max_expiration_ttl {
+        return Err(bad(format!(
+            "ExpirationTime cannot be more than {} in the future (was {})",
+            say(cfg.token_max_expiration_ttl),
+            say(life)
+        )));
+    }
+    if life < cfg.token_min_expiration_ttl {
+        return Err(bad(format!(
+            "ExpirationTime cannot be less than {} in the future (was {})",
+            say(cfg.token_min_expiration_ttl),
+            say(life)
+        )));
+    }
+    Ok(())
 }

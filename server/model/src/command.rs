@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::legacy::{RegistrationV1, TxnOpV1};
 use super::{
-    AclPolicy, AclRole, AclToken, LockOp, NodeCoordinate, PreparedQuery, Registration, Session,
-    TxnOp, TxnOutcome,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, LockOp, NodeCoordinate,
+    PreparedQuery, Registration, RestoreState, Session, TxnOp, TxnOutcome,
 };
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
@@ -89,6 +89,21 @@ pub enum Command {
     AclRoleDelete {
         id: String,
     },
+    /// Create or replace an auth method (keyed by its name).
+    AclAuthMethodSet(Box<AclAuthMethod>),
+    /// Delete an auth method, with its binding rules and every token a login through it made
+    /// (as Consul's `ACLAuthMethodDeleteByName`).
+    AclAuthMethodDelete {
+        name: String,
+    },
+    /// Create or replace a binding rule; fails if its auth method does not exist.
+    AclBindingRuleSet(Box<AclBindingRule>),
+    AclBindingRuleDelete {
+        id: String,
+    },
+    /// Replace the whole state with a snapshot's (`PUT /v1/snapshot`), as a write at this
+    /// entry's index: every row's ModifyIndex and every table index become that index.
+    SnapshotRestore(Box<RestoreState>),
 }
 
 impl Command {

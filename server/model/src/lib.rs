@@ -5,6 +5,7 @@
 //! The Consul-shaped JSON seen by HTTP clients lives in `muster-api`, not here.
 
 mod acl;
+mod acl_auth;
 mod catalog;
 mod command;
 mod coordinate;
@@ -13,9 +14,11 @@ pub mod legacy;
 mod prepared;
 mod query;
 mod session;
+mod snapshot;
 mod txn;
 
 pub use acl::{AclMeta, AclPolicy, AclResolved, AclRole, AclToken};
+pub use acl_auth::{AclAuthMethod, AclBindingRule};
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use coordinate::{Coordinate, NodeCoordinate};
@@ -23,4 +26,5 @@ pub use kv::KvEntry;
 pub use prepared::{PreparedExecute, PreparedQuery, PreparedRun};
 pub use query::{Consistency, Query, QueryResult, ReadMeta, ServiceHealth};
 pub use session::{LockOp, Session, SessionBehavior};
+pub use snapshot::{RestoreRows, RestoreState};
 pub use txn::{CatalogVerb, KvVerb, TxnOp, TxnOutcome, TxnResult};

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AclMeta, AclPolicy, AclResolved, AclRole, AclToken, Check, HealthStatus, KvEntry, Node,
-    NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun, Service, Session,
+    AclAuthMethod, AclBindingRule, AclMeta, AclPolicy, AclResolved, AclRole, AclToken, Check,
+    HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun,
+    Service, Session,
 };
 
 /// Read consistency, as Consul's query parameters choose it.
@@ -119,6 +120,10 @@ pub enum Query {
     },
     /// The ACL system's state (the bootstrap index).
     AclMeta,
+    /// Every auth method.
+    AclAuthMethods,
+    /// Every binding rule.
+    AclBindingRules,
 }
 
 /// One instance in a health query: its node, the service, and every check that applies
@@ -151,4 +156,6 @@ pub enum QueryResult {
     AclRoles(Vec<AclRole>),
     AclResolved(Option<Box<AclResolved>>),
     AclMeta(AclMeta),
+    AclAuthMethods(Vec<AclAuthMethod>),
+    AclBindingRules(Vec<AclBindingRule>),
 }

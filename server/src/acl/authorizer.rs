@@ -6,7 +6,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::rules::{Access, Resource, Rules};
-use super::{ANONYMOUS_ACCESSOR, MANAGEMENT_POLICY_ID};
+use super::{AGENT_RECOVERY_ACCESSOR, ANONYMOUS_ACCESSOR, MANAGEMENT_POLICY_ID};
 use crate::model::AclResolved;
 
 /// A request refused by ACLs, as Consul words it (`acl/errors.go`).
@@ -87,22 +87,42 @@ impl Authorizer {
         }
     }
 
-    /// The authorizer of a resolved token. A policy whose rules do not parse grants nothing
-    /// (it was checked when written).
-    pub fn new(res: &AclResolved, default_allow: bool) -> Self {
+    /// The agent recovery token's: write on this agent (`node`), read on every node, and
+    /// nothing else whatever the default policy (Consul's `agentRecoveryAuthorizer`).
+    pub fn agent_recovery(node: &str) -> Self {
+        let mut rules = Rules::default();
+        rules.add(Resource::Agent, node, false, Access::Write);
+        rules.add(Resource::Node, "", true, Access::Read);
+        Authorizer {
+            accessor: AGENT_RECOVERY_ACCESSOR.into(),
+            management: false,
+            rules,
+            default_allow: false,
+            expires_unix_ms: 0,
+        }
+    }
+
+    /// The authorizer of a resolved token in datacenter `dc`. A policy whose rules do not
+    /// parse grants nothing (it was checked when written); one whose `Datacenters` leave out
+    /// `dc`, and identities whose datacenters do, grant nothing here (an empty `dc` skips
+    /// that check).
+    pub fn new(res: &AclResolved, default_allow: bool, dc: &str) -> Self {
         let mut rules = Rules::default();
         let mut management = false;
         for p in &res.policies {
-            management |= p.id == MANAGEMENT_POLICY_ID;
             let def: Value = serde_json::from_str(&p.definition).unwrap_or_default();
+            if !applies_in(&def, "Datacenters", dc) {
+                continue;
+            }
+            management |= p.id == MANAGEMENT_POLICY_ID;
             let text = def.get("Rules").and_then(Value::as_str).unwrap_or("");
             if let Ok(r) = Rules::parse(text) {
                 rules.merge(&r);
             }
         }
-        identities(&res.token.definition, &mut rules);
+        identities(&res.token.definition, dc, &mut rules);
         for r in &res.roles {
-            identities(&r.definition, &mut rules);
+            identities(&r.definition, dc, &mut rules);
         }
         Authorizer {
             accessor: res.token.accessor_id.clone(),
@@ -161,7 +181,15 @@ impl Authorizer {
 
 /// Adds the policies Consul derives from a definition's `ServiceIdentities` and
 /// `NodeIdentities` (`structs.ACLServiceIdentity.SyntheticPolicy`, `ACLNodeIdentity`).
-fn identities(definition: &str, rules: &mut Rules) {
+/// Whether a definition whose `field` lists datacenters (none: all) applies in `dc`.
+fn applies_in(def: &Value, field: &str, dc: &str) -> bool {
+    match def.get(field).and_then(Value::as_array) {
+        Some(l) if !l.is_empty() && !dc.is_empty() => l.iter().any(|d| d.as_str() == Some(dc)),
+        _ => true,
+    }
+}
+
+fn identities(definition: &str, dc: &str, rules: &mut Rules) {
     let def: Value = serde_json::from_str(definition).unwrap_or_default();
     let list = |f: &str| {
         def.get(f)
@@ -173,6 +201,9 @@ fn identities(definition: &str, rules: &mut Rules) {
         let Some(name) = s.get("ServiceName").and_then(Value::as_str) else {
             continue;
         };
+        if !applies_in(&s, "Datacenters", dc) {
+            continue;
+        }
         rules.add(Resource::Service, name, false, Access::Write);
         rules.add(
             Resource::Service,
@@ -187,6 +218,11 @@ fn identities(definition: &str, rules: &mut Rules) {
         let Some(name) = n.get("NodeName").and_then(Value::as_str) else {
             continue;
         };
+        // A node identity names the one datacenter its node is in.
+        let its_dc = n.get("Datacenter").and_then(Value::as_str).unwrap_or("");
+        if !dc.is_empty() && !its_dc.is_empty() && its_dc != dc {
+            continue;
+        }
         rules.add(Resource::Node, name, false, Access::Write);
         rules.add(Resource::Service, "", true, Access::Read);
     }

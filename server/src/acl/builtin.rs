@@ -99,8 +99,8 @@ pub fn management_token(accessor: String, secret: String, description: &str) -> 
 }
 
 /// Writes the `global-management` policy and the anonymous token if they are missing, and
-/// the `initial_management` token of `config` if it is set and missing (Consul's
-/// `initializeACLs` on gaining leadership).
+/// the `initial_management` token of `config` if it is set and missing, as the bootstrap
+/// token if ACLs were never bootstrapped (Consul's `initializeACLs` on gaining leadership).
 pub async fn establish(server: &Server, config: &AclConfig) -> Result<()> {
     let (policies, _) = server
         .read(Consistency::Default, Query::AclPolicies)
@@ -124,7 +124,20 @@ pub async fn establish(server: &Server, config: &AclConfig) -> Result<()> {
             continue;
         }
         let token = match management {
-            Some(desc) => management_token(new_uuid(), secret, desc),
+            Some(desc) => {
+                // As Consul does, the configured token is the bootstrap when none happened
+                // yet: `/v1/acl/bootstrap` must not then hand anyone a second management
+                // token. Once bootstrapped, it is an ordinary token write.
+                let token = management_token(new_uuid(), secret, desc);
+                let boot = Command::AclBootstrap {
+                    token: Box::new(token.clone()),
+                    reset_index: 0,
+                };
+                if server.write(boot).await?.success {
+                    continue;
+                }
+                token
+            }
             None => AclToken {
                 accessor_id: ANONYMOUS_ACCESSOR.into(),
                 secret_id: ANONYMOUS_SECRET.into(),

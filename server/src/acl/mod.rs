@@ -1,18 +1,27 @@
 //! ACLs apart from storage: Consul's rule language ([`Rules`]), what a token may do
 //! ([`Authorizer`]) and Consul's denial text ([`Denied`]), a secret into its authorizer
 //! ([`Resolver`], with the agent's [`AclConfig`]), and the IDs of the built-in
-//! management policy and anonymous token.
+//! management policy and anonymous token; the agent's own tokens ([`AgentTokens`]). Logins: a `jwt` auth method's token checks
+//! ([`jwt`]) and what its binding rules grant ([`binder`]).
 
 mod authorizer;
+pub mod binder;
 pub mod builtin;
+mod jwks;
+pub mod jwt;
 mod resolver;
 mod rules;
 #[cfg(test)]
 mod tests;
+mod tokens;
 
 pub use authorizer::{Authorizer, Denied};
-pub use resolver::{now_unix_ms, AclConfig, ResolveError, Resolver, CLIENT_TOKEN_TTL};
+pub use resolver::{
+    now_unix_ms, AclConfig, ResolveError, Resolver, CLIENT_TOKEN_TTL, TOKEN_MAX_EXPIRATION_TTL,
+    TOKEN_MIN_EXPIRATION_TTL,
+};
 pub use rules::{Access, Resource, Rules};
+pub use tokens::{constant_time_eq, AgentTokens, PersistError, TokenKind, PERSISTED_TOKENS_FILE};
 
 /// The built-in `global-management` policy: a token linking it may do anything.
 pub const MANAGEMENT_POLICY_ID: &str = "00000000-0000-0000-0000-000000000001";
@@ -35,3 +44,5 @@ session_prefix "" { policy = "write" }"#;
 /// The anonymous token: used when a request presents none.
 pub const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
 pub const ANONYMOUS_SECRET: &str = "anonymous";
+/// The accessor the agent recovery token's denials name (it is no stored token).
+pub const AGENT_RECOVERY_ACCESSOR: &str = "agent-recovery";

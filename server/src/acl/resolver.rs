@@ -1,17 +1,22 @@
 //! [`Resolver`]: a presented secret into the [`Authorizer`] of its token, with the agent's
 //! ACL settings ([`AclConfig`]). On a server, resolutions are cached until the ACL tables
-//! change; a client agent asks a server and keeps the answer for [`CLIENT_TOKEN_TTL`].
+//! change; a client agent asks a server and keeps the answer for `acl.token_ttl`
+//! ([`CLIENT_TOKEN_TTL`] unless configured).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::tokens::AgentTokens;
 use super::{Authorizer, ANONYMOUS_SECRET};
 use crate::model::{Consistency, Query, QueryResult};
 use crate::{Error, Server};
 
-/// How long a client agent trusts a resolved token (Consul's `acl.token_ttl`).
+/// How long a client agent trusts a resolved token by default (Consul's `acl.token_ttl`).
 pub const CLIENT_TOKEN_TTL: Duration = Duration::from_secs(30);
+/// The shortest and longest life a token may be given at creation (Consul's server limits).
+pub const TOKEN_MIN_EXPIRATION_TTL: Duration = Duration::from_secs(60);
+pub const TOKEN_MAX_EXPIRATION_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The agent's `acl` settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,8 +38,19 @@ pub struct AclConfig {
     pub default: Option<String>,
     /// `acl.tokens.agent_recovery` (`agent_master`, `acl_agent_master_token`).
     pub agent_recovery: Option<String>,
-    /// The data dir, where an operator leaves `acl-bootstrap-reset` to bootstrap again.
+    /// The data dir, where an operator leaves `acl-bootstrap-reset` to bootstrap again, and
+    /// where persisted agent tokens live.
     pub data_dir: Option<std::path::PathBuf>,
+    /// This agent's node name: what its `agent_recovery` token may administer.
+    pub node_name: String,
+    /// This agent's datacenter: policies and identities limited to others grant nothing.
+    pub datacenter: String,
+    /// `acl.token_ttl`: how long a client agent trusts a token it resolved.
+    pub token_ttl: Duration,
+    /// `acl.token_min_expiration_ttl` / `token_max_expiration_ttl`: the bounds of a new
+    /// token's `ExpirationTTL` (fixed at 1m and 24h in Consul).
+    pub token_min_expiration_ttl: Duration,
+    pub token_max_expiration_ttl: Duration,
 }
 
 impl AclConfig {
@@ -43,6 +59,9 @@ impl AclConfig {
         AclConfig {
             default_allow: true,
             down_policy: "extend-cache".into(),
+            token_ttl: CLIENT_TOKEN_TTL,
+            token_min_expiration_ttl: TOKEN_MIN_EXPIRATION_TTL,
+            token_max_expiration_ttl: TOKEN_MAX_EXPIRATION_TTL,
             ..AclConfig::default()
         }
     }
@@ -64,6 +83,10 @@ pub struct Resolver {
     config: AclConfig,
     /// By secret: the ACL index (servers) or the time (clients) it was resolved at.
     cache: Mutex<HashMap<String, Cached>>,
+    /// The auth methods' token validators, kept between logins (a JWKS stays fetched).
+    validators: super::jwt::Validators,
+    /// The agent's own tokens (`default`, `agent_recovery`, …), replaceable at run time.
+    tokens: AgentTokens,
 }
 
 /// A cached resolution: the ACL index (servers) and the time (clients) it was made at, and
@@ -81,9 +104,21 @@ impl Resolver {
     pub fn new(server: Server, config: AclConfig) -> Self {
         Resolver {
             server,
+            tokens: AgentTokens::load(&config),
             config,
             cache: Mutex::default(),
+            validators: Default::default(),
         }
+    }
+
+    /// The agent's own tokens.
+    pub fn tokens(&self) -> &AgentTokens {
+        &self.tokens
+    }
+
+    /// The auth methods' validators.
+    pub fn validators(&self) -> &super::jwt::Validators {
+        &self.validators
     }
 
     pub fn config(&self) -> &AclConfig {
@@ -100,10 +135,18 @@ impl Resolver {
         if !self.config.enabled {
             return Ok(Arc::new(Authorizer::allow_all()));
         }
+        let default;
         let secret = match secret.filter(|s| !s.is_empty()) {
             Some(s) => s,
-            None => self.config.default.as_deref().unwrap_or(ANONYMOUS_SECRET),
+            None => {
+                default = self.tokens.default_token();
+                default.as_deref().unwrap_or(ANONYMOUS_SECRET)
+            }
         };
+        // The agent recovery token is the agent's own: it works with no server to ask.
+        if self.tokens.is_agent_recovery(secret) {
+            return Ok(Arc::new(Authorizer::agent_recovery(&self.config.node_name)));
+        }
         let found = self.lookup(secret).await?;
         match found {
             Some(a) if a.expired(now_unix_ms()) => Err(ResolveError::NotFound),
@@ -143,7 +186,7 @@ impl Resolver {
         if let Some((at, when, a)) = crate::sync::lock(&self.cache).get(secret) {
             let fresh = match index {
                 Some(i) => *at == i,
-                None => when.elapsed() < CLIENT_TOKEN_TTL,
+                None => when.elapsed() < self.config.token_ttl,
             };
             if fresh {
                 return Ok(a.clone());
@@ -157,9 +200,11 @@ impl Resolver {
             Err(e) => return self.servers_down(secret, e),
         };
         let a = match res {
-            QueryResult::AclResolved(Some(r)) => {
-                Some(Arc::new(Authorizer::new(&r, self.config.default_allow)))
-            }
+            QueryResult::AclResolved(Some(r)) => Some(Arc::new(Authorizer::new(
+                &r,
+                self.config.default_allow,
+                &self.config.datacenter,
+            ))),
             _ => None,
         };
         let mut cache = crate::sync::lock(&self.cache);

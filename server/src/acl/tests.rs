@@ -24,7 +24,7 @@ fn authorizer(rules: &[&str], default_allow: bool) -> Authorizer {
         policies,
         roles: Vec::new(),
     };
-    Authorizer::new(&res, default_allow)
+    Authorizer::new(&res, default_allow, "dc1")
 }
 
 /// `(policies' rules, name asked, access asked, allowed)`, with `R` standing for the
@@ -203,6 +203,7 @@ fn management_identities_and_denial_text() {
             roles: Vec::new(),
         },
         false,
+        "dc1",
     );
     assert!(m.is_management());
     assert!(m.allowed(Resource::Acl, "", Access::Write));
@@ -218,6 +219,7 @@ fn management_identities_and_denial_text() {
             ..AclResolved::default()
         },
         false,
+        "dc1",
     );
     assert!(svc.allowed(Resource::Service, "web", Access::Write));
     assert!(svc.allowed(Resource::Service, "web-sidecar-proxy", Access::Write));
@@ -237,4 +239,49 @@ fn management_identities_and_denial_text() {
         "Permission denied: anonymous token lacks permission 'operator:read'. The anonymous \
          token is used implicitly when a request does not specify a token."
     );
+}
+
+#[test]
+fn policies_and_identities_apply_only_in_their_datacenters() {
+    let policy = |dcs: serde_json::Value| AclPolicy {
+        id: "p".into(),
+        definition: serde_json::json!({
+            "Rules": r#"key_prefix "" { policy = "write" }"#,
+            "Datacenters": dcs,
+        })
+        .to_string(),
+        ..AclPolicy::default()
+    };
+    let with = |p: AclPolicy, token_def: &str| AclResolved {
+        token: AclToken {
+            definition: token_def.into(),
+            ..AclToken::default()
+        },
+        policies: vec![p],
+        roles: Vec::new(),
+    };
+    let key = |a: &Authorizer| a.allowed(Resource::Key, "x", Access::Write);
+    assert!(key(&Authorizer::new(
+        &with(policy(serde_json::json!([])), "{}"),
+        false,
+        "dc1"
+    )));
+    assert!(key(&Authorizer::new(
+        &with(policy(serde_json::json!(["dc1", "dc2"])), "{}"),
+        false,
+        "dc1"
+    )));
+    assert!(!key(&Authorizer::new(
+        &with(policy(serde_json::json!(["dc2"])), "{}"),
+        false,
+        "dc1"
+    )));
+    let ids = r#"{"ServiceIdentities":[{"ServiceName":"web","Datacenters":["dc2"]}],
+        "NodeIdentities":[{"NodeName":"n1","Datacenter":"dc2"}]}"#;
+    let a = Authorizer::new(&with(policy(serde_json::json!(["dc2"])), ids), false, "dc1");
+    assert!(!a.allowed(Resource::Service, "web", Access::Write));
+    assert!(!a.allowed(Resource::Node, "n1", Access::Write));
+    let b = Authorizer::new(&with(policy(serde_json::json!(["dc2"])), ids), false, "dc2");
+    assert!(b.allowed(Resource::Service, "web", Access::Write));
+    assert!(b.allowed(Resource::Node, "n1", Access::Write));
 }

@@ -45,6 +45,8 @@ pub(crate) struct LogStore {
     writer: tokio::sync::mpsc::UnboundedSender<Job>,
     /// Why the writer stopped taking writes, once it has: the server cannot go on without it.
     broken: tokio::sync::watch::Receiver<Option<String>>,
+    /// This server's Raft id, once known: see [`LogStore::read_vote`].
+    node_id: Option<u64>,
 }
 
 /// The error for a write the writer task can no longer take: the Raft node is shutting down.
@@ -218,7 +220,15 @@ impl LogStore {
             unflushed,
             writer,
             broken,
+            node_id: None,
         })
+    }
+
+    /// The store for the Raft node `id`, which never resumes a leadership it held before a
+    /// restart (see `read_vote`).
+    pub(crate) fn for_node(mut self, id: u64) -> Self {
+        self.node_id = Some(id);
+        self
     }
 
     /// Resolves with why the log writer stopped, if it ever does.
@@ -414,7 +424,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_meta(VOTE)
+        let mut vote: Option<Vote> = self.get_meta(VOTE)?;
+        // openraft resumes leadership at once when the saved vote is this server's own and
+        // committed. A leader replicates entries before its own append reaches the disk, so
+        // after a crash its log may lack entries its followers hold under the same term: as
+        // leader again it would give their log ids to new entries, and the followers, seeing
+        // the ids match, would keep the old ones. The logs diverge. Read back as uncommitted,
+        // the vote makes it stand for election in a new term, which only a server holding
+        // every committed entry can win.
+        if let (Some(v), Some(id)) = (vote.as_mut(), self.node_id) {
+            if v.committed && v.leader_id().voted_for() == Some(id) {
+                v.committed = false;
+            }
+        }
+        Ok(vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -530,6 +553,31 @@ mod tests {
         let msg = later.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("an earlier raft log write failed"), "{msg}");
         assert_eq!(store.read_vote().await?, None);
+        Ok(())
+    }
+
+    /// A leader's own committed vote reads back uncommitted after a restart, so it stands for
+    /// election rather than resuming a term its log may no longer match; a vote for another
+    /// server reads back as saved.
+    #[tokio::test]
+    async fn a_restarted_leader_does_not_resume_its_term() -> Result<(), StorageError> {
+        let dir = tempfile::tempdir().map_err(sto_err)?;
+        let path = dir.path().join("raft.redb");
+        let db = Arc::new(Database::create(&path).map_err(sto_err)?);
+        let mut own = Vote::new(7, 1);
+        own.commit();
+        LogStore::new(db.clone(), &path)?.save_vote(&own).await?;
+        let read = LogStore::new(db.clone(), &path)?
+            .for_node(1)
+            .read_vote()
+            .await?;
+        assert_eq!(read, Some(Vote::new(7, 1)));
+        assert_eq!(
+            LogStore::new(db.clone(), &path)?.read_vote().await?,
+            Some(own)
+        );
+        let read = LogStore::new(db, &path)?.for_node(2).read_vote().await?;
+        assert_eq!(read, Some(own), "a follower keeps its committed vote");
         Ok(())
     }
 }

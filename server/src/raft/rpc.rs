@@ -65,6 +65,22 @@ pub(crate) enum Request {
     Status,
     /// Like `ReadBlocking`, answered with the index only (`Response::Meta`).
     WaitIndex(Consistency, Query, u64, u64),
+    /// A client agent's `GET /v1/snapshot`: the whole archive (`Response::Snapshot`), so at
+    /// most one frame.
+    Snapshot(Consistency),
+    /// The Raft configuration as this server sees it (`Response::RaftConfiguration`); `true`:
+    /// stale, without first catching up with the leader.
+    RaftConfiguration(bool),
+    /// An operator's removal of a peer (leader only, `Response::Done`).
+    RemovePeer {
+        id: NodeId,
+    },
+    /// Move leadership to the given voter, or to the most caught-up one (leader only).
+    TransferLeader {
+        to: Option<NodeId>,
+    },
+    /// Stand for election now: the leader asks this of the server it hands leadership to.
+    Elect,
 }
 
 /// An [`Error`](crate::Error) as it travels between servers and to client agents.
@@ -99,6 +115,11 @@ impl Request {
             Request::RemoveServer { .. } => "remove-server",
             Request::Status => "status",
             Request::WaitIndex(..) => "wait-index",
+            Request::Snapshot(_) => "snapshot",
+            Request::RaftConfiguration(_) => "raft-configuration",
+            Request::RemovePeer { .. } => "remove-peer",
+            Request::TransferLeader { .. } => "transfer-leader",
+            Request::Elect => "elect",
         }
     }
 }
@@ -126,6 +147,9 @@ pub(crate) enum Response {
     Status(StatusReply),
     /// A Raft request from a server that `muster recover` retired, refused: why, for its log.
     Retired(String),
+    /// A snapshot archive and the read's metadata.
+    Snapshot(Result<(Vec<u8>, ReadMeta), WireError>),
+    RaftConfiguration(Result<crate::server::RaftConfiguration, WireError>),
 }
 
 /// A failed call.

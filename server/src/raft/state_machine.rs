@@ -457,7 +457,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.load_retired();
         }
         self.applied.send_replace(last);
-        self.hub.publish(&changes);
+        if changes.all {
+            self.hub.publish_all();
+        } else {
+            self.hub.publish(&changes);
+        }
         Ok(results)
     }
 

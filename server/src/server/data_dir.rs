@@ -234,7 +234,9 @@ pub(super) fn open_data_dir(
             ident.node_id
         }
     };
-    let log_store = LogStore::new(log_db.clone(), &raft_path).map_err(st(&raft_path))?;
+    let log_store = LogStore::new(log_db.clone(), &raft_path)
+        .map_err(st(&raft_path))?
+        .for_node(id);
 
     // The snapshot is rebuilt from state.redb when missing, so a damaged one is set aside.
     if let Err(e) = check_snapshot_file(&snap_path) {

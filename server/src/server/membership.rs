@@ -147,6 +147,8 @@ impl Node {
                     .map_err(fail)?;
                 Ok(())
             }
+            Request::RemovePeer { id } => self.remove_peer_local(*id).await,
+            Request::TransferLeader { to } => self.transfer_leader_local(*to).await.map(|_| ()),
             _ => Err(Error::InvalidRequest("not an admin request".into())),
         }
     }

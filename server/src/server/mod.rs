@@ -13,6 +13,7 @@ mod coordinates;
 pub(crate) mod data_dir;
 mod membership;
 mod node;
+mod operator;
 mod reapers;
 mod service;
 mod tasks;
@@ -36,6 +37,8 @@ use crate::{Error, Result, ServerConfig};
 use client::{forward_loop, pick, unwire, Client, FORWARD_TIMEOUT};
 use node::{LeaderView, Node};
 use tasks::{watch_core, Essential};
+
+pub use operator::{RaftConfiguration, RaftPeer, RaftStats};
 
 /// Read and write access to the replicated state. Cheap to clone.
 #[derive(Clone)]
@@ -131,6 +134,7 @@ impl Server {
             catalog,
             applied,
             committed,
+            leader_changes: Default::default(),
             rpc: rpc.clone(),
             leader_contact: Mutex::new(None),
             leader_floor: Mutex::new((0, 0)),
@@ -138,6 +142,7 @@ impl Server {
             retired_by,
             log_db,
         });
+        tokio::spawn(operator::count_leader_changes(node.clone()));
         essential.spawn(
             "session reaper",
             reapers::session_reaper(node.clone(), cancel.clone()),
@@ -257,6 +262,21 @@ impl Server {
                 .await?
                 .map_err(unwire),
         }
+    }
+
+    /// A client agent's snapshot: the archive, built by a server (see `crate::snapshot`).
+    pub(crate) async fn forwarded_snapshot(
+        &self,
+        mode: Consistency,
+    ) -> Result<(Vec<u8>, ReadMeta)> {
+        self.client
+            .call(
+                Request::Snapshot(mode),
+                FORWARD_TIMEOUT,
+                pick!(Response::Snapshot),
+            )
+            .await?
+            .map_err(unwire)
     }
 
     /// Makes local state as fresh as `mode` asks, and tells how fresh it is. `index` in the
@@ -456,6 +476,50 @@ impl Server {
         };
         data_dir::record_retired(n.log_db.clone(), why.clone()).await;
         why
+    }
+
+    /// The Raft configuration (`operator raft list-peers`): this server's view, or a server's
+    /// for a client agent; unless `stale`, caught up with the leader first.
+    pub async fn raft_configuration(&self, stale: bool) -> Result<RaftConfiguration> {
+        match &self.node {
+            Some(n) => n.raft_configuration(stale).await,
+            None => self
+                .client
+                .call(
+                    Request::RaftConfiguration(stale),
+                    FORWARD_TIMEOUT,
+                    pick!(Response::RaftConfiguration),
+                )
+                .await?
+                .map_err(unwire),
+        }
+    }
+
+    /// Removes a server from the Raft configuration (on the leader; forwarded otherwise).
+    /// Refuses the last voter.
+    pub async fn remove_peer(&self, id: u64) -> Result<()> {
+        self.operator(Request::RemovePeer { id }).await
+    }
+
+    /// Hands leadership to voter `to`, or to the most caught-up other voter.
+    pub async fn transfer_leader(&self, to: Option<u64>) -> Result<()> {
+        self.operator(Request::TransferLeader { to }).await
+    }
+
+    async fn operator(&self, req: Request) -> Result<()> {
+        match &self.node {
+            Some(n) => n.admin(req).await,
+            None => self
+                .client
+                .call(req, FORWARD_TIMEOUT * 6, pick!(Response::Done))
+                .await?
+                .map_err(unwire),
+        }
+    }
+
+    /// This server's Raft figures; `None` on a client agent.
+    pub fn raft_stats(&self) -> Option<RaftStats> {
+        self.node.as_ref().map(|n| n.raft_stats())
     }
 
     /// Stops the Raft node, waiting for it to finish.

@@ -40,6 +40,7 @@ pub(super) struct Node {
     pub(super) applied: watch::Receiver<u64>,
     /// The latest commit index this server knows of (the log store's).
     pub(super) committed: Arc<AtomicU64>,
+    pub(super) leader_changes: AtomicU64,
     pub(super) rpc: RpcClient,
     /// When this follower last accepted entries or a heartbeat from a leader.
     pub(super) leader_contact: Mutex<Option<Instant>>,

@@ -138,6 +138,13 @@ async fn handle(node: &Node, req: Request) -> Response {
         }
         Request::ReadIndex(mode) => Response::ReadIndex(node.read_index(mode).await.map_err(wire)),
         Request::Read(mode, q) => Response::Read(node.read(mode, &q).await.map_err(wire)),
+        Request::Snapshot(mode) => Response::Snapshot(
+            match node.barrier(mode).await {
+                Ok(meta) => crate::snapshot::archive_bytes(meta, node.catalog.tables()).await,
+                Err(e) => Err(e),
+            }
+            .map_err(wire),
+        ),
         Request::QueryIndex(mode, q) => {
             Response::Meta(node.read_meta(mode, &q).await.map_err(wire))
         }
@@ -157,5 +164,13 @@ async fn handle(node: &Node, req: Request) -> Response {
             Response::Done(node.admin_local(&r).await.map_err(wire))
         }
         Request::Status => Response::Status(node.status()),
+        Request::RaftConfiguration(stale) => {
+            Response::RaftConfiguration(node.raft_configuration(stale).await.map_err(wire))
+        }
+        // From a client agent or another server: on to the leader.
+        r @ (Request::RemovePeer { .. } | Request::TransferLeader { .. }) => {
+            Response::Done(node.admin(r).await.map_err(wire))
+        }
+        Request::Elect => Response::Done(node.elect().await.map_err(wire)),
     }
 }

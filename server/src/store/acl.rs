@@ -22,7 +22,7 @@ fn link_ids(definition: &str, field: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn all<T: serde::de::DeserializeOwned>(snap: &Tables, t: TableId) -> Result<Vec<T>> {
+pub(super) fn all<T: serde::de::DeserializeOwned>(snap: &Tables, t: TableId) -> Result<Vec<T>> {
     let mut out = Vec::new();
     for (_, v) in snap.table(t).iter() {
         out.push(decode(v).map_err(StoreError::from)?);

@@ -29,6 +29,11 @@ fn de<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T> {
 }
 
 impl Catalog {
+    /// A consistent copy of every table, for a snapshot.
+    pub(crate) fn tables(&self) -> super::mem::Tables {
+        self.live.snapshot()
+    }
+
     pub(crate) fn new(live: Arc<Live>) -> Self {
         Catalog { live }
     }
@@ -56,7 +61,9 @@ impl Catalog {
 
     /// The Raft index of the last change to a table (`kv`, `nodes`, `services`, `checks`).
     pub fn table_index(&self, table: &str) -> Result<u64> {
-        Ok(self.read().index(table))
+        // Read in place: a snapshot would clone every table's handle and the membership,
+        // and the ACL resolver asks this on every request.
+        Ok(self.live.index(table))
     }
 
     pub fn kv_get(&self, key: &str) -> Result<Option<KvEntry>> {
@@ -314,7 +321,9 @@ impl Catalog {
             | Query::AclTokens
             | Query::AclRoles
             | Query::AclResolve { .. }
-            | Query::AclMeta => self.table_index(IDX_ACL),
+            | Query::AclMeta
+            | Query::AclAuthMethods
+            | Query::AclBindingRules => self.table_index(IDX_ACL),
         }
     }
 
@@ -430,6 +439,10 @@ impl Catalog {
                         QueryResult::AclResolved(self.acl_resolve(secret)?.map(Box::new))
                     }
                     Query::AclMeta => QueryResult::AclMeta(self.acl_meta()?),
+                    Query::AclAuthMethods => QueryResult::AclAuthMethods(self.acl_auth_methods()?),
+                    Query::AclBindingRules => {
+                        QueryResult::AclBindingRules(self.acl_binding_rules()?)
+                    }
                     Query::NodeSessions { node } => QueryResult::Sessions(
                         self.sessions()?
                             .into_iter()

@@ -16,6 +16,9 @@ pub(crate) enum StoreError {
     /// As [`StoreError::TableOpen`], for the index table.
     #[error("the index table is already open in this batch")]
     IndexesOpen,
+    /// A restored snapshot names a table this version does not have.
+    #[error("the snapshot has a table this version does not know: {0:?}")]
+    Unknown(String),
 }
 
 pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;

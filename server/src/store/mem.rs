@@ -29,7 +29,7 @@ pub(crate) struct TableId {
     pub(crate) name: &'static str,
 }
 
-pub(crate) const TABLE_COUNT: usize = 16;
+pub(crate) const TABLE_COUNT: usize = 18;
 
 /// Every table at one applied index. Cloning is cheap: the maps share their nodes.
 #[derive(Clone, Default)]
@@ -143,6 +143,11 @@ pub(crate) struct Live(RwLock<Tables>);
 impl Live {
     pub(crate) fn snapshot(&self) -> Tables {
         crate::sync::read(&self.0).clone()
+    }
+
+    /// The index of one table, read without a snapshot.
+    pub(crate) fn index(&self, name: &str) -> u64 {
+        crate::sync::read(&self.0).index(name)
     }
 
     pub(crate) fn publish(&self, tables: Tables) {

@@ -2,6 +2,7 @@
 //! over them.
 
 mod acl;
+mod acl_auth;
 mod apply;
 mod catalog;
 mod coordinate;
@@ -13,7 +14,9 @@ mod prepared;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
-pub(crate) use apply::{apply_command, rebuild_session_keys, retired_servers, Changes};
+pub(crate) use apply::{
+    apply_command, check_restore, rebuild_session_keys, retired_servers, Changes,
+};
 pub use catalog::Catalog;
 pub(crate) use error::StoreError;
 pub(crate) use legacy::upgrade_rows;

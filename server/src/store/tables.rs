@@ -53,10 +53,14 @@ pub(crate) const ACL_ROLES: TableId = table(14, "acl_roles");
 /// The ACL system's state: one row, [`ACL_META_ROW`] (postcard `AclMeta`).
 pub(crate) const ACL_META: TableId = table(15, "acl_meta");
 pub(crate) const ACL_META_ROW: &str = "acl";
+/// ACL auth methods by name (postcard `AclAuthMethod`).
+pub(crate) const ACL_AUTH_METHODS: TableId = table(16, "acl_auth_methods");
+/// ACL binding rules by ID (postcard `AclBindingRule`).
+pub(crate) const ACL_BINDING_RULES: TableId = table(17, "acl_binding_rules");
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 15] = [
+pub(crate) const DATA_TABLES: [TableId; 17] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -72,6 +76,8 @@ pub(crate) const DATA_TABLES: [TableId; 15] = [
     ACL_SECRETS,
     ACL_ROLES,
     ACL_META,
+    ACL_AUTH_METHODS,
+    ACL_BINDING_RULES,
 ];
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived

@@ -57,7 +57,9 @@ impl Topic {
             | Query::AclTokens
             | Query::AclRoles
             | Query::AclResolve { .. }
-            | Query::AclMeta => vec![Topic::Table(IDX_ACL)],
+            | Query::AclMeta
+            | Query::AclAuthMethods
+            | Query::AclBindingRules => vec![Topic::Table(IDX_ACL)],
         }
     }
 }

@@ -1,7 +1,11 @@
-//! `muster acl bootstrap|policy|token|role`: ACL administration through the agent's
+//! `muster acl bootstrap|set-agent-token|policy|token|role`: ACL administration through the agent's
 //! `/v1/acl/*`, with Consul's flags and its "pretty" output (`command/acl/*/formatter.go`).
-//! Policies and roles are in `policy.rs`, tokens in `token.rs`.
+//! Policies and roles are in `policy.rs`, tokens in `token.rs`, auth methods in
+//! `auth_method.rs`, binding rules in `binding_rule.rs`; `muster login`/`logout` (in
+//! `cli/login.rs`) have their rows here too.
 
+mod auth_method;
+mod binding_rule;
 mod policy;
 mod token;
 
@@ -22,6 +26,13 @@ pub(super) const COMMANDS: &[Command] = &[
         BOOTSTRAP_USAGE,
         &[],
         |p| Box::pin(bootstrap(p)),
+    ),
+    client(
+        "acl set-agent-token",
+        "Assign tokens for the Consul Agent's usage",
+        SET_AGENT_TOKEN_USAGE,
+        &[],
+        |p| Box::pin(set_agent_token(p)),
     ),
     family(
         "acl policy",
@@ -146,6 +157,100 @@ pub(super) const COMMANDS: &[Command] = &[
         token::READ_FLAGS,
         |p| Box::pin(token::token_delete(p)),
     ),
+    family(
+        "acl auth-method",
+        "Manage Consul's ACL auth methods",
+        auth_method::USAGE,
+    ),
+    client(
+        "acl auth-method create",
+        "Create an ACL auth method",
+        auth_method::CREATE_USAGE,
+        auth_method::WRITE_FLAGS,
+        |p| Box::pin(auth_method::create(p)),
+    ),
+    client(
+        "acl auth-method list",
+        "Lists ACL auth methods",
+        auth_method::LIST_USAGE,
+        auth_method::LIST_FLAGS,
+        |p| Box::pin(auth_method::list(p)),
+    ),
+    client(
+        "acl auth-method read",
+        "Read an ACL auth method",
+        auth_method::READ_USAGE,
+        auth_method::NAME_FLAGS,
+        |p| Box::pin(auth_method::read(p)),
+    ),
+    client(
+        "acl auth-method update",
+        "Update an ACL auth method",
+        auth_method::UPDATE_USAGE,
+        auth_method::WRITE_FLAGS,
+        |p| Box::pin(auth_method::update(p)),
+    ),
+    client(
+        "acl auth-method delete",
+        "Delete an ACL auth method",
+        auth_method::DELETE_USAGE,
+        auth_method::NAME_FLAGS,
+        |p| Box::pin(auth_method::delete(p)),
+    ),
+    family(
+        "acl binding-rule",
+        "Manage Consul's ACL binding rules",
+        binding_rule::USAGE,
+    ),
+    client(
+        "acl binding-rule create",
+        "Create an ACL binding rule",
+        binding_rule::CREATE_USAGE,
+        binding_rule::WRITE_FLAGS,
+        |p| Box::pin(binding_rule::create(p)),
+    ),
+    client(
+        "acl binding-rule list",
+        "Lists ACL binding rules",
+        binding_rule::LIST_USAGE,
+        binding_rule::LIST_FLAGS,
+        |p| Box::pin(binding_rule::list(p)),
+    ),
+    client(
+        "acl binding-rule read",
+        "Read an ACL binding rule",
+        binding_rule::READ_USAGE,
+        binding_rule::ID_FLAGS,
+        |p| Box::pin(binding_rule::read(p)),
+    ),
+    client(
+        "acl binding-rule update",
+        "Update an ACL binding rule",
+        binding_rule::UPDATE_USAGE,
+        binding_rule::WRITE_FLAGS,
+        |p| Box::pin(binding_rule::update(p)),
+    ),
+    client(
+        "acl binding-rule delete",
+        "Delete an ACL binding rule",
+        binding_rule::DELETE_USAGE,
+        binding_rule::ID_FLAGS,
+        |p| Box::pin(binding_rule::delete(p)),
+    ),
+    client(
+        "login",
+        "Login to Consul using an auth method",
+        super::login::LOGIN_USAGE,
+        super::login::LOGIN_FLAGS,
+        |p| Box::pin(super::login::login(p)),
+    ),
+    client(
+        "logout",
+        "Destroy a Consul token created with login",
+        super::login::LOGOUT_USAGE,
+        &[],
+        |p| Box::pin(super::login::logout(p)),
+    ),
 ];
 
 const fn family(name: &'static str, synopsis: &'static str, usage: &'static str) -> Command {
@@ -220,6 +325,43 @@ async fn bootstrap(p: &Parsed) -> Result<i32> {
     }
     let t: Value = serde_json::from_slice(&body)?;
     print!("{}", token::format(&t));
+    Ok(0)
+}
+
+const SET_AGENT_TOKEN_USAGE: &str = "
+Usage: muster acl set-agent-token [options] TYPE TOKEN
+
+  This command will set the corresponding token for the agent to use. If token persistence
+  is enabled (acl.enable_token_persistence), the token is written to the agent's data dir
+  and used again after a restart. TYPE is one of: default, agent, agent_recovery (or
+  agent_master), replication, config_file_service_registration.
+
+      $ muster acl set-agent-token default c4d0f8df-3aba-4ab6-a7a0-35b760dc29a1
+";
+
+async fn set_agent_token(p: &Parsed) -> Result<i32> {
+    let [kind, token] = &p.positional[..] else {
+        return Err(Error::usage(format!(
+            "Missing TYPE and TOKEN arguments (expected 2, got {})",
+            p.positional.len()
+        )));
+    };
+    let c = Client::new(p)?;
+    let body = serde_json::json!({ "Token": token })
+        .to_string()
+        .into_bytes();
+    let (code, bytes) = c
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/agent/token/{kind}"),
+            Some(body),
+        )
+        .await?;
+    if !(200..300).contains(&code) {
+        let e = Error::status(code, &bytes);
+        return Err(e.context(format!("Failed setting token \"{kind}\"")));
+    }
+    println!("ACL token \"{kind}\" set successfully");
     Ok(0)
 }
 

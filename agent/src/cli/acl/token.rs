@@ -94,6 +94,10 @@ pub(super) fn format(t: &Value) -> String {
     out.push_str(&format!("AccessorID:       {}\n", s(t, "AccessorID")));
     out.push_str(&format!("SecretID:         {}\n", s(t, "SecretID")));
     out.push_str(&format!("Description:      {}\n", s(t, "Description")));
+    if !s(t, "AuthMethod").is_empty() {
+        let m = s(t, "AuthMethod");
+        out.push_str(&format!("Auth Method:      {m} (Namespace: )\n"));
+    }
     let local = t["Local"].as_bool().unwrap_or(false);
     out.push_str(&format!("Local:            {local}\n"));
     out.push_str(&format!(

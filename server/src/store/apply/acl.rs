@@ -81,6 +81,11 @@ impl Apply<'_> {
     }
 
     pub(super) fn acl_token_set(&mut self, mut t: AclToken) -> Result<bool> {
+        if let Some(m) = super::acl_auth::token_method(&t) {
+            if !self.table(ACL_AUTH_METHODS)?.contains_key(m.as_str()) {
+                return Ok(false);
+            }
+        }
         if let Some(owner) = self.table(ACL_SECRETS)?.get(t.secret_id.as_str()) {
             if **owner != *t.accessor_id.as_bytes() {
                 return Ok(false);
@@ -114,7 +119,7 @@ impl Apply<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -123,7 +128,7 @@ mod tests {
     use crate::store::mem::{Live, Tables, WriteTxn};
     use crate::store::Catalog;
 
-    fn apply(db: &mut Tables, index: u64, cmd: Command) -> bool {
+    pub(in crate::store::apply) fn apply(db: &mut Tables, index: u64, cmd: Command) -> bool {
         let txn = WriteTxn::new(db);
         let mut ch = Changes::default();
         let res = apply_command(&txn, index, cmd, &mut ch).expect("apply");
@@ -140,7 +145,7 @@ mod tests {
         }
     }
 
-    fn catalog(db: &Tables) -> Catalog {
+    pub(in crate::store::apply) fn catalog(db: &Tables) -> Catalog {
         let live = Arc::new(Live::default());
         live.publish(db.clone());
         Catalog::new(live)

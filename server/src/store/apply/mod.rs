@@ -5,10 +5,12 @@
 //! `catalog`, `session`, `txn` and `prepared`.
 
 mod acl;
+mod acl_auth;
 mod catalog;
 mod coordinate;
 mod kv;
 mod prepared;
+mod restore;
 mod session;
 mod txn;
 
@@ -22,6 +24,7 @@ use crate::codec::{decode, encode};
 use crate::model::{Command, CommandResult, Service, TxnOp};
 
 pub(crate) use kv::rebuild_session_keys;
+pub(crate) use restore::check_restore;
 
 /// What a batch of commands touched.
 #[derive(Debug, Default)]
@@ -35,6 +38,8 @@ pub(crate) struct Changes {
     pub(crate) lock_delays: Vec<(String, u64)>,
     /// Servers were retired: the refused Raft IDs must be reloaded.
     pub(crate) retired: bool,
+    /// A snapshot replaced every table: every watcher wakes.
+    pub(crate) all: bool,
 }
 
 /// Records `ids` as retired servers (see [`RETIRED`]).
@@ -100,6 +105,11 @@ pub(crate) fn apply_command(
         Command::AclTokenDelete { accessor_id } => a.acl_token_delete(&accessor_id)?,
         Command::AclRoleSet(r) => a.acl_role_set(*r)?,
         Command::AclRoleDelete { id } => a.acl_delete(ACL_ROLES, &id)?,
+        Command::AclAuthMethodSet(m) => a.acl_auth_method_set(*m)?,
+        Command::AclAuthMethodDelete { name } => a.acl_auth_method_delete(&name)?,
+        Command::AclBindingRuleSet(r) => a.acl_binding_rule_set(*r)?,
+        Command::AclBindingRuleDelete { id } => a.acl_delete(ACL_BINDING_RULES, &id)?,
+        Command::SnapshotRestore(state) => a.snapshot_restore(*state)?,
     };
     Ok(CommandResult {
         index,
