@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use tokio_util::time::DelayQueue;
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -111,7 +112,9 @@ struct Driver {
     socket: Arc<UdpSocket>,
     members: Members,
     changed: watch::Sender<u64>,
-    timers: mpsc::UnboundedSender<Timer<MemberId>>,
+    /// foca's timers, polled by the driver's own loop: one wake-up when a timer is due,
+    /// where a task per timer cost two (its own and the channel's).
+    timers: DelayQueue<Timer<MemberId>>,
     /// Names that announced a graceful leave: their next `Down` is "left".
     leaving: HashMap<String, Instant>,
     /// Joins waiting for the first member to come up.
@@ -175,7 +178,6 @@ impl Gossip {
         );
         let (changed_tx, changed_rx) = watch::channel(0);
         let (cmd_tx, cmd_rx) = mpsc::channel(16);
-        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
         let probes = Probes::new(&local.name);
         let user_events = UserEvents::new(&local.name);
         let sessions = Sessions::default();
@@ -204,7 +206,7 @@ impl Gossip {
             socket: Arc::new(socket),
             members: members.clone(),
             changed: changed_tx,
-            timers: timer_tx,
+            timers: DelayQueue::new(),
             leaving: HashMap::new(),
             pending_joins: Vec::new(),
             probes: probes.clone(),
@@ -221,7 +223,7 @@ impl Gossip {
         };
         let reaped = driver.reaped.clone();
         driver.emit(MemberEventKind::Join, &local);
-        tokio::spawn(driver.run(cmd_rx, timer_rx, sync_rx, cancel));
+        tokio::spawn(driver.run(cmd_rx, sync_rx, cancel));
         Gossip {
             cmd: cmd_tx,
             members,
@@ -343,7 +345,6 @@ impl Driver {
     async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Cmd>,
-        mut timers: mpsc::UnboundedReceiver<Timer<MemberId>>,
         mut syncs: mpsc::Receiver<SyncReq>,
         cancel: CancellationToken,
     ) {
@@ -358,8 +359,8 @@ impl Driver {
                     Ok((n, from)) => self.on_packet(&buf[..n], from),
                     Err(e) => tracing::debug!(error = %e, "gossip recv failed"),
                 },
-                Some(t) = timers.recv() => {
-                    if let Err(e) = self.foca.handle_timer(t, &mut self.rt) {
+                Some(t) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => {
+                    if let Err(e) = self.foca.handle_timer(t.into_inner(), &mut self.rt) {
                         tracing::debug!(error = %e, "gossip timer");
                     }
                 }
@@ -699,11 +700,7 @@ impl Driver {
             }
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
-            let tx = self.timers.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                let _ = tx.send(timer);
-            });
+            self.timers.insert(timer, after);
         }
         let mut changed = false;
         while let Some(n) = self.rt.to_notify() {

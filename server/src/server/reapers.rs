@@ -13,14 +13,19 @@ use crate::sync::lock;
 
 use super::node::{LeaderView, Node};
 
+/// The longest the session reaper sleeps. A TTL is at least 10 s and its grace doubles it,
+/// so a session ends at most this late; an idle server wakes once a second, not five times.
+const SESSION_CHECK_MAX: Duration = Duration::from_secs(1);
+
 /// On the leader: destroys sessions whose TTL (doubled, as Consul's grace) ran out.
 pub(super) async fn session_reaper(node: Arc<Node>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut wait = SESSION_CHECK_MAX;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
         }
+        wait = SESSION_CHECK_MAX;
         if node.leader_view() != LeaderView::Me {
             lock(&node.session_deadlines).clear();
             continue;
@@ -32,7 +37,7 @@ pub(super) async fn session_reaper(node: Arc<Node>, cancel: CancellationToken) {
         let expired: Vec<String> = {
             let mut d = lock(&node.session_deadlines);
             d.retain(|id, _| sessions.iter().any(|s| &s.id == id));
-            sessions
+            let expired = sessions
                 .iter()
                 .filter(|s| s.ttl_ms > 0)
                 .filter(|s| {
@@ -40,7 +45,12 @@ pub(super) async fn session_reaper(node: Arc<Node>, cancel: CancellationToken) {
                     *d.entry(s.id.clone()).or_insert(now + ttl) <= now
                 })
                 .map(|s| s.id.clone())
-                .collect()
+                .collect();
+            // Wake for the earliest deadline if it comes sooner (a renewal only moves one later).
+            if let Some(next) = d.values().filter(|&&t| t > now).min() {
+                wait = wait.min(*next - now);
+            }
+            expired
         };
         for id in expired {
             tracing::info!(session = %id, "session TTL expired; invalidating");
