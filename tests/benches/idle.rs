@@ -56,7 +56,12 @@ async fn muster(root: &Path, label: &str, secs: u64) -> anyhow::Result<((f64, f6
             Duration::from_secs(60),
             || async {
                 let r = muster_tests::get(&c.url("/v1/agent/members")).await.ok()?;
-                let alive = r.json().as_array()?.iter().filter(|m| m["Status"] == 1).count();
+                let alive = r
+                    .json()
+                    .as_array()?
+                    .iter()
+                    .filter(|m| m["Status"] == 1)
+                    .count();
                 (alive >= all).then_some(())
             },
         )

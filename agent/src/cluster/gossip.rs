@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
-use tokio_util::time::DelayQueue;
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::time::DelayQueue;
 
 use super::coordinate::{Probes, KIND_ACK, KIND_PING};
 use super::direct::{Sessions, SyncReq};
