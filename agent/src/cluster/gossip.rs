@@ -115,6 +115,10 @@ struct Driver {
     /// foca's timers, polled by the driver's own loop: one wake-up when a timer is due,
     /// where a task per timer cost two (its own and the channel's).
     timers: DelayQueue<Timer<MemberId>>,
+    /// foca's periodic-gossip timer, held back while foca has no updates to spread: it
+    /// fires five times a second and, with nothing to say, only re-arms itself. Re-armed at
+    /// once when updates appear, so news goes out sooner than it would have.
+    parked_gossip: Option<Timer<MemberId>>,
     /// Names that announced a graceful leave: their next `Down` is "left".
     leaving: HashMap<String, Instant>,
     /// Joins waiting for the first member to come up.
@@ -207,6 +211,7 @@ impl Gossip {
             members: members.clone(),
             changed: changed_tx,
             timers: DelayQueue::new(),
+            parked_gossip: None,
             leaving: HashMap::new(),
             pending_joins: Vec::new(),
             probes: probes.clone(),
@@ -699,8 +704,18 @@ impl Driver {
                 tracing::debug!(error = %e, to = %to.addr, "gossip send failed");
             }
         }
+        let quiet = self.foca.updates_backlog() == 0;
         while let Some((after, timer)) = self.rt.to_schedule() {
-            self.timers.insert(timer, after);
+            if quiet && matches!(timer, Timer::PeriodicGossip(_)) {
+                self.parked_gossip = Some(timer);
+            } else {
+                self.timers.insert(timer, after);
+            }
+        }
+        if !quiet {
+            if let Some(timer) = self.parked_gossip.take() {
+                self.timers.insert(timer, Duration::ZERO);
+            }
         }
         let mut changed = false;
         while let Some(n) = self.rt.to_notify() {
