@@ -1,9 +1,11 @@
 //! [`DnsMetrics`]: queries by type and response code, and their latency, as `prometheus`
 //! collectors the agent registers in its registry. Names follow Consul's
 //! (`dns.domain_query`, `dns.ptr_query`) without the `consul` prefix, which the registry
-//! adds. Every label set is resolved once, here: recording a query is an index into an
-//! array, two atomic adds and a histogram observation, with no lock and no allocation.
+//! adds. Each label set is resolved once, on its first query (so a scrape lists only the
+//! types and codes seen): recording a query is then an index into an array, an atomic load,
+//! two atomic adds and a histogram observation, with no lock and no allocation.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
@@ -47,7 +49,7 @@ const BUCKETS: &[f64] = &[
 pub struct DnsMetrics {
     queries: IntCounterVec,
     /// `queries` resolved per (type, code), in `TYPES` then `other` order.
-    by_type_code: Vec<IntCounter>,
+    by_type_code: Vec<OnceLock<IntCounter>>,
     /// Latency of every query but reverse lookups (Consul's `dns.domain_query`).
     domain_query: Histogram,
     /// Latency of PTR queries (Consul's `dns.ptr_query`).
@@ -64,13 +66,7 @@ impl Default for DnsMetrics {
             &["type", "rcode"],
         )
         .expect("valid counter");
-        let type_names = TYPES.iter().map(|(_, n)| *n).chain(["other"]);
-        let mut by_type_code = Vec::with_capacity(N_TYPES * N_CODES);
-        for t in type_names {
-            for c in CODES.iter().map(|(_, n)| *n).chain(["other"]) {
-                by_type_code.push(queries.with_label_values(&[t, c]));
-            }
-        }
+        let by_type_code = (0..N_TYPES * N_CODES).map(|_| OnceLock::new()).collect();
         let histogram = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()))
                 .expect("valid histogram")
@@ -103,7 +99,13 @@ impl DnsMetrics {
             .iter()
             .position(|(c, _)| *c == code)
             .unwrap_or(N_CODES - 1);
-        self.by_type_code[t * N_CODES + c].inc();
+        self.by_type_code[t * N_CODES + c]
+            .get_or_init(|| {
+                let t = TYPES.get(t).map_or("other", |(_, n)| *n);
+                let c = CODES.get(c).map_or("other", |(_, n)| *n);
+                self.queries.with_label_values(&[t, c])
+            })
+            .inc();
         let secs = took.as_secs_f64();
         if qtype == Some(RecordType::PTR) {
             self.ptr_query.observe(secs);
