@@ -95,6 +95,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         .with_resolver(acl.clone());
     state.logs = config.logs.clone();
     state.stop = cancel.clone();
+    // One registry for the whole agent: every part's collectors, registered once here.
+    let metrics = Arc::new(muster_api::metrics::Metrics::new(config.telemetry.clone()));
+    metrics.register(server.metrics().collectors());
+    metrics.register(gossip.metrics.collectors());
+    state.metrics = metrics.clone();
 
     let mut tasks = JoinSet::new();
     let https_addr = start_https(&config, &tls, listeners.https, &state, &cancel, &mut tasks)?;
@@ -109,7 +114,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         &mut tasks,
     );
     crate::snapshot_agent::start(&config, &server, &cancel, &mut tasks);
-    let dns_addr = start_dns(&config, listeners.dns, &server, acl, &cancel, &mut tasks)?;
+    let dns = (acl, &*metrics);
+    let dns_addr = start_dns(&config, listeners.dns, &server, dns, &cancel, &mut tasks)?;
     start_loops(
         &config, &server, &gossip, &local, &data, &cancel, &mut tasks,
     );
@@ -331,7 +337,10 @@ fn start_dns(
     config: &Config,
     sockets: Option<(UdpSocket, TcpListener)>,
     server: &Server,
-    acl: Arc<muster_server::acl::Resolver>,
+    (acl, metrics): (
+        Arc<muster_server::acl::Resolver>,
+        &muster_api::metrics::Metrics,
+    ),
     cancel: &CancellationToken,
     tasks: &mut JoinSet<()>,
 ) -> Result<Option<SocketAddr>> {
@@ -340,6 +349,7 @@ fn start_dns(
     };
     let addr = tcp.local_addr()?;
     let handler = muster_dns::DnsHandler::new(server.clone(), config.dns_config()).with_acl(acl);
+    metrics.register(handler.metrics().collectors());
     // DNS gets a thread and a single-threaded runtime of its own: a query is received,
     // answered and sent without crossing threads, and HTTP or Raft load cannot delay it.
     let (udp, tcp) = (udp.into_std()?, tcp.into_std()?);

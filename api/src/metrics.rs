@@ -3,16 +3,26 @@
 //! both from one `prometheus` registry. Its `gather()` snapshot holds every value and label,
 //! so both formats come from the same data and the text format is the crate's own encoder.
 //!
-//! HTTP requests are counted by the [`track`] middleware as they happen; Raft, gossip, checks,
-//! catalog and process figures are read when a scrape asks for them.
+//! What is counted as it happens (HTTP requests here, by the [`track`] middleware; DNS
+//! queries in `muster-dns`; Raft proposals, commits, writes and snapshots in
+//! `muster-server`) is registered once, with its label sets resolved where they are few, so
+//! recording costs atomic adds. Raft state, gossip members, checks, catalog and KV sizes and
+//! process figures are gauges read when a scrape asks for them.
+//!
+//! Names are Consul's where Consul has one, under the `telemetry.metrics_prefix` (`consul`)
+//! that the registry adds; gauges also carry the hostname after it unless
+//! `telemetry.disable_hostname` is set, as go-metrics names them.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, RawQuery, Request, State};
 use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use prometheus::core::Collector;
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
@@ -25,73 +35,223 @@ use crate::params::Params;
 use crate::reply::json;
 use crate::ApiState;
 
+/// Consul's answer to `?format=prometheus` while `prometheus_retention_time` is not positive.
+pub const PROMETHEUS_DISABLED: &str =
+    "Prometheus is not enabled since its retention time is not positive";
+
+/// The `telemetry` settings the metrics honour.
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    /// The first part of every name (Consul's `metrics_prefix`).
+    pub prefix: String,
+    /// Leave the hostname out of gauge names (Consul's `disable_hostname`).
+    pub disable_hostname: bool,
+    /// This machine's hostname, which gauge names carry unless `disable_hostname`.
+    pub hostname: String,
+    /// Consul's `prometheus_retention_time`: zero (the default) refuses the Prometheus format.
+    /// Past that only its sign matters: counters are cumulative and gauges are read at each
+    /// scrape, so nothing here goes stale to be expired.
+    pub prometheus_retention: Duration,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            prefix: "consul".into(),
+            disable_hostname: false,
+            hostname: String::new(),
+            prometheus_retention: Duration::ZERO,
+        }
+    }
+}
+
+/// A name part as Prometheus takes it, the way go-metrics flattens one: anything but
+/// letters, digits and `_` becomes `_`.
+fn flatten(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Every metric the agent keeps.
 pub struct Metrics {
     registry: Registry,
+    config: MetricsConfig,
+    /// The flattened prefix, and the flattened hostname gauges carry (`None`: disabled).
+    prefix: String,
+    host: Option<String>,
     started: Instant,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
-    /// Figures read at scrape time, by name and labels.
-    gauges: GaugeVec,
     leader_changes: IntCounter,
+    /// Gauges read at scrape time, by name, registered on first use.
+    gauges: Mutex<HashMap<&'static str, GaugeVec>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(MetricsConfig {
+            prometheus_retention: Duration::from_secs(60),
+            disable_hostname: true,
+            ..MetricsConfig::default()
+        })
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let registry = Registry::new();
+    pub fn new(config: MetricsConfig) -> Metrics {
+        let prefix = flatten(&config.prefix);
+        let host = (!config.disable_hostname && !config.hostname.is_empty())
+            .then(|| flatten(&config.hostname));
+        let registry =
+            Registry::new_custom(Some(prefix.clone()), None).expect("a valid metrics prefix");
         let http_requests = IntCounterVec::new(
             Opts::new(
-                "consul_api_http_requests_total",
+                "api_http_requests_total",
                 "HTTP requests served, by route and status",
             ),
             &["route", "method", "code"],
         )
         .expect("valid metric");
         let http_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "consul_api_http",
-                "HTTP request latency in seconds, by route",
-            ),
+            HistogramOpts::new("api_http", "HTTP request latency in seconds, by route"),
             &["route", "method"],
         )
         .expect("valid metric");
-        let gauges = GaugeVec::new(
-            Opts::new("consul_agent", "Agent figures read at scrape time"),
-            &["name", "state"],
-        )
-        .expect("valid metric");
         let leader_changes = IntCounter::new(
-            "consul_raft_state_leader_changes",
+            "raft_leader_changes",
             "Changes of the Raft leader this server has seen",
         )
         .expect("valid metric");
-        for m in [
-            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(http_seconds.clone()),
-            Box::new(gauges.clone()),
-            Box::new(leader_changes.clone()),
-        ] {
-            registry.register(m).expect("distinct metric names");
-        }
-        Metrics {
+        let m = Metrics {
             registry,
+            config,
+            prefix,
+            host,
             started: Instant::now(),
-            http_requests,
-            http_seconds,
-            gauges,
-            leader_changes,
+            http_requests: http_requests.clone(),
+            http_seconds: http_seconds.clone(),
+            leader_changes: leader_changes.clone(),
+            gauges: Mutex::default(),
+        };
+        m.register(vec![
+            Box::new(http_requests),
+            Box::new(http_seconds),
+            Box::new(leader_changes),
+        ]);
+        m
+    }
+
+    /// Registers what another part counts (`Server::metrics`, `DnsHandler::metrics`, gossip).
+    /// Each collector is registered once per agent; a second registration is a bug.
+    pub fn register(&self, collectors: Vec<Box<dyn Collector>>) {
+        for c in collectors {
+            self.registry
+                .register(c)
+                .expect("each metric registered once, under its own name");
         }
     }
 
-    fn set(&self, name: &str, state: &str, v: f64) {
-        self.gauges.with_label_values(&[name, state]).set(v);
+    /// Whether `?format=prometheus` is served (`prometheus_retention_time` above zero).
+    pub fn prometheus_enabled(&self) -> bool {
+        !self.config.prometheus_retention.is_zero()
     }
+
+    /// Sets the scrape-time gauge `name` (Prometheus spelling, without prefix or hostname)
+    /// with `labels`. Scrapes only: the first use of a name takes a lock to register it.
+    fn set(&self, name: &'static str, labels: &[(&str, &str)], v: f64) {
+        let mut gauges = muster_server::sync::lock(&self.gauges);
+        let g = gauges.entry(name).or_insert_with(|| {
+            let full = match &self.host {
+                Some(h) => format!("{h}_{name}"),
+                None => name.to_string(),
+            };
+            let keys: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+            let g = GaugeVec::new(Opts::new(full, gauge_help(name)), &keys).expect("valid gauge");
+            if let Err(e) = self.registry.register(Box::new(g.clone())) {
+                tracing::warn!(error = %e, name, "metrics: gauge not registered");
+            }
+            g
+        });
+        let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
+        match g.get_metric_with_label_values(&values) {
+            Ok(g) => g.set(v),
+            Err(e) => tracing::warn!(error = %e, name, "metrics: gauge labels differ"),
+        }
+    }
+
+    /// The Consul-style dotted name of a gathered family: prefix, hostname for gauges, then
+    /// the rest with `_` as `.` but where a Consul name keeps `_` (`kv_entries`).
+    fn dotted(&self, family: &str) -> String {
+        let rest = family
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix('_'))
+            .unwrap_or(family);
+        let (host, rest) = match &self.host {
+            Some(h) => match rest
+                .strip_prefix(h.as_str())
+                .and_then(|r| r.strip_prefix('_'))
+            {
+                Some(r) => (Some(h.as_str()), r),
+                None => (None, rest),
+            },
+            None => (None, rest),
+        };
+        let mut name = rest.replace('_', ".");
+        for keep in KEEP_UNDERSCORE {
+            name = name.replace(&keep.replace('_', "."), keep);
+        }
+        match host {
+            Some(h) => format!("{}.{h}.{name}", self.config.prefix),
+            None => format!("{}.{name}", self.config.prefix),
+        }
+    }
+}
+
+/// Name parts that keep their `_` in the dotted (JSON) names, as Consul spells them.
+const KEEP_UNDERSCORE: &[&str] = &[
+    "requests_total",
+    "queries_total",
+    "domain_query",
+    "ptr_query",
+    "last_index",
+    "commit_index",
+    "applied_index",
+    "leader_changes",
+    "kv_entries",
+    "kv_bytes",
+    "service_instances",
+    "resident_memory_bytes",
+    "cpu_seconds",
+    "open_fds",
+];
+
+fn gauge_help(name: &str) -> String {
+    let what = match name {
+        "raft_term" => "The current Raft term",
+        "raft_last_index" => "The last index in this server's Raft log",
+        "raft_commit_index" => "The last committed Raft index this server knows",
+        "raft_applied_index" => "The last Raft index applied to this server's state",
+        "raft_state" => "1 for this server's Raft state, 0 for the others",
+        "state_nodes" => "Nodes in the catalog",
+        "state_services" => "Distinct service names in the catalog",
+        "state_service_instances" => "Service instances in the catalog",
+        "state_kv_entries" => "Keys in the KV store",
+        "state_kv_bytes" => "Bytes of keys and values in the KV store",
+        "serf_lan_members" => "Gossip members, by state",
+        "agent_checks" => "This agent's checks, by status",
+        "process_resident_memory_bytes" => "Resident memory of the agent process",
+        "process_cpu_seconds" => "CPU seconds the agent process has used",
+        "process_open_fds" => "Open file descriptors of the agent process",
+        _ => "Agent figure read at scrape time",
+    };
+    what.to_string()
 }
 
 /// Counts a request and its latency under its route pattern (never its raw path, so the label
@@ -125,10 +285,19 @@ pub(crate) async fn agent_metrics(
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    refresh(&st);
-    let families = st.metrics.registry.gather();
     match p.get("format") {
         Some("prometheus") => {
+            if !st.metrics.prometheus_enabled() {
+                // Consul's status and text, so scrapers report the same misconfiguration.
+                return Ok((
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    [(CONTENT_TYPE, "text/plain")],
+                    PROMETHEUS_DISABLED,
+                )
+                    .into_response());
+            }
+            refresh(&st);
+            let families = st.metrics.registry.gather();
             let enc = TextEncoder::new();
             let mut out = Vec::new();
             enc.encode(&families, &mut out)
@@ -138,7 +307,11 @@ pub(crate) async fn agent_metrics(
         Some(f) if !f.is_empty() => Err(ApiError::BadRequest(format!(
             "unknown metrics format {f:?}: expected prometheus, or none for JSON"
         ))),
-        _ => Ok(json(&consul_json(&families, &st.metrics), p.pretty())),
+        _ => {
+            refresh(&st);
+            let families = st.metrics.registry.gather();
+            Ok(json(&consul_json(&families, &st.metrics), p.pretty()))
+        }
     }
 }
 
@@ -146,21 +319,28 @@ pub(crate) async fn agent_metrics(
 fn refresh(st: &ApiState) {
     let m = &st.metrics;
     if let Some(r) = st.server.raft_stats() {
-        m.set("raft.term", "", r.term as f64);
-        m.set("raft.last_index", "", r.last_log_index as f64);
-        m.set("raft.commit_index", "", r.commit_index as f64);
-        m.set("raft.applied_index", "", r.applied_index as f64);
+        m.set("raft_term", &[], r.term as f64);
+        m.set("raft_last_index", &[], r.last_log_index as f64);
+        m.set("raft_commit_index", &[], r.commit_index as f64);
+        m.set("raft_applied_index", &[], r.applied_index as f64);
         for s in ["Leader", "Follower", "Candidate", "Learner"] {
-            m.set("raft.state", s, f64::from(u8::from(r.state == s)));
+            m.set(
+                "raft_state",
+                &[("state", s)],
+                f64::from(u8::from(r.state == s)),
+            );
         }
         let seen = m.leader_changes.get();
         m.leader_changes
             .inc_by(r.leader_changes.saturating_sub(seen));
     }
     if let Some(c) = st.server.catalog() {
-        if let Ok(nodes) = c.nodes() {
-            m.set("catalog.nodes", "", nodes.len() as f64);
-        }
+        let u = c.usage();
+        m.set("state_nodes", &[], u.nodes as f64);
+        m.set("state_services", &[], u.services as f64);
+        m.set("state_service_instances", &[], u.service_instances as f64);
+        m.set("state_kv_entries", &[], u.kv_entries as f64);
+        m.set("state_kv_bytes", &[], u.kv_bytes as f64);
     }
     let mut by_state: BTreeMap<&str, f64> = ["alive", "leaving", "left", "failed"]
         .map(|s| (s, 0.0))
@@ -175,7 +355,7 @@ fn refresh(st: &ApiState) {
         *by_state.entry(s).or_default() += 1.0;
     }
     for (s, n) in by_state {
-        m.set("serf.lan.members", s, n);
+        m.set("serf_lan_members", &[("state", s)], n);
     }
     if let Some(local) = &st.local {
         let mut by_status: BTreeMap<String, f64> = ["passing", "warning", "critical"]
@@ -185,13 +365,13 @@ fn refresh(st: &ApiState) {
             *by_status.entry(c.status.to_string()).or_default() += 1.0;
         }
         for (s, n) in by_status {
-            m.set("agent.checks", &s, n);
+            m.set("agent_checks", &[("status", &s)], n);
         }
     }
     let p = process_stats();
-    m.set("process.resident_memory_bytes", "", p.rss_bytes);
-    m.set("process.cpu_seconds", "", p.cpu_seconds);
-    m.set("process.open_fds", "", p.open_fds);
+    m.set("process_resident_memory_bytes", &[], p.rss_bytes);
+    m.set("process_cpu_seconds", &[], p.cpu_seconds);
+    m.set("process_open_fds", &[], p.open_fds);
 }
 
 #[derive(Default)]
@@ -231,8 +411,8 @@ fn process_stats() -> ProcessStats {
     p
 }
 
-/// The registry's snapshot in Consul's JSON shape. Gauges are named as Consul names them
-/// (`consul.raft.term`); a histogram becomes a sample in milliseconds, with its mean as the
+/// The registry's snapshot in Consul's JSON shape, names dotted as Consul's
+/// (`consul.raft.commitTime`, `consul.<host>.state.kv_entries`); a histogram becomes a sample in milliseconds, with its mean as the
 /// minimum and maximum too, as buckets keep no extremes.
 fn consul_json(families: &[MetricFamily], m: &Metrics) -> Value {
     let mut gauges = Vec::new();
@@ -241,20 +421,12 @@ fn consul_json(families: &[MetricFamily], m: &Metrics) -> Value {
     let secs = m.started.elapsed().as_secs_f64().max(1.0);
     for f in families {
         for metric in f.get_metric() {
-            let mut labels: BTreeMap<String, String> = metric
+            let labels: BTreeMap<String, String> = metric
                 .get_label()
                 .iter()
                 .map(|l| (l.name().to_string(), l.value().to_string()))
                 .collect();
-            let name = if f.name() == "consul_agent" {
-                let n = labels.remove("name").unwrap_or_default();
-                if labels.get("state").is_some_and(String::is_empty) {
-                    labels.remove("state");
-                }
-                format!("consul.{n}")
-            } else {
-                f.name().replacen('_', ".", 2)
-            };
+            let name = m.dotted(f.name());
             match f.get_field_type() {
                 MetricType::GAUGE => gauges.push(json!({
                     "Name": name,

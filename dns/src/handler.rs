@@ -3,6 +3,7 @@
 //! recursors), and [`serve`], which runs it on the agent's UDP socket and TCP listener.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
@@ -15,6 +16,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 use crate::answer::{soa, Answer, Question};
+use crate::metrics::DnsMetrics;
 use crate::name::{Lookup, Names};
 use crate::prepared;
 use crate::read::Reader;
@@ -38,6 +40,8 @@ pub struct DnsHandler {
     config: DnsConfig,
     /// ACLs: names are answered only if the agent's `default` token may read them.
     acl: Option<Arc<Resolver>>,
+    /// Queries by type and code, and their latency.
+    metrics: Arc<DnsMetrics>,
 }
 
 impl DnsHandler {
@@ -54,7 +58,13 @@ impl DnsHandler {
             recursors,
             config,
             acl: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// What this handler counts, for the agent's metrics registry.
+    pub fn metrics(&self) -> Arc<DnsMetrics> {
+        self.metrics.clone()
     }
 
     /// Answers only what the agent's `default` token may read (`resolver`'s settings).
@@ -121,6 +131,22 @@ impl DnsHandler {
 #[async_trait::async_trait]
 impl RequestHandler for DnsHandler {
     async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
+        let started = Instant::now();
+        let info = self.respond(request, response).await;
+        let qtype = request.queries().first().map(|q| q.query_type());
+        self.metrics
+            .observe(qtype, info.response_code(), started.elapsed());
+        info
+    }
+}
+
+impl DnsHandler {
+    /// Answers one request (see the module's doc).
+    async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
         mut response: R,

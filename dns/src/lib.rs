@@ -24,6 +24,7 @@ mod config;
 pub mod fuzz;
 mod handler;
 mod instance;
+mod metrics;
 mod name;
 mod prepared;
 mod read;
@@ -32,3 +33,4 @@ mod tcp;
 
 pub use config::DnsConfig;
 pub use handler::{serve, DnsHandler};
+pub use metrics::DnsMetrics;

@@ -12,6 +12,7 @@ mod config;
 mod duration;
 mod error;
 mod id;
+mod metrics;
 pub mod prepared;
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); boxing it at
 // every internal call would only add allocations on the write path.
@@ -27,11 +28,12 @@ pub use config::{RpcTls, ServerConfig};
 pub use duration::{go_duration, MAX_GO_DURATION};
 pub use error::{Error, Result};
 pub use id::new_uuid;
+pub use metrics::ServerMetrics;
 /// The replicated data model, its own serde-only crate so `checks` needs neither openraft nor redb.
 pub use muster_model as model;
 pub use recover::{recover_sole_server, Recovered};
 pub use server::{RaftConfiguration, RaftPeer, RaftStats, Server};
-pub use store::Catalog;
+pub use store::{Catalog, Usage};
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)]

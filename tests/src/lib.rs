@@ -249,6 +249,20 @@ impl Agent {
         Ok(())
     }
 
+    /// Stops the agent with SIGTERM (its graceful leave), waiting up to `timeout`, then starts
+    /// it again with the same name, flags and data dir, as an operator's rolling restart does.
+    pub fn restart_graceful(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        self.terminate(timeout)?;
+        let fresh = Self::spawn(
+            &self.name,
+            &self.data_dir.clone(),
+            self.args.clone(),
+            self.gid,
+        )?;
+        *self = fresh;
+        Ok(())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }

@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, Timer};
+use foca::{Foca, OwnedNotification, PostcardCodec, Timer};
 use rand::SeedableRng;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -25,6 +25,7 @@ use tokio_util::time::DelayQueue;
 use super::coordinate::{Probes, KIND_ACK, KIND_PING};
 use super::direct::{Sessions, SyncReq};
 use super::exec::{RemoteExec, KIND_EXEC};
+use super::gossip_metrics::{CountingRuntime, GossipMetrics};
 use super::keyring::{RefusalLog, SharedCrypto, REFUSAL_NOTICE};
 use super::keyring_ops::{KeyringOps, Outgoing, KIND_KEYRING_ANS, KIND_KEYRING_REQ};
 pub use super::member::{Member, MemberId, Members, Status};
@@ -82,6 +83,8 @@ pub struct Gossip {
     /// Members reaped (failed past `reconnect_timeout`, left past a day) and not back since:
     /// the leader removes them from the catalog.
     pub(crate) reaped: Reaped,
+    /// Failed probes and members declared failed, for the agent's metrics.
+    pub metrics: GossipMetrics,
 }
 
 /// Names of reaped members.
@@ -104,7 +107,7 @@ impl Default for ReapAfter {
     }
 }
 
-type Rt = AccumulatingRuntime<MemberId>;
+type Rt = CountingRuntime;
 
 struct Driver {
     foca: Foca<MemberId, PostcardCodec, rand::rngs::StdRng, foca::NoCustomBroadcast>,
@@ -139,6 +142,7 @@ struct Driver {
     reaped: Reaped,
     /// Member lists from push-pull, to apply (the periodic exchanges send theirs here).
     sync_tx: mpsc::Sender<SyncReq>,
+    metrics: GossipMetrics,
 }
 
 impl Gossip {
@@ -204,9 +208,10 @@ impl Gossip {
             crypto.clone(),
             user_events.clone(),
         );
+        let metrics = GossipMetrics::default();
         let driver = Driver {
             foca,
-            rt: AccumulatingRuntime::new(),
+            rt: CountingRuntime::new(metrics.clone()),
             socket: Arc::new(socket),
             members: members.clone(),
             changed: changed_tx,
@@ -225,6 +230,7 @@ impl Gossip {
             reap_after,
             reaped: Reaped::default(),
             sync_tx,
+            metrics: metrics.clone(),
         };
         let reaped = driver.reaped.clone();
         driver.emit(MemberEventKind::Join, &local);
@@ -240,6 +246,7 @@ impl Gossip {
             queries,
             exec,
             reaped,
+            metrics,
         }
     }
 
@@ -773,7 +780,10 @@ impl Driver {
                 self.probes.forget(&id.name);
                 let kind = match status {
                     Status::Left => MemberEventKind::Leave,
-                    _ => MemberEventKind::Failed,
+                    _ => {
+                        self.metrics.dead.inc();
+                        MemberEventKind::Failed
+                    }
                 };
                 if m.get(&id.name)
                     .is_none_or(|p| p.status != status || p.id != id)

@@ -7,6 +7,7 @@ pub(crate) mod coordinate;
 pub(crate) mod direct;
 pub(crate) mod exec;
 pub mod gossip;
+pub mod gossip_metrics;
 pub(crate) mod join;
 pub mod keyring;
 pub(crate) mod keyring_ops;

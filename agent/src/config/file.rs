@@ -58,7 +58,6 @@ const UNSUPPORTED: &[&str] = &[
     "session_ttl_min",
     "skip_leave_on_interrupt",
     "syslog_facility",
-    "telemetry",
     "translate_wan_addrs",
     "ui",
     "ui_config",
@@ -222,6 +221,9 @@ pub(super) fn apply_file(
                 }
             }
             "dns_config" => apply_dns(cfg, v, &name.to_string(), &mut ignored)?,
+            "telemetry" => {
+                super::telemetry::apply_telemetry(cfg, v, &name.to_string(), &mut ignored)?
+            }
             "snapshot_agent" => {
                 cfg.snapshot_agent = Some(super::snapshot_agent::parse(v, &name.to_string())?)
             }

@@ -14,6 +14,7 @@ mod file;
 mod node;
 mod sections;
 mod snapshot_agent;
+mod telemetry;
 #[cfg(test)]
 mod tests;
 mod tls;
@@ -144,6 +145,8 @@ pub struct Config {
     pub templates: Vec<crate::template::TemplateConfig>,
     /// Scheduled snapshots on a server (`snapshot_agent`); none unless configured.
     pub snapshot_agent: Option<SnapshotAgentConfig>,
+    /// The `telemetry` block: metric names and the Prometheus format.
+    pub telemetry: muster_api::metrics::MetricsConfig,
 }
 
 impl Default for Config {
@@ -200,6 +203,10 @@ impl Default for Config {
             watches: Vec::new(),
             templates: Vec::new(),
             snapshot_agent: None,
+            telemetry: muster_api::metrics::MetricsConfig {
+                hostname: hostname(),
+                ..Default::default()
+            },
         }
     }
 }

@@ -19,7 +19,9 @@ fn honours_known_keys_and_warns_on_unsupported() {
         r#"{"server": true, "bootstrap_expect": 3, "data_dir": "/d", "node_name": "n1",
             "ports": {"http": -1, "dns": 8653, "grpc": 8502}, "retry_join": ["a"],
             "performance": {"raft_multiplier": 1, "rpc_hold_timeout": "3s"},
-            "telemetry": {}}"#,
+            "telemetry": {"disable_hostname": true, "prometheus_retention_time": "60s",
+                          "metrics_prefix": "muster", "statsd_address": "127.0.0.1:8125",
+                          "circonus_api_token": "t", "prefix_filter": ["+consul.raft"]}}"#,
         &["-retry-join", "b", "-node=n2"],
     )
     .expect("loads");
@@ -30,9 +32,18 @@ fn honours_known_keys_and_warns_on_unsupported() {
     assert_eq!(c.retry_join, ["a", "b"]);
     assert_eq!(c.node_name, "n2", "flags override files");
     assert_eq!(c.rpc_hold_timeout, std::time::Duration::from_secs(3));
+    assert!(c.telemetry.disable_hostname);
+    assert_eq!(c.telemetry.prefix, "muster");
+    assert_eq!(
+        c.telemetry.prometheus_retention,
+        std::time::Duration::from_secs(60)
+    );
     assert_eq!(w.len(), 1);
     assert!(
-        w[0].contains("performance.raft_multiplier, ports.grpc, telemetry"),
+        w[0].contains(
+            "performance.raft_multiplier, ports.grpc, telemetry.circonus_api_token, \
+             telemetry.prefix_filter, telemetry.statsd_address"
+        ),
         "{}",
         w[0]
     );

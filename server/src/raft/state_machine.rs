@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use super::types::*;
 use crate::codec::{decode, encode};
+use crate::metrics::ServerMetrics;
 use crate::store::mem::{put_raw, Live, Tables, WriteTxn};
 use crate::store::tables::*;
 use crate::store::watch::WatchHub;
@@ -60,6 +61,8 @@ pub(crate) struct StateMachine {
     pub(crate) lock_delays: Arc<LockDelays>,
     /// Raft IDs of retired servers, as in the `RETIRED` table.
     pub(crate) retired: Arc<RwLock<BTreeSet<NodeId>>>,
+    /// Snapshot timings, and the server's other figures.
+    pub(crate) metrics: Arc<ServerMetrics>,
 }
 
 /// How often the checkpointer writes the applied state to `state.redb`. It bounds what a
@@ -325,6 +328,7 @@ impl StateMachine {
             hub: Arc::default(),
             lock_delays: Arc::default(),
             retired: Arc::default(),
+            metrics: Arc::default(),
         };
         spawn_checkpointer(
             Arc::downgrade(&live),
@@ -397,8 +401,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (live, checkpoint) = (self.live.clone(), self.checkpoint.clone());
         let path = self.snapshot_path.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let (last, membership, data) = Self::dump(&live, &checkpoint)?;
+            metrics
+                .snapshot_create
+                .observe(started.elapsed().as_secs_f64());
             let snapshot_id = match &last {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
                 None => format!("0-0-{}", rand::random::<u32>()),
@@ -412,7 +421,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 meta: meta.clone(),
                 data,
             };
+            let started = std::time::Instant::now();
             Self::write_snapshot_file(&path, &file)?;
+            metrics
+                .snapshot_persist
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(index = last.map_or(0, |l| l.index), "built snapshot");
             Ok(Snapshot {
                 meta,

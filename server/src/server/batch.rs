@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
 
+use crate::metrics::ServerMetrics;
 use crate::model::{Command, CommandResult};
 use crate::raft::types::{Batch, CommitHook, Raft};
 
@@ -29,7 +30,11 @@ pub(super) enum Outcome {
 pub(super) type Pending = (Command, tokio::sync::oneshot::Sender<Outcome>);
 
 /// Group commit: packs every queued command into one Raft entry, with a few entries in flight.
-pub(super) async fn batch_loop(raft: Raft, mut rx: tokio::sync::mpsc::Receiver<Pending>) {
+pub(super) async fn batch_loop(
+    raft: Raft,
+    mut rx: tokio::sync::mpsc::Receiver<Pending>,
+    metrics: Arc<ServerMetrics>,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     loop {
         // Each entry takes one permit alone, or all of them with followers to wait for.
@@ -61,7 +66,14 @@ pub(super) async fn batch_loop(raft: Raft, mut rx: tokio::sync::mpsc::Receiver<P
                 Err(_) => break,
             }
         }
-        tokio::spawn(propose(raft.clone(), cmds, waiters, permit));
+        metrics.apply.inc_by(cmds.len() as u64);
+        tokio::spawn(propose(
+            raft.clone(),
+            cmds,
+            waiters,
+            permit,
+            metrics.clone(),
+        ));
     }
 }
 
@@ -74,7 +86,9 @@ async fn propose(
     cmds: Vec<Command>,
     waiters: Vec<tokio::sync::oneshot::Sender<Outcome>>,
     permit: tokio::sync::OwnedSemaphorePermit,
+    metrics: Arc<ServerMetrics>,
 ) {
+    let started = std::time::Instant::now();
     let early: Vec<bool> = cmds.iter().map(Command::succeeds_unconditionally).collect();
     let mut waiters: Vec<_> = waiters.into_iter().map(Some).collect();
     let mut permit = Some(permit);
@@ -86,8 +100,14 @@ async fn propose(
     tokio::pin!(write);
     let res = tokio::select! {
         biased;
-        res = &mut write => res,
+        res = &mut write => {
+            if res.is_ok() {
+                metrics.commit_time.observe(started.elapsed().as_secs_f64());
+            }
+            res
+        }
         Ok(index) = committed => {
+            metrics.commit_time.observe(started.elapsed().as_secs_f64());
             drop(permit.take());
             for (w, _) in waiters.iter_mut().zip(&early).filter(|(_, &e)| e) {
                 if let Some(w) = w.take() {

@@ -38,6 +38,7 @@ use client::{forward_loop, pick, unwire, Client, FORWARD_TIMEOUT};
 use node::{LeaderView, Node};
 use tasks::{watch_core, Essential};
 
+use crate::metrics::{ServerMetrics, WriteKind};
 pub use operator::{RaftConfiguration, RaftPeer, RaftStats};
 
 /// Read and write access to the replicated state. Cheap to clone.
@@ -47,6 +48,8 @@ pub struct Server {
     client: Client,
     /// Why the local server stopped serving, once it has (see [`Server::fatal`]).
     fatal: Option<watch::Receiver<Option<String>>>,
+    /// Timings and counters, registered by the agent (see [`Server::metrics`]).
+    metrics: Arc<ServerMetrics>,
 }
 
 impl Server {
@@ -71,6 +74,7 @@ impl Server {
         let hub = sm.hub.clone();
         let lock_delays = sm.lock_delays.clone();
         let retired = sm.retired.clone();
+        let metrics = sm.metrics.clone();
 
         let raft_config = openraft::Config {
             cluster_name: config.datacenter.clone(),
@@ -117,7 +121,10 @@ impl Server {
             cancel: cancel.clone(),
         };
         let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(batch::QUEUE);
-        essential.spawn("write batcher", batch::batch_loop(raft.clone(), batch_rx));
+        essential.spawn(
+            "write batcher",
+            batch::batch_loop(raft.clone(), batch_rx, metrics.clone()),
+        );
         let (fwd_tx, fwd_rx) = tokio::sync::mpsc::channel(batch::QUEUE);
         essential.spawn("write forwarder", forward_loop(rpc.clone(), fwd_rx));
         let node = Arc::new(Node {
@@ -170,6 +177,7 @@ impl Server {
             node: Some(node),
             client: Client::new(rpc, hold),
             fatal: Some(fatal),
+            metrics,
         })
     }
 
@@ -190,6 +198,7 @@ impl Server {
             node: None,
             client: Client::new(RpcClient::new(bind, tls), hold),
             fatal: None,
+            metrics: Arc::default(),
         }
     }
 
@@ -254,14 +263,27 @@ impl Server {
     /// Applies a command through Raft, forwarding to the leader as needed. Waits up to
     /// `leader_wait` for a leader during an election, then fails with [`Error::NoLeader`].
     pub async fn write(&self, cmd: Command) -> Result<CommandResult> {
-        match &self.node {
+        let started = std::time::Instant::now();
+        // Only the command's kind is kept past the write: no clone of its payload.
+        let kind = WriteKind::of(&cmd);
+        let res = match &self.node {
             Some(n) => n.write_or_queue(cmd, true).await,
             None => self
                 .client
                 .call(Request::Write(cmd), FORWARD_TIMEOUT, pick!(Response::Write))
                 .await?
                 .map_err(unwire),
+        };
+        if res.is_ok() {
+            self.metrics
+                .observe_write(kind, started.elapsed().as_secs_f64());
         }
+        res
+    }
+
+    /// This server's timings and counters, for the agent's metrics registry.
+    pub fn metrics(&self) -> &ServerMetrics {
+        &self.metrics
     }
 
     /// A client agent's snapshot: the archive, built by a server (see `crate::snapshot`).

@@ -19,6 +19,18 @@ use crate::Result;
 /// taken for the price of a few reference counts, and returns owned model values; no lock is
 /// held once a method returns. Callers choose consistency through [`crate::Server::barrier`]
 /// before reading.
+/// Sizes of the state, as Consul's `consul.state.*` usage gauges report them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub nodes: u64,
+    /// Distinct service names.
+    pub services: u64,
+    pub service_instances: u64,
+    pub kv_entries: u64,
+    /// Keys plus their stored entries.
+    pub kv_bytes: u64,
+}
+
 #[derive(Clone)]
 pub struct Catalog {
     live: Arc<Live>,
@@ -103,6 +115,31 @@ impl Catalog {
             }
         }
         Ok(out)
+    }
+
+    /// What the state holds, for metrics. Counts are O(1); the KV bytes (keys plus their
+    /// stored entries: value, flags, indexes, session) and the distinct service names walk
+    /// their tables without decoding a row, so call it at scrape time, not per request.
+    pub fn usage(&self) -> Usage {
+        let snap = self.read();
+        let kv = snap.table(KV);
+        let kv_bytes = kv.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() as u64;
+        let mut services = 0u64;
+        let mut last: Option<&str> = None;
+        for (k, _) in snap.table(SERVICE_NAMES).iter() {
+            let name = k.split('\0').next().unwrap_or_default();
+            if last != Some(name) {
+                services += 1;
+                last = Some(name);
+            }
+        }
+        Usage {
+            nodes: snap.table(NODES).len() as u64,
+            services,
+            service_instances: snap.table(SERVICES).len() as u64,
+            kv_entries: kv.len() as u64,
+            kv_bytes,
+        }
     }
 
     pub fn nodes(&self) -> Result<Vec<Node>> {

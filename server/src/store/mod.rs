@@ -17,7 +17,7 @@ pub(crate) mod watch;
 pub(crate) use apply::{
     apply_command, check_restore, rebuild_session_keys, retired_servers, Changes,
 };
-pub use catalog::Catalog;
+pub use catalog::{Catalog, Usage};
 pub(crate) use error::StoreError;
 pub(crate) use legacy::upgrade_rows;
 pub(crate) use lock_delay::LockDelays;
