@@ -8,6 +8,7 @@
 
 mod acl;
 mod args;
+mod autopilot;
 mod build;
 mod definitions;
 mod file;
@@ -144,6 +145,9 @@ pub struct Config {
     pub templates: Vec<crate::template::TemplateConfig>,
     /// Scheduled snapshots on a server (`snapshot_agent`); none unless configured.
     pub snapshot_agent: Option<SnapshotAgentConfig>,
+    /// The autopilot rules a leader seeds the cluster with (`autopilot`), Consul's defaults
+    /// unless set.
+    pub autopilot: muster_server::model::AutopilotConfig,
 }
 
 impl Default for Config {
@@ -200,6 +204,7 @@ impl Default for Config {
             watches: Vec::new(),
             templates: Vec::new(),
             snapshot_agent: None,
+            autopilot: Default::default(),
         }
     }
 }
