@@ -327,12 +327,13 @@ async fn snapshot_brings_a_new_server_up_to_date() -> anyhow::Result<()> {
     );
     let r = get(&s2.url("/v1/kv/bulk/0123?raw&stale")).await?;
     assert_eq!(r.body, b"value-123");
-    let peers = get(&s1.url("/v1/status/peers")).await?.json();
-    assert_eq!(
-        peers.as_array().map(Vec::len),
-        Some(2),
-        "s2 added as a voter: {peers}"
-    );
+    // Autopilot promotes it once healthy (and, past s1's first 11 s as leader, stable for
+    // the default 10 s).
+    wait_until("s2 added as a voter", Duration::from_secs(25), || async {
+        let peers = get(&s1.url("/v1/status/peers")).await.ok()?.json();
+        (peers.as_array()?.len() == 2).then_some(())
+    })
+    .await?;
     Ok(())
 }
 

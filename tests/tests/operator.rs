@@ -168,7 +168,11 @@ async fn member_status(a: &Agent, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn remove_peer_of_a_stopped_server_and_the_quorum_refusals() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    // Autopilot would remove the stopped server itself: the operator does it here.
+    let file = root.path().join("no-cleanup.json");
+    std::fs::write(&file, br#"{"autopilot": {"cleanup_dead_servers": false}}"#)?;
+    let file = file.display().to_string();
+    let mut servers = start_servers(root.path(), 3, &["-config-file", &file]).await?;
     let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10))
         .await?
         .expect("leader is a server");
