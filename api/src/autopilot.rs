@@ -122,9 +122,10 @@ pub(crate) async fn operator_autopilot_configuration_put(
     };
     let cas = match p.get("cas") {
         None => None,
-        Some(v) => Some(v.parse::<u64>().map_err(|e| {
-            ApiError::BadRequest(format!("Error parsing cas value: {e}"))
-        })?),
+        Some(v) => Some(
+            v.parse::<u64>()
+                .map_err(|e| ApiError::BadRequest(format!("Error parsing cas value: {e}")))?,
+        ),
     };
     let res = st
         .server

@@ -13,7 +13,10 @@ use serde_json::Value;
 /// Writes an agent config file holding `autopilot` and returns its path.
 fn autopilot_file(root: &Path, autopilot: Value) -> anyhow::Result<PathBuf> {
     let path = root.join("autopilot.json");
-    std::fs::write(&path, serde_json::to_vec(&serde_json::json!({ "autopilot": autopilot }))?)?;
+    std::fs::write(
+        &path,
+        serde_json::to_vec(&serde_json::json!({ "autopilot": autopilot }))?,
+    )?;
     Ok(path)
 }
 
@@ -55,7 +58,9 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
 
     // All three healthy voters: one may fail.
     let health = wait_until("a healthy cluster", Duration::from_secs(10), || async {
-        let r = get(&servers[l].url("/v1/operator/autopilot/health")).await.ok()?;
+        let r = get(&servers[l].url("/v1/operator/autopilot/health"))
+            .await
+            .ok()?;
         (r.status == 200 && r.json()["Servers"].as_array()?.len() == 3).then(|| r.json())
     })
     .await?;
@@ -88,28 +93,43 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
         &["-server", "-retry-join", &join, "-config-file", &file],
     )?;
     let fresh_rpc = fresh.rpc.clone().unwrap_or_default();
-    let first = wait_until("the new server in the configuration", Duration::from_secs(20), || async {
-        let c = configuration(&servers[l]).await.ok()?;
-        entry(&c, &fresh_rpc).cloned()
-    })
+    let first = wait_until(
+        "the new server in the configuration",
+        Duration::from_secs(20),
+        || async {
+            let c = configuration(&servers[l]).await.ok()?;
+            entry(&c, &fresh_rpc).cloned()
+        },
+    )
     .await?;
     let seen = Instant::now();
     assert_eq!(first["Voter"], false, "joins as a non-voter: {first}");
-    let mine = wait_until("the new server in autopilot's health", Duration::from_secs(5), || async {
-        let health = get(&servers[l].url("/v1/operator/autopilot/health")).await.ok()?.json();
-        health["Servers"]
-            .as_array()?
-            .iter()
-            .find(|s| s["Address"] == fresh_rpc.as_str())
-            .cloned()
-    })
+    let mine = wait_until(
+        "the new server in autopilot's health",
+        Duration::from_secs(5),
+        || async {
+            let health = get(&servers[l].url("/v1/operator/autopilot/health"))
+                .await
+                .ok()?
+                .json();
+            health["Servers"]
+                .as_array()?
+                .iter()
+                .find(|s| s["Address"] == fresh_rpc.as_str())
+                .cloned()
+        },
+    )
     .await?;
     assert_eq!(mine["Voter"], false, "{mine}");
     assert_eq!(mine["Name"], "s4", "{mine}");
-    wait_until("the new server promoted", Duration::from_secs(20), || async {
-        let c = configuration(&servers[l]).await.ok()?;
-        (entry(&c, &fresh_rpc)?["Voter"] == true).then_some(())
-    })
+    wait_until(
+        "the new server promoted",
+        Duration::from_secs(20),
+        || async {
+            let c = configuration(&servers[l]).await.ok()?;
+            (entry(&c, &fresh_rpc)?["Voter"] == true).then_some(())
+        },
+    )
     .await?;
     let waited = seen.elapsed();
     assert!(
@@ -138,16 +158,22 @@ async fn min_quorum_keeps_a_dead_server_until_lowered() -> anyhow::Result<()> {
     servers[dead].kill9();
 
     // Autopilot sees it failed and unhealthy...
-    let health = wait_until("the killed server failed", Duration::from_secs(30), || async {
-        let r = get(&servers[l].url("/v1/operator/autopilot/health")).await.ok()?;
-        let h = r.json();
-        let s = h["Servers"]
-            .as_array()?
-            .iter()
-            .find(|s| s["Name"] == dead_name.as_str())?
-            .clone();
-        (s["SerfStatus"] == "failed" && r.status == 429).then_some(h)
-    })
+    let health = wait_until(
+        "the killed server failed",
+        Duration::from_secs(30),
+        || async {
+            let r = get(&servers[l].url("/v1/operator/autopilot/health"))
+                .await
+                .ok()?;
+            let h = r.json();
+            let s = h["Servers"]
+                .as_array()?
+                .iter()
+                .find(|s| s["Name"] == dead_name.as_str())?
+                .clone();
+            (s["SerfStatus"] == "failed" && r.status == 429).then_some(h)
+        },
+    )
     .await?;
     assert_eq!(health["Healthy"], false, "{health}");
     assert_eq!(health["FailureTolerance"], 0, "{health}");
@@ -166,11 +192,19 @@ async fn min_quorum_keeps_a_dead_server_until_lowered() -> anyhow::Result<()> {
     let other = (l + 1) % 3;
     let out = servers[other].cli(&["operator", "autopilot", "set-config", "-min-quorum=0"]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains("Configuration updated!"), "{}", stdout(&out));
-    wait_until("the dead server removed", Duration::from_secs(15), || async {
-        let c = configuration(&servers[l]).await.ok()?;
-        entry(&c, &dead_rpc).is_none().then_some(())
-    })
+    assert!(
+        stdout(&out).contains("Configuration updated!"),
+        "{}",
+        stdout(&out)
+    );
+    wait_until(
+        "the dead server removed",
+        Duration::from_secs(15),
+        || async {
+            let c = configuration(&servers[l]).await.ok()?;
+            entry(&c, &dead_rpc).is_none().then_some(())
+        },
+    )
     .await?;
     Ok(())
 }
@@ -187,10 +221,14 @@ async fn configuration_round_trip_with_cas_and_the_health_endpoint() -> anyhow::
     let url = a.url("/v1/operator/autopilot/configuration");
 
     // Seeded from the file by the first leader, Consul's defaults elsewhere.
-    let c = wait_until("the seeded configuration", Duration::from_secs(10), || async {
-        let c = get(&url).await.ok()?.json();
-        (c["ModifyIndex"].as_u64()? > 0).then_some(c)
-    })
+    let c = wait_until(
+        "the seeded configuration",
+        Duration::from_secs(10),
+        || async {
+            let c = get(&url).await.ok()?.json();
+            (c["ModifyIndex"].as_u64()? > 0).then_some(c)
+        },
+    )
     .await?;
     assert_eq!(c["CleanupDeadServers"], false, "{c}");
     assert_eq!(c["LastContactThreshold"], "200ms", "{c}");
@@ -209,26 +247,50 @@ async fn configuration_round_trip_with_cas_and_the_health_endpoint() -> anyhow::
     body["ServerStabilizationTime"] = "5s".into();
     let bytes = serde_json::to_vec(&body)?;
     let r = put(&format!("{url}?cas={}", index + 1000), &bytes).await?;
-    assert_eq!((r.status, r.text().trim().to_string()), (200, "false".into()));
+    assert_eq!(
+        (r.status, r.text().trim().to_string()),
+        (200, "false".into())
+    );
     assert_eq!(get(&url).await?.json()["MinQuorum"], 0);
     // The current one does.
     let r = put(&format!("{url}?cas={index}"), &bytes).await?;
-    assert_eq!((r.status, r.text().trim().to_string()), (200, "true".into()));
+    assert_eq!(
+        (r.status, r.text().trim().to_string()),
+        (200, "true".into())
+    );
     let c = get(&url).await?.json();
     assert_eq!(c["MinQuorum"], 3, "{c}");
     assert_eq!(c["ServerStabilizationTime"], "5s", "{c}");
     assert_eq!(c["CreateIndex"], index, "{c}");
     assert!(c["ModifyIndex"].as_u64() > Some(index), "{c}");
     // Without cas: always true. A bad duration: 400.
-    let r = put(&url, br#"{"CleanupDeadServers": true, "LastContactThreshold": "1s"}"#).await?;
-    assert_eq!((r.status, r.text().trim().to_string()), (200, "true".into()));
+    let r = put(
+        &url,
+        br#"{"CleanupDeadServers": true, "LastContactThreshold": "1s"}"#,
+    )
+    .await?;
+    assert_eq!(
+        (r.status, r.text().trim().to_string()),
+        (200, "true".into())
+    );
     let r = put(&url, br#"{"LastContactThreshold": "soon"}"#).await?;
     assert_eq!(r.status, 400, "{}", r.text());
 
     // The CLI reads and changes it.
-    let out = a.cli(&["operator", "autopilot", "set-config", "-min-quorum=2", "-max-trailing-logs=250", "-last-contact-threshold=200ms"]);
+    let out = a.cli(&[
+        "operator",
+        "autopilot",
+        "set-config",
+        "-min-quorum=2",
+        "-max-trailing-logs=250",
+        "-last-contact-threshold=200ms",
+    ]);
     assert!(out.status.success(), "{}", stdout(&out));
-    assert!(stdout(&out).contains("Configuration updated!"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Configuration updated!"),
+        "{}",
+        stdout(&out)
+    );
     let out = a.cli(&["operator", "autopilot", "get-config"]);
     assert_eq!(
         stdout(&out),
@@ -246,7 +308,11 @@ async fn configuration_round_trip_with_cas_and_the_health_endpoint() -> anyhow::
     let s = &h["Servers"][0];
     assert!(s["ID"].as_str().is_some_and(|id| id.len() == 36), "{h}");
     assert_eq!(s["Name"], "s1", "{h}");
-    assert_eq!(s["Address"], a.rpc.clone().unwrap_or_default().as_str(), "{h}");
+    assert_eq!(
+        s["Address"],
+        a.rpc.clone().unwrap_or_default().as_str(),
+        "{h}"
+    );
     assert_eq!(s["SerfStatus"], "alive", "{h}");
     assert!(s["Version"].as_str().is_some_and(|v| !v.is_empty()), "{h}");
     assert_eq!(s["Leader"], true, "{h}");
@@ -256,7 +322,9 @@ async fn configuration_round_trip_with_cas_and_the_health_endpoint() -> anyhow::
     assert_eq!(s["Healthy"], true, "{h}");
     assert_eq!(s["Voter"], true, "{h}");
     assert!(
-        s["StableSince"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')),
+        s["StableSince"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.contains('T')),
         "{h}"
     );
 
@@ -266,7 +334,15 @@ async fn configuration_round_trip_with_cas_and_the_health_endpoint() -> anyhow::
     assert_eq!(st["Voters"][0], s["ID"], "{st}");
     let out = a.cli(&["operator", "autopilot", "state"]);
     assert!(out.status.success());
-    assert!(stdout(&out).starts_with("Healthy:                      true\n"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("      Status:          leader\n"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("Healthy:                      true\n"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stdout(&out).contains("      Status:          leader\n"),
+        "{}",
+        stdout(&out)
+    );
     Ok(())
 }

@@ -120,7 +120,10 @@ pub(crate) async fn get_config(p: &Parsed) -> Result<i32> {
         .await
         .map_err(|e| e.context("Error querying Autopilot configuration"))?;
     println!("CleanupDeadServers = {}", text(&v, "CleanupDeadServers"));
-    println!("LastContactThreshold = {}", text(&v, "LastContactThreshold"));
+    println!(
+        "LastContactThreshold = {}",
+        text(&v, "LastContactThreshold")
+    );
     println!("MaxTrailingLogs = {}", text(&v, "MaxTrailingLogs"));
     println!("MinQuorum = {}", text(&v, "MinQuorum"));
     println!(
@@ -222,10 +225,7 @@ pub(crate) async fn state(p: &Parsed) -> Result<i32> {
         .await
         .map_err(|e| e.context("Error querying Autopilot state"))?;
     if format == "json" {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(0);
     }
     print!("{}", pretty_state(&v));
@@ -239,7 +239,10 @@ fn pretty_state(v: &Value) -> String {
         out.push_str(&s);
         out.push('\n');
     };
-    line(format!("Healthy:                      {}", text(v, "Healthy")));
+    line(format!(
+        "Healthy:                      {}",
+        text(v, "Healthy")
+    ));
     line(format!(
         "Failure Tolerance:            {}",
         text(v, "FailureTolerance")
@@ -248,7 +251,10 @@ fn pretty_state(v: &Value) -> String {
         "Optimistic Failure Tolerance: {}",
         text(v, "OptimisticFailureTolerance")
     ));
-    line(format!("Leader:                       {}", text(v, "Leader")));
+    line(format!(
+        "Leader:                       {}",
+        text(v, "Leader")
+    ));
     line("Voters:".into());
     for id in v["Voters"].as_array().into_iter().flatten() {
         line(format!("   {}", id.as_str().unwrap_or_default()));

@@ -9,6 +9,7 @@
 
 mod acl;
 mod agent_ops;
+mod autopilot;
 mod catalog;
 mod client;
 mod client_tls;
@@ -26,7 +27,6 @@ mod maint;
 mod members;
 mod monitor;
 mod operator;
-mod autopilot;
 mod query;
 mod recover;
 mod rtt;

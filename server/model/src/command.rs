@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::legacy::{RegistrationV1, TxnOpV1};
 use super::{
-    AclAuthMethod, AclBindingRule, AclPolicy, AutopilotConfig, AclRole, AclToken, LockOp, NodeCoordinate,
-    PreparedQuery, Registration, RestoreState, Session, TxnOp, TxnOutcome,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, AutopilotConfig, LockOp,
+    NodeCoordinate, PreparedQuery, Registration, RestoreState, Session, TxnOp, TxnOutcome,
 };
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the

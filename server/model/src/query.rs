@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AclAuthMethod, AclBindingRule, AclMeta, AutopilotConfig, AclPolicy, AclResolved, AclRole, AclToken, Check,
-    HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun,
-    Service, Session,
+    AclAuthMethod, AclBindingRule, AclMeta, AclPolicy, AclResolved, AclRole, AclToken,
+    AutopilotConfig, Check, HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute,
+    PreparedQuery, PreparedRun, Service, Session,
 };
 
 /// Read consistency, as Consul's query parameters choose it.

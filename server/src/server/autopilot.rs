@@ -137,7 +137,13 @@ impl Node {
     /// The leader's last health state: here, or asked of the leader.
     pub(super) async fn autopilot_health(&self) -> Result<AutopilotHealth> {
         match self.leader_view() {
-            LeaderView::Me => lock(&self.autopilot).health.clone().ok_or(Error::NoLeader),
+            LeaderView::Me => {
+                let kept = lock(&self.autopilot).health.clone();
+                // Leading for less than one update: judge now rather than answer nothing.
+                Ok(kept.unwrap_or_else(|| {
+                    self.autopilot_update(&self.autopilot_config().0, Instant::now())
+                }))
+            }
             LeaderView::Other(addr) => call_at(
                 &self.rpc,
                 &addr,
@@ -214,7 +220,10 @@ impl Node {
             let last_contact = contact.unwrap_or(now - entry.1);
             servers.push(ServerHealth {
                 raft_id: id,
-                node_id: known.as_ref().map(|k| k.node_id.clone()).unwrap_or_default(),
+                node_id: known
+                    .as_ref()
+                    .map(|k| k.node_id.clone())
+                    .unwrap_or_default(),
                 name: known.as_ref().map(|k| k.name.clone()).unwrap_or_default(),
                 address,
                 serf_status: status,
@@ -301,11 +310,18 @@ impl Node {
         }
         let stale_ok = known_set && now - started >= STALE_GRACE;
         for id in dead_servers(health, conf.min_quorum, stale_ok) {
-            let voter = health.voters.contains(&id);
+            // The voters as they are now: an earlier removal in this pass changed them.
+            let voters: BTreeSet<NodeId> = self
+                .metrics
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            let voter = voters.contains(&id);
             tracing::info!(id, voter, "autopilot removing dead server");
             let change = if voter {
-                let rest: BTreeSet<NodeId> =
-                    health.voters.iter().copied().filter(|v| *v != id).collect();
+                let rest: BTreeSet<NodeId> = voters.into_iter().filter(|v| *v != id).collect();
                 self.raft.change_membership(rest, false).await
             } else {
                 self.raft
@@ -352,16 +368,28 @@ fn dead_servers(health: &AutopilotHealth, min_quorum: u64, stale_ok: bool) -> Ve
     let candidates = health.servers.iter().filter(|s| !s.leader);
     let groups: [Vec<&ServerHealth>; 4] = [
         if stale_ok {
-            candidates.clone().filter(stale).filter(|s| !s.voter).collect()
+            candidates
+                .clone()
+                .filter(stale)
+                .filter(|s| !s.voter)
+                .collect()
         } else {
             Vec::new()
         },
         if stale_ok {
-            candidates.clone().filter(stale).filter(|s| s.voter).collect()
+            candidates
+                .clone()
+                .filter(stale)
+                .filter(|s| s.voter)
+                .collect()
         } else {
             Vec::new()
         },
-        candidates.clone().filter(failed).filter(|s| !s.voter).collect(),
+        candidates
+            .clone()
+            .filter(failed)
+            .filter(|s| !s.voter)
+            .collect(),
         candidates.filter(failed).filter(|s| s.voter).collect(),
     ];
     let mut out = Vec::new();
@@ -369,9 +397,16 @@ fn dead_servers(health: &AutopilotHealth, min_quorum: u64, stale_ok: bool) -> Ve
         for s in group {
             let is_potential = s.serf_status != SerfStatus::None;
             if is_potential && (potential as u64).saturating_sub(1) < min_quorum {
-                tracing::debug!(id = s.raft_id, min_quorum, "autopilot keeps a dead server: it would leave fewer voters than min_quorum");
+                tracing::debug!(
+                    id = s.raft_id,
+                    min_quorum,
+                    "autopilot keeps a dead server: it would leave fewer voters than min_quorum"
+                );
             } else if s.voter && max_removal < 1 {
-                tracing::debug!(id = s.raft_id, "autopilot keeps a dead server: removing a majority of voters is not safe");
+                tracing::debug!(
+                    id = s.raft_id,
+                    "autopilot keeps a dead server: removing a majority of voters is not safe"
+                );
             } else {
                 if is_potential {
                     potential -= 1;
@@ -409,8 +444,8 @@ pub(super) async fn autopilot_loop(node: Arc<Node>, cancel: CancellationToken) {
         }
         let now = Instant::now();
         let health = node.autopilot_update(&conf, now);
-        passes += 1;
-        if passes % RECONCILE_EVERY == 0 {
+        passes = passes.wrapping_add(1);
+        if passes.is_multiple_of(RECONCILE_EVERY) {
             node.autopilot_reconcile(&conf, &health, now).await;
         }
     }
@@ -440,7 +475,11 @@ mod tests {
 
     fn state(servers: Vec<ServerHealth>) -> AutopilotHealth {
         AutopilotHealth {
-            voters: servers.iter().filter(|s| s.voter).map(|s| s.raft_id).collect(),
+            voters: servers
+                .iter()
+                .filter(|s| s.voter)
+                .map(|s| s.raft_id)
+                .collect(),
             servers,
             ..Default::default()
         }
