@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
-use crate::reply::{json, with_query_meta, write_reply};
+use crate::reply::{json, write_reply};
 use crate::requests::AutopilotIn;
 use crate::types::go_duration_string;
 use crate::ApiState;
@@ -66,14 +66,14 @@ pub(crate) async fn operator_autopilot_configuration(
     let p = Params::parse(q.as_deref());
     p.check_dc(&st.agent.datacenter())?;
     let mode = p.consistency()?;
-    let (res, meta) = st.server.read(mode, Query::AutopilotConfig).await?;
+    let (res, _) = st.server.read(mode, Query::AutopilotConfig).await?;
     // None only before the first leader has seeded it: Consul's defaults meanwhile.
     let config = match res {
         QueryResult::AutopilotConfig(c) => c.unwrap_or_default(),
         _ => AutopilotConfig::default(),
     };
-    let out = ConfigOut::from(config);
-    Ok(with_query_meta(json(&out, p.pretty()), &meta, mode))
+    // As Consul: no index or leader headers on this read.
+    Ok(json(&ConfigOut::from(config), p.pretty()))
 }
 
 /// A duration as Consul's `ReadableDuration` reads it: a Go duration string, or a number of
