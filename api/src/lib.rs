@@ -5,6 +5,7 @@
 mod acl;
 mod agent;
 mod agent_local;
+mod autopilot;
 mod body;
 mod cache;
 mod catalog;

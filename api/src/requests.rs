@@ -54,6 +54,8 @@ fn all_field_names() -> Vec<&'static str> {
         fields::<CheckOpIn>(),
         // /v1/agent/check/update
         fields::<CheckUpdateIn>(),
+        // /v1/operator/autopilot/configuration
+        fields::<AutopilotIn>(),
         // /v1/query
         fields::<muster_server::prepared::Definition>(),
         fields::<muster_server::prepared::Template>(),
@@ -489,6 +491,24 @@ pub(crate) struct CheckOpIn {
 pub(crate) struct CheckUpdateIn {
     pub(crate) status: Option<String>,
     pub(crate) output: Option<String>,
+}
+
+/// `PUT /v1/operator/autopilot/configuration`: Consul's `AutopilotConfiguration`. As in
+/// Consul, the body replaces the whole configuration: a field left out takes Go's zero value.
+/// Durations are Go duration strings, or numbers of nanoseconds.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+pub(crate) struct AutopilotIn {
+    pub(crate) cleanup_dead_servers: bool,
+    pub(crate) last_contact_threshold: Option<serde_json::Value>,
+    pub(crate) max_trailing_logs: u64,
+    pub(crate) min_quorum: u64,
+    pub(crate) server_stabilization_time: Option<serde_json::Value>,
+    pub(crate) redundancy_zone_tag: String,
+    pub(crate) disable_upgrade_migration: bool,
+    pub(crate) upgrade_version_tag: String,
+    pub(crate) create_index: u64,
+    pub(crate) modify_index: u64,
 }
 
 #[cfg(test)]

@@ -169,6 +169,19 @@ pub fn router(state: ApiState) -> Router {
             "/v1/operator/raft/transfer-leader",
             post(crate::operator::operator_raft_transfer_leader),
         )
+        .route(
+            "/v1/operator/autopilot/configuration",
+            get(crate::autopilot::operator_autopilot_configuration)
+                .put(crate::autopilot::operator_autopilot_configuration_put),
+        )
+        .route(
+            "/v1/operator/autopilot/health",
+            get(crate::autopilot::operator_autopilot_health),
+        )
+        .route(
+            "/v1/operator/autopilot/state",
+            get(crate::autopilot::operator_autopilot_state),
+        )
         .route("/v1/agent/metrics", get(crate::metrics::agent_metrics))
         .route("/v1/agent/monitor", get(crate::monitor::agent_monitor))
         .route("/v1/event/fire/", put(crate::event::fire_unnamed))

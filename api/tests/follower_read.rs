@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use common::*;
 use muster_api::{router, ApiState};
-use muster_server::{Server, ServerConfig};
+use muster_server::{KnownServer, SerfStatus, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -112,7 +112,17 @@ async fn a_default_read_on_a_follower_runs_one_barrier() {
         .await
         .expect("start follower");
     let id2 = follower.node_id().expect("id");
-    leader.add_voter(id2, addr2).await.expect("add voter");
+    leader.add_server(id2, addr2).await.expect("add server");
+    // What the agent's gossip would tell autopilot, which then promotes the new server.
+    let known = |raft_id, name: &str| KnownServer {
+        raft_id,
+        name: name.into(),
+        node_id: String::new(),
+        version: String::new(),
+        status: SerfStatus::Alive,
+    };
+    leader.set_known_servers(vec![known(id1, "s1"), known(id2, "s2")]);
+    wait_for("the follower to vote", async || leader.voters().len() == 2).await;
     wait_for("the follower to follow", async || {
         follower.status().await.ok().and_then(|s| s.0) == Some(relay.clone())
     })

@@ -38,6 +38,9 @@ pub struct ServerConfig {
     pub coordinate_update_period: Duration,
     /// TLS on the server RPC port, both ways; `None` speaks plain TCP.
     pub tls: Option<RpcTls>,
+    /// The autopilot configuration a leader writes when the cluster has none yet (the
+    /// agent's `autopilot` block); afterwards the replicated one rules.
+    pub autopilot: crate::model::AutopilotConfig,
 }
 
 /// TLS on the server RPC port: what a server accepts and how it (or a client agent) dials.
@@ -77,6 +80,7 @@ impl ServerConfig {
             tombstone_ttl: Duration::from_secs(15 * 60),
             coordinate_update_period: Duration::from_secs(5),
             tls: None,
+            autopilot: Default::default(),
         }
     }
 }

@@ -32,7 +32,10 @@ pub use metrics::ServerMetrics;
 /// The replicated data model, its own serde-only crate so `checks` needs neither openraft nor redb.
 pub use muster_model as model;
 pub use recover::{recover_sole_server, Recovered};
-pub use server::{RaftConfiguration, RaftPeer, RaftStats, Server};
+pub use server::{
+    AutopilotHealth, KnownServer, RaftConfiguration, RaftPeer, RaftStats, SerfStatus, Server,
+    ServerHealth,
+};
 pub use store::{Catalog, Usage};
 
 #[cfg(test)]

@@ -168,7 +168,11 @@ async fn member_status(a: &Agent, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn remove_peer_of_a_stopped_server_and_the_quorum_refusals() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut servers = start_servers(root.path(), 3, &[]).await?;
+    // Autopilot would remove the stopped server itself: the operator does it here.
+    let file = root.path().join("no-cleanup.json");
+    std::fs::write(&file, br#"{"autopilot": {"cleanup_dead_servers": false}}"#)?;
+    let file = file.display().to_string();
+    let mut servers = start_servers(root.path(), 3, &["-config-file", &file]).await?;
     let leader = wait_for_agreed_leader(&servers, Duration::from_secs(10))
         .await?
         .expect("leader is a server");
@@ -285,7 +289,7 @@ async fn a_leader_that_leaves_hands_over_first_and_loses_no_write() -> anyhow::R
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn operator_rules_govern_the_raft_endpoints() -> anyhow::Result<()> {
+async fn operator_rules_govern_the_raft_and_autopilot_endpoints() -> anyhow::Result<()> {
     const ROOT: &str = "root-secret";
     let root = tempfile::tempdir()?;
     let dir = root.path().join("config");
@@ -329,6 +333,24 @@ async fn operator_rules_govern_the_raft_endpoints() -> anyhow::Result<()> {
     assert_eq!(call("DELETE", &peer, Some(&reader), None).await.status, 403);
     // Management passes the rule and meets the refusal: no other voter to hand over to.
     assert_eq!(call("POST", &transfer, Some(ROOT), None).await.status, 400);
+    // Autopilot: `operator` read for the GETs, write for the PUT.
+    let autopilot = a.url("/v1/operator/autopilot/configuration");
+    for path in ["configuration", "health", "state"] {
+        let url = a.url(&format!("/v1/operator/autopilot/{path}"));
+        assert_eq!(call("GET", &url, None, None).await.status, 403, "{path}");
+        assert_eq!(
+            call("GET", &url, Some(&reader), None).await.status,
+            200,
+            "{path}"
+        );
+    }
+    let body = serde_json::json!({"CleanupDeadServers": true});
+    let put = call("PUT", &autopilot, Some(&reader), Some(body.clone())).await;
+    assert_eq!(put.status, 403);
+    assert_eq!(
+        call("PUT", &autopilot, Some(ROOT), Some(body)).await.status,
+        200
+    );
     // Metrics need `agent` read on this agent.
     let metrics = a.url("/v1/agent/metrics");
     assert_eq!(call("GET", &metrics, Some(&reader), None).await.status, 403);

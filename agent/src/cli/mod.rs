@@ -9,6 +9,7 @@
 
 mod acl;
 mod agent_ops;
+mod autopilot;
 mod catalog;
 mod client;
 mod client_tls;
@@ -172,6 +173,38 @@ const COMMANDS: &[Command] = &[
         http: Http::None,
         flags: &[],
         run: Run::Family,
+    },
+    Command {
+        name: "operator autopilot",
+        synopsis: "Provides tools for modifying Autopilot configuration",
+        usage: autopilot::AUTOPILOT_USAGE,
+        http: Http::None,
+        flags: &[],
+        run: Run::Family,
+    },
+    Command {
+        name: "operator autopilot get-config",
+        synopsis: "Display the current Autopilot configuration",
+        usage: autopilot::GET_CONFIG_USAGE,
+        http: Http::Server,
+        flags: &[],
+        run: Run::Client(|p| Box::pin(autopilot::get_config(p))),
+    },
+    Command {
+        name: "operator autopilot set-config",
+        synopsis: "Modify the current Autopilot configuration",
+        usage: autopilot::SET_CONFIG_USAGE,
+        http: Http::Client,
+        flags: autopilot::SET_CONFIG_FLAGS,
+        run: Run::Client(|p| Box::pin(autopilot::set_config(p))),
+    },
+    Command {
+        name: "operator autopilot state",
+        synopsis: "Display the current Autopilot state",
+        usage: autopilot::STATE_USAGE,
+        http: Http::Server,
+        flags: autopilot::STATE_FLAGS,
+        run: Run::Client(|p| Box::pin(autopilot::state(p))),
     },
     Command {
         name: "operator raft list-peers",

@@ -8,11 +8,11 @@ use std::time::Duration;
 use muster_server::model::{
     Check, Command, Consistency, HealthStatus, Node, Registration, Service,
 };
-use muster_server::Server;
+use muster_server::{KnownServer, SerfStatus, Server};
 use tokio_util::sync::CancellationToken;
 
 use super::gossip::{Gossip, Member, Status};
-use super::tags::{SERF_CHECK, TAG_DC, TAG_ID, TAG_PORT, TAG_RAFT_ID, TAG_ROLE};
+use super::tags::{SERF_CHECK, TAG_BUILD, TAG_DC, TAG_ID, TAG_PORT, TAG_RAFT_ID, TAG_ROLE};
 use crate::config::Config;
 
 /// How often the loop runs with nothing to wake it: only to retry what failed (a write during
@@ -25,6 +25,8 @@ struct ServerMember {
     raft_id: u64,
     rpc: String,
     status: Status,
+    node_id: String,
+    version: String,
 }
 
 fn server_of(m: &Member, dc: &str) -> Option<ServerMember> {
@@ -41,6 +43,13 @@ fn server_of(m: &Member, dc: &str) -> Option<ServerMember> {
         raft_id,
         rpc: SocketAddr::new(m.id.addr.ip(), port).to_string(),
         status: m.status,
+        node_id: t.get(TAG_ID).cloned().unwrap_or_default(),
+        // The `build` tag is `VERSION:muster-…`, as Consul's is `VERSION:COMMIT`.
+        version: t
+            .get(TAG_BUILD)
+            .and_then(|b| b.split(':').next())
+            .unwrap_or_default()
+            .to_string(),
     })
 }
 
@@ -83,6 +92,7 @@ pub(crate) async fn run(
         if !bootstrapped {
             bootstrapped = maybe_bootstrap(&config, &server, &servers).await;
         }
+        server.set_known_servers(servers.iter().map(known_server).collect());
         if server.is_leader() {
             // As Consul's barrier: decide from a state machine that has applied everything
             // committed, so that a new leader does not skip a write its predecessors'
@@ -95,8 +105,7 @@ pub(crate) async fn run(
             if let Err(e) = pass.await {
                 tracing::debug!(error = %e, "catalog reconciliation incomplete; will retry");
             }
-            // Adding a voter waits for it to catch up as a learner: after the catalog, which
-            // is what clients wait on.
+            // After the catalog, which is what clients wait on.
             reconcile_raft(&server, &servers).await;
         }
     }
@@ -150,14 +159,32 @@ async fn maybe_bootstrap(config: &Config, server: &Server, servers: &[ServerMemb
     }
 }
 
-/// Adds alive servers that are not voters; removes voters whose server left.
+/// What autopilot needs of a server gossip knows.
+fn known_server(s: &ServerMember) -> KnownServer {
+    KnownServer {
+        raft_id: s.raft_id,
+        name: s.name.clone(),
+        node_id: s.node_id.clone(),
+        version: s.version.clone(),
+        status: match s.status {
+            Status::Alive => SerfStatus::Alive,
+            Status::Leaving => SerfStatus::Leaving,
+            Status::Left => SerfStatus::Left,
+            Status::Failed => SerfStatus::Failed,
+        },
+    }
+}
+
+/// Adds alive servers that are not in the Raft configuration (as non-voters: autopilot
+/// promotes them); removes voters whose server left.
 async fn reconcile_raft(server: &Server, servers: &[ServerMember]) {
     let voters = server.voters();
+    let members = server.raft_members();
     for s in servers {
-        let is_voter = voters.get(&s.raft_id) == Some(&s.rpc);
+        let is_member = members.get(&s.raft_id) == Some(&s.rpc);
         match s.status {
-            Status::Alive if !is_voter => {
-                if let Err(e) = server.add_voter(s.raft_id, s.rpc.clone()).await {
+            Status::Alive if !is_member => {
+                if let Err(e) = server.add_server(s.raft_id, s.rpc.clone()).await {
                     tracing::warn!(server = %s.name, error = %e, "cannot add server to raft");
                 }
             }

@@ -35,6 +35,7 @@ impl Config {
         sc.rpc_hold_timeout = self.rpc_hold_timeout;
         sc.bind_ip = Some(self.bind_addr);
         sc.coordinate_update_period = self.coordinate_update_period;
+        sc.autopilot = self.autopilot.clone();
         sc
     }
 

@@ -19,7 +19,6 @@ const UNSUPPORTED: &[&str] = &[
     "audit",
     "auto_config",
     "auto_encrypt",
-    "autopilot",
     "bind_addr_wan",
     "client_addr_wan",
     "config_entries",
@@ -224,6 +223,7 @@ pub(super) fn apply_file(
             "telemetry" => {
                 super::telemetry::apply_telemetry(cfg, v, &name.to_string(), &mut ignored)?
             }
+            "autopilot" => super::autopilot::apply(&mut cfg.autopilot, v, &name.to_string())?,
             "snapshot_agent" => {
                 cfg.snapshot_agent = Some(super::snapshot_agent::parse(v, &name.to_string())?)
             }

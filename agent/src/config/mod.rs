@@ -8,6 +8,7 @@
 
 mod acl;
 mod args;
+mod autopilot;
 mod build;
 mod definitions;
 mod file;
@@ -147,6 +148,9 @@ pub struct Config {
     pub snapshot_agent: Option<SnapshotAgentConfig>,
     /// The `telemetry` block: metric names and the Prometheus format.
     pub telemetry: muster_api::metrics::MetricsConfig,
+    /// The autopilot rules a leader seeds the cluster with (`autopilot`), Consul's defaults
+    /// unless set.
+    pub autopilot: muster_server::model::AutopilotConfig,
 }
 
 impl Default for Config {
@@ -207,6 +211,7 @@ impl Default for Config {
                 hostname: hostname(),
                 ..Default::default()
             },
+            autopilot: Default::default(),
         }
     }
 }

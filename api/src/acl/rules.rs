@@ -547,6 +547,30 @@ pub(crate) const RULES: &[Rule] = &[
         check(Operator, Name::None, Write),
         Filter::None,
     ),
+    rule(
+        "GET",
+        "/v1/operator/autopilot/configuration",
+        check(Operator, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "PUT",
+        "/v1/operator/autopilot/configuration",
+        check(Operator, Name::None, Write),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/operator/autopilot/health",
+        check(Operator, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/operator/autopilot/state",
+        check(Operator, Name::None, Read),
+        Filter::None,
+    ),
     // Consul's `event_prefix`: write on the name fires it; a list shows what may be read.
     rule(
         "PUT",

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::legacy::{RegistrationV1, TxnOpV1};
 use super::{
-    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, LockOp, NodeCoordinate,
-    PreparedQuery, Registration, RestoreState, Session, TxnOp, TxnOutcome,
+    AclAuthMethod, AclBindingRule, AclPolicy, AclRole, AclToken, AutopilotConfig, LockOp,
+    NodeCoordinate, PreparedQuery, Registration, RestoreState, Session, TxnOp, TxnOutcome,
 };
 
 /// A state change, as carried in the Raft log. Every variant is deterministic: applying the
@@ -104,6 +104,12 @@ pub enum Command {
     /// Replace the whole state with a snapshot's (`PUT /v1/snapshot`), as a write at this
     /// entry's index: every row's ModifyIndex and every table index become that index.
     SnapshotRestore(Box<RestoreState>),
+    /// Replace the autopilot configuration. `cas: Some(0)` writes only if none is stored (the
+    /// leader seeding it from its config file); `Some(n)` only if the stored ModifyIndex is n.
+    AutopilotSetConfig {
+        config: Box<AutopilotConfig>,
+        cas: Option<u64>,
+    },
 }
 
 impl Command {

@@ -6,6 +6,7 @@
 
 mod acl;
 mod acl_auth;
+mod autopilot;
 mod catalog;
 mod command;
 mod coordinate;
@@ -19,6 +20,7 @@ mod txn;
 
 pub use acl::{AclMeta, AclPolicy, AclResolved, AclRole, AclToken};
 pub use acl_auth::{AclAuthMethod, AclBindingRule};
+pub use autopilot::AutopilotConfig;
 pub use catalog::{Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use coordinate::{Coordinate, NodeCoordinate};

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AclAuthMethod, AclBindingRule, AclMeta, AclPolicy, AclResolved, AclRole, AclToken, Check,
-    HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute, PreparedQuery, PreparedRun,
-    Service, Session,
+    AclAuthMethod, AclBindingRule, AclMeta, AclPolicy, AclResolved, AclRole, AclToken,
+    AutopilotConfig, Check, HealthStatus, KvEntry, Node, NodeCoordinate, PreparedExecute,
+    PreparedQuery, PreparedRun, Service, Session,
 };
 
 /// Read consistency, as Consul's query parameters choose it.
@@ -124,6 +124,8 @@ pub enum Query {
     AclAuthMethods,
     /// Every binding rule.
     AclBindingRules,
+    /// The autopilot configuration, if one was written.
+    AutopilotConfig,
 }
 
 /// One instance in a health query: its node, the service, and every check that applies
@@ -158,4 +160,5 @@ pub enum QueryResult {
     AclMeta(AclMeta),
     AclAuthMethods(Vec<AclAuthMethod>),
     AclBindingRules(Vec<AclBindingRule>),
+    AutopilotConfig(Option<AutopilotConfig>),
 }

@@ -11,6 +11,10 @@ use openraft::raft::{
 use openraft::BasicNode;
 use tokio::sync::watch;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use super::rpc::{Request, Response, RpcClient};
 use super::types::{NodeId, TypeConfig};
 
@@ -18,13 +22,20 @@ pub(crate) struct Network {
     pub(crate) rpc: RpcClient,
     /// Set when a peer refuses this server as retired (see `Response::Retired`).
     pub(crate) retired: watch::Sender<Option<String>>,
+    /// When each peer last answered an append (entries or heartbeat) or a snapshot without
+    /// error: autopilot's LastContact, seen from the leader.
+    pub(crate) contacts: Contacts,
 }
+
+/// Peer → the last instant it answered a replication request.
+pub(crate) type Contacts = Arc<Mutex<HashMap<NodeId, Instant>>>;
 
 pub(crate) struct PeerConn {
     rpc: RpcClient,
     target: NodeId,
     addr: String,
     retired: watch::Sender<Option<String>>,
+    contacts: Contacts,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -36,6 +47,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             retired: self.retired.clone(),
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -62,6 +74,10 @@ impl PeerConn {
         Ok(resp)
     }
 
+    fn contacted(&self) {
+        crate::sync::lock(&self.contacts).insert(self.target, Instant::now());
+    }
+
     fn unexpected<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
         let e = std::io::Error::other(format!("unexpected reply from {}", self.addr));
         RPCError::Network(NetworkError::new(&e))
@@ -76,6 +92,9 @@ impl RaftNetwork<TypeConfig> for PeerConn {
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
         match self.send(Request::AppendEntries(rpc), &option).await? {
             Response::AppendEntries(r) => {
+                if r.is_ok() {
+                    self.contacted();
+                }
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             _ => Err(self.unexpected()),
@@ -89,6 +108,9 @@ impl RaftNetwork<TypeConfig> for PeerConn {
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
         match self.send(Request::InstallSnapshot(rpc), &option).await? {
             Response::InstallSnapshot(r) => {
+                if r.is_ok() {
+                    self.contacted();
+                }
                 r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             _ => Err(self.unexpected()),

@@ -55,6 +55,8 @@ pub(crate) enum Request {
     QueryIndex(Consistency, Query),
     /// Restart a session's TTL (leader only).
     SessionRenew(String),
+    /// Add a server as a non-voter, which autopilot promotes (named before autopilot
+    /// existed; the name is only the wire format's).
     AddVoter {
         id: NodeId,
         addr: String,
@@ -81,6 +83,8 @@ pub(crate) enum Request {
     },
     /// Stand for election now: the leader asks this of the server it hands leadership to.
     Elect,
+    /// The leader's autopilot health state (`Response::AutopilotHealth`).
+    AutopilotHealth,
 }
 
 /// An [`Error`](crate::Error) as it travels between servers and to client agents.
@@ -120,6 +124,7 @@ impl Request {
             Request::RemovePeer { .. } => "remove-peer",
             Request::TransferLeader { .. } => "transfer-leader",
             Request::Elect => "elect",
+            Request::AutopilotHealth => "autopilot-health",
         }
     }
 }
@@ -150,6 +155,7 @@ pub(crate) enum Response {
     /// A snapshot archive and the read's metadata.
     Snapshot(Result<(Vec<u8>, ReadMeta), WireError>),
     RaftConfiguration(Result<crate::server::RaftConfiguration, WireError>),
+    AutopilotHealth(Result<crate::server::AutopilotHealth, WireError>),
 }
 
 /// A failed call.

@@ -1,5 +1,6 @@
-//! Changes to the Raft membership: forming a cluster, adding and removing voters (on the
-//! leader, forwarded to it from a follower), and the servers `muster recover` retired.
+//! Changes to the Raft membership: forming a cluster, adding servers (as non-voters, which
+//! autopilot promotes) and removing voters (on the leader, forwarded to it from a follower),
+//! and the servers `muster recover` retired.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -13,10 +14,6 @@ use crate::{Error, Result};
 
 use super::client::{unexpected, unwire, FORWARD_TIMEOUT};
 use super::node::{LeaderView, Node};
-
-/// How long a new server may take to replicate the log up to its own addition before it is
-/// made a voter; past it, it stays a learner until the next reconcile asks again.
-const LEARNER_CATCH_UP: Duration = Duration::from_secs(5);
 
 impl Node {
     /// Forms a new cluster from the given servers (ID → RPC address). A no-op when this node
@@ -91,46 +88,22 @@ impl Node {
                     .membership()
                     .get_node(id)
                     .cloned();
-                if known.is_some_and(|n| n.addr != *addr) {
+                if known.as_ref().is_some_and(|n| n.addr != *addr) {
                     // The server came back on another address: update it in place.
                     tracing::info!(id, %addr, "server address changed; updating raft membership");
                     let set = ChangeMembers::SetNodes(BTreeMap::from([(*id, node.clone())]));
                     self.raft.change_membership(set, true).await.map_err(fail)?;
-                    if voters.contains_key(id) {
-                        return Ok(());
-                    }
+                    return Ok(());
                 }
-                tracing::info!(id, %addr, "adding server as voter");
-                let added = self.raft.add_learner(*id, node, true).await.map_err(fail)?;
-                // openraft's blocking add gives up waiting after half a second and returns
-                // anyway: promote only a learner that has the log up to its own addition, so
-                // a server the leader cannot reach (another CA, a firewall) never becomes a
-                // voter that the quorum then needs. The reconcile loop asks again.
-                let wanted = added.log_id.index;
-                let caught_up =
-                    self.raft
-                        .wait(Some(LEARNER_CATCH_UP))
-                        .metrics(
-                            |m| {
-                                m.replication.as_ref().and_then(|r| r.get(id)).is_some_and(
-                                    |matched| matched.is_some_and(|l| l.index >= wanted),
-                                )
-                            },
-                            "new learner caught up",
-                        )
-                        .await;
-                if caught_up.is_err() {
-                    return Err(Error::Rpc {
-                        addr: addr.clone(),
-                        reason: format!(
-                            "server {id} has not caught up with the log within \
-                             {LEARNER_CATCH_UP:?}: left a learner, not made a voter"
-                        ),
-                    });
+                if known.is_some() {
+                    return Ok(());
                 }
-                let ids: BTreeSet<u64> = voters.keys().copied().chain([*id]).collect();
+                // A non-voter until autopilot finds it caught up and stable: a server the
+                // leader cannot reach (another CA, a firewall) never becomes a voter that the
+                // quorum then needs.
+                tracing::info!(id, %addr, "adding server as a non-voter");
                 self.raft
-                    .change_membership(ids, false)
+                    .add_learner(*id, node, false)
                     .await
                     .map_err(fail)?;
                 Ok(())

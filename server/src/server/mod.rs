@@ -7,6 +7,7 @@
 //! the wire), `service` (the server RPC port), `reapers` (the leader's housekeeping),
 //! `data_dir` (the data dir's files and identity) and `tasks` (supervision).
 
+mod autopilot;
 mod batch;
 mod client;
 mod coordinates;
@@ -39,6 +40,7 @@ use node::{LeaderView, Node};
 use tasks::{watch_core, Essential};
 
 use crate::metrics::{ServerMetrics, WriteKind};
+pub use autopilot::{AutopilotHealth, KnownServer, SerfStatus, ServerHealth};
 pub use operator::{RaftConfiguration, RaftPeer, RaftStats};
 
 /// Read and write access to the replicated state. Cheap to clone.
@@ -55,7 +57,7 @@ pub struct Server {
 impl Server {
     /// Opens (or creates) the data dir, starts the Raft node and serves the server RPC port
     /// on `listener` until `cancel` fires. The cluster is not formed yet: see
-    /// [`Server::bootstrap`] and [`Server::add_voter`].
+    /// [`Server::bootstrap`] and [`Server::add_server`].
     pub async fn start(
         config: ServerConfig,
         listener: TcpListener,
@@ -91,9 +93,11 @@ impl Server {
         let rpc = RpcClient::new(config.bind_ip, config.tls.as_ref());
         let hold = config.rpc_hold_timeout;
         let (retired_tx, retired_by) = watch::channel(None);
+        let contacts = crate::raft::network::Contacts::default();
         let network = Network {
             rpc: rpc.clone(),
             retired: retired_tx,
+            contacts: contacts.clone(),
         };
         let dir = config.data_dir.clone();
         let raft = Raft::new(id, Arc::new(raft_config), network, log_store, sm)
@@ -129,6 +133,8 @@ impl Server {
         essential.spawn("write forwarder", forward_loop(rpc.clone(), fwd_rx));
         let node = Arc::new(Node {
             coordinates: Default::default(),
+            contacts,
+            autopilot: Default::default(),
             hub,
             lock_delays,
             session_deadlines: Mutex::default(),
@@ -161,6 +167,10 @@ impl Server {
         essential.spawn(
             "coordinate batcher",
             coordinates::coordinate_batcher(node.clone(), cancel.clone()),
+        );
+        essential.spawn(
+            "autopilot",
+            autopilot::autopilot_loop(node.clone(), cancel.clone()),
         );
         essential.spawn(
             "server RPC listener",
@@ -422,9 +432,10 @@ impl Server {
         }
     }
 
-    /// Adds a server as a voter (on the leader; forwarded otherwise). Waits for it to catch up
-    /// as a learner first so the quorum never depends on an empty node.
-    pub async fn add_voter(&self, id: u64, addr: String) -> Result<()> {
+    /// Adds a server to the Raft configuration as a non-voter (on the leader; forwarded
+    /// otherwise); autopilot promotes it once it is caught up and stable, so the quorum never
+    /// depends on an empty or unreachable node. Updates a known server's changed address.
+    pub async fn add_server(&self, id: u64, addr: String) -> Result<()> {
         let n = self.node.as_ref().ok_or(Error::NoServers)?;
         n.admin(Request::AddVoter { id, addr }).await
     }
@@ -483,6 +494,21 @@ impl Server {
         }
     }
 
+    /// Every server in the Raft configuration, voter or not: ID and address.
+    pub fn raft_members(&self) -> BTreeMap<u64, String> {
+        match &self.node {
+            Some(n) => n
+                .metrics
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, b)| (*id, b.addr.clone()))
+                .collect(),
+            None => BTreeMap::new(),
+        }
+    }
+
     /// Resolves once another server refuses this one as retired by `muster recover`: its
     /// Raft data predates the recovery and must not be served or replicated. Records that
     /// for the next start (which sets the data aside and rejoins afresh) and returns why.
@@ -534,6 +560,31 @@ impl Server {
             None => self
                 .client
                 .call(req, FORWARD_TIMEOUT * 6, pick!(Response::Done))
+                .await?
+                .map_err(unwire),
+        }
+    }
+
+    /// Tells autopilot which servers gossip knows and their status (the agent's reconcile
+    /// loop, on every pass). A no-op on a client agent.
+    pub fn set_known_servers(&self, servers: Vec<KnownServer>) {
+        if let Some(n) = &self.node {
+            n.set_known_servers(servers);
+        }
+    }
+
+    /// The leader's autopilot health state (`/v1/operator/autopilot/health`), asked of the
+    /// leader from elsewhere.
+    pub async fn autopilot_health(&self) -> Result<AutopilotHealth> {
+        match &self.node {
+            Some(n) => n.autopilot_health().await,
+            None => self
+                .client
+                .call(
+                    Request::AutopilotHealth,
+                    FORWARD_TIMEOUT,
+                    pick!(Response::AutopilotHealth),
+                )
                 .await?
                 .map_err(unwire),
         }

@@ -65,6 +65,10 @@ pub(super) struct Node {
     pub(super) session_deadlines: Mutex<HashMap<String, Instant>>,
     /// Coordinate updates waiting for the leader's next batch.
     pub(super) coordinates: super::coordinates::PendingCoordinates,
+    /// When each peer last answered this server's replication requests (as leader).
+    pub(super) contacts: crate::raft::network::Contacts,
+    /// The leader's autopilot state.
+    pub(super) autopilot: Mutex<super::autopilot::Tracker>,
 }
 
 impl Node {

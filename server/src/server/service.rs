@@ -164,6 +164,9 @@ async fn handle(node: &Node, req: Request) -> Response {
             Response::Done(node.admin_local(&r).await.map_err(wire))
         }
         Request::Status => Response::Status(node.status()),
+        Request::AutopilotHealth => {
+            Response::AutopilotHealth(node.autopilot_health().await.map_err(wire))
+        }
         Request::RaftConfiguration(stale) => {
             Response::RaftConfiguration(node.raft_configuration(stale).await.map_err(wire))
         }

@@ -361,6 +361,7 @@ impl Catalog {
             | Query::AclMeta
             | Query::AclAuthMethods
             | Query::AclBindingRules => self.table_index(IDX_ACL),
+            Query::AutopilotConfig => self.table_index(IDX_AUTOPILOT),
         }
     }
 
@@ -479,6 +480,9 @@ impl Catalog {
                     Query::AclAuthMethods => QueryResult::AclAuthMethods(self.acl_auth_methods()?),
                     Query::AclBindingRules => {
                         QueryResult::AclBindingRules(self.acl_binding_rules()?)
+                    }
+                    Query::AutopilotConfig => {
+                        QueryResult::AutopilotConfig(self.autopilot_config()?)
                     }
                     Query::NodeSessions { node } => QueryResult::Sessions(
                         self.sessions()?

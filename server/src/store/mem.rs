@@ -29,7 +29,7 @@ pub(crate) struct TableId {
     pub(crate) name: &'static str,
 }
 
-pub(crate) const TABLE_COUNT: usize = 18;
+pub(crate) const TABLE_COUNT: usize = 19;
 
 /// Every table at one applied index. Cloning is cheap: the maps share their nodes.
 #[derive(Clone, Default)]

@@ -4,6 +4,7 @@
 mod acl;
 mod acl_auth;
 mod apply;
+mod autopilot;
 mod catalog;
 mod coordinate;
 mod error;

@@ -57,10 +57,14 @@ pub(crate) const ACL_META_ROW: &str = "acl";
 pub(crate) const ACL_AUTH_METHODS: TableId = table(16, "acl_auth_methods");
 /// ACL binding rules by ID (postcard `AclBindingRule`).
 pub(crate) const ACL_BINDING_RULES: TableId = table(17, "acl_binding_rules");
+/// The autopilot configuration: one row, [`AUTOPILOT_ROW`] (postcard `AutopilotConfig`),
+/// absent until the first leader seeds it from its config file.
+pub(crate) const AUTOPILOT: TableId = table(18, "autopilot");
+pub(crate) const AUTOPILOT_ROW: &str = "config";
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 17] = [
+pub(crate) const DATA_TABLES: [TableId; 18] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -78,6 +82,7 @@ pub(crate) const DATA_TABLES: [TableId; 17] = [
     ACL_META,
     ACL_AUTH_METHODS,
     ACL_BINDING_RULES,
+    AUTOPILOT,
 ];
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
@@ -109,6 +114,7 @@ pub(crate) const IDX_PREPARED: &str = "prepared_queries";
 pub(crate) const IDX_COORDINATES: &str = "coordinates";
 /// Every ACL table shares one index: a change to any of them can change what a token grants.
 pub(crate) const IDX_ACL: &str = "acl";
+pub(crate) const IDX_AUTOPILOT: &str = "autopilot";
 
 /// Key of a row owned by a node: `node \0 id`.
 pub(crate) fn node_key(node: &str, id: &str) -> String {

@@ -60,6 +60,7 @@ impl Topic {
             | Query::AclMeta
             | Query::AclAuthMethods
             | Query::AclBindingRules => vec![Topic::Table(IDX_ACL)],
+            Query::AutopilotConfig => vec![Topic::Table(IDX_AUTOPILOT)],
         }
     }
 }

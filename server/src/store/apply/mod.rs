@@ -6,6 +6,7 @@
 
 mod acl;
 mod acl_auth;
+mod autopilot;
 mod catalog;
 mod coordinate;
 mod kv;
@@ -110,6 +111,7 @@ pub(crate) fn apply_command(
         Command::AclBindingRuleSet(r) => a.acl_binding_rule_set(*r)?,
         Command::AclBindingRuleDelete { id } => a.acl_delete(ACL_BINDING_RULES, &id)?,
         Command::SnapshotRestore(state) => a.snapshot_restore(*state)?,
+        Command::AutopilotSetConfig { config, cas } => a.autopilot_set(*config, cas)?,
     };
     Ok(CommandResult {
         index,
