@@ -1,7 +1,8 @@
 //! openraft's network over the server RPC client.
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -11,7 +12,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use tokio::sync::watch;
 
-use super::rpc::{Request, Response, RpcClient};
+use super::rpc::{CallError, Request, Response, RpcClient, MAX_FRAME};
 use super::types::{NodeId, TypeConfig};
 
 pub(crate) struct Network {
@@ -48,11 +49,20 @@ impl PeerConn {
         req: Request,
         option: &RPCOption,
     ) -> Result<Response, RPCError<NodeId, BasicNode, E>> {
-        let resp = self
-            .rpc
-            .call(&self.addr, &req, option.hard_ttl())
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let entries = match &req {
+            Request::AppendEntries(r) => r.entries.len() as u64,
+            _ => 0,
+        };
+        let resp = match self.rpc.call(&self.addr, &req, option.hard_ttl()).await {
+            Ok(r) => r,
+            // Entries past the frame (a restore's chunks, for a follower far behind): openraft
+            // retries at once with fewer, as many as should fill half a frame.
+            Err(CallError::TooLarge { len }) if entries > 1 => {
+                let fit = entries * (MAX_FRAME as u64 / 2) / len as u64;
+                return Err(PayloadTooLarge::new_entries_hint(fit.max(1)).into());
+            }
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+        };
         if let Response::Retired(why) = resp {
             self.retired
                 .send_if_modified(|r| r.replace(why.clone()).is_none());

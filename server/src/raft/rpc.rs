@@ -20,7 +20,7 @@ use crate::codec::{decode, encode};
 use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
 
 /// Largest frame accepted; snapshots travel in chunks well below it.
-const MAX_FRAME: usize = 64 << 20;
+pub(crate) const MAX_FRAME: usize = 64 << 20;
 /// Idle connections kept per peer.
 const POOL_SIZE: usize = 64;
 
@@ -163,6 +163,9 @@ pub(crate) enum CallError {
     /// of another Muster version): the request reached it.
     #[error("{addr}: bad reply: {reason}")]
     BadReply { addr: String, reason: String },
+    /// The request encodes past [`MAX_FRAME`]: not sent.
+    #[error("a {len}-byte request is past the {MAX_FRAME}-byte frame limit")]
+    TooLarge { len: usize },
 }
 
 impl CallError {
@@ -172,6 +175,7 @@ impl CallError {
         match self {
             CallError::Transport { sent, .. } => *sent,
             CallError::BadReply { .. } => true,
+            CallError::TooLarge { .. } => false,
         }
     }
 }
@@ -286,6 +290,9 @@ impl RpcClient {
             reason: e.to_string(),
             sent: false,
         })?;
+        if body.len() > MAX_FRAME {
+            return Err(CallError::TooLarge { len: body.len() });
+        }
         let sent = std::sync::atomic::AtomicBool::new(false);
         let fut = async {
             // A pooled connection may have been closed by the peer; retry once on a fresh one.

@@ -57,10 +57,16 @@ pub(crate) const ACL_META_ROW: &str = "acl";
 pub(crate) const ACL_AUTH_METHODS: TableId = table(16, "acl_auth_methods");
 /// ACL binding rules by ID (postcard `AclBindingRule`).
 pub(crate) const ACL_BINDING_RULES: TableId = table(17, "acl_binding_rules");
+/// Chunks of a restore under way, by `restore_id \0 seq` (20 digits, so they sort in order):
+/// each a postcard `RestoreState` of some rows (`Command::SnapshotRestoreChunk`); under the
+/// bare `restore_id`, the Raft term it began in (postcard u64). A data
+/// table so that a checkpoint, a restart and openraft's snapshots for a follower's catch-up
+/// all keep them until the commit; never part of an archive, never restored.
+pub(crate) const RESTORE_STAGING: TableId = table(18, "restore_staging");
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 17] = [
+pub(crate) const DATA_TABLES: [TableId; 18] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -78,7 +84,18 @@ pub(crate) const DATA_TABLES: [TableId; 17] = [
     ACL_META,
     ACL_AUTH_METHODS,
     ACL_BINDING_RULES,
+    RESTORE_STAGING,
 ];
+
+/// Whether a snapshot archive carries `t`: the cluster's own bookkeeping stays out.
+pub(crate) fn archived(t: TableId) -> bool {
+    t.slot != RESTORE_STAGING.slot
+}
+
+/// The [`RESTORE_STAGING`] key of a restore's chunk.
+pub(crate) fn staging_key(id: &str, seq: u64) -> String {
+    format!("{id}\0{seq:020}")
+}
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
 /// [`SESSION_KEYS`].

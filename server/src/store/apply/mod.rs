@@ -24,7 +24,7 @@ use crate::codec::{decode, encode};
 use crate::model::{Command, CommandResult, Service, TxnOp};
 
 pub(crate) use kv::rebuild_session_keys;
-pub(crate) use restore::check_restore;
+pub(crate) use restore::check_row;
 
 /// What a batch of commands touched.
 #[derive(Debug, Default)]
@@ -110,6 +110,9 @@ pub(crate) fn apply_command(
         Command::AclBindingRuleSet(r) => a.acl_binding_rule_set(*r)?,
         Command::AclBindingRuleDelete { id } => a.acl_delete(ACL_BINDING_RULES, &id)?,
         Command::SnapshotRestore(state) => a.snapshot_restore(*state)?,
+        Command::SnapshotRestoreChunk { id, seq, data } => a.restore_chunk(&id, seq, &data)?,
+        Command::SnapshotRestoreCommit { id, chunks } => a.restore_commit(&id, chunks)?,
+        Command::SnapshotRestoreDiscard { id } => a.restore_discard(id.as_deref())?,
     };
     Ok(CommandResult {
         index,
