@@ -112,6 +112,7 @@ pub enum Command {
     SnapshotRestoreChunk {
         id: String,
         seq: u64,
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// Replace the whole state with the `chunks` staged chunks of restore `id`, in one apply,

@@ -6,6 +6,7 @@
 
 mod acl;
 mod acl_auth;
+mod bytes;
 mod catalog;
 mod command;
 mod coordinate;

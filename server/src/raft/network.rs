@@ -15,6 +15,10 @@ use tokio::sync::watch;
 use super::rpc::{CallError, Request, Response, RpcClient, MAX_FRAME};
 use super::types::{NodeId, TypeConfig};
 
+/// The most an AppendEntries frame carries when it holds more than one entry: a follower
+/// decodes and flushes it within the AppendEntries timeout, and far below [`MAX_FRAME`].
+const APPEND_BUDGET: usize = 8 << 20;
+
 pub(crate) struct Network {
     pub(crate) rpc: RpcClient,
     /// Set when a peer refuses this server as retired (see `Response::Retired`).
@@ -49,16 +53,22 @@ impl PeerConn {
         req: Request,
         option: &RPCOption,
     ) -> Result<Response, RPCError<NodeId, BasicNode, E>> {
-        let entries = match &req {
-            Request::AppendEntries(r) => r.entries.len() as u64,
-            _ => 0,
+        let (entries, limit) = match &req {
+            Request::AppendEntries(r) if r.entries.len() > 1 => {
+                (r.entries.len() as u64, APPEND_BUDGET)
+            }
+            _ => (0, MAX_FRAME),
         };
-        let resp = match self.rpc.call(&self.addr, &req, option.hard_ttl()).await {
+        let resp = match self
+            .rpc
+            .call_within(&self.addr, &req, option.hard_ttl(), limit)
+            .await
+        {
             Ok(r) => r,
-            // Entries past the frame (a restore's chunks, for a follower far behind): openraft
-            // retries at once with fewer, as many as should fill half a frame.
+            // Entries past the budget (a restore's chunks, for a follower far behind): openraft
+            // retries at once with fewer, as many as should fill the budget.
             Err(CallError::TooLarge { len }) if entries > 1 => {
-                let fit = entries * (MAX_FRAME as u64 / 2) / len as u64;
+                let fit = entries * APPEND_BUDGET as u64 / len as u64;
                 return Err(PayloadTooLarge::new_entries_hint(fit.max(1)).into());
             }
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&e))),

@@ -163,8 +163,8 @@ pub(crate) enum CallError {
     /// of another Muster version): the request reached it.
     #[error("{addr}: bad reply: {reason}")]
     BadReply { addr: String, reason: String },
-    /// The request encodes past [`MAX_FRAME`]: not sent.
-    #[error("a {len}-byte request is past the {MAX_FRAME}-byte frame limit")]
+    /// The request encodes past [`MAX_FRAME`] (or the caller's lower limit): not sent.
+    #[error("a {len}-byte request is past the frame limit")]
     TooLarge { len: usize },
 }
 
@@ -286,11 +286,23 @@ impl RpcClient {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, CallError> {
+        self.call_within(addr, req, timeout, MAX_FRAME).await
+    }
+
+    /// [`RpcClient::call`] for a request that must encode to at most `limit` bytes (at most
+    /// [`MAX_FRAME`]); a larger one is not sent ([`CallError::TooLarge`]).
+    pub(crate) async fn call_within(
+        &self,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Response, CallError> {
         let body = encode(req).map_err(|e| CallError::Transport {
             reason: e.to_string(),
             sent: false,
         })?;
-        if body.len() > MAX_FRAME {
+        if body.len() > limit.min(MAX_FRAME) {
             return Err(CallError::TooLarge { len: body.len() });
         }
         let sent = std::sync::atomic::AtomicBool::new(false);

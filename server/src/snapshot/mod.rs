@@ -19,9 +19,11 @@
 //! so a checkpoint and a restart keep what was staged, and openraft's own snapshots carry
 //! it to a follower that catches up from one; archives never carry it.
 //!
-//! Bounds: a chunk is far below the server RPC frame (64 MiB), and AppendEntries frames that
-//! would pass it are cut by the network (openraft's `PayloadTooLarge`), so a follower that is
-//! behind receives the chunks a few at a time. A restore that stops half-way (its driver
+//! Bounds: a chunk (1 MiB) is far below the server RPC frame (64 MiB), and AppendEntries
+//! frames of several entries past 8 MiB are cut by the network (openraft's
+//! `PayloadTooLarge`), so a follower that is behind receives the chunks a few at a time;
+//! an AppendEntries with entries may take 5 s rather than a heartbeat interval
+//! (vendor/openraft/MUSTER.md). A restore that stops half-way (its driver
 //! failed, or the leader changed) leaves chunks no commit will use: a new restore's first
 //! chunk drops them, a new leader discards them, and the commit of a restore whose chunks
 //! were dropped fails, changing nothing. The old single-entry [`Command::SnapshotRestore`]
@@ -40,9 +42,10 @@ use crate::model::{Command, Consistency, ReadMeta, RestoreState};
 use crate::store::mem::Tables;
 use crate::{Error, Result, Server};
 
-/// The rows one restore chunk carries, in bytes, about: a few MiB, far below the server RPC
-/// frame, so that one entry or a few in an AppendEntries frame always fit.
-pub const CHUNK_BYTES: usize = 4 << 20;
+/// The rows one restore chunk carries, in bytes, about: one MiB, far below the server RPC
+/// frame, so that a follower decodes and flushes a chunk's AppendEntries quickly, and a few
+/// fit in one.
+pub const CHUNK_BYTES: usize = 1 << 20;
 /// The largest chunk sent: a single row past this cannot travel in a frame with its entry.
 const MAX_CHUNK_BYTES: usize = 48 << 20;
 
@@ -226,6 +229,15 @@ pub fn inspect_file(path: &Path) -> std::result::Result<Inspection, SnapshotErro
     Ok(read_rows(f, |_, _, _| Ok(()))?.0)
 }
 
+/// A row's value as postcard writes a `Vec<u8>`, copied whole rather than byte by byte.
+struct AsBytes<'a>(&'a [u8]);
+
+impl serde::Serialize for AsBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
 /// Cuts the rows of an archive into restore chunks (postcard [`RestoreState`]s) of about
 /// [`CHUNK_BYTES`], in order; the last one carries the indexes.
 struct Chunker<F> {
@@ -250,7 +262,16 @@ impl<F: FnMut(Vec<u8>) -> Result<(), SnapshotError>> Chunker<F> {
     }
 
     fn flush(&mut self) -> Result<(), SnapshotError> {
-        let chunk = crate::codec::encode(&self.cur)
+        let tables: Vec<(&str, Vec<(&str, AsBytes<'_>)>)> = self
+            .cur
+            .tables
+            .iter()
+            .map(|(t, rows)| {
+                let rows = rows.iter().map(|(k, v)| (k.as_str(), AsBytes(v))).collect();
+                (t.as_str(), rows)
+            })
+            .collect();
+        let chunk = crate::codec::encode(&(tables, &self.cur.indexes))
             .map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))?;
         if chunk.len() > MAX_CHUNK_BYTES {
             return Err(SnapshotError::Corrupt(format!(

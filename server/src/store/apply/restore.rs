@@ -71,10 +71,42 @@ pub(crate) fn restored_table(name: &str) -> Result<Option<TableId>> {
 
 /// Checks that one row of table `name` would restore: the table known, the row decoding.
 pub(crate) fn check_row(name: &str, value: &[u8]) -> Result<()> {
-    if let Some(t) = restored_table(name)? {
-        restamp(t, value, 0)?;
+    match restored_table(name)? {
+        Some(t) if t.slot == KV.slot => {
+            crate::codec::decode_borrowed::<KvRow<'_>>(value)?;
+        }
+        Some(t) => {
+            restamp(t, value, 0)?;
+        }
+        None => {}
     }
     Ok(())
+}
+
+/// A [`KvEntry`] row read and written in place: the same encoding, its value copied whole
+/// rather than byte by byte (a restore restamps every row; values are most of the state).
+#[derive(Deserialize, serde::Serialize)]
+struct KvRow<'a> {
+    key: &'a str,
+    #[serde(borrow, with = "borrowed_bytes")]
+    value: &'a [u8],
+    flags: u64,
+    session: Option<&'a str>,
+    create_index: u64,
+    modify_index: u64,
+    lock_index: u64,
+}
+
+mod borrowed_bytes {
+    pub(super) fn serialize<S: serde::Serializer>(v: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<&'de [u8], D::Error> {
+        serde::Deserialize::deserialize(d)
+    }
 }
 
 /// A chunk as staged, read without copying its rows (the layout of [`RestoreState`]).
@@ -107,10 +139,10 @@ impl Fresh {
 
     fn add_row(&mut self, t: TableId, key: &str, value: &[u8]) -> Result<()> {
         if t.slot == KV.slot {
-            let mut e: KvEntry = decode(value)?;
+            let mut e: KvRow<'_> = crate::codec::decode_borrowed(value)?;
             e.create_index = e.create_index.min(self.index);
             e.modify_index = self.index;
-            if let Some(s) = &e.session {
+            if let Some(s) = e.session {
                 put_raw(&mut self.session_keys, &node_key(s, key), &[]);
             }
             put_raw(&mut self.rows[t.slot], key, &encode(&e)?);
@@ -301,6 +333,26 @@ impl Apply<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kv_row_reads_and_writes_as_a_kv_entry() {
+        let e = KvEntry {
+            key: "k".into(),
+            value: vec![1, 2, 3, 200],
+            flags: 9,
+            session: Some("s".into()),
+            create_index: 3,
+            modify_index: 4,
+            lock_index: 5,
+        };
+        let b = encode(&e).expect("row");
+        let r: KvRow<'_> = crate::codec::decode_borrowed(&b).expect("reads");
+        assert_eq!(
+            (r.key, r.value, r.session),
+            ("k", &[1, 2, 3, 200][..], Some("s"))
+        );
+        assert_eq!(encode(&r).expect("writes"), b);
+    }
 
     #[test]
     fn a_chunk_reads_as_the_restore_state_it_encodes() {
