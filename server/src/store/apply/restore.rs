@@ -109,11 +109,14 @@ mod borrowed_bytes {
     }
 }
 
+/// A table's rows in a staged chunk, borrowed from it.
+type RowsRef<'a> = Vec<(&'a str, &'a [u8])>;
+
 /// A chunk as staged, read without copying its rows (the layout of [`RestoreState`]).
 #[derive(Deserialize)]
 struct ChunkRef<'a> {
     #[serde(borrow)]
-    tables: Vec<(&'a str, Vec<(&'a str, &'a [u8])>)>,
+    tables: Vec<(&'a str, RowsRef<'a>)>,
     #[serde(borrow)]
     indexes: Vec<(&'a str, u64)>,
 }
