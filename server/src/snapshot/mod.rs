@@ -26,7 +26,9 @@
 //! (vendor/openraft/MUSTER.md). A restore that stops half-way (its driver
 //! failed, or the leader changed) leaves chunks no commit will use: a new restore's first
 //! chunk drops them, a new leader discards them, and the commit of a restore whose chunks
-//! were dropped fails, changing nothing. The old single-entry [`Command::SnapshotRestore`]
+//! were dropped fails, changing nothing. Chunks and commit must share one leader term, so a
+//! leader change never mixes two leaders' views of a restore; a driver whose chunk or commit
+//! is refused so starts again (nothing of it applied), [`RESTORE_ATTEMPTS`] times at most. The old single-entry [`Command::SnapshotRestore`]
 //! still applies, from logs that hold it.
 
 mod archive;
@@ -333,50 +335,25 @@ impl Server {
         let inspection = tokio::task::spawn_blocking(move || inspect_file(&p))
             .await
             .map_err(|e| Error::Storage(e.to_string()))??;
-        let id = crate::new_uuid();
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
-        let p = path.to_path_buf();
-        let cutter = tokio::task::spawn_blocking(move || {
-            chunk_file(&p, |chunk| {
-                tx.blocking_send(chunk)
-                    .map_err(|_| SnapshotError::Io("the restore stopped".into()))
-            })
-        });
-        let proposed = async {
-            let mut seq = 0u64;
-            while let Some(data) = rx.recv().await {
-                let cmd = Command::SnapshotRestoreChunk {
-                    id: id.clone(),
-                    seq,
-                    data,
-                };
-                if !self.write(cmd).await?.success {
-                    return Err(interrupted());
+        let mut attempt = 1;
+        let index = loop {
+            let id = crate::new_uuid();
+            match self.propose_restore(path, &id).await {
+                Ok(index) => break index,
+                // Nothing of it was applied: run it again, under a new ID, in the new term.
+                Err(Proposal::Interrupted) if attempt < RESTORE_ATTEMPTS => {
+                    tracing::warn!(attempt, "snapshot restore interrupted; starting it again");
+                    attempt += 1;
                 }
-                seq += 1;
-            }
-            let rows = cutter.await.map_err(|e| Error::Storage(e.to_string()))??;
-            let out = self
-                .write(Command::SnapshotRestoreCommit {
-                    id: id.clone(),
-                    chunks: seq,
-                })
-                .await?;
-            if !out.success {
-                return Err(interrupted());
-            }
-            tracing::info!(index = out.index, chunks = seq, rows, "restore committed");
-            Ok(out.index)
-        };
-        let index = match proposed.await {
-            Ok(index) => index,
-            Err(e) => {
-                // Best effort: a new restore or a new leader drops them otherwise.
-                let discard = Command::SnapshotRestoreDiscard { id: Some(id) };
-                if let Err(d) = self.write(discard).await {
-                    tracing::warn!(error = %d, "cannot discard a failed restore's chunks");
+                Err(Proposal::Interrupted) => return Err(interrupted()),
+                Err(Proposal::Failed(e)) => {
+                    // Best effort: a new restore or a new leader drops them otherwise.
+                    let discard = Command::SnapshotRestoreDiscard { id: Some(id) };
+                    if let Err(d) = self.write(discard).await {
+                        tracing::warn!(error = %d, "cannot discard a failed restore's chunks");
+                    }
+                    return Err(e);
                 }
-                return Err(e);
             }
         };
         tracing::info!(
@@ -387,14 +364,68 @@ impl Server {
         );
         Ok((index, inspection))
     }
+
+    /// Proposes the chunks of the archive at `path` under restore `id`, then its commit.
+    async fn propose_restore(&self, path: &Path, id: &str) -> Result<u64, Proposal> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let p = path.to_path_buf();
+        let cutter = tokio::task::spawn_blocking(move || {
+            chunk_file(&p, |chunk| {
+                tx.blocking_send(chunk)
+                    .map_err(|_| SnapshotError::Io("the restore stopped".into()))
+            })
+        });
+        let mut seq = 0u64;
+        while let Some(data) = rx.recv().await {
+            let cmd = Command::SnapshotRestoreChunk {
+                id: id.to_string(),
+                seq,
+                data,
+            };
+            if !self.write(cmd).await?.success {
+                return Err(Proposal::Interrupted);
+            }
+            seq += 1;
+        }
+        let rows = cutter
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .map_err(Error::from)?;
+        let commit = Command::SnapshotRestoreCommit {
+            id: id.to_string(),
+            chunks: seq,
+        };
+        let out = self.write(commit).await?;
+        if !out.success {
+            return Err(Proposal::Interrupted);
+        }
+        tracing::info!(index = out.index, chunks = seq, rows, "restore committed");
+        Ok(out.index)
+    }
+}
+
+/// How many times a restore interrupted by a leader change (or another restore) is run.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+/// Why proposing a restore stopped.
+enum Proposal {
+    /// A chunk or the commit was refused, so nothing of this restore was applied.
+    Interrupted,
+    /// Anything else: a write that may or may not have been applied, an unreadable file.
+    Failed(Error),
+}
+
+impl From<Error> for Proposal {
+    fn from(e: Error) -> Self {
+        Proposal::Failed(e)
+    }
 }
 
 fn interrupted() -> Error {
-    Error::Storage(
-        "snapshot restore interrupted (another restore started, or the leader changed): \
-         nothing was changed"
-            .into(),
-    )
+    Error::Storage(format!(
+        "snapshot restore interrupted {RESTORE_ATTEMPTS} times (another restore started, or \
+         the leader changed): nothing was changed"
+    ))
 }
 
 #[cfg(test)]
