@@ -21,15 +21,18 @@
 //!
 //! Bounds: a chunk (1 MiB) is far below the server RPC frame (64 MiB), and AppendEntries
 //! frames of several entries past 8 MiB are cut by the network (openraft's
-//! `PayloadTooLarge`), so a follower that is behind receives the chunks a few at a time;
-//! an AppendEntries with entries may take 5 s rather than a heartbeat interval
-//! (vendor/openraft/MUSTER.md). A restore that stops half-way (its driver
+//! `PayloadTooLarge`), so a follower that is behind receives the chunks a few at a time; an
+//! AppendEntries with entries may take 5 s rather than a heartbeat interval
+//! (vendor/openraft/MUSTER.md). The commit holds, for a moment, the staged chunks, the new
+//! tables and the old ones (still read until it is published): about three times the state.
+//!
+//! Abandoned restores: chunks and commit must share one leader term, so a leader change
+//! never mixes two leaders' views of a restore. A restore that stops half-way (its driver
 //! failed, or the leader changed) leaves chunks no commit will use: a new restore's first
-//! chunk drops them, a new leader discards them, and the commit of a restore whose chunks
-//! were dropped fails, changing nothing. Chunks and commit must share one leader term, so a
-//! leader change never mixes two leaders' views of a restore; a driver whose chunk or commit
-//! is refused so starts again (nothing of it applied), [`RESTORE_ATTEMPTS`] times at most. The old single-entry [`Command::SnapshotRestore`]
-//! still applies, from logs that hold it.
+//! chunk drops them, a new leader discards them (`server/reapers.rs`), and the commit of a
+//! restore whose chunks were dropped fails, changing nothing. A driver whose chunk or commit
+//! is refused so starts again (nothing of it applied), [`RESTORE_ATTEMPTS`] times at most.
+//! The old single-entry [`Command::SnapshotRestore`] still applies, from logs that hold it.
 
 mod archive;
 mod consul;
