@@ -1,12 +1,14 @@
 //! `/v1/snapshot`: `GET` streams an archive of the whole replicated state (Consul's shape,
-//! see `muster_server::snapshot`), `PUT` restores one through Raft. Both hold every secret,
-//! so their ACL rule asks `acl:write`, as Consul's.
+//! see `muster_server::snapshot`), `PUT` restores one through Raft: the body is streamed to
+//! a file in the agent's data dir, then checked and restored from there, never held in
+//! memory. Both hold every secret, so their ACL rule asks `acl:write`, as Consul's.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use muster_server::snapshot::MAX_RESTORE_BYTES;
+use futures::StreamExt;
 use serde::Serialize;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::error::{ApiError, ApiResult};
@@ -14,9 +16,48 @@ use crate::params::Params;
 use crate::reply::{json, with_meta};
 use crate::ApiState;
 
-/// The largest archive `PUT` reads: a restore's state is bounded by [`MAX_RESTORE_BYTES`]
-/// once decoded, and gzip rarely makes it larger.
-const MAX_ARCHIVE_BYTES: usize = MAX_RESTORE_BYTES + (1 << 20);
+/// The largest archive `PUT` takes: it lands on disk, and a disk filled by one request
+/// would stop the server.
+const MAX_ARCHIVE_BYTES: u64 = 16 << 30;
+
+/// A file removed when dropped: the uploaded archive, whatever becomes of the restore.
+struct Scratch(std::path::PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Streams `body` into a new file in `dir`.
+async fn body_to_file(body: Body, dir: &std::path::Path) -> ApiResult<Scratch> {
+    let name = format!(".snapshot-restore-{}.tmp", rand::random::<u64>());
+    let scratch = Scratch(dir.join(name));
+    let unwritable = |e: std::io::Error| {
+        ApiError::Unavailable(format!(
+            "cannot write the snapshot to {}: {e}",
+            scratch.0.display()
+        ))
+    };
+    let f = tokio::fs::File::create(&scratch.0)
+        .await
+        .map_err(unwritable)?;
+    let mut f = tokio::io::BufWriter::with_capacity(1 << 20, f);
+    let mut stream = body.into_data_stream();
+    let mut len = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+        len += chunk.len() as u64;
+        if len > MAX_ARCHIVE_BYTES {
+            return Err(ApiError::TooLarge(format!(
+                "snapshot archive over {MAX_ARCHIVE_BYTES} bytes"
+            )));
+        }
+        f.write_all(&chunk).await.map_err(unwritable)?;
+    }
+    f.flush().await.map_err(unwritable)?;
+    Ok(scratch)
+}
 
 /// Sends what it is given to the response body, 64 KiB at a time.
 struct ChannelWriter {
@@ -103,14 +144,9 @@ pub(crate) async fn snapshot_put(
     body: Body,
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
-    let bytes = axum::body::to_bytes(body, MAX_ARCHIVE_BYTES)
-        .await
-        .map_err(|_| {
-            ApiError::TooLarge(format!(
-                "snapshot archive over {MAX_ARCHIVE_BYTES} bytes: a restore is one Raft entry"
-            ))
-        })?;
-    let (index, inspection) = st.server.restore(&bytes).await?;
+    let file = body_to_file(body, &st.server.scratch_dir()).await?;
+    let (index, inspection) = st.server.restore_file(&file.0).await?;
+    drop(file);
     for (kind, n) in &inspection.skipped {
         tracing::warn!(record = %kind, count = n, "snapshot restore skipped Consul records");
     }

@@ -15,6 +15,11 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
     Ok(postcard::to_stdvec(v)?)
 }
 
+/// Decodes what [`encode`] wrote into a value that borrows its strings and bytes from `b`.
+pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(b: &'a [u8]) -> Result<T, CodecError> {
+    Ok(postcard::from_bytes(b)?)
+}
+
 /// Decodes what [`encode`] wrote.
 pub(crate) fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, CodecError> {
     Ok(postcard::from_bytes(b)?)

@@ -1,7 +1,9 @@
 //! Snapshots end to end: `muster snapshot save` on a 3-server cluster and `restore` on a
 //! fresh one (every key with its flags and lock, the external node with its service, check
 //! and session, identical; no index going backwards); damaged files refused with nothing
-//! changed; ACLs asking `acl:write`.
+//! changed; ACLs asking `acl:write`; a restore past what one Raft entry used to carry
+//! (32 MiB) applied identically on every server; a leader killed mid-restore leaving the old
+//! state or the new, never a mix.
 
 use std::path::Path;
 use std::time::Duration;
@@ -239,6 +241,190 @@ async fn damaged_snapshots_are_refused_and_change_nothing() -> anyhow::Result<()
     let keys = ok(get(&a.url("/v1/kv/?keys")).await).await;
     assert_eq!(keys.json(), json!(["keep"]));
     Ok(())
+}
+
+/// 85 values of 400 KiB (under Consul's 512 KiB value limit): 34 MiB of state, past the
+/// 32 MiB one Raft entry used to carry. Repetitive, so that a debug build compresses it fast.
+const BIG_KEYS: usize = 85;
+const BIG_VALUE: usize = 400 << 10;
+
+fn big_value(i: usize) -> Vec<u8> {
+    let line = format!("value {i:03} of the big restore, ");
+    line.bytes().cycle().take(BIG_VALUE).collect()
+}
+
+/// The archive of a state of the big keys under `prefix`, written on a single server of its
+/// own (writing through one server is quicker than through three).
+async fn big_archive(root: &Path, prefix: &str) -> Vec<u8> {
+    let a = single_server(root, "gen", &[]).await.expect("server");
+    for i in 0..BIG_KEYS {
+        let url = a.url(&format!("/v1/kv/{prefix}/{i:03}?flags={i}"));
+        ok(put(&url, &big_value(i)).await).await;
+    }
+    let file = root.join(format!("{prefix}.snap"));
+    save(&a, &file).await;
+    std::fs::read(&file).expect("archive")
+}
+
+/// Runs a restore until it succeeds, 3 times at most: on a loaded machine a debug build's
+/// leader may change under it (or be missing for a moment), and such a restore fails whole,
+/// changing nothing, as the callers check.
+async fn restore_until_ok(url: &str, archive: &[u8]) -> anyhow::Result<Resp> {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let r = put_slow(url, archive.to_vec()).await?;
+        if r.status == 200 {
+            return Ok(r);
+        }
+        last = r.text();
+        assert!(
+            last.contains("nothing was changed") || last.contains("No cluster leader"),
+            "{last}"
+        );
+    }
+    anyhow::bail!("the restore kept failing: {last}")
+}
+
+/// The two tests that move tens of MiB through three debug servers run one at a time, so
+/// that neither starves the other's elections of CPU.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A PUT with room for a large body to be restored in a debug build.
+async fn put_slow(url: &str, body: Vec<u8>) -> anyhow::Result<Resp> {
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?
+        .put(url)
+        .body(body)
+        .send()
+        .await?;
+    Ok(Resp {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.bytes().await?.to_vec(),
+    })
+}
+
+/// The keys `a` holds (stale: this very server's state) and its KV index.
+async fn keys_on(a: &Agent) -> Option<(Vec<String>, u64)> {
+    let r = get(&a.url("/v1/kv/?keys&stale")).await.ok()?;
+    if r.status == 404 {
+        return Some((Vec::new(), index_of(&r)));
+    }
+    let keys = serde_json::from_value(r.json()).ok()?;
+    Some((keys, index_of(&r)))
+}
+
+fn big_keys(prefix: &str) -> Vec<String> {
+    (0..BIG_KEYS).map(|i| format!("{prefix}/{i:03}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_past_32_mib_applies_identically_on_every_server() -> anyhow::Result<()> {
+    let _heavy = HEAVY.lock().await;
+    let dir = tempfile::tempdir()?;
+    let archive = big_archive(dir.path(), "big").await;
+    let s = start_servers(dir.path(), 3, &[]).await?;
+    ok(put(&s[0].url("/v1/kv/after"), b"gone after the restore").await).await;
+    let before = index_of(&ok(get(&s[0].url("/v1/kv/after")).await).await);
+
+    // Through a follower's API: it drives the restore, forwarding every chunk to the leader.
+    let leader = wait_for_agreed_leader(&s, Duration::from_secs(10)).await?;
+    let via = (leader.unwrap_or(0) + 1) % s.len();
+    let r = restore_until_ok(&s[via].url("/v1/snapshot"), &archive).await?;
+    let restored = r.json()["Index"].as_u64().expect("Index");
+    assert!(restored > before);
+
+    let want = big_keys("big");
+    let mut indexes = Vec::new();
+    for a in &s {
+        let (keys, index) = wait_until("the restored keys", Duration::from_secs(30), || async {
+            keys_on(a).await.filter(|(k, _)| *k == want)
+        })
+        .await?;
+        assert_eq!(keys.len(), BIG_KEYS);
+        indexes.push(index);
+        // A sample of rows: the value, the flags, the restore's index on every server.
+        for i in (0..BIG_KEYS).step_by(33) {
+            let r = ok(get(&a.url(&format!("/v1/kv/big/{i:03}?raw&stale"))).await).await;
+            assert_eq!(r.body, big_value(i), "{} big/{i:03}", a.name);
+            let e = ok(get(&a.url(&format!("/v1/kv/big/{i:03}?stale"))).await).await;
+            assert_eq!(e.json()[0]["Flags"], i, "{}", a.name);
+            assert_eq!(e.json()[0]["ModifyIndex"], restored, "{}", a.name);
+        }
+    }
+    assert_eq!(indexes, vec![restored; 3], "KV index per server");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_killed_mid_restore_leaves_the_old_state_or_the_new() -> anyhow::Result<()> {
+    let _heavy = HEAVY.lock().await;
+    let dir = tempfile::tempdir()?;
+    let archive = big_archive(dir.path(), "new").await;
+    let mut s = start_servers(dir.path(), 3, &[]).await?;
+    let old: Vec<String> = (0..5).map(|i| format!("old/{i}")).collect();
+    for k in &old {
+        ok(put(&s[0].url(&format!("/v1/kv/{k}")), b"old").await).await;
+    }
+
+    let leader = wait_for_agreed_leader(&s, Duration::from_secs(10))
+        .await?
+        .expect("a leader among the servers");
+    let follower = (leader + 1) % 3;
+    let before = settled_raft_index(&s[follower]).await?;
+    let url = s[leader].url("/v1/snapshot");
+    let restore = tokio::spawn(put_slow_owned(url, archive.clone()));
+    // Killed once chunks are being committed (a few entries past the settled index).
+    wait_until(
+        "restore chunks committed",
+        Duration::from_secs(60),
+        || async {
+            let now = raft_applied_index(&s[follower]).await.ok()?;
+            (now >= before + 2).then_some(())
+        },
+    )
+    .await?;
+    s[leader].kill9();
+    let answered = restore.await?;
+    let survivors: Vec<Agent> = s
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, a)| a)
+        .collect();
+    wait_for_agreed_leader(&survivors, Duration::from_secs(30)).await?;
+
+    let new = big_keys("new");
+    let mut seen = Vec::new();
+    for a in &survivors {
+        let whole = wait_until("a whole state", Duration::from_secs(30), || async {
+            keys_on(a).await.filter(|(k, _)| *k == old || *k == new)
+        })
+        .await;
+        let Ok((keys, _)) = whole else {
+            panic!("{} holds a mix: {:?}", a.name, keys_on(a).await);
+        };
+        seen.push(keys);
+    }
+    assert_eq!(seen[0], seen[1], "the survivors disagree");
+    if matches!(&answered, Ok(r) if r.status == 200) {
+        assert_eq!(seen[0], new, "an acknowledged restore was lost");
+    }
+
+    // Whatever was left staged does not stand in the way of the next restore.
+    restore_until_ok(&survivors[0].url("/v1/snapshot"), &archive).await?;
+    for a in &survivors {
+        wait_until("the second restore", Duration::from_secs(30), || async {
+            keys_on(a).await.filter(|(k, _)| *k == new)
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn put_slow_owned(url: String, body: Vec<u8>) -> anyhow::Result<Resp> {
+    put_slow(&url, body).await
 }
 
 const ROOT: &str = "root-secret";

@@ -2,8 +2,9 @@
 //! `/v1/snapshot`, with Consul's output. `inspect` reads the file locally.
 
 use std::io::Write;
+use std::path::Path;
 
-use muster_server::snapshot::{read_archive, Inspection};
+use muster_server::snapshot::{inspect_file, Inspection};
 
 use super::client::qs;
 use super::error::{Error, Result};
@@ -79,46 +80,62 @@ fn file_arg(p: &Parsed) -> Result<&str> {
     }
 }
 
-/// `snapshot save FILE`: fetched into `FILE.part`, checked, synced, then renamed.
+/// `snapshot save FILE`: streamed into `FILE.part`, checked (read back as a stream), synced,
+/// then renamed: `FILE` is whole or absent, and the archive is never held in memory.
 pub(crate) async fn save(p: &Parsed) -> Result<i32> {
     let file = file_arg(p)?;
     let c = connect(p)?;
-    let body = c
-        .call(
-            reqwest::Method::GET,
-            &format!("/v1/snapshot{}", qs(p, &[])),
-            None,
-        )
-        .await
-        .map_err(|e| e.context("Error saving snapshot"))?;
-    let r = read_archive(&body)
-        .map_err(|e| Error::Refused(format!("Error verifying snapshot file: {e}")))?;
     let part = format!("{file}.part");
-    let written = std::fs::File::create(&part).and_then(|mut f| {
-        f.write_all(&body)?;
-        f.sync_all()
+    let saved = save_to(&c, p, &part).await;
+    let checked = saved.and_then(|()| {
+        inspect_file(Path::new(&part))
+            .map_err(|e| Error::Refused(format!("Error verifying snapshot file: {e}")))
     });
-    if let Err(e) = written.and_then(|_| std::fs::rename(&part, file)) {
-        let _ = std::fs::remove_file(&part);
-        return Err(Error::Refused(format!("Error writing snapshot file: {e}")));
+    let renamed = checked.and_then(|i| {
+        std::fs::rename(&part, file)
+            .map_err(|e| Error::Refused(format!("Error writing snapshot file: {e}")))?;
+        Ok(i)
+    });
+    match renamed {
+        Ok(i) => {
+            println!("Saved and verified snapshot to index {}", i.meta.index);
+            Ok(0)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            Err(e)
+        }
     }
-    println!(
-        "Saved and verified snapshot to index {}",
-        r.inspection.meta.index
+}
+
+/// Streams the agent's archive into `part`, synced.
+async fn save_to(c: &super::client::Client, p: &Parsed, part: &str) -> Result<()> {
+    let unwritable =
+        |e: std::io::Error| Error::Refused(format!("Error writing snapshot file: {e}"));
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(part).map_err(unwritable)?,
     );
-    Ok(0)
+    c.stream_raw(
+        reqwest::Method::GET,
+        &format!("/v1/snapshot{}", qs(p, &[])),
+        Vec::new(),
+        |chunk| out.write_all(chunk).map_err(unwritable),
+    )
+    .await
+    .map_err(|e| e.context("Error saving snapshot"))?;
+    let f = out.into_inner().map_err(|e| unwritable(e.into_error()))?;
+    f.sync_all().map_err(unwritable)
 }
 
-fn read_file(file: &str) -> Result<Vec<u8>> {
-    std::fs::read(file).map_err(|e| Error::Refused(format!("Error opening snapshot file: {e}")))
-}
-
-/// `snapshot restore FILE`: checked here first, then sent whole to the agent.
+/// `snapshot restore FILE`: checked here first (as a stream), then sent to the agent, which
+/// streams it to disk and checks it again before anything is proposed.
 pub(crate) async fn restore(p: &Parsed) -> Result<i32> {
     let file = file_arg(p)?;
-    let body = read_file(file)?;
-    read_archive(&body)
+    inspect_file(Path::new(file))
         .map_err(|e| Error::Refused(format!("Error verifying snapshot file: {e}")))?;
+    let body = std::fs::read(file)
+        .map_err(|e| Error::Refused(format!("Error opening snapshot file: {e}")))?;
     let c = connect(p)?;
     let reply = c
         .call(reqwest::Method::PUT, "/v1/snapshot", Some(body))
@@ -199,13 +216,12 @@ pub(crate) fn inspect_lines(i: &Inspection) -> Vec<String> {
     out
 }
 
-/// `snapshot inspect FILE`: read and checked locally.
+/// `snapshot inspect FILE`: read and checked locally, as a stream.
 pub(crate) async fn inspect(p: &Parsed) -> Result<i32> {
     let file = file_arg(p)?;
-    let body = read_file(file)?;
-    let r = read_archive(&body)
+    let i = inspect_file(Path::new(file))
         .map_err(|e| Error::Refused(format!("Error verifying snapshot file: {e}")))?;
-    for line in inspect_lines(&r.inspection) {
+    for line in inspect_lines(&i) {
         println!("{line}");
     }
     Ok(0)

@@ -110,6 +110,29 @@ pub enum Command {
         config: Box<AutopilotConfig>,
         cas: Option<u64>,
     },
+    /// One chunk of a restore too large for one entry, staged under the restore's ID until
+    /// its [`Command::SnapshotRestoreCommit`]: `data` is a postcard [`RestoreState`] holding
+    /// some of the rows, in order. Chunk 0 discards whatever other restore was staged; a
+    /// later chunk fails unless the chunk before it is staged in the same Raft term (the
+    /// restore was discarded, or the leader changed).
+    SnapshotRestoreChunk {
+        id: String,
+        seq: u64,
+        #[serde(with = "crate::bytes")]
+        data: Vec<u8>,
+    },
+    /// Replace the whole state with the `chunks` staged chunks of restore `id`, in one apply,
+    /// as [`Command::SnapshotRestore`] does; the staged chunks go. Fails, changing nothing but
+    /// dropping what was staged for `id`, unless every chunk is staged, in this term.
+    SnapshotRestoreCommit {
+        id: String,
+        chunks: u64,
+    },
+    /// Drop the chunks staged for restore `id` (with `None`, those of every restore begun
+    /// in an earlier term): a failed restore, or those a new leader finds left over.
+    SnapshotRestoreDiscard {
+        id: Option<String>,
+    },
 }
 
 impl Command {

@@ -7,6 +7,7 @@
 mod acl;
 mod acl_auth;
 mod autopilot;
+mod bytes;
 mod catalog;
 mod command;
 mod coordinate;

@@ -1,5 +1,6 @@
 //! [`RestoreState`]: a whole state restored from a snapshot archive, as one Raft entry
-//! ([`crate::Command::SnapshotRestore`]).
+//! ([`crate::Command::SnapshotRestore`], small restores of older versions), or some of its
+//! rows, as one staged chunk of a larger restore ([`crate::Command::SnapshotRestoreChunk`]).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,7 +1,8 @@
 //! openraft's network over the server RPC client.
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -15,8 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use super::rpc::{Request, Response, RpcClient};
+use super::rpc::{CallError, Request, Response, RpcClient, MAX_FRAME};
 use super::types::{NodeId, TypeConfig};
+
+/// The most an AppendEntries frame carries when it holds more than one entry: a follower
+/// decodes and flushes it within the AppendEntries timeout, and far below [`MAX_FRAME`].
+const APPEND_BUDGET: usize = 8 << 20;
 
 pub(crate) struct Network {
     pub(crate) rpc: RpcClient,
@@ -60,11 +65,26 @@ impl PeerConn {
         req: Request,
         option: &RPCOption,
     ) -> Result<Response, RPCError<NodeId, BasicNode, E>> {
-        let resp = self
+        let (entries, limit) = match &req {
+            Request::AppendEntries(r) if r.entries.len() > 1 => {
+                (r.entries.len() as u64, APPEND_BUDGET)
+            }
+            _ => (0, MAX_FRAME),
+        };
+        let resp = match self
             .rpc
-            .call(&self.addr, &req, option.hard_ttl())
+            .call_within(&self.addr, &req, option.hard_ttl(), limit)
             .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        {
+            Ok(r) => r,
+            // Entries past the budget (a restore's chunks, for a follower far behind): openraft
+            // retries at once with fewer, as many as should fill the budget.
+            Err(CallError::TooLarge { len }) if entries > 1 => {
+                let fit = entries * APPEND_BUDGET as u64 / len as u64;
+                return Err(PayloadTooLarge::new_entries_hint(fit.max(1)).into());
+            }
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&e))),
+        };
         if let Response::Retired(why) = resp {
             self.retired
                 .send_if_modified(|r| r.replace(why.clone()).is_none());

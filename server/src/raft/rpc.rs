@@ -20,7 +20,7 @@ use crate::codec::{decode, encode};
 use crate::model::{Command, CommandResult, Consistency, Query, QueryResult, ReadMeta};
 
 /// Largest frame accepted; snapshots travel in chunks well below it.
-const MAX_FRAME: usize = 64 << 20;
+pub(crate) const MAX_FRAME: usize = 64 << 20;
 /// Idle connections kept per peer.
 const POOL_SIZE: usize = 64;
 
@@ -169,6 +169,9 @@ pub(crate) enum CallError {
     /// of another Muster version): the request reached it.
     #[error("{addr}: bad reply: {reason}")]
     BadReply { addr: String, reason: String },
+    /// The request encodes past [`MAX_FRAME`] (or the caller's lower limit): not sent.
+    #[error("a {len}-byte request is past the frame limit")]
+    TooLarge { len: usize },
 }
 
 impl CallError {
@@ -178,6 +181,7 @@ impl CallError {
         match self {
             CallError::Transport { sent, .. } => *sent,
             CallError::BadReply { .. } => true,
+            CallError::TooLarge { .. } => false,
         }
     }
 }
@@ -288,10 +292,25 @@ impl RpcClient {
         req: &Request,
         timeout: Duration,
     ) -> Result<Response, CallError> {
+        self.call_within(addr, req, timeout, MAX_FRAME).await
+    }
+
+    /// [`RpcClient::call`] for a request that must encode to at most `limit` bytes (at most
+    /// [`MAX_FRAME`]); a larger one is not sent ([`CallError::TooLarge`]).
+    pub(crate) async fn call_within(
+        &self,
+        addr: &str,
+        req: &Request,
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<Response, CallError> {
         let body = encode(req).map_err(|e| CallError::Transport {
             reason: e.to_string(),
             sent: false,
         })?;
+        if body.len() > limit.min(MAX_FRAME) {
+            return Err(CallError::TooLarge { len: body.len() });
+        }
         let sent = std::sync::atomic::AtomicBool::new(false);
         let fut = async {
             // A pooled connection may have been closed by the peer; retry once on a fresh one.

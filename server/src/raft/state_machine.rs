@@ -229,6 +229,7 @@ fn apply_entries(
     let mut membership = None;
     for e in entries {
         let index = e.log_id.index;
+        txn.set_term(e.log_id.leader_id.term);
         last = Some(e.log_id);
         match e.payload {
             EntryPayload::Blank => results.push(BatchResult::default()),

@@ -52,6 +52,7 @@ fn failed(addr: &str, e: CallError) -> Error {
             addr,
             reason: format!("undecodable reply: {reason}"),
         },
+        e @ CallError::TooLarge { .. } => Error::InvalidRequest(e.to_string()),
     }
 }
 

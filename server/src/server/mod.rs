@@ -165,6 +165,10 @@ impl Server {
             reapers::tombstone_reaper(node.clone(), cancel.clone()),
         );
         essential.spawn(
+            "restore janitor",
+            reapers::restore_janitor(node.clone(), cancel.clone()),
+        );
+        essential.spawn(
             "coordinate batcher",
             coordinates::coordinate_batcher(node.clone(), cancel.clone()),
         );
@@ -241,6 +245,15 @@ impl Server {
     /// [`Server::barrier`] first for the consistency a request asked for.
     pub fn catalog(&self) -> Option<&Catalog> {
         self.node.as_ref().map(|n| &n.catalog)
+    }
+
+    /// Where large request bodies (a snapshot being restored) wait on disk: the data dir on
+    /// a server, the system's temporary directory on a client agent.
+    pub fn scratch_dir(&self) -> std::path::PathBuf {
+        match &self.node {
+            Some(n) => n.config.data_dir.clone(),
+            None => std::env::temp_dir(),
+        }
     }
 
     /// The advertised server RPC address, on a server.

@@ -112,3 +112,41 @@ pub(super) async fn tombstone_reaper(node: Arc<Node>, cancel: CancellationToken)
         }
     }
 }
+
+/// On a new leader: discards the chunks of a restore left staged in an earlier term (see
+/// `crate::snapshot`). Such a restore cannot commit any more (its chunks and commit must share
+/// a term); without this its chunks would stay until the next restore.
+pub(super) async fn restore_janitor(node: Arc<Node>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut leading = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if node.leader_view() != LeaderView::Me {
+            leading = false;
+            continue;
+        }
+        if leading {
+            continue;
+        }
+        let staged = !node
+            .catalog
+            .tables()
+            .table(crate::store::tables::RESTORE_STAGING)
+            .is_empty();
+        if !staged {
+            leading = true;
+            continue;
+        }
+        tracing::info!("discarding the chunks of a restore an earlier leader left unfinished");
+        match node
+            .write(Command::SnapshotRestoreDiscard { id: None }, false)
+            .await
+        {
+            Ok(_) => leading = true,
+            Err(e) => tracing::warn!(error = %e, "cannot discard a stale restore's chunks"),
+        }
+    }
+}

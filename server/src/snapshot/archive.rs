@@ -3,9 +3,11 @@
 //! `sha256sum`'s layout). Consul's `consul snapshot save` checks exactly these, so it works
 //! against Muster.
 //!
-//! Written as a stream: `state.bin` is encoded once to learn its size (the tar header comes
-//! first) and again straight into the gzip writer, hashing as it goes; the tables are an
-//! immutable copy, so both passes see the same rows.
+//! Written as a stream: `state.bin`'s size is summed from the rows first (the tar header comes
+//! first), then it is encoded straight into the gzip writer, hashed as it goes, and
+//! `SHA256SUMS` follows it; the tables are an immutable copy, so both passes see the same
+//! rows. Read as a stream too ([`read_with`]): the sums are checked at the end, so what was
+//! read is acted on only after.
 
 use std::io::{self, Read, Write};
 
@@ -34,24 +36,6 @@ pub struct ArchiveMeta {
     #[serde(default)]
     pub configuration_index: u64,
     pub size: u64,
-}
-
-/// An archive read and checked: its metadata and `state.bin`.
-pub(crate) struct Archive {
-    pub(crate) meta: ArchiveMeta,
-    pub(crate) state: Vec<u8>,
-}
-
-struct Counter(u64);
-
-impl Write for Counter {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0 += b.len() as u64;
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Passes writes on to `inner`, hashing and counting them.
@@ -120,9 +104,7 @@ pub(crate) fn meta_of(t: &Tables, size: u64) -> ArchiveMeta {
 
 /// Writes `t` as a whole archive to `out`.
 pub(crate) fn write(t: &Tables, out: impl Write) -> io::Result<ArchiveMeta> {
-    let mut counter = Counter(0);
-    super::state::write(t, &mut counter)?;
-    let meta = meta_of(t, counter.0);
+    let meta = meta_of(t, super::state::size(t)?);
     let mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -143,7 +125,12 @@ pub(crate) fn write(t: &Tables, out: impl Write) -> io::Result<ArchiveMeta> {
         hash: Context::new(&SHA256),
         len: 0,
     };
-    super::state::write(t, &mut hashing)?;
+    {
+        // Rows are small: batch them before they reach the hash and the compressor.
+        let mut buf = io::BufWriter::with_capacity(256 << 10, &mut hashing);
+        super::state::write(t, &mut buf)?;
+        buf.flush()?;
+    }
     if hashing.len != meta.size {
         return Err(io::Error::other("the state changed while it was archived"));
     }
@@ -160,11 +147,38 @@ pub(crate) fn write(t: &Tables, out: impl Write) -> io::Result<ArchiveMeta> {
     Ok(meta)
 }
 
-/// Reads and checks an archive: every file Consul's archive has, no other, and sums that match.
-pub(crate) fn read(bytes: &[u8]) -> Result<Archive, SnapshotError> {
+/// Passes reads on from `inner`, hashing and counting them.
+struct HashingReader<R> {
+    inner: R,
+    hash: Context,
+    len: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(b)?;
+        self.hash.update(&b[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+}
+
+/// The most `meta.json` or `SHA256SUMS` may hold: both are a few hundred bytes.
+const MAX_SMALL_FILE: u64 = 1 << 20;
+
+/// Reads and checks an archive from `r` as it streams: every file Consul's archive has, no
+/// other, and sums that match. `state` reads `state.bin` as it goes by (whatever it leaves
+/// unread is still hashed); what it returns counts only once the sums are checked, so a
+/// caller acts on it only after this returns.
+pub(crate) fn read_with<T>(
+    r: impl Read,
+    state: impl FnOnce(&mut dyn Read) -> Result<T, SnapshotError>,
+) -> Result<(ArchiveMeta, T), SnapshotError> {
     let corrupt = |e: io::Error| SnapshotError::Corrupt(e.to_string());
-    let mut tar = tar::Archive::new(GzDecoder::new(bytes));
-    let (mut meta, mut state, mut sums) = (None, None, None);
+    let mut tar = tar::Archive::new(GzDecoder::new(io::BufReader::with_capacity(1 << 16, r)));
+    let mut state = Some(state);
+    let (mut meta, mut out, mut sums) = (None, None, None);
+    let mut state_sum = None;
     for entry in tar.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         let name = entry
@@ -172,12 +186,33 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Archive, SnapshotError> {
             .map_err(corrupt)?
             .to_string_lossy()
             .into_owned();
-        let mut body = Vec::new();
-        entry.read_to_end(&mut body).map_err(corrupt)?;
+        let small = |entry: &mut tar::Entry<'_, _>| {
+            let mut body = Vec::new();
+            entry
+                .take(MAX_SMALL_FILE + 1)
+                .read_to_end(&mut body)
+                .map_err(corrupt)?;
+            if body.len() as u64 > MAX_SMALL_FILE {
+                return Err(SnapshotError::Corrupt(format!("{name} is too large")));
+            }
+            Ok(body)
+        };
         match name.as_str() {
-            "meta.json" => meta = Some(body),
-            "state.bin" => state = Some(body),
-            "SHA256SUMS" => sums = Some(body),
+            "meta.json" => meta = Some(small(&mut entry)?),
+            "SHA256SUMS" => sums = Some(small(&mut entry)?),
+            "state.bin" => {
+                let Some(read_state) = state.take() else {
+                    return Err(SnapshotError::Corrupt("state.bin appears twice".into()));
+                };
+                let mut h = HashingReader {
+                    inner: &mut entry,
+                    hash: Context::new(&SHA256),
+                    len: 0,
+                };
+                out = Some(read_state(&mut h)?);
+                io::copy(&mut h, &mut io::sink()).map_err(corrupt)?;
+                state_sum = Some((hex(h.hash.finish().as_ref()), h.len));
+            }
             other => {
                 return Err(SnapshotError::Corrupt(format!(
                     "unexpected file {other:?} in snapshot"
@@ -186,19 +221,20 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Archive, SnapshotError> {
         }
     }
     // A gzip stream cut short may still yield whole tar entries: read it to its end.
-    let mut rest = Vec::new();
-    tar.into_inner().read_to_end(&mut rest).map_err(corrupt)?;
+    io::copy(&mut tar.into_inner(), &mut io::sink()).map_err(corrupt)?;
     let missing = |f: &str| SnapshotError::Corrupt(format!("file missing for {f:?}"));
     let meta_json = meta.ok_or_else(|| missing("meta.json"))?;
-    let state = state.ok_or_else(|| missing("state.bin"))?;
+    let (state_sum, state_len) = state_sum.ok_or_else(|| missing("state.bin"))?;
+    let out = out.ok_or_else(|| missing("state.bin"))?;
     let sums = String::from_utf8(sums.ok_or_else(|| missing("SHA256SUMS"))?)
         .map_err(|_| SnapshotError::Corrupt("SHA256SUMS is not text".into()))?;
-    for (file, body) in [("meta.json", &meta_json), ("state.bin", &state)] {
+    let meta_sum = hex(ring::digest::digest(&SHA256, &meta_json).as_ref());
+    for (file, got) in [("meta.json", &meta_sum), ("state.bin", &state_sum)] {
         let want = sums
             .lines()
             .find_map(|l| l.strip_suffix(file)?.strip_suffix("  "))
             .ok_or_else(|| SnapshotError::Corrupt(format!("list missing hash for {file:?}")))?;
-        if want != hex(ring::digest::digest(&SHA256, body).as_ref()) {
+        if want != got {
             return Err(SnapshotError::Corrupt(format!(
                 "hash check failed for {file:?}"
             )));
@@ -206,12 +242,11 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Archive, SnapshotError> {
     }
     let meta: ArchiveMeta = serde_json::from_slice(&meta_json)
         .map_err(|e| SnapshotError::Corrupt(format!("meta.json: {e}")))?;
-    if meta.size != state.len() as u64 {
+    if meta.size != state_len {
         return Err(SnapshotError::Corrupt(format!(
-            "meta.json gives state.bin {} bytes, the archive holds {}",
+            "meta.json gives state.bin {} bytes, the archive holds {state_len}",
             meta.size,
-            state.len()
         )));
     }
-    Ok(Archive { meta, state })
+    Ok((meta, out))
 }

@@ -1,22 +1,45 @@
 //! Snapshots of the whole replicated state: the archive `GET /v1/snapshot` streams
 //! (`archive.rs`, Consul's shape; `state.rs`, Muster's `state.bin`), what `inspect` reports,
-//! and a restore: an archive checked whole, then put through Raft as one
-//! [`Command::SnapshotRestore`] entry so every server applies it at the same index
-//! (`store/apply/restore.rs`). `consul.rs` reads a Consul 1.x `state.bin` into the same form.
+//! and a restore. `consul.rs` reads a Consul 1.x `state.bin` into the same rows.
 //!
-//! A restore is one Raft entry rather than a snapshot installed by openraft: openraft 0.9
-//! installs snapshots only on followers behind the leader's log, never on a leader, and a
-//! snapshot installed beside the log would leave log entries after it that describe the old
-//! state. An entry is ordered with every other write, applied by every server (and by a
-//! server that restarts, from the log) and answered like any write. Its bound is the server
-//! RPC frame (64 MiB), which carries the entry to followers: a restore's encoded state may be
-//! at most [`MAX_RESTORE_BYTES`], and a larger one is refused before anything is written.
+//! **A restore of any size, atomic through Raft.** The archive is first read whole from a
+//! file, as a stream (gzip, tar, `state.bin` a row at a time), checking its sums, format
+//! version and every row: a damaged one is refused before anything is proposed. It is then
+//! read again and put through Raft as [`Command::SnapshotRestoreChunk`] entries of about
+//! [`CHUNK_BYTES`] each, staged under a fresh restore ID in the `restore_staging` table, and
+//! one [`Command::SnapshotRestoreCommit`] that builds the new tables from the staged chunks
+//! and swaps them in, in one apply, at one index, on every server (`store/apply/restore.rs`).
+//! Readers see the old state until that apply and the new one after; never a mix.
+//!
+//! Why staged entries rather than a snapshot installed by openraft: openraft 0.9 installs
+//! snapshots only on followers behind the leader's log, never on a leader, and a snapshot
+//! installed beside the log would leave log entries after it that describe the old state.
+//! Entries are ordered with every other write, and applied by every server, by one that
+//! restarts (from the log), and by one that catches up. The staging table is a data table,
+//! so a checkpoint and a restart keep what was staged, and openraft's own snapshots carry
+//! it to a follower that catches up from one; archives never carry it.
+//!
+//! Bounds: a chunk (1 MiB) is far below the server RPC frame (64 MiB), and AppendEntries
+//! frames of several entries past 8 MiB are cut by the network (openraft's
+//! `PayloadTooLarge`), so a follower that is behind receives the chunks a few at a time; an
+//! AppendEntries with entries may take 5 s rather than a heartbeat interval
+//! (vendor/openraft/MUSTER.md). The commit holds, for a moment, the staged chunks, the new
+//! tables and the old ones (still read until it is published): about three times the state.
+//!
+//! Abandoned restores: chunks and commit must share one leader term, so a leader change
+//! never mixes two leaders' views of a restore. A restore that stops half-way (its driver
+//! failed, or the leader changed) leaves chunks no commit will use: a new restore's first
+//! chunk drops them, a new leader discards them (`server/reapers.rs`), and the commit of a
+//! restore whose chunks were dropped fails, changing nothing. A driver whose chunk or commit
+//! is refused so starts again (nothing of it applied), [`RESTORE_ATTEMPTS`] times at most.
+//! The old single-entry [`Command::SnapshotRestore`] still applies, from logs that hold it.
 
 mod archive;
 mod consul;
 mod state;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
 
 pub use archive::ArchiveMeta;
 
@@ -24,9 +47,12 @@ use crate::model::{Command, Consistency, ReadMeta, RestoreState};
 use crate::store::mem::Tables;
 use crate::{Error, Result, Server};
 
-/// The most encoded state one restore may carry: half the server RPC frame, leaving room
-/// for the other entries an AppendEntries frame carries with it.
-pub const MAX_RESTORE_BYTES: usize = 32 << 20;
+/// The rows one restore chunk carries, in bytes, about: one MiB, far below the server RPC
+/// frame, so that a follower decodes and flushes a chunk's AppendEntries quickly, and a few
+/// fit in one.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// The largest chunk sent: a single row past this cannot travel in a frame with its entry.
+const MAX_CHUNK_BYTES: usize = 48 << 20;
 
 /// Why an archive is refused. Nothing is changed by a refused archive.
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +61,16 @@ pub enum SnapshotError {
     Corrupt(String),
     #[error("snapshot state format version {0} is not supported (this Muster reads version {v})", v = state::VERSION)]
     Version(u32),
-    #[error("snapshot state is {size} bytes once decoded; a restore carries at most {max} bytes (one Raft entry)")]
-    TooLarge { size: usize, max: usize },
+    #[error("cannot read the snapshot: {0}")]
+    Io(String),
 }
 
 impl From<SnapshotError> for Error {
     fn from(e: SnapshotError) -> Self {
-        Error::InvalidRequest(e.to_string())
+        match e {
+            SnapshotError::Io(why) => Error::Storage(why),
+            e => Error::InvalidRequest(e.to_string()),
+        }
     }
 }
 
@@ -116,32 +145,170 @@ pub struct Restore {
     pub state: RestoreState,
 }
 
-/// Reads an archive (Muster's or Consul's) whole; refuses one that is damaged, of another
-/// format version, or too large to restore.
-pub fn read_archive(bytes: &[u8]) -> std::result::Result<Restore, SnapshotError> {
-    let a = archive::read(bytes)?;
-    let (state, counts, skipped, format) = if state::is_muster(&a.state) {
-        let (state, counts) = state::read(&a.state)?;
-        (state, counts, Vec::new(), "muster")
-    } else {
-        let c = consul::read(&a.state)?;
-        (c.state, c.counts, c.skipped, "consul")
-    };
-    crate::store::check_restore(&state)
+/// A `state.bin` reader with its first bytes put back: Muster's, or Consul's otherwise.
+fn state_kind(r: &mut dyn Read) -> Result<(bool, Vec<u8>), SnapshotError> {
+    let mut magic = Vec::with_capacity(state::MAGIC.len());
+    r.take(state::MAGIC.len() as u64)
+        .read_to_end(&mut magic)
         .map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))?;
-    let tables = counts
+    Ok((magic == state::MAGIC, magic))
+}
+
+fn consul_state(magic: Vec<u8>, r: &mut dyn Read) -> Result<consul::ConsulState, SnapshotError> {
+    let mut b = magic;
+    r.read_to_end(&mut b)
+        .map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))?;
+    consul::read(&b)
+}
+
+fn table_counts(counts: state::Counts) -> Vec<TableCount> {
+    counts
         .into_iter()
         .map(|(name, count, size)| TableCount { name, count, size })
-        .collect();
-    Ok(Restore {
-        inspection: Inspection {
-            meta: a.meta,
-            format,
-            tables,
-            skipped,
-        },
-        state,
-    })
+        .collect()
+}
+
+/// Reads an archive as a stream, checking it whole, and hands every row it would restore to
+/// `row` as `(table, key, value)`; what it holds, once checked. Muster's `state.bin` is read
+/// a row at a time; a Consul one (a migration, small) whole.
+fn read_rows(
+    r: impl Read,
+    mut row: impl FnMut(&str, &str, &[u8]) -> Result<(), SnapshotError>,
+) -> Result<(Inspection, Vec<(String, u64)>), SnapshotError> {
+    let check = |table: &str, v: &[u8]| {
+        crate::store::check_row(table, v)
+            .map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))
+    };
+    let (meta, (format, tables, skipped, indexes)) = archive::read_with(r, |r| {
+        let (muster, magic) = state_kind(r)?;
+        if muster {
+            let s = state::scan(
+                &mut std::io::BufReader::with_capacity(1 << 16, r),
+                |t, k, v| {
+                    check(t, v)?;
+                    row(t, k, v)
+                },
+            )?;
+            Ok(("muster", table_counts(s.counts), Vec::new(), s.indexes))
+        } else {
+            let c = consul_state(magic, r)?;
+            for (t, rows) in &c.state.tables {
+                for (k, v) in rows {
+                    check(t, v)?;
+                    row(t, k, v)?;
+                }
+            }
+            Ok(("consul", table_counts(c.counts), c.skipped, c.state.indexes))
+        }
+    })?;
+    let inspection = Inspection {
+        meta,
+        format,
+        tables,
+        skipped,
+    };
+    Ok((inspection, indexes))
+}
+
+/// Reads an archive (Muster's or Consul's) whole into memory; refuses one that is damaged
+/// or of another format version.
+pub fn read_archive(bytes: &[u8]) -> std::result::Result<Restore, SnapshotError> {
+    let mut state = RestoreState::default();
+    let (inspection, indexes) = read_rows(bytes, |t, k, v| {
+        if state.tables.last().is_none_or(|(n, _)| n != t) {
+            state.tables.push((t.to_string(), Vec::new()));
+        }
+        if let Some((_, rows)) = state.tables.last_mut() {
+            rows.push((k.to_string(), v.to_vec()));
+        }
+        Ok(())
+    })?;
+    state.indexes = indexes;
+    Ok(Restore { inspection, state })
+}
+
+/// Reads and checks the archive at `path` as a stream, holding no more than a row of it
+/// (or a Consul `state.bin`) at a time: what it holds, or why it is refused.
+pub fn inspect_file(path: &Path) -> std::result::Result<Inspection, SnapshotError> {
+    let f = std::fs::File::open(path).map_err(|e| SnapshotError::Io(e.to_string()))?;
+    Ok(read_rows(f, |_, _, _| Ok(()))?.0)
+}
+
+/// A row's value as postcard writes a `Vec<u8>`, copied whole rather than byte by byte.
+struct AsBytes<'a>(&'a [u8]);
+
+impl serde::Serialize for AsBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Cuts the rows of an archive into restore chunks (postcard [`RestoreState`]s) of about
+/// [`CHUNK_BYTES`], in order; the last one carries the indexes.
+struct Chunker<F> {
+    cur: RestoreState,
+    size: usize,
+    emit: F,
+}
+
+impl<F: FnMut(Vec<u8>) -> Result<(), SnapshotError>> Chunker<F> {
+    fn push(&mut self, table: &str, k: &str, v: &[u8]) -> Result<(), SnapshotError> {
+        if self.cur.tables.last().is_none_or(|(n, _)| n != table) {
+            self.cur.tables.push((table.to_string(), Vec::new()));
+        }
+        if let Some((_, rows)) = self.cur.tables.last_mut() {
+            rows.push((k.to_string(), v.to_vec()));
+        }
+        self.size += k.len() + v.len() + 8;
+        if self.size >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SnapshotError> {
+        let tables: Vec<(&str, Vec<(&str, AsBytes<'_>)>)> = self
+            .cur
+            .tables
+            .iter()
+            .map(|(t, rows)| {
+                let rows = rows.iter().map(|(k, v)| (k.as_str(), AsBytes(v))).collect();
+                (t.as_str(), rows)
+            })
+            .collect();
+        let chunk = crate::codec::encode(&(tables, &self.cur.indexes))
+            .map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))?;
+        if chunk.len() > MAX_CHUNK_BYTES {
+            return Err(SnapshotError::Corrupt(format!(
+                "state.bin: a row of {} bytes is past what a restore carries",
+                chunk.len()
+            )));
+        }
+        self.cur = RestoreState::default();
+        self.size = 0;
+        (self.emit)(chunk)
+    }
+}
+
+/// The restore chunks of the archive at `path`, each handed to `emit` as it is cut.
+fn chunk_file(
+    path: &Path,
+    emit: impl FnMut(Vec<u8>) -> Result<(), SnapshotError>,
+) -> Result<u64, SnapshotError> {
+    let f = std::fs::File::open(path).map_err(|e| SnapshotError::Io(e.to_string()))?;
+    let mut c = Chunker {
+        cur: RestoreState::default(),
+        size: 0,
+        emit,
+    };
+    let mut rows = 0u64;
+    let (_, indexes) = read_rows(f, |t, k, v| {
+        rows += 1;
+        c.push(t, k, v)
+    })?;
+    c.cur.indexes = indexes;
+    c.flush()?;
+    Ok(rows)
 }
 
 impl Server {
@@ -162,42 +329,113 @@ impl Server {
         Ok((s, meta))
     }
 
-    /// Replaces the whole state with the archive's, through Raft; returns the restore's
-    /// index and what the archive held.
-    pub async fn restore(&self, bytes: &[u8]) -> Result<(u64, Inspection)> {
-        let r = read_archive(bytes)?;
-        let cmd = Command::SnapshotRestore(Box::new(r.state));
-        let size = crate::codec::encode(&cmd)
-            .map_err(|e| Error::InvalidRequest(e.to_string()))?
-            .len();
-        if size > MAX_RESTORE_BYTES {
-            return Err(SnapshotError::TooLarge {
-                size,
-                max: MAX_RESTORE_BYTES,
+    /// Replaces the whole state with that of the archive at `path`, through Raft (see the
+    /// module's doc); returns the restore's index and what the archive held. A damaged
+    /// archive is refused before anything is proposed; a restore that fails later changes
+    /// nothing.
+    pub async fn restore_file(&self, path: &Path) -> Result<(u64, Inspection)> {
+        let p = path.to_path_buf();
+        let inspection = tokio::task::spawn_blocking(move || inspect_file(&p))
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))??;
+        let mut attempt = 1;
+        let index = loop {
+            let id = crate::new_uuid();
+            match self.propose_restore(path, &id).await {
+                Ok(index) => break index,
+                // Nothing of it was applied: run it again, under a new ID, in the new term.
+                Err(Proposal::Interrupted) if attempt < RESTORE_ATTEMPTS => {
+                    tracing::warn!(attempt, "snapshot restore interrupted; starting it again");
+                    attempt += 1;
+                }
+                Err(Proposal::Interrupted) => return Err(interrupted()),
+                Err(Proposal::Failed(e)) => {
+                    // Best effort: a new restore or a new leader drops them otherwise.
+                    let discard = Command::SnapshotRestoreDiscard { id: Some(id) };
+                    if let Err(d) = self.write(discard).await {
+                        tracing::warn!(error = %d, "cannot discard a failed restore's chunks");
+                    }
+                    return Err(e);
+                }
             }
-            .into());
-        }
-        let out = self.write(cmd).await?;
-        if !out.success {
-            return Err(Error::InvalidRequest(
-                "snapshot restore refused by the state machine (see the server log)".into(),
-            ));
-        }
+        };
         tracing::info!(
-            index = out.index,
-            format = r.inspection.format,
+            index,
+            format = inspection.format,
             "restored snapshot {}",
-            r.inspection.meta.id
+            inspection.meta.id
         );
-        Ok((out.index, r.inspection))
+        Ok((index, inspection))
     }
+
+    /// Proposes the chunks of the archive at `path` under restore `id`, then its commit.
+    async fn propose_restore(&self, path: &Path, id: &str) -> Result<u64, Proposal> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let p = path.to_path_buf();
+        let cutter = tokio::task::spawn_blocking(move || {
+            chunk_file(&p, |chunk| {
+                tx.blocking_send(chunk)
+                    .map_err(|_| SnapshotError::Io("the restore stopped".into()))
+            })
+        });
+        let mut seq = 0u64;
+        while let Some(data) = rx.recv().await {
+            let cmd = Command::SnapshotRestoreChunk {
+                id: id.to_string(),
+                seq,
+                data,
+            };
+            if !self.write(cmd).await?.success {
+                return Err(Proposal::Interrupted);
+            }
+            seq += 1;
+        }
+        let rows = cutter
+            .await
+            .map_err(|e| Error::Storage(e.to_string()))?
+            .map_err(Error::from)?;
+        let commit = Command::SnapshotRestoreCommit {
+            id: id.to_string(),
+            chunks: seq,
+        };
+        let out = self.write(commit).await?;
+        if !out.success {
+            return Err(Proposal::Interrupted);
+        }
+        tracing::info!(index = out.index, chunks = seq, rows, "restore committed");
+        Ok(out.index)
+    }
+}
+
+/// How many times a restore interrupted by a leader change (or another restore) is run.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+/// Why proposing a restore stopped.
+enum Proposal {
+    /// A chunk or the commit was refused, so nothing of this restore was applied.
+    Interrupted,
+    /// Anything else: a write that may or may not have been applied, an unreadable file.
+    Failed(Error),
+}
+
+impl From<Error> for Proposal {
+    fn from(e: Error) -> Self {
+        Proposal::Failed(e)
+    }
+}
+
+fn interrupted() -> Error {
+    Error::Storage(format!(
+        "snapshot restore interrupted {RESTORE_ATTEMPTS} times (another restore started, or \
+         the leader changed): nothing was changed"
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::mem::put_raw;
-    use crate::store::tables::KV;
+    use crate::store::tables::{KV, RESTORE_STAGING};
 
     fn archive_of(t: &Tables) -> Vec<u8> {
         let mut out = Vec::new();
@@ -245,18 +483,17 @@ mod tests {
     fn another_state_version_and_a_cut_state_are_refused() {
         let mut state = Vec::new();
         state::write(&tables(), &mut state).expect("state");
+        assert_eq!(state::size(&tables()).expect("size"), state.len() as u64);
+        let scan = |b: &[u8]| state::scan(&mut &b[state::MAGIC.len()..], |_, _, _| Ok(()));
         let mut newer = state.clone();
         newer[state::MAGIC.len()] = 2;
-        assert!(matches!(
-            state::read(&newer),
-            Err(SnapshotError::Version(2))
-        ));
+        assert!(matches!(scan(&newer), Err(SnapshotError::Version(2))));
         assert_eq!(
             SnapshotError::Version(2).to_string(),
             "snapshot state format version 2 is not supported (this Muster reads version 1)"
         );
         for cut in [state.len() - 1, state.len() / 2, 20] {
-            let e = state::read(&state[..cut]).err().map(|e| e.to_string());
+            let e = scan(&state[..cut]).err().map(|e| e.to_string());
             assert!(
                 e.is_some_and(|e| e.starts_with("snapshot is damaged: state.bin: ")),
                 "{cut}"
@@ -272,5 +509,120 @@ mod tests {
         let mid = flipped.len() / 2;
         flipped[mid] ^= 1;
         assert!(read_archive(&flipped).is_err());
+    }
+
+    /// An archive of `n` KV rows of `size` bytes each.
+    fn big_archive(n: usize, size: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let mut t = Tables::default();
+        for i in 0..n {
+            let e = crate::model::KvEntry {
+                key: format!("k{i:04}"),
+                value: vec![i as u8; size],
+                flags: i as u64,
+                session: None,
+                create_index: 10,
+                modify_index: 11,
+                lock_index: 0,
+            };
+            let row = crate::codec::encode(&e).expect("row");
+            put_raw(t.table_mut(KV), &e.key, &row);
+        }
+        t.indexes.insert("kv".into(), 11);
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("a.snap");
+        std::fs::write(&path, archive_of(&t)).expect("write");
+        (dir, path)
+    }
+
+    fn apply(txn: &crate::store::mem::WriteTxn, term: u64, index: u64, c: Command) -> bool {
+        txn.set_term(term);
+        let mut ch = crate::store::Changes::default();
+        crate::store::apply_command(txn, index, c, &mut ch)
+            .expect("apply")
+            .success
+    }
+
+    fn chunks_of(path: &Path) -> Vec<Vec<u8>> {
+        let mut chunks = Vec::new();
+        let rows = chunk_file(path, |c| {
+            chunks.push(c);
+            Ok(())
+        })
+        .expect("chunks");
+        assert_eq!(rows, 40);
+        chunks
+    }
+
+    #[test]
+    fn a_restore_in_chunks_swaps_the_state_at_its_commit_only() {
+        let (_dir, path) = big_archive(40, 300 << 10);
+        let chunks = chunks_of(&path);
+        assert!(chunks.len() >= 3, "{}", chunks.len());
+        let txn = crate::store::mem::WriteTxn::new(&tables());
+        let n = chunks.len() as u64;
+        for (seq, data) in chunks.into_iter().enumerate() {
+            let c = Command::SnapshotRestoreChunk {
+                id: "r1".into(),
+                seq: seq as u64,
+                data,
+            };
+            assert!(apply(&txn, 2, 20 + seq as u64, c));
+            // Staged only: the old state is untouched.
+            assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
+        }
+        let commit = Command::SnapshotRestoreCommit {
+            id: "r1".into(),
+            chunks: n,
+        };
+        assert!(apply(&txn, 2, 100, commit));
+        let kv = txn.open_table(KV).expect("kv").clone();
+        assert_eq!(kv.len(), 40);
+        let e: crate::model::KvEntry = crate::codec::decode(&kv["k0007"]).expect("row");
+        assert_eq!((e.flags, e.create_index, e.modify_index), (7, 10, 100));
+        assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
+        assert_eq!(txn.indexes().expect("idx").get("kv"), Some(&100));
+    }
+
+    #[test]
+    fn a_restore_across_a_leader_change_or_with_a_chunk_missing_changes_nothing() {
+        let (_dir, path) = big_archive(40, 300 << 10);
+        let chunks = chunks_of(&path);
+        let txn = crate::store::mem::WriteTxn::new(&tables());
+        let chunk = |seq: usize| Command::SnapshotRestoreChunk {
+            id: "r1".into(),
+            seq: seq as u64,
+            data: chunks[seq].clone(),
+        };
+        let commit = |n: usize| Command::SnapshotRestoreCommit {
+            id: "r1".into(),
+            chunks: n as u64,
+        };
+        assert!(apply(&txn, 2, 20, chunk(0)));
+        // The leader changed: the next chunk, and a commit, fail.
+        assert!(!apply(&txn, 3, 21, chunk(1)));
+        assert!(!apply(&txn, 3, 22, commit(1)));
+        assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
+        // A new leader's clean-up drops an earlier term's restore, not one of its own.
+        assert!(apply(&txn, 4, 23, chunk(0)));
+        assert!(apply(
+            &txn,
+            4,
+            24,
+            Command::SnapshotRestoreDiscard { id: None }
+        ));
+        assert!(!txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
+        assert!(apply(
+            &txn,
+            5,
+            25,
+            Command::SnapshotRestoreDiscard { id: None }
+        ));
+        assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
+        // A commit that names more chunks than were staged fails.
+        assert!(apply(&txn, 6, 26, chunk(0)));
+        assert!(apply(&txn, 6, 27, chunk(1)));
+        assert!(!apply(&txn, 6, 28, commit(chunks.len())));
+        assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
+        assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
     }
 }

@@ -29,7 +29,7 @@ pub(crate) struct TableId {
     pub(crate) name: &'static str,
 }
 
-pub(crate) const TABLE_COUNT: usize = 19;
+pub(crate) const TABLE_COUNT: usize = 20;
 
 /// Every table at one applied index. Cloning is cheap: the maps share their nodes.
 #[derive(Clone, Default)]
@@ -62,6 +62,8 @@ impl Tables {
 pub(crate) struct WriteTxn {
     rows: [RefCell<Rows>; TABLE_COUNT],
     indexes: RefCell<Indexes>,
+    /// The Raft term of the entry being applied: a restore's chunks belong to one term.
+    term: std::cell::Cell<u64>,
 }
 
 impl WriteTxn {
@@ -69,7 +71,17 @@ impl WriteTxn {
         WriteTxn {
             rows: from.rows.clone().map(RefCell::new),
             indexes: RefCell::new(from.indexes.clone()),
+            term: Default::default(),
         }
+    }
+
+    /// Sets the term of the entry applied next.
+    pub(crate) fn set_term(&self, term: u64) {
+        self.term.set(term);
+    }
+
+    pub(crate) fn term(&self) -> u64 {
+        self.term.get()
     }
 
     /// Borrows one table for writing. A table already borrowed is an error, as redb's

@@ -15,9 +15,7 @@ mod prepared;
 pub(crate) mod tables;
 pub(crate) mod watch;
 
-pub(crate) use apply::{
-    apply_command, check_restore, rebuild_session_keys, retired_servers, Changes,
-};
+pub(crate) use apply::{apply_command, check_row, rebuild_session_keys, retired_servers, Changes};
 pub use catalog::{Catalog, Usage};
 pub(crate) use error::StoreError;
 pub(crate) use legacy::upgrade_rows;

@@ -61,10 +61,16 @@ pub(crate) const ACL_BINDING_RULES: TableId = table(17, "acl_binding_rules");
 /// absent until the first leader seeds it from its config file.
 pub(crate) const AUTOPILOT: TableId = table(18, "autopilot");
 pub(crate) const AUTOPILOT_ROW: &str = "config";
+/// Chunks of a restore under way, by `restore_id \0 seq` (20 digits, so they sort in order):
+/// each a postcard `RestoreState` of some rows (`Command::SnapshotRestoreChunk`); under the
+/// bare `restore_id`, the Raft term it began in (postcard u64). A data
+/// table so that a checkpoint, a restart and openraft's snapshots for a follower's catch-up
+/// all keep them until the commit; never part of an archive, never restored.
+pub(crate) const RESTORE_STAGING: TableId = table(19, "restore_staging");
 
 /// The tables a snapshot carries, all keyed by string with byte values. New tables go last:
 /// an older snapshot, with fewer tables, still installs.
-pub(crate) const DATA_TABLES: [TableId; 18] = [
+pub(crate) const DATA_TABLES: [TableId; 19] = [
     KV,
     KV_TOMBS,
     NODES,
@@ -83,7 +89,18 @@ pub(crate) const DATA_TABLES: [TableId; 18] = [
     ACL_AUTH_METHODS,
     ACL_BINDING_RULES,
     AUTOPILOT,
+    RESTORE_STAGING,
 ];
+
+/// Whether a snapshot archive carries `t`: the cluster's own bookkeeping stays out.
+pub(crate) fn archived(t: TableId) -> bool {
+    t.slot != RESTORE_STAGING.slot
+}
+
+/// The [`RESTORE_STAGING`] key of a restore's chunk.
+pub(crate) fn staging_key(id: &str, seq: u64) -> String {
+    format!("{id}\0{seq:020}")
+}
 
 /// Every table, as checkpointed to `state.redb`: those a snapshot carries, then the derived
 /// [`SESSION_KEYS`].

@@ -25,7 +25,7 @@ use crate::codec::{decode, encode};
 use crate::model::{Command, CommandResult, Service, TxnOp};
 
 pub(crate) use kv::rebuild_session_keys;
-pub(crate) use restore::check_restore;
+pub(crate) use restore::check_row;
 
 /// What a batch of commands touched.
 #[derive(Debug, Default)]
@@ -112,6 +112,9 @@ pub(crate) fn apply_command(
         Command::AclBindingRuleDelete { id } => a.acl_delete(ACL_BINDING_RULES, &id)?,
         Command::SnapshotRestore(state) => a.snapshot_restore(*state)?,
         Command::AutopilotSetConfig { config, cas } => a.autopilot_set(*config, cas)?,
+        Command::SnapshotRestoreChunk { id, seq, data } => a.restore_chunk(&id, seq, &data)?,
+        Command::SnapshotRestoreCommit { id, chunks } => a.restore_commit(&id, chunks)?,
+        Command::SnapshotRestoreDiscard { id } => a.restore_discard(id.as_deref())?,
     };
     Ok(CommandResult {
         index,

@@ -31,6 +31,9 @@ use crate::display_ext::DisplayOptionExt;
 use crate::error::decompose::DecomposeResult;
 use crate::error::HigherVote;
 use crate::error::PayloadTooLarge;
+
+/// (Muster) The timeout of an AppendEntries that carries entries.
+const APPEND_WITH_ENTRIES_TIMEOUT: Duration = Duration::from_secs(5);
 use crate::error::RPCError;
 use crate::error::ReplicationClosed;
 use crate::error::ReplicationError;
@@ -452,7 +455,15 @@ where
             self.config.heartbeat_interval
         );
 
-        let the_timeout = Duration::from_millis(self.config.heartbeat_interval);
+        // (Muster) Entries may be large (a restore's chunks, 512 KiB KV values): a follower
+        // decoding and flushing megabytes takes longer than a heartbeat interval, and a
+        // timed-out send is retried with as many entries or more, never finishing. Only an
+        // empty AppendEntries (a heartbeat) is held to the heartbeat interval.
+        let the_timeout = if payload.entries.is_empty() {
+            Duration::from_millis(self.config.heartbeat_interval)
+        } else {
+            Duration::from_millis(self.config.heartbeat_interval).max(APPEND_WITH_ENTRIES_TIMEOUT)
+        };
         let option = RPCOption::new(the_timeout);
         let res = C::timeout(the_timeout, self.network.append_entries(payload, option)).await;
 
