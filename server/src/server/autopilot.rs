@@ -309,7 +309,23 @@ impl Node {
             return;
         }
         let stale_ok = known_set && now - started >= STALE_GRACE;
-        for id in dead_servers(health, conf.min_quorum, stale_ok) {
+        // A failed server goes only once this leader has seen it failed for the stabilization
+        // time (not waived for a new leader): a partition that heals in seconds, whose
+        // healing side may well have just elected a new leader, must not cost a membership
+        // change. Consul's 10 s reconcile gives about the same grace.
+        let grace = Duration::from_millis(conf.server_stabilization_time_ms);
+        let failed_long = |id: NodeId| {
+            health
+                .servers
+                .iter()
+                .any(|s| s.raft_id == id && s.serf_status == SerfStatus::None)
+                || now - stable_since(id) >= grace
+        };
+        let dead: Vec<NodeId> = dead_servers(health, conf.min_quorum, stale_ok)
+            .into_iter()
+            .filter(|&id| failed_long(id))
+            .collect();
+        for id in dead {
             // The voters as they are now: an earlier removal in this pass changed them.
             let voters: BTreeSet<NodeId> = self
                 .metrics
