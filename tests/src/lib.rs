@@ -518,3 +518,18 @@ pub fn tiny_upstream() -> SocketAddr {
     });
     addr
 }
+
+/// `/v1/operator/raft/configuration` as `a` answers it (a 200, or an error).
+pub async fn raft_configuration(a: &Agent) -> anyhow::Result<serde_json::Value> {
+    let r = get(&a.url("/v1/operator/raft/configuration")).await?;
+    anyhow::ensure!(r.status == 200, "configuration: {} {}", r.status, r.text());
+    Ok(r.json())
+}
+
+/// A Raft configuration's entry for the server at `rpc`.
+pub fn raft_entry<'a>(config: &'a serde_json::Value, rpc: &str) -> Option<&'a serde_json::Value> {
+    config["Servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["Address"] == rpc)
+}

@@ -20,19 +20,6 @@ fn autopilot_file(root: &Path, autopilot: Value) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn configuration(a: &Agent) -> anyhow::Result<Value> {
-    let r = get(&a.url("/v1/operator/raft/configuration")).await?;
-    anyhow::ensure!(r.status == 200, "configuration: {} {}", r.status, r.text());
-    Ok(r.json())
-}
-
-fn entry<'a>(config: &'a Value, rpc: &str) -> Option<&'a Value> {
-    config["Servers"]
-        .as_array()?
-        .iter()
-        .find(|s| s["Address"] == rpc)
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -75,9 +62,9 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
         "autopilot removing the killed server",
         Duration::from_secs(30),
         || async {
-            let c = configuration(&servers[l]).await.ok()?;
+            let c = raft_configuration(&servers[l]).await.ok()?;
             let n = c["Servers"].as_array()?.len();
-            (n == 2 && entry(&c, &dead_rpc).is_none()).then_some(())
+            (n == 2 && raft_entry(&c, &dead_rpc).is_none()).then_some(())
         },
     )
     .await?;
@@ -97,8 +84,8 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
         "the new server in the configuration",
         Duration::from_secs(20),
         || async {
-            let c = configuration(&servers[l]).await.ok()?;
-            entry(&c, &fresh_rpc).cloned()
+            let c = raft_configuration(&servers[l]).await.ok()?;
+            raft_entry(&c, &fresh_rpc).cloned()
         },
     )
     .await?;
@@ -126,8 +113,8 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
         "the new server promoted",
         Duration::from_secs(20),
         || async {
-            let c = configuration(&servers[l]).await.ok()?;
-            (entry(&c, &fresh_rpc)?["Voter"] == true).then_some(())
+            let c = raft_configuration(&servers[l]).await.ok()?;
+            (raft_entry(&c, &fresh_rpc)?["Voter"] == true).then_some(())
         },
     )
     .await?;
@@ -136,7 +123,7 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
         waited >= Duration::from_millis(1500),
         "promoted after {waited:?}, before the 2 s stabilization time"
     );
-    let c = configuration(&servers[l]).await?;
+    let c = raft_configuration(&servers[l]).await?;
     let voters = c["Servers"]
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["Voter"] == true).count());
@@ -180,9 +167,9 @@ async fn min_quorum_keeps_a_dead_server_until_lowered() -> anyhow::Result<()> {
     // ...and keeps it, through several reconcile passes (one a second).
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        let c = configuration(&servers[l]).await?;
+        let c = raft_configuration(&servers[l]).await?;
         assert!(
-            entry(&c, &dead_rpc).is_some(),
+            raft_entry(&c, &dead_rpc).is_some(),
             "removed below min_quorum: {c}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -201,8 +188,8 @@ async fn min_quorum_keeps_a_dead_server_until_lowered() -> anyhow::Result<()> {
         "the dead server removed",
         Duration::from_secs(15),
         || async {
-            let c = configuration(&servers[l]).await.ok()?;
-            entry(&c, &dead_rpc).is_none().then_some(())
+            let c = raft_configuration(&servers[l]).await.ok()?;
+            raft_entry(&c, &dead_rpc).is_none().then_some(())
         },
     )
     .await?;

@@ -8,20 +8,6 @@ use std::time::Duration;
 use muster_tests::*;
 use serde_json::Value;
 
-async fn configuration(a: &Agent) -> anyhow::Result<Value> {
-    let r = get(&a.url("/v1/operator/raft/configuration")).await?;
-    anyhow::ensure!(r.status == 200, "configuration: {} {}", r.status, r.text());
-    Ok(r.json())
-}
-
-/// The configuration's entry for the server at `rpc`.
-fn entry<'a>(config: &'a Value, rpc: &str) -> Option<&'a Value> {
-    config["Servers"]
-        .as_array()?
-        .iter()
-        .find(|s| s["Address"] == rpc)
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -41,7 +27,7 @@ async fn configuration_and_list_peers_show_every_server() -> anyhow::Result<()> 
         "nodes named in the configuration",
         Duration::from_secs(10),
         || async {
-            let c = configuration(&servers[0]).await.ok()?;
+            let c = raft_configuration(&servers[0]).await.ok()?;
             let all_named = c["Servers"]
                 .as_array()?
                 .iter()
@@ -59,7 +45,7 @@ async fn configuration_and_list_peers_show_every_server() -> anyhow::Result<()> 
     assert!(config["Index"].is_u64(), "{config}");
     for s in &servers {
         let rpc = s.rpc.as_deref().unwrap_or_default();
-        let e = entry(&config, rpc).unwrap_or_else(|| panic!("{rpc} in {config}"));
+        let e = raft_entry(&config, rpc).unwrap_or_else(|| panic!("{rpc} in {config}"));
         assert_eq!(e["Node"], s.name.as_str(), "{e}");
         assert_eq!(e["Voter"], true, "{e}");
         assert_eq!(e["ProtocolVersion"], "3", "{e}");
@@ -99,9 +85,9 @@ async fn transfer_leader_moves_leadership_to_the_named_server() -> anyhow::Resul
         if target.name == servers[current].name {
             continue;
         }
-        let config = configuration(&servers[0]).await?;
+        let config = raft_configuration(&servers[0]).await?;
         let rpc = target.rpc.as_deref().unwrap_or_default();
-        let id = entry(&config, rpc).expect("target in configuration")["ID"]
+        let id = raft_entry(&config, rpc).expect("target in configuration")["ID"]
             .as_str()
             .unwrap_or_default()
             .to_string();
@@ -201,7 +187,7 @@ async fn remove_peer_of_a_stopped_server_and_the_quorum_refusals() -> anyhow::Re
     let out = servers[leader].cli(&["operator", "raft", "remove-peer"]);
     assert!(!out.status.success());
     assert_eq!(
-        configuration(&servers[leader]).await?["Servers"]
+        raft_configuration(&servers[leader]).await?["Servers"]
             .as_array()
             .map(Vec::len),
         Some(3)
@@ -215,13 +201,13 @@ async fn remove_peer_of_a_stopped_server_and_the_quorum_refusals() -> anyhow::Re
         "{}",
         stdout(&out)
     );
-    let config = configuration(&servers[alive]).await?;
+    let config = raft_configuration(&servers[alive]).await?;
     assert_eq!(
         config["Servers"].as_array().map(Vec::len),
         Some(2),
         "{config}"
     );
-    assert!(entry(&config, &stopped_rpc).is_none(), "{config}");
+    assert!(raft_entry(&config, &stopped_rpc).is_none(), "{config}");
     let peers = get(&servers[leader].url("/v1/status/peers")).await?.json();
     assert_eq!(peers.as_array().map(Vec::len), Some(2), "{peers}");
     let w = put(&servers[alive].url("/v1/kv/still"), b"writable").await?;
@@ -273,7 +259,7 @@ async fn a_leader_that_leaves_hands_over_first_and_loses_no_write() -> anyhow::R
         .filter_map(|(i, a)| (i != leader).then_some(a))
         .collect();
     wait_for_agreed_leader(&rest, Duration::from_secs(10)).await?;
-    let config = configuration(&rest[0]).await?;
+    let config = raft_configuration(&rest[0]).await?;
     assert_eq!(
         config["Servers"].as_array().map(Vec::len),
         Some(2),

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::client::{qs, Client};
 use super::error::{Error, Result};
 use super::help::Flag;
+use super::operator::no_args;
 use crate::flags::Parsed;
 
 pub(crate) const AUTOPILOT_USAGE: &str = "
@@ -91,16 +92,6 @@ pub(crate) const STATE_FLAGS: &[Flag] = &[Flag::value(
     "string",
     "Output format {pretty|json}",
 )];
-
-fn no_args(p: &Parsed) -> Result<()> {
-    if p.positional.is_empty() {
-        return Ok(());
-    }
-    Err(Error::UsageHelp(format!(
-        "Error found unexpected args: [{}]",
-        p.positional.join(" ")
-    )))
-}
 
 fn text(v: &Value, k: &str) -> String {
     match &v[k] {

@@ -60,7 +60,8 @@ pub(crate) const TRANSFER_LEADER_FLAGS: &[Flag] = &[Flag::value(
     "The ID of the server to transfer leadership to.",
 )];
 
-fn no_args(p: &Parsed) -> Result<()> {
+/// Refuses positional arguments, as Consul's operator commands do.
+pub(crate) fn no_args(p: &Parsed) -> Result<()> {
     if p.positional.is_empty() {
         return Ok(());
     }
