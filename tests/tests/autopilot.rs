@@ -128,6 +128,23 @@ async fn a_killed_server_is_cleaned_up_and_a_new_one_promoted_after_stabilizatio
         .as_array()
         .map_or(0, |s| s.iter().filter(|s| s["Voter"] == true).count());
     assert_eq!(voters, 3, "{c}");
+
+    // The removed server comes back on its own data dir (a reboot that outlasted the
+    // grace): it is let in again, as a non-voter first, and promoted once stable.
+    servers[dead].restart()?;
+    // A restart binds fresh ephemeral ports: the server's RPC address is its new one.
+    let back_rpc = servers[dead].rpc.clone().unwrap_or_default();
+    wait_until(
+        "the removed server back as a voter",
+        Duration::from_secs(30),
+        || async {
+            let c = raft_configuration(&servers[l]).await.ok()?;
+            (raft_entry(&c, &back_rpc)?["Voter"] == true).then_some(())
+        },
+    )
+    .await?;
+    let w = put(&servers[dead].url("/v1/kv/after-return?consistent"), b"ok").await?;
+    assert_eq!(w.status, 200, "{}", w.text());
     drop(fresh);
     Ok(())
 }
