@@ -326,6 +326,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ErrorBodies<S> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
+    // Vectored writes pass through, so hyper hands head and body over in one call instead of
+    // copying them into one buffer first: over TLS, rustls seals them as one record. hyper's
+    // own error answers are a lone head, written with a single slice, so they still match.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let [one] = bufs {
+            return self.poll_write(cx, one);
+        }
+        ready!(self.poll_pending(cx))?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_pending(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)

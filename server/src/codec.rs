@@ -15,6 +15,12 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, CodecError> {
     Ok(postcard::to_stdvec(v)?)
 }
 
+/// [`encode`], appending to `buf` (given back): a caller encoding many rows reuses one
+/// buffer instead of growing a new `Vec` for each.
+pub(crate) fn encode_into<T: Serialize>(v: &T, buf: Vec<u8>) -> Result<Vec<u8>, CodecError> {
+    Ok(postcard::to_extend(v, buf)?)
+}
+
 /// Decodes what [`encode`] wrote into a value that borrows its strings and bytes from `b`.
 pub(crate) fn decode_borrowed<'a, T: serde::Deserialize<'a>>(b: &'a [u8]) -> Result<T, CodecError> {
     Ok(postcard::from_bytes(b)?)

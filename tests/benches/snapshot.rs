@@ -11,6 +11,7 @@
 //! cargo build --profile dist --bin muster    # the benches run target/dist/muster
 //! cargo bench -p muster-tests --bench snapshot
 //! SNAP_KEYS=100000 SNAP_NODES=1000 cargo bench -p muster-tests --bench snapshot   # smaller
+//! SNAP_KEEP=/tmp/big.snap cargo bench -p muster-tests --bench snapshot   # keeps the archive
 //! # a quick check against a debug build:
 //! MUSTER_BIN=target/debug/muster SNAP_KEYS=20000 SNAP_NODES=200 \
 //!     cargo test -p muster-tests --bench snapshot
@@ -190,6 +191,10 @@ async fn bench_muster(root: &Path, keys: u32, nodes: u32) -> anyhow::Result<Figu
     let (save, ok, out, peak, cli_peak) =
         timed(muster(&http, &["snapshot", "save", &f]), Some(pid));
     let size = std::fs::metadata(&file).map_or(0, |m| m.len());
+    if let Ok(keep) = std::env::var("SNAP_KEEP") {
+        // The archive, kept for a closer look at a restore (`muster snapshot restore`).
+        std::fs::copy(&file, &keep)?;
+    }
     let data = state_size(&f);
     println!(
         "  muster   save    {:>6.2} s  file {:>7.1} MB  data {:.1} MB  leader peak RSS {:.0} MB \

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::{Event, EventMember, MemberEvent, MemberEventKind};
 
-/// How long gossip must be quiet before the gathered changes are delivered.
-pub(crate) const QUIET: Duration = Duration::from_millis(200);
+/// How long gossip must be quiet before the gathered changes are delivered: long enough for
+/// a failure's news to reach everyone (gossiped to 4 every 100 ms), short against detection.
+pub(crate) const QUIET: Duration = Duration::from_millis(100);
 /// The longest a change waits while others keep arriving.
 pub(crate) const MAX: Duration = Duration::from_secs(1);
 
@@ -135,7 +136,7 @@ mod tests {
         assert_eq!(c.flush().len(), 1);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn changes_together_come_as_one_call() {
         let (tx, rx) = mpsc::unbounded_channel();
         let (out_tx, mut out) = mpsc::unbounded_channel();

@@ -111,8 +111,9 @@ pub enum Command {
         cas: Option<u64>,
     },
     /// One chunk of a restore too large for one entry, staged under the restore's ID until
-    /// its [`Command::SnapshotRestoreCommit`]: `data` is a postcard [`RestoreState`] holding
-    /// some of the rows, in order. Chunk 0 discards whatever other restore was staged; a
+    /// its commit: for a [`Command::SnapshotRestoreArchive`], `data` is the next slice of the
+    /// archive file; for a [`Command::SnapshotRestoreCommit`] (as older versions wrote it), a
+    /// postcard [`RestoreState`] holding some of the rows, in order. Chunk 0 discards whatever other restore was staged; a
     /// later chunk fails unless the chunk before it is staged in the same Raft term (the
     /// restore was discarded, or the leader changed).
     SnapshotRestoreChunk {
@@ -132,6 +133,18 @@ pub enum Command {
     /// in an earlier term): a failed restore, or those a new leader finds left over.
     SnapshotRestoreDiscard {
         id: Option<String>,
+    },
+    /// Replace the whole state with that of the archive (Muster's, as `GET /v1/snapshot`
+    /// writes it, or Consul's) whose bytes are the `chunks` staged chunks of restore `id`,
+    /// in order, as [`Command::SnapshotRestoreCommit`] does with rows: the log carries the
+    /// archive as it is, compressed, and every server reads it in this apply. Fails,
+    /// changing nothing but dropping what was staged for `id`, unless every chunk is staged,
+    /// in this term, with the SHA-256 `sha256` (hex; the sum of the file the leader checked
+    /// whole before proposing it), and the archive reads.
+    SnapshotRestoreArchive {
+        id: String,
+        chunks: u64,
+        sha256: String,
     },
 }
 

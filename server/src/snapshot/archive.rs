@@ -57,7 +57,7 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-fn hex(d: &[u8]) -> String {
+pub(crate) fn hex(d: &[u8]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -150,17 +150,30 @@ pub(crate) fn write(t: &Tables, out: impl Write) -> io::Result<ArchiveMeta> {
 /// Passes reads on from `inner`, hashing and counting them.
 struct HashingReader<R> {
     inner: R,
-    hash: Context,
+    /// `None` when the archive's bytes were checked another way (see [`read_with`]).
+    hash: Option<Context>,
     len: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(b)?;
-        self.hash.update(&b[..n]);
+        if let Some(h) = &mut self.hash {
+            h.update(&b[..n]);
+        }
         self.len += n as u64;
         Ok(n)
     }
+}
+
+/// The SHA-256 of `parts` read one after the other, in hex: the sum a restore's staged
+/// archive is checked against.
+pub(crate) fn sha256_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut h = Context::new(&SHA256);
+    for p in parts {
+        h.update(p);
+    }
+    hex(h.finish().as_ref())
 }
 
 /// The most `meta.json` or `SHA256SUMS` may hold: both are a few hundred bytes.
@@ -169,9 +182,12 @@ const MAX_SMALL_FILE: u64 = 1 << 20;
 /// Reads and checks an archive from `r` as it streams: every file Consul's archive has, no
 /// other, and sums that match. `state` reads `state.bin` as it goes by (whatever it leaves
 /// unread is still hashed); what it returns counts only once the sums are checked, so a
-/// caller acts on it only after this returns.
+/// caller acts on it only after this returns. With `hash_state` false, `state.bin` is not
+/// hashed: for an archive whose bytes were checked whole against a sum taken when these
+/// were (a restore's staged archive, on its commit).
 pub(crate) fn read_with<T>(
     r: impl Read,
+    hash_state: bool,
     state: impl FnOnce(&mut dyn Read) -> Result<T, SnapshotError>,
 ) -> Result<(ArchiveMeta, T), SnapshotError> {
     let corrupt = |e: io::Error| SnapshotError::Corrupt(e.to_string());
@@ -206,12 +222,12 @@ pub(crate) fn read_with<T>(
                 };
                 let mut h = HashingReader {
                     inner: &mut entry,
-                    hash: Context::new(&SHA256),
+                    hash: hash_state.then(|| Context::new(&SHA256)),
                     len: 0,
                 };
                 out = Some(read_state(&mut h)?);
                 io::copy(&mut h, &mut io::sink()).map_err(corrupt)?;
-                state_sum = Some((hex(h.hash.finish().as_ref()), h.len));
+                state_sum = Some((h.hash.map(|h| hex(h.finish().as_ref())), h.len));
             }
             other => {
                 return Err(SnapshotError::Corrupt(format!(
@@ -229,7 +245,11 @@ pub(crate) fn read_with<T>(
     let sums = String::from_utf8(sums.ok_or_else(|| missing("SHA256SUMS"))?)
         .map_err(|_| SnapshotError::Corrupt("SHA256SUMS is not text".into()))?;
     let meta_sum = hex(ring::digest::digest(&SHA256, &meta_json).as_ref());
-    for (file, got) in [("meta.json", &meta_sum), ("state.bin", &state_sum)] {
+    let checked = [
+        ("meta.json", Some(&meta_sum)),
+        ("state.bin", state_sum.as_ref()),
+    ];
+    for (file, got) in checked.into_iter().filter_map(|(f, g)| Some((f, g?))) {
         let want = sums
             .lines()
             .find_map(|l| l.strip_suffix(file)?.strip_suffix("  "))

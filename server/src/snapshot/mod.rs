@@ -4,12 +4,14 @@
 //!
 //! **A restore of any size, atomic through Raft.** The archive is first read whole from a
 //! file, as a stream (gzip, tar, `state.bin` a row at a time), checking its sums, format
-//! version and every row: a damaged one is refused before anything is proposed. It is then
-//! read again and put through Raft as [`Command::SnapshotRestoreChunk`] entries of about
-//! [`CHUNK_BYTES`] each, staged under a fresh restore ID in the `restore_staging` table, and
-//! one [`Command::SnapshotRestoreCommit`] that builds the new tables from the staged chunks
-//! and swaps them in, in one apply, at one index, on every server (`store/apply/restore.rs`).
-//! Readers see the old state until that apply and the new one after; never a mix.
+//! version and every row: a damaged one is refused before anything is proposed. The file is
+//! then put through Raft as it is, compressed, in [`Command::SnapshotRestoreChunk`] entries
+//! of [`CHUNK_BYTES`] each, staged under a fresh restore ID in the `restore_staging` table,
+//! and one [`Command::SnapshotRestoreArchive`] that reads the staged archive and swaps in
+//! the tables it holds, in one apply, at one index, on every server
+//! (`store/apply/restore.rs`). Readers see the old state until that apply and the new one
+//! after; never a mix. The log, the replication and the staging carry the archive's
+//! compressed size (a tenth of the state, typically), not the state's.
 //!
 //! Why staged entries rather than a snapshot installed by openraft: openraft 0.9 installs
 //! snapshots only on followers behind the leader's log, never on a leader, and a snapshot
@@ -32,7 +34,8 @@
 //! chunk drops them, a new leader discards them (`server/reapers.rs`), and the commit of a
 //! restore whose chunks were dropped fails, changing nothing. A driver whose chunk or commit
 //! is refused so starts again (nothing of it applied), [`RESTORE_ATTEMPTS`] times at most.
-//! The old single-entry [`Command::SnapshotRestore`] still applies, from logs that hold it.
+//! The old single-entry [`Command::SnapshotRestore`], and [`Command::SnapshotRestoreCommit`]
+//! of chunks of rows, still apply, from logs that hold them.
 
 mod archive;
 mod consul;
@@ -51,7 +54,8 @@ use crate::{Error, Result, Server};
 /// frame, so that a follower decodes and flushes a chunk's AppendEntries quickly, and a few
 /// fit in one.
 pub const CHUNK_BYTES: usize = 1 << 20;
-/// The largest chunk sent: a single row past this cannot travel in a frame with its entry.
+/// The largest chunk of rows: a single row past this cannot travel in a frame with its entry.
+#[cfg(test)]
 const MAX_CHUNK_BYTES: usize = 48 << 20;
 
 /// Why an archive is refused. Nothing is changed by a refused archive.
@@ -168,18 +172,23 @@ fn table_counts(counts: state::Counts) -> Vec<TableCount> {
         .collect()
 }
 
-/// Reads an archive as a stream, checking it whole, and hands every row it would restore to
-/// `row` as `(table, key, value)`; what it holds, once checked. Muster's `state.bin` is read
+/// Reads an archive as a stream, checking its format and (if `checked`: not for a staged
+/// archive, checked whole) its sums and that every row would restore, and hands every row to
+/// `row` as `(table, key, value)`; what it holds, once read. Muster's `state.bin` is read
 /// a row at a time; a Consul one (a migration, small) whole.
 fn read_rows(
     r: impl Read,
+    checked: bool,
     mut row: impl FnMut(&str, &str, &[u8]) -> Result<(), SnapshotError>,
 ) -> Result<(Inspection, Vec<(String, u64)>), SnapshotError> {
     let check = |table: &str, v: &[u8]| {
+        if !checked {
+            return Ok(());
+        }
         crate::store::check_row(table, v)
             .map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))
     };
-    let (meta, (format, tables, skipped, indexes)) = archive::read_with(r, |r| {
+    let (meta, (format, tables, skipped, indexes)) = archive::read_with(r, checked, |r| {
         let (muster, magic) = state_kind(r)?;
         if muster {
             let s = state::scan(
@@ -214,7 +223,7 @@ fn read_rows(
 /// or of another format version.
 pub fn read_archive(bytes: &[u8]) -> std::result::Result<Restore, SnapshotError> {
     let mut state = RestoreState::default();
-    let (inspection, indexes) = read_rows(bytes, |t, k, v| {
+    let (inspection, indexes) = read_rows(bytes, true, |t, k, v| {
         if state.tables.last().is_none_or(|(n, _)| n != t) {
             state.tables.push((t.to_string(), Vec::new()));
         }
@@ -231,12 +240,88 @@ pub fn read_archive(bytes: &[u8]) -> std::result::Result<Restore, SnapshotError>
 /// (or a Consul `state.bin`) at a time: what it holds, or why it is refused.
 pub fn inspect_file(path: &Path) -> std::result::Result<Inspection, SnapshotError> {
     let f = std::fs::File::open(path).map_err(|e| SnapshotError::Io(e.to_string()))?;
-    Ok(read_rows(f, |_, _, _| Ok(()))?.0)
+    Ok(read_rows(f, true, |_, _, _| Ok(()))?.0)
+}
+
+/// Reads the archive whose bytes are `parts`, in order (a restore's staged slices), handing
+/// every row to `row` as `(table, key, value)`; the table indexes it names. The bytes must
+/// have `sha256`, the sum of the file the leader checked whole; `row` checks each row as it
+/// restores it.
+pub(crate) fn read_staged_archive(
+    parts: &[std::sync::Arc<[u8]>],
+    sha256: &str,
+    mut row: impl FnMut(&str, &str, &[u8]) -> Result<(), crate::store::StoreError>,
+) -> Result<Vec<(String, u64)>, SnapshotError> {
+    let got = archive::sha256_hex(parts.iter().map(|p| &p[..]));
+    if got != sha256 {
+        return Err(SnapshotError::Corrupt(format!(
+            "the staged archive's SHA-256 is {got}, its commit names {sha256}"
+        )));
+    }
+    let r = Concat {
+        parts,
+        at: 0,
+        off: 0,
+    };
+    let (_, indexes) = read_rows(r, false, |t, k, v| {
+        row(t, k, v).map_err(|e| SnapshotError::Corrupt(format!("state.bin: {e}")))
+    })?;
+    Ok(indexes)
+}
+
+/// Byte slices read one after the other.
+struct Concat<'a> {
+    parts: &'a [std::sync::Arc<[u8]>],
+    at: usize,
+    off: usize,
+}
+
+impl Read for Concat<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(part) = self.parts.get(self.at) {
+            let rest = &part[self.off.min(part.len())..];
+            if rest.is_empty() {
+                (self.at, self.off) = (self.at + 1, 0);
+                continue;
+            }
+            let n = rest.len().min(buf.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            self.off += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// Hands the file at `path` to `emit` in slices of [`CHUNK_BYTES`], in order; its size and
+/// SHA-256 (hex).
+fn slice_file(
+    path: &Path,
+    mut emit: impl FnMut(Vec<u8>) -> Result<(), SnapshotError>,
+) -> Result<(u64, String), SnapshotError> {
+    let mut f = std::fs::File::open(path).map_err(|e| SnapshotError::Io(e.to_string()))?;
+    let mut total = 0u64;
+    let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+    loop {
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES);
+        (&mut f)
+            .take(CHUNK_BYTES as u64)
+            .read_to_end(&mut chunk)
+            .map_err(|e| SnapshotError::Io(e.to_string()))?;
+        if chunk.is_empty() {
+            return Ok((total, archive::hex(hash.finish().as_ref())));
+        }
+        total += chunk.len() as u64;
+        hash.update(&chunk);
+        emit(chunk)?;
+    }
 }
 
 /// A row's value as postcard writes a `Vec<u8>`, copied whole rather than byte by byte.
+#[cfg(test)]
 struct AsBytes<'a>(&'a [u8]);
 
+#[cfg(test)]
 impl serde::Serialize for AsBytes<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_bytes(self.0)
@@ -244,13 +329,16 @@ impl serde::Serialize for AsBytes<'_> {
 }
 
 /// Cuts the rows of an archive into restore chunks (postcard [`RestoreState`]s) of about
-/// [`CHUNK_BYTES`], in order; the last one carries the indexes.
+/// [`CHUNK_BYTES`], in order; the last one carries the indexes: the chunks older versions
+/// proposed, for [`Command::SnapshotRestoreCommit`], which logs may still hold.
+#[cfg(test)]
 struct Chunker<F> {
     cur: RestoreState,
     size: usize,
     emit: F,
 }
 
+#[cfg(test)]
 impl<F: FnMut(Vec<u8>) -> Result<(), SnapshotError>> Chunker<F> {
     fn push(&mut self, table: &str, k: &str, v: &[u8]) -> Result<(), SnapshotError> {
         if self.cur.tables.last().is_none_or(|(n, _)| n != table) {
@@ -291,6 +379,7 @@ impl<F: FnMut(Vec<u8>) -> Result<(), SnapshotError>> Chunker<F> {
 }
 
 /// The restore chunks of the archive at `path`, each handed to `emit` as it is cut.
+#[cfg(test)]
 fn chunk_file(
     path: &Path,
     emit: impl FnMut(Vec<u8>) -> Result<(), SnapshotError>,
@@ -302,7 +391,7 @@ fn chunk_file(
         emit,
     };
     let mut rows = 0u64;
-    let (_, indexes) = read_rows(f, |t, k, v| {
+    let (_, indexes) = read_rows(f, true, |t, k, v| {
         rows += 1;
         c.push(t, k, v)
     })?;
@@ -373,7 +462,7 @@ impl Server {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
         let p = path.to_path_buf();
         let cutter = tokio::task::spawn_blocking(move || {
-            chunk_file(&p, |chunk| {
+            slice_file(&p, |chunk| {
                 tx.blocking_send(chunk)
                     .map_err(|_| SnapshotError::Io("the restore stopped".into()))
             })
@@ -390,19 +479,20 @@ impl Server {
             }
             seq += 1;
         }
-        let rows = cutter
+        let (bytes, sha256) = cutter
             .await
             .map_err(|e| Error::Storage(e.to_string()))?
             .map_err(Error::from)?;
-        let commit = Command::SnapshotRestoreCommit {
+        let commit = Command::SnapshotRestoreArchive {
             id: id.to_string(),
             chunks: seq,
+            sha256,
         };
         let out = self.write(commit).await?;
         if !out.success {
             return Err(Proposal::Interrupted);
         }
-        tracing::info!(index = out.index, chunks = seq, rows, "restore committed");
+        tracing::info!(index = out.index, chunks = seq, bytes, "restore committed");
         Ok(out.index)
     }
 }
@@ -511,13 +601,26 @@ mod tests {
         assert!(read_archive(&flipped).is_err());
     }
 
+    /// Row `i`'s value in [`big_archive`]: `size` bytes of noise, which gzip cannot shrink.
+    fn noise(i: usize, size: usize) -> Vec<u8> {
+        let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (0..size)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
     /// An archive of `n` KV rows of `size` bytes each.
     fn big_archive(n: usize, size: usize) -> (tempfile::TempDir, std::path::PathBuf) {
         let mut t = Tables::default();
         for i in 0..n {
             let e = crate::model::KvEntry {
                 key: format!("k{i:04}"),
-                value: vec![i as u8; size],
+                value: noise(i, size),
                 flags: i as u64,
                 session: None,
                 create_index: 10,
@@ -581,6 +684,96 @@ mod tests {
         assert_eq!((e.flags, e.create_index, e.modify_index), (7, 10, 100));
         assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
         assert_eq!(txn.indexes().expect("idx").get("kv"), Some(&100));
+    }
+
+    /// The slices of the file at `path`, and its SHA-256.
+    fn slices_of(path: &Path) -> (Vec<Vec<u8>>, String) {
+        let mut slices = Vec::new();
+        let (bytes, sha256) = slice_file(path, |c| {
+            slices.push(c);
+            Ok(())
+        })
+        .expect("slices");
+        let file = std::fs::read(path).expect("file");
+        assert_eq!(bytes, file.len() as u64);
+        assert_eq!(sha256, archive::sha256_hex([&file[..]]));
+        (slices, sha256)
+    }
+
+    #[test]
+    fn an_archive_restored_in_slices_swaps_the_state_at_its_commit_only() {
+        // Incompressible values: the archive is about as large as the state, several slices.
+        let (_dir, path) = big_archive(40, 300 << 10);
+        let (slices, sha256) = slices_of(&path);
+        assert!(slices.len() >= 3, "{}", slices.len());
+        let txn = crate::store::mem::WriteTxn::new(&tables());
+        let n = slices.len() as u64;
+        for (seq, data) in slices.into_iter().enumerate() {
+            let c = Command::SnapshotRestoreChunk {
+                id: "r1".into(),
+                seq: seq as u64,
+                data,
+            };
+            assert!(apply(&txn, 2, 20 + seq as u64, c));
+            assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
+        }
+        let commit = Command::SnapshotRestoreArchive {
+            id: "r1".into(),
+            chunks: n,
+            sha256,
+        };
+        assert!(apply(&txn, 2, 100, commit));
+        let kv = txn.open_table(KV).expect("kv").clone();
+        assert_eq!(kv.len(), 40);
+        let e: crate::model::KvEntry = crate::codec::decode(&kv["k0007"]).expect("row");
+        assert_eq!((e.flags, e.create_index, e.modify_index), (7, 10, 100));
+        assert_eq!(e.value, noise(7, 300 << 10));
+        assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
+        assert_eq!(txn.indexes().expect("idx").get("kv"), Some(&100));
+    }
+
+    #[test]
+    fn a_damaged_staged_archive_or_a_missing_slice_changes_nothing() {
+        let (_dir, path) = big_archive(40, 300 << 10);
+        let (slices, sha256) = slices_of(&path);
+        let n = slices.len();
+        let txn = crate::store::mem::WriteTxn::new(&tables());
+        let stage = |id: &str, index: u64, which: &mut dyn FnMut(usize, &mut Vec<u8>)| {
+            for (seq, data) in slices.iter().enumerate() {
+                let mut data = data.clone();
+                which(seq, &mut data);
+                let c = Command::SnapshotRestoreChunk {
+                    id: id.into(),
+                    seq: seq as u64,
+                    data,
+                };
+                assert!(apply(&txn, 2, index + seq as u64, c));
+            }
+        };
+        let commit = |id: &str, chunks: usize| Command::SnapshotRestoreArchive {
+            id: id.into(),
+            chunks: chunks as u64,
+            sha256: sha256.clone(),
+        };
+        // One byte flipped in the middle: the sum the commit names catches it.
+        stage("r1", 20, &mut |seq, d| {
+            if seq == n / 2 {
+                d[100] ^= 1;
+            }
+        });
+        assert!(!apply(&txn, 2, 90, commit("r1", n)));
+        // The last slice cut short: the archive ends early.
+        stage("r2", 100, &mut |seq, d| {
+            if seq == n - 1 {
+                d.truncate(d.len() / 2);
+            }
+        });
+        assert!(!apply(&txn, 2, 190, commit("r2", n)));
+        // A commit naming fewer slices than the archive has.
+        stage("r3", 200, &mut |_, _| {});
+        assert!(!apply(&txn, 2, 290, commit("r3", n - 1)));
+        assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
+        assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
     }
 
     #[test]

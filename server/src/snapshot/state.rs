@@ -123,6 +123,10 @@ pub(crate) struct Scanned {
 }
 
 /// Reads as much as `buf` holds, fewer bytes only at the end of `r`.
+/// Records up to this size are read into a buffer sized for them at once; a larger length,
+/// possibly damaged, is read as far as the file goes.
+const SMALL_RECORD: u64 = 64 << 10;
+
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -164,8 +168,14 @@ pub(crate) fn scan(
         }
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as u64;
         payload.clear();
-        // Read through `take`: a damaged length never allocates more than the file holds.
-        if r.take(len).read_to_end(&mut payload).map_err(io_bad)? as u64 != len {
+        if len <= SMALL_RECORD {
+            // Most records are rows of a few hundred bytes: read them in one go.
+            payload.resize(len as usize, 0);
+            if read_full(r, &mut payload).map_err(io_bad)? as u64 != len {
+                return Err(bad("cut short"));
+            }
+        } else if r.take(len).read_to_end(&mut payload).map_err(io_bad)? as u64 != len {
+            // Read through `take`: a damaged length never allocates more than the file holds.
             return Err(bad("cut short"));
         }
         let undecodable =

@@ -98,3 +98,110 @@ where
         let _ = t.await;
     }
 }
+
+/// [`load`] with a minimal HTTP/1.1 client of its own instead of reqwest: `CONNS` kept-alive
+/// connections to `addr` (over TLS with `tls`), each sending `GET path(key)` and reading the
+/// answer by its `content-length`. It costs the load generator a fraction of reqwest's CPU,
+/// so on a shared machine the server, not the client, sets the pace.
+pub async fn load_raw<P>(
+    addr: std::net::SocketAddr,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    secs: u64,
+    path: P,
+) -> Stats
+where
+    P: Fn(u32) -> String + Send + Sync + Clone + 'static,
+{
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS {
+        let (tls, path) = (tls.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            match tls {
+                None => raw_loop(tcp, deadline, path).await,
+                Some(cfg) => {
+                    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                    let stream = tokio_rustls::TlsConnector::from(cfg)
+                        .connect(name, tcp)
+                        .await?;
+                    raw_loop(stream, deadline, path).await
+                }
+            }
+        }));
+    }
+    let (mut all, mut failed) = (Vec::new(), 0);
+    for t in tasks {
+        match t.await {
+            Ok(Ok((l, f))) => {
+                all.extend(l);
+                failed += f;
+            }
+            _ => failed += 1,
+        }
+    }
+    Stats::new(all, failed, start.elapsed().as_secs_f64())
+}
+
+/// Requests on one connection until `deadline`: latencies of the 2xx answers, and the count of
+/// the others. A malformed answer ends the connection with an error.
+async fn raw_loop<S, P>(
+    mut s: S,
+    deadline: Instant,
+    path: P,
+) -> anyhow::Result<(Vec<Duration>, usize)>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    P: Fn(u32) -> String,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut lat, mut failed) = (Vec::new(), 0);
+    let mut buf = Vec::with_capacity(16 * 1024);
+    while Instant::now() < deadline {
+        let key = rand::rng().random_range(0..KEYS);
+        let req = format!("GET {} HTTP/1.1\r\nhost: localhost\r\n\r\n", path(key));
+        let t0 = Instant::now();
+        s.write_all(req.as_bytes()).await?;
+        buf.clear();
+        let (head_len, body_len) = loop {
+            if let Some(h) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = std::str::from_utf8(&buf[..h])?.to_ascii_lowercase();
+                let len = head
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .ok_or_else(|| anyhow::anyhow!("answer without content-length"))?
+                    .trim()
+                    .parse::<usize>()?;
+                break (h + 4, len);
+            }
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        while buf.len() < head_len + body_len {
+            let mut chunk = [0u8; 8192];
+            let n = s.read(&mut chunk).await?;
+            anyhow::ensure!(n > 0, "connection closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if buf.starts_with(b"HTTP/1.1 2") {
+            lat.push(t0.elapsed());
+        } else {
+            failed += 1;
+        }
+    }
+    Ok((lat, failed))
+}
+
+/// Pins every thread of `pid` to the CPU list `cpus` (`taskset -c` syntax), so a server and its
+/// load generator each get a core of their own instead of trading both. Returns whether it took.
+pub fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

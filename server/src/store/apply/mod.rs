@@ -115,6 +115,9 @@ pub(crate) fn apply_command(
         Command::SnapshotRestoreChunk { id, seq, data } => a.restore_chunk(&id, seq, &data)?,
         Command::SnapshotRestoreCommit { id, chunks } => a.restore_commit(&id, chunks)?,
         Command::SnapshotRestoreDiscard { id } => a.restore_discard(id.as_deref())?,
+        Command::SnapshotRestoreArchive { id, chunks, sha256 } => {
+            a.restore_archive(&id, chunks, &sha256)?
+        }
     };
     Ok(CommandResult {
         index,

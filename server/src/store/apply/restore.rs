@@ -2,7 +2,9 @@
 //! [`Command::SnapshotRestore`] carries the state itself (a restore small enough for one
 //! entry, as older versions wrote it); a larger one arrives as
 //! [`Command::SnapshotRestoreChunk`]s staged in [`RESTORE_STAGING`], then a
-//! [`Command::SnapshotRestoreCommit`] that builds the new tables from them in one apply.
+//! [`Command::SnapshotRestoreArchive`] that reads them as one archive and builds the new
+//! tables from it in one apply ([`Command::SnapshotRestoreCommit`], from older versions,
+//! builds them from chunks of rows).
 //!
 //! A restore is a write like any other to a blocking query: every table index and every
 //! row's ModifyIndex become the restore's index (a CreateIndex past it is lowered to it), so
@@ -12,8 +14,10 @@
 //! [`Command::SnapshotRestore`]: crate::model::Command::SnapshotRestore
 //! [`Command::SnapshotRestoreChunk`]: crate::model::Command::SnapshotRestoreChunk
 //! [`Command::SnapshotRestoreCommit`]: crate::model::Command::SnapshotRestoreCommit
+//! [`Command::SnapshotRestoreArchive`]: crate::model::Command::SnapshotRestoreArchive
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -128,6 +132,8 @@ pub(crate) struct Fresh {
     rows: [Rows; TABLE_COUNT],
     session_keys: Rows,
     index_names: BTreeSet<String>,
+    /// A KV row being rewritten: one buffer for them all rather than a growing `Vec` each.
+    scratch: Vec<u8>,
 }
 
 impl Fresh {
@@ -137,6 +143,7 @@ impl Fresh {
             rows: Default::default(),
             session_keys: Rows::new(),
             index_names: BTreeSet::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -148,7 +155,11 @@ impl Fresh {
             if let Some(s) = e.session {
                 put_raw(&mut self.session_keys, &node_key(s, key), &[]);
             }
-            put_raw(&mut self.rows[t.slot], key, &encode(&e)?);
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            let buf = crate::codec::encode_into(&e, buf)?;
+            put_raw(&mut self.rows[t.slot], key, &buf);
+            self.scratch = buf;
         } else {
             put_raw(&mut self.rows[t.slot], key, &restamp(t, value, self.index)?);
         }
@@ -246,39 +257,76 @@ impl Apply<'_> {
         Ok(true)
     }
 
-    /// Swaps in the state staged for restore `id`, all of it or nothing; its chunks go.
-    pub(super) fn restore_commit(&mut self, id: &str, chunks: u64) -> Result<bool> {
+    /// The chunks staged for restore `id`, in order, if all `chunks` of them are, in this
+    /// term; `None` (and a warning) otherwise. What was staged for `id` goes either way.
+    fn take_staged(&mut self, id: &str, chunks: u64) -> Result<Option<Vec<Arc<[u8]>>>> {
         let same_term = self.restore_term(id)? == Some(self.txn.term());
         let staged = self.table(RESTORE_STAGING)?.clone();
         self.drop_restore(id)?;
         if !same_term {
             tracing::warn!(restore = id, "snapshot restore refused: the leader changed");
-            return Ok(false);
+            return Ok(None);
         }
         let (lo, hi) = node_range(id);
-        let mut fresh = Fresh::new(self.index);
-        let mut seen = 0u64;
-        let built = (|| {
-            for (k, v) in span(&staged, &lo, Some(&hi)) {
-                if **k != *staging_key(id, seen) {
-                    break;
-                }
-                fresh.add_chunk(v)?;
-                seen += 1;
+        let mut out = Vec::new();
+        for (k, v) in span(&staged, &lo, Some(&hi)) {
+            if **k != *staging_key(id, out.len() as u64) {
+                break;
             }
-            Ok::<_, StoreError>(())
-        })();
-        drop(staged);
-        match built {
-            Ok(()) if seen == chunks => self.install(fresh),
-            Ok(()) => {
-                tracing::warn!(
-                    restore = id,
-                    staged = seen,
-                    chunks,
-                    "snapshot restore refused: chunks missing (it was discarded)"
-                );
+            out.push(v.clone());
+        }
+        if out.len() as u64 != chunks {
+            tracing::warn!(
+                restore = id,
+                staged = out.len(),
+                chunks,
+                "snapshot restore refused: chunks missing (it was discarded)"
+            );
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
+    /// Swaps in the state whose rows are staged for restore `id`, all of it or nothing; its
+    /// chunks go.
+    pub(super) fn restore_commit(&mut self, id: &str, chunks: u64) -> Result<bool> {
+        let Some(staged) = self.take_staged(id, chunks)? else {
+            return Ok(false);
+        };
+        let mut fresh = Fresh::new(self.index);
+        match staged.iter().try_for_each(|c| fresh.add_chunk(c)) {
+            Ok(()) => self.install(fresh),
+            Err(e) => {
+                tracing::warn!(restore = id, error = %e, "snapshot restore refused");
                 Ok(false)
+            }
+        }
+    }
+
+    /// Swaps in the state of the archive staged, in slices, for restore `id` (whose bytes
+    /// must have the SHA-256 `sha256`), all of it or nothing; its chunks go.
+    pub(super) fn restore_archive(&mut self, id: &str, chunks: u64, sha256: &str) -> Result<bool> {
+        let Some(staged) = self.take_staged(id, chunks)? else {
+            return Ok(false);
+        };
+        let mut fresh = Fresh::new(self.index);
+        // Rows come table by table: the table is looked up once per run of its rows.
+        let mut table: Option<(String, Option<TableId>)> = None;
+        let read = crate::snapshot::read_staged_archive(&staged, sha256, |name, k, v| {
+            if table.as_ref().is_none_or(|(n, _)| n != name) {
+                table = Some((name.to_string(), restored_table(name)?));
+            }
+            if let Some((_, Some(t))) = &table {
+                fresh.add_row(*t, k, v)?;
+            }
+            Ok(())
+        });
+        match read {
+            Ok(indexes) => {
+                fresh
+                    .index_names
+                    .extend(indexes.into_iter().map(|(n, _)| n));
+                self.install(fresh)
             }
             Err(e) => {
                 tracing::warn!(restore = id, error = %e, "snapshot restore refused");
