@@ -244,13 +244,24 @@ async fn damaged_snapshots_are_refused_and_change_nothing() -> anyhow::Result<()
 }
 
 /// 85 values of 400 KiB (under Consul's 512 KiB value limit): 34 MiB of state, past the
-/// 32 MiB one Raft entry used to carry. Repetitive, so that a debug build compresses it fast.
+/// 32 MiB one Raft entry used to carry. Mostly repetitive, so that a debug build compresses
+/// it fast, with [`BIG_NOISE`] bytes of noise each, so that the archive (which a restore
+/// stages as it is, compressed) still takes several chunks: about 5 MiB.
 const BIG_KEYS: usize = 85;
 const BIG_VALUE: usize = 400 << 10;
+const BIG_NOISE: usize = 64 << 10;
 
 fn big_value(i: usize) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let noise = std::iter::repeat_with(move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    });
     let line = format!("value {i:03} of the big restore, ");
-    line.bytes().cycle().take(BIG_VALUE).collect()
+    let text = line.bytes().cycle();
+    noise.take(BIG_NOISE).chain(text).take(BIG_VALUE).collect()
 }
 
 /// The archive of a state of the big keys under `prefix`, written on a single server of its
