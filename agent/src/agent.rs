@@ -100,8 +100,16 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     metrics.register(server.metrics().collectors());
     metrics.register(gossip.metrics.collectors());
     state.metrics = metrics.clone();
-
     let mut tasks = JoinSet::new();
+    if config.telemetry.sinks.any() {
+        let sinks = config.telemetry.sinks.clone();
+        tasks.spawn(muster_api::metrics_sink::run(
+            state.clone(),
+            sinks,
+            cancel.clone(),
+        ));
+    }
+
     let https_addr = start_https(&config, &tls, listeners.https, &state, &cancel, &mut tasks)?;
     let http_addr = start_http(&config, listeners.http, state, &cancel, &mut tasks)?;
     crate::watch::start(&config.watches, http_addr, &cancel, &mut tasks);

@@ -19,6 +19,7 @@ mod health;
 pub mod keyring;
 mod kv;
 pub mod metrics;
+pub mod metrics_sink;
 pub mod monitor;
 mod operator;
 mod params;

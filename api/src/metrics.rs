@@ -52,6 +52,39 @@ pub struct MetricsConfig {
     /// Past that only its sign matters: counters are cumulative and gauges are read at each
     /// scrape, so nothing here goes stale to be expired.
     pub prometheus_retention: Duration,
+    /// Which metrics are kept (`prefix_filter`, `allowed_prefixes`, `blocked_prefixes`,
+    /// `filter_default`), in every answer and every sink.
+    pub filter: MetricFilter,
+    /// Where metrics are pushed (statsd, statsite, DogStatsD).
+    pub sinks: crate::metrics_sink::Sinks,
+}
+
+/// Consul's metric filter: the rule with the longest prefix of a dotted name decides (the
+/// later of equals), and a name no rule matches is kept unless `filter_default` is false.
+#[derive(Debug, Clone)]
+pub struct MetricFilter {
+    pub keep_unmatched: bool,
+    /// Prefixes and whether they are kept, in the order given.
+    pub rules: Vec<(String, bool)>,
+}
+
+impl Default for MetricFilter {
+    fn default() -> Self {
+        MetricFilter {
+            keep_unmatched: true,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl MetricFilter {
+    pub fn allows(&self, name: &str) -> bool {
+        self.rules
+            .iter()
+            .filter(|(p, _)| name.starts_with(p.as_str()))
+            .max_by_key(|(p, _)| p.len())
+            .map_or(self.keep_unmatched, |(_, keep)| *keep)
+    }
 }
 
 impl Default for MetricsConfig {
@@ -61,6 +94,8 @@ impl Default for MetricsConfig {
             disable_hostname: false,
             hostname: String::new(),
             prometheus_retention: Duration::ZERO,
+            filter: MetricFilter::default(),
+            sinks: Default::default(),
         }
     }
 }
@@ -186,9 +221,21 @@ impl Metrics {
         }
     }
 
+    /// Every metric family, as a scrape reads it, without those the filter drops.
+    pub(crate) fn gather(&self) -> Vec<MetricFamily> {
+        let mut families = self.registry.gather();
+        families.retain(|f| self.allows(&self.dotted(f.name())));
+        families
+    }
+
+    /// Whether the filter keeps the metric of dotted name `name`.
+    pub(crate) fn allows(&self, name: &str) -> bool {
+        self.config.filter.allows(name)
+    }
+
     /// The Consul-style dotted name of a gathered family: prefix, hostname for gauges, then
     /// the rest with `_` as `.` but where a Consul name keeps `_` (`kv_entries`).
-    fn dotted(&self, family: &str) -> String {
+    pub(crate) fn dotted(&self, family: &str) -> String {
         let rest = family
             .strip_prefix(self.prefix.as_str())
             .and_then(|r| r.strip_prefix('_'))
@@ -297,7 +344,7 @@ pub(crate) async fn agent_metrics(
                     .into_response());
             }
             refresh(&st);
-            let families = st.metrics.registry.gather();
+            let families = st.metrics.gather();
             let enc = TextEncoder::new();
             let mut out = Vec::new();
             enc.encode(&families, &mut out)
@@ -309,14 +356,14 @@ pub(crate) async fn agent_metrics(
         ))),
         _ => {
             refresh(&st);
-            let families = st.metrics.registry.gather();
+            let families = st.metrics.gather();
             Ok(json(&consul_json(&families, &st.metrics), p.pretty()))
         }
     }
 }
 
 /// Reads the figures kept elsewhere into the registry.
-fn refresh(st: &ApiState) {
+pub(crate) fn refresh(st: &ApiState) {
     let m = &st.metrics;
     if let Some(r) = st.server.raft_stats() {
         m.set("raft_term", &[], r.term as f64);

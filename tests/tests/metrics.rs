@@ -218,7 +218,7 @@ async fn json_metrics_have_consuls_shape_and_telemetry_is_honoured() -> anyhow::
     // `metrics_prefix` names everything; `disable_hostname` leaves the host out.
     let root = tempfile::tempdir()?;
     let t = serde_json::json!({"prometheus_retention_time": "1m", "disable_hostname": true,
-                               "metrics_prefix": "muster", "statsd_address": "127.0.0.1:8125"});
+                               "metrics_prefix": "muster"});
     let args = telemetry(root.path(), t)?;
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let b = single_server(root.path(), "s2", &args).await?;
@@ -318,5 +318,100 @@ async fn monitor_streams_the_agents_log_lines() -> anyhow::Result<()> {
     let status = a.terminate(Duration::from_secs(4))?;
     assert!(status.success(), "{status:?}");
     drop(open);
+    Ok(())
+}
+
+/// Datagrams received on `sock` until `done` says the text so far is enough, or `deadline`.
+fn receive_until(
+    sock: &UdpSocket,
+    deadline: Duration,
+    done: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let end = std::time::Instant::now() + deadline;
+    let mut text = String::new();
+    let mut buf = [0u8; 65536];
+    while !done(&text) {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        anyhow::ensure!(
+            !left.is_zero(),
+            "not enough metrics by the deadline: {text}"
+        );
+        sock.set_read_timeout(Some(left))?;
+        if let Ok(n) = sock.recv(&mut buf) {
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    Ok(text)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statsd_and_dogstatsd_sinks_get_the_metrics_the_filter_keeps() -> anyhow::Result<()> {
+    let statsd = UdpSocket::bind("127.0.0.1:0")?;
+    let dogstatsd = UdpSocket::bind("127.0.0.1:0")?;
+    let root = tempfile::tempdir()?;
+    let t = serde_json::json!({
+        "disable_hostname": true,
+        "metrics_prefix": "muster",
+        "statsd_address": statsd.local_addr()?.to_string(),
+        "dogstatsd_addr": dogstatsd.local_addr()?.to_string(),
+        "dogstatsd_tags": ["env:test"],
+        "prefix_filter": ["-muster.raft", "+muster.raft.term"],
+        "blocked_prefixes": ["muster.process"],
+    });
+    let args = telemetry(root.path(), t)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = single_server(root.path(), "s1", &args).await?;
+    for i in 0..5 {
+        put(&a.url(&format!("/v1/kv/k{i}")), b"v").await?;
+    }
+    // The pushes come every 10 s: the second one carries the writes above.
+    let text = receive_until(&statsd, Duration::from_secs(30), |t| {
+        t.contains("muster.kvs.apply") && t.contains("muster.api.http.requests_total")
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    let term = lines.iter().find(|l| l.starts_with("muster.raft.term:"));
+    assert!(term.is_some_and(|l| l.ends_with("|g")), "{text}");
+    // The filter: the longest prefix wins; blocked prefixes go.
+    assert!(!text.contains("muster.raft.commit_index"), "{text}");
+    assert!(!text.contains("muster.process"), "{text}");
+    // Counters go as what they gained, with their label values in the name.
+    let puts = lines
+        .iter()
+        .find(|l| l.starts_with("muster.api.http.requests_total.") && l.contains(".PUT."))
+        .expect("a PUT counter");
+    assert!(puts.ends_with("|c"), "{puts}");
+    // Latencies go as the mean of the new samples, with the rate standing for their count.
+    let apply = lines
+        .iter()
+        .find(|l| l.starts_with("muster.kvs.apply:"))
+        .expect("kvs.apply");
+    assert!(apply.contains("|ms"), "{apply}");
+
+    let dog = receive_until(&dogstatsd, Duration::from_secs(30), |t| {
+        t.contains("muster.api.http.requests_total:")
+    })?;
+    let line = dog
+        .lines()
+        .find(|l| l.starts_with("muster.api.http.requests_total:"))
+        .expect("counter");
+    assert!(line.contains("|c|#") && line.contains("method:") && line.ends_with(",env:test"));
+    // The same filter holds for the agent's own answer.
+    let m = get(&a.url("/v1/agent/metrics")).await?.json();
+    let names: Vec<&str> = m["Gauges"]
+        .as_array()
+        .expect("gauges")
+        .iter()
+        .filter_map(|g| g["Name"].as_str())
+        .collect();
+    assert!(names.contains(&"muster.raft.term"), "{names:?}");
+    assert!(names.contains(&"muster.state.kv_entries"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("muster.raft.commit")),
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.starts_with("muster.process")),
+        "{names:?}"
+    );
     Ok(())
 }

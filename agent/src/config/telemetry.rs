@@ -1,8 +1,9 @@
 //! The `telemetry` block. Honoured: `prometheus_retention_time` (above zero enables
 //! `/v1/agent/metrics?format=prometheus`, as in Consul), `disable_hostname` (gauge names carry
-//! the hostname unless it is true) and `metrics_prefix`. The sinks Muster does not have
-//! (statsd, dogstatsd, statsite, Circonus) and the filters are accepted and ignored, with the
-//! usual warning, so Consul files load.
+//! the hostname unless it is true), `metrics_prefix`, the filters (`prefix_filter`,
+//! `allowed_prefixes`, `blocked_prefixes`, `filter_default`) and the statsd, statsite and
+//! DogStatsD sinks (`muster_api::metrics_sink`). Circonus and the rest are accepted and
+//! ignored, with the usual warning, so Consul files load.
 
 use serde_json::Value;
 
@@ -12,15 +13,7 @@ use crate::Result;
 
 /// Keys accepted and ignored.
 const IGNORED: &[&str] = &[
-    "statsd_address",
-    "statsite_address",
     "statsite_prefix",
-    "dogstatsd_addr",
-    "dogstatsd_tags",
-    "filter_default",
-    "prefix_filter",
-    "allowed_prefixes",
-    "blocked_prefixes",
     "disable_compat_1.9",
     "enable_host_metrics",
     "retry_failed_connection",
@@ -54,6 +47,43 @@ pub(super) fn apply_telemetry(
                 }
                 cfg.telemetry.prefix = p.to_string();
             }
+            "statsd_address" | "statsite_address" | "dogstatsd_addr" => {
+                let a = v.as_str().ok_or_else(|| err(k, "expected \"host:port\""))?;
+                if a.rsplit_once(':')
+                    .is_none_or(|(_, p)| p.parse::<u16>().is_err())
+                {
+                    return Err(err(k, "expected \"host:port\""));
+                }
+                let sinks = &mut cfg.telemetry.sinks;
+                let slot = match k.as_str() {
+                    "statsd_address" => &mut sinks.statsd,
+                    "statsite_address" => &mut sinks.statsite,
+                    _ => &mut sinks.dogstatsd,
+                };
+                *slot = Some(a.to_string());
+            }
+            "dogstatsd_tags" => cfg.telemetry.sinks.dogstatsd_tags = strings(v, &err, k)?,
+            "filter_default" => {
+                cfg.telemetry.filter.keep_unmatched =
+                    v.as_bool().ok_or_else(|| err(k, "expected a boolean"))?
+            }
+            "prefix_filter" => {
+                for rule in strings(v, &err, k)? {
+                    let keep = match rule.chars().next() {
+                        Some('+') => true,
+                        Some('-') => false,
+                        _ => return Err(err(k, &format!("{rule:?} must start with + or -"))),
+                    };
+                    let prefix = rule[1..].to_string();
+                    cfg.telemetry.filter.rules.push((prefix, keep));
+                }
+            }
+            "allowed_prefixes" | "blocked_prefixes" => {
+                let keep = k == "allowed_prefixes";
+                for prefix in strings(v, &err, k)? {
+                    cfg.telemetry.filter.rules.push((prefix, keep));
+                }
+            }
             k if IGNORED.contains(&k) || k.starts_with("circonus_") => {
                 ignored.push(format!("telemetry.{k}"))
             }
@@ -61,4 +91,20 @@ pub(super) fn apply_telemetry(
         }
     }
     Ok(())
+}
+
+/// A list of strings (a lone string counts as a list of one, as HCL files often write it).
+fn strings(v: &Value, err: &dyn Fn(&str, &str) -> crate::Error, k: &str) -> Result<Vec<String>> {
+    let list = match v {
+        Value::String(s) => return Ok(vec![s.clone()]),
+        Value::Array(a) => a,
+        _ => return Err(err(k, "expected a list of strings")),
+    };
+    list.iter()
+        .map(|x| {
+            x.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| err(k, "expected a list of strings"))
+        })
+        .collect()
 }

@@ -38,15 +38,41 @@ fn honours_known_keys_and_warns_on_unsupported() {
         c.telemetry.prometheus_retention,
         std::time::Duration::from_secs(60)
     );
+    assert_eq!(c.telemetry.sinks.statsd.as_deref(), Some("127.0.0.1:8125"));
+    assert_eq!(
+        c.telemetry.filter.rules,
+        [("consul.raft".to_string(), true)]
+    );
     assert_eq!(w.len(), 1);
     assert!(
-        w[0].contains(
-            "performance.raft_multiplier, ports.grpc, telemetry.circonus_api_token, \
-             telemetry.prefix_filter, telemetry.statsd_address"
-        ),
+        w[0].contains("performance.raft_multiplier, ports.grpc, telemetry.circonus_api_token"),
         "{}",
         w[0]
     );
+}
+
+#[test]
+fn telemetry_sinks_and_filters_are_checked() {
+    let bad = |t: &str| {
+        let e = load_with(&format!(r#"{{"data_dir": "/d", "telemetry": {t}}}"#), &[])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("telemetry."), "{t}: {e}");
+        e
+    };
+    assert!(bad(r#"{"statsd_address": "localhost"}"#).contains("host:port"));
+    assert!(bad(r#"{"prefix_filter": ["consul.raft"]}"#).contains("+ or -"));
+    assert!(bad(r#"{"blocked_prefixes": [1]}"#).contains("list of strings"));
+    let (c, _) = load_with(
+        r#"{"data_dir": "/d",
+            "telemetry": {"filter_default": false, "allowed_prefixes": "consul.kvs",
+                          "prefix_filter": ["-consul.kvs.apply"]}}"#,
+        &[],
+    )
+    .expect("loads");
+    let f = &c.telemetry.filter;
+    assert!(f.allows("consul.kvs.x") && !f.allows("consul.kvs.apply") && !f.allows("consul.raft"));
 }
 
 #[test]
