@@ -656,10 +656,10 @@ mod tests {
         chunks
     }
 
-    #[test]
-    fn a_restore_in_chunks_swaps_the_state_at_its_commit_only() {
-        let (_dir, path) = big_archive(40, 300 << 10);
-        let chunks = chunks_of(&path);
+    /// Stages `chunks` as restore `r1` over [`tables`], checking that the old state stays
+    /// until the commit, then applies `commit(chunks.len())` and checks the state it swapped
+    /// in: [`big_archive`]'s 40 rows, restamped at the commit's index.
+    fn restore_and_check(chunks: Vec<Vec<u8>>, commit: impl FnOnce(u64) -> Command) {
         assert!(chunks.len() >= 3, "{}", chunks.len());
         let txn = crate::store::mem::WriteTxn::new(&tables());
         let n = chunks.len() as u64;
@@ -673,17 +673,23 @@ mod tests {
             // Staged only: the old state is untouched.
             assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
         }
-        let commit = Command::SnapshotRestoreCommit {
-            id: "r1".into(),
-            chunks: n,
-        };
-        assert!(apply(&txn, 2, 100, commit));
+        assert!(apply(&txn, 2, 100, commit(n)));
         let kv = txn.open_table(KV).expect("kv").clone();
         assert_eq!(kv.len(), 40);
         let e: crate::model::KvEntry = crate::codec::decode(&kv["k0007"]).expect("row");
         assert_eq!((e.flags, e.create_index, e.modify_index), (7, 10, 100));
+        assert_eq!(e.value, noise(7, 300 << 10));
         assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
         assert_eq!(txn.indexes().expect("idx").get("kv"), Some(&100));
+    }
+
+    #[test]
+    fn a_restore_in_chunks_swaps_the_state_at_its_commit_only() {
+        let (_dir, path) = big_archive(40, 300 << 10);
+        restore_and_check(chunks_of(&path), |chunks| Command::SnapshotRestoreCommit {
+            id: "r1".into(),
+            chunks,
+        });
     }
 
     /// The slices of the file at `path`, and its SHA-256.
@@ -705,31 +711,11 @@ mod tests {
         // Incompressible values: the archive is about as large as the state, several slices.
         let (_dir, path) = big_archive(40, 300 << 10);
         let (slices, sha256) = slices_of(&path);
-        assert!(slices.len() >= 3, "{}", slices.len());
-        let txn = crate::store::mem::WriteTxn::new(&tables());
-        let n = slices.len() as u64;
-        for (seq, data) in slices.into_iter().enumerate() {
-            let c = Command::SnapshotRestoreChunk {
-                id: "r1".into(),
-                seq: seq as u64,
-                data,
-            };
-            assert!(apply(&txn, 2, 20 + seq as u64, c));
-            assert_eq!(txn.open_table(KV).expect("kv").len(), 1);
-        }
-        let commit = Command::SnapshotRestoreArchive {
+        restore_and_check(slices, |chunks| Command::SnapshotRestoreArchive {
             id: "r1".into(),
-            chunks: n,
+            chunks,
             sha256,
-        };
-        assert!(apply(&txn, 2, 100, commit));
-        let kv = txn.open_table(KV).expect("kv").clone();
-        assert_eq!(kv.len(), 40);
-        let e: crate::model::KvEntry = crate::codec::decode(&kv["k0007"]).expect("row");
-        assert_eq!((e.flags, e.create_index, e.modify_index), (7, 10, 100));
-        assert_eq!(e.value, noise(7, 300 << 10));
-        assert!(txn.open_table(RESTORE_STAGING).expect("staging").is_empty());
-        assert_eq!(txn.indexes().expect("idx").get("kv"), Some(&100));
+        });
     }
 
     #[test]
