@@ -224,13 +224,8 @@ impl Metrics {
     /// Every metric family, as a scrape reads it, without those the filter drops.
     pub(crate) fn gather(&self) -> Vec<MetricFamily> {
         let mut families = self.registry.gather();
-        families.retain(|f| self.allows(&self.dotted(f.name())));
+        families.retain(|f| self.config.filter.allows(&self.dotted(f.name())));
         families
-    }
-
-    /// Whether the filter keeps the metric of dotted name `name`.
-    pub(crate) fn allows(&self, name: &str) -> bool {
-        self.config.filter.allows(name)
     }
 
     /// The Consul-style dotted name of a gathered family: prefix, hostname for gauges, then

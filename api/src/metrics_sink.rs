@@ -66,11 +66,9 @@ fn points(st: &ApiState, last: &mut Last) -> Vec<Point> {
     super::metrics::refresh(st);
     let m = &st.metrics;
     let mut out = Vec::new();
+    // `gather` has dropped what the filter does not keep.
     for f in m.gather() {
         let name = m.dotted(f.name());
-        if !m.allows(&name) {
-            continue;
-        }
         for metric in f.get_metric() {
             let labels: Vec<(String, String)> = metric
                 .get_label()
@@ -215,11 +213,16 @@ pub async fn run(st: ApiState, sinks: Sinks, cancel: CancellationToken) {
             _ = tick.tick() => {}
         }
         let points = points(&st, &mut last);
-        if let Some(addr) = &sinks.statsd {
-            let lines: Vec<String> = points
+        // statsd and statsite take the same lines.
+        let lines: Vec<String> = if sinks.statsd.is_some() || sinks.statsite.is_some() {
+            points
                 .iter()
                 .map(|p| statsd_line(&p.name, &p.labels, &p.kind))
-                .collect();
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(addr) = &sinks.statsd {
             if let Err(e) = send_udp(addr, &datagrams(&lines)).await {
                 complaints.failed("statsd", addr, &e);
             }
@@ -234,10 +237,7 @@ pub async fn run(st: ApiState, sinks: Sinks, cancel: CancellationToken) {
             }
         }
         if let Some(addr) = &sinks.statsite {
-            let text: String = points
-                .iter()
-                .map(|p| statsd_line(&p.name, &p.labels, &p.kind))
-                .collect();
+            let text = lines.concat();
             // One connection kept open, made again when it fails.
             let sent = async {
                 if statsite.is_none() {

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 
+use super::file::as_strings as strings;
 use super::sections::{block, key_error};
 use super::Config;
 use crate::Result;
@@ -62,13 +63,16 @@ pub(super) fn apply_telemetry(
                 };
                 *slot = Some(a.to_string());
             }
-            "dogstatsd_tags" => cfg.telemetry.sinks.dogstatsd_tags = strings(v, &err, k)?,
+            "dogstatsd_tags" => {
+                cfg.telemetry.sinks.dogstatsd_tags =
+                    strings(v).ok_or_else(|| err(k, "expected a list of strings"))?
+            }
             "filter_default" => {
                 cfg.telemetry.filter.keep_unmatched =
                     v.as_bool().ok_or_else(|| err(k, "expected a boolean"))?
             }
             "prefix_filter" => {
-                for rule in strings(v, &err, k)? {
+                for rule in strings(v).ok_or_else(|| err(k, "expected a list of strings"))? {
                     let keep = match rule.chars().next() {
                         Some('+') => true,
                         Some('-') => false,
@@ -80,7 +84,7 @@ pub(super) fn apply_telemetry(
             }
             "allowed_prefixes" | "blocked_prefixes" => {
                 let keep = k == "allowed_prefixes";
-                for prefix in strings(v, &err, k)? {
+                for prefix in strings(v).ok_or_else(|| err(k, "expected a list of strings"))? {
                     cfg.telemetry.filter.rules.push((prefix, keep));
                 }
             }
@@ -91,20 +95,4 @@ pub(super) fn apply_telemetry(
         }
     }
     Ok(())
-}
-
-/// A list of strings (a lone string counts as a list of one, as HCL files often write it).
-fn strings(v: &Value, err: &dyn Fn(&str, &str) -> crate::Error, k: &str) -> Result<Vec<String>> {
-    let list = match v {
-        Value::String(s) => return Ok(vec![s.clone()]),
-        Value::Array(a) => a,
-        _ => return Err(err(k, "expected a list of strings")),
-    };
-    list.iter()
-        .map(|x| {
-            x.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| err(k, "expected a list of strings"))
-        })
-        .collect()
 }
