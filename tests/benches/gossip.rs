@@ -273,7 +273,7 @@ async fn run(side: &str, mut c: impl Cluster, n: usize, kills: usize) -> anyhow:
     // so one lucky or unlucky probe order does not make the figure.
     let mut everywhere = Vec::new();
     let mut fail_med = 0.0;
-    for k in 0..kills.clamp(1, (n / 5).max(1)) {
+    for k in 0..kills.clamp(1, (n / 4).max(1)) {
         let victim = n - 1 - k;
         let name = c.name(victim);
         let files: Vec<PathBuf> = c.files()[..victim].to_vec();
