@@ -1,8 +1,10 @@
 //! What an idle cluster costs: 3 servers and 5 client agents with nothing to do (no services,
 //! no checks, no requests), their CPU (user + system, from `/proc`) and RSS over a window, per
 //! role. Side by side in the same run:
-//! - a baseline Muster binary (`MUSTER_BASELINE_BIN`, say an earlier commit's dist build), so a
-//!   change that makes idling dearer shows as a ratio rather than against yesterday's noise;
+//! - a baseline Muster binary (`MUSTER_BASELINE_BIN`, say an earlier commit's dist build),
+//!   running at the same time and measured over the same window, so a change that makes
+//!   idling dearer shows as a ratio rather than against yesterday's (or the last minute's)
+//!   noise;
 //! - Serf (Debian's `serf`): 8 idle agents, gossip only;
 //! - etcd (Debian's `etcd-server`): 3 idle members.
 //!
@@ -38,9 +40,16 @@ fn report(label: &str, n: usize, (cpu, rss): (f64, f64)) {
     println!("  {label:<26} x{n}: CPU {cpu:>6.3} % of a core each   RSS {rss:>5.1} MB each");
 }
 
-/// Starts 3 servers and [`CLIENTS`] clients with the binary in `MUSTER_BIN`, waits until
-/// every client sees all 8 members alive, and measures servers and clients apart.
-async fn muster(root: &Path, label: &str, secs: u64) -> anyhow::Result<((f64, f64), (f64, f64))> {
+/// An idle cluster: 3 servers and [`CLIENTS`] clients, kept running while it is held.
+struct Cluster {
+    label: &'static str,
+    servers: Vec<Agent>,
+    clients: Vec<Agent>,
+}
+
+/// Starts 3 servers and [`CLIENTS`] clients with the binary in `MUSTER_BIN`, and waits until
+/// every client sees all 8 members alive.
+async fn muster(root: &Path, label: &'static str) -> anyhow::Result<Cluster> {
     let servers = start_muster(root, 3).await?;
     let join = servers[0].serf.to_string();
     let mut clients = Vec::new();
@@ -67,26 +76,43 @@ async fn muster(root: &Path, label: &str, secs: u64) -> anyhow::Result<((f64, f6
         )
         .await?;
     }
-    tokio::time::sleep(SETTLE).await;
-    let spids: Vec<u32> = servers.iter().filter_map(Agent::pid).collect();
-    let cpids: Vec<u32> = clients.iter().filter_map(Agent::pid).collect();
-    let both: Vec<u32> = spids.iter().chain(&cpids).copied().collect();
-    // One window for all, so both roles see the same machine.
-    let before: Vec<u64> = both.iter().map(|&p| cpu_ticks(p)).collect();
+    Ok(Cluster {
+        label,
+        servers,
+        clients,
+    })
+}
+
+/// Measures every cluster over one window, so a change and its baseline see the same
+/// machine (run one after the other, a busy neighbour in one window moved the ratio by
+/// 0.1-0.15), and returns each one's (servers, clients) CPU and RSS.
+async fn measure_together(clusters: &[Cluster], secs: u64) -> Vec<((f64, f64), (f64, f64))> {
+    let pids = |agents: &[Agent]| agents.iter().filter_map(Agent::pid).collect::<Vec<u32>>();
+    let groups: Vec<(Vec<u32>, Vec<u32>)> = clusters
+        .iter()
+        .map(|c| (pids(&c.servers), pids(&c.clients)))
+        .collect();
+    let ticks = |pids: &[u32]| pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let before: Vec<(u64, u64)> = groups.iter().map(|(s, c)| (ticks(s), ticks(c))).collect();
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let el = t.elapsed().as_secs_f64();
-    let per = |pids: &[u32], from: &[u64]| {
-        let ticks: u64 = pids.iter().zip(from).map(|(&p, &b)| cpu_ticks(p) - b).sum();
+    let per = |pids: &[u32], from: u64| {
         let rss: u64 = pids.iter().map(|&p| rss_kb(p)).sum();
-        let n = pids.len() as f64;
-        (ticks as f64 / el / n, rss as f64 / 1024.0 / n)
+        let n = pids.len().max(1) as f64;
+        (
+            (ticks(pids) - from) as f64 / el / n,
+            rss as f64 / 1024.0 / n,
+        )
     };
-    let s = per(&spids, &before[..3]);
-    let c = per(&cpids, &before[3..]);
-    report(&format!("{label} servers"), 3, s);
-    report(&format!("{label} clients"), CLIENTS, c);
-    Ok((s, c))
+    let mut out = Vec::new();
+    for (cluster, ((s, c), (bs, bc))) in clusters.iter().zip(groups.iter().zip(before)) {
+        let (s, c) = (per(s, bs), per(c, bc));
+        report(&format!("{} servers", cluster.label), 3, s);
+        report(&format!("{} clients", cluster.label), CLIENTS, c);
+        out.push((s, c));
+    }
+    out
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -151,12 +177,17 @@ async fn main() -> anyhow::Result<()> {
         SETTLE.as_secs()
     );
     let root = tempfile::tempdir()?;
-    let (s, c) = muster(&root.path().join("now"), "muster", secs).await?;
+    let mut clusters = vec![muster(&root.path().join("now"), "muster").await?];
     if let Ok(base) = std::env::var("MUSTER_BASELINE_BIN") {
         let now = std::env::var("MUSTER_BIN")?;
         std::env::set_var("MUSTER_BIN", &base);
-        let (bs, bc) = muster(&root.path().join("base"), "baseline", secs).await?;
+        clusters.push(muster(&root.path().join("base"), "baseline").await?);
         std::env::set_var("MUSTER_BIN", now);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let figures = measure_together(&clusters, secs).await;
+    drop(clusters);
+    if let [(s, c), (bs, bc)] = figures[..] {
         println!(
             "  muster / baseline: servers CPU {} RSS {}; clients CPU {} RSS {}",
             ratio(s.0, bs.0),
