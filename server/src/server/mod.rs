@@ -473,14 +473,23 @@ impl Server {
         let Some(n) = &self.node else {
             return std::future::pending().await;
         };
-        // Leadership and the quorum ack behind the lease both arrive as metrics updates.
+        // Leadership arrives as a server metrics update, the quorum ack behind the lease as a
+        // full one. Only a leader waits on the full metrics, which change with every
+        // heartbeat's replication progress; a follower waits for its role to change.
+        let mut role = n.raft.server_metrics();
         let mut metrics = n.raft.metrics();
         loop {
             metrics.mark_unchanged();
             if n.leader_view() == LeaderView::Me {
                 return;
             }
-            if metrics.changed().await.is_err() {
+            let leader = role.borrow_and_update().state == openraft::ServerState::Leader;
+            let woke = if leader {
+                metrics.changed().await
+            } else {
+                role.changed().await
+            };
+            if woke.is_err() {
                 return std::future::pending().await;
             }
         }

@@ -292,7 +292,9 @@ impl Node {
 
 /// Counts changes of the leader this server knows, for [`RaftStats::leader_changes`].
 pub(super) async fn count_leader_changes(node: std::sync::Arc<Node>) {
-    let mut rx = node.raft.metrics();
+    // The server metrics change with the vote, role or leader only; the full metrics also
+    // with every heartbeat's replication progress (more than ten times a second).
+    let mut rx = node.raft.server_metrics();
     let mut leader = rx.borrow().current_leader;
     while rx.changed().await.is_ok() {
         let now = rx.borrow().current_leader;
