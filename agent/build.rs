@@ -32,10 +32,16 @@ fn main() {
 }
 
 /// Whether rustc is 1.90 or later, where x86_64 Linux links with rust-lld unless told
-/// otherwise (GNU ld does not know `--symbol-ordering-file`).
+/// otherwise, and nothing tells it otherwise (GNU ld does not know
+/// `--symbol-ordering-file`): no linker configured, no linker flags.
 fn rustc_links_with_lld() -> bool {
+    println!("cargo:rerun-if-env-changed=RUSTC_LINKER");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    if std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("linker")) {
+    let flags = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
+    if std::env::var_os("RUSTC_LINKER").is_some()
+        || flags.contains("linker")
+        || flags.contains("fuse-ld")
+    {
         return false;
     }
     let Ok(out) = Command::new(rustc).arg("--version").output() else {
