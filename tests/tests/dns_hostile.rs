@@ -487,22 +487,23 @@ async fn a_recursor_that_never_answers_holds_a_bounded_number_of_queries() -> an
     register(&a, json!({"Node": "s1", "Address": "10.6.0.4"})).await;
     let before = rss_kib(&a);
 
-    // 1,000 queries for outside names, paced so that no datagram is dropped; answers are
-    // read on another thread.
+    // 1,000 queries for outside names in bursts of 50; each burst waits (briefly) until the
+    // earlier ones were either answered or handed to the recursor, so that a busy machine
+    // does not drop datagrams from the agent's socket buffer. Answers are read on another
+    // thread.
     let sock = Arc::new(UdpSocket::bind("127.0.0.1:0")?);
     sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let (servfails, others) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let reader = {
-        let sock = sock.clone();
+        let (sock, servfails, others) = (sock.clone(), servfails.clone(), others.clone());
         std::thread::spawn(move || {
-            let (mut servfail, mut other) = (0usize, 0usize);
             let mut buf = [0u8; 4096];
             while let Ok((n, _)) = sock.recv_from(&mut buf) {
                 match Message::from_vec(&buf[..n]).map(|m| m.response_code()) {
-                    Ok(ResponseCode::ServFail) => servfail += 1,
-                    _ => other += 1,
-                }
+                    Ok(ResponseCode::ServFail) => servfails.fetch_add(1, Ordering::Relaxed),
+                    _ => others.fetch_add(1, Ordering::Relaxed),
+                };
             }
-            (servfail, other)
         })
     };
     let sent_at = Instant::now();
@@ -512,7 +513,15 @@ async fn a_recursor_that_never_answers_holds_a_bounded_number_of_queries() -> an
             dns,
         )?;
         if i % 50 == 49 {
-            std::thread::sleep(Duration::from_millis(5));
+            let settled = Instant::now() + Duration::from_millis(200);
+            while servfails.load(Ordering::Relaxed)
+                + others.load(Ordering::Relaxed)
+                + got.load(Ordering::Relaxed)
+                < i + 1
+                && Instant::now() < settled
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
         }
     }
     // The names of the domain are still answered while the recursor holds its queries.
@@ -522,7 +531,11 @@ async fn a_recursor_that_never_answers_holds_a_bounded_number_of_queries() -> an
     );
     let peak = rss_kib(&a);
     let upstream_got = got.load(Ordering::Relaxed);
-    let (servfail, other) = reader.join().expect("reader");
+    reader.join().expect("reader");
+    let (servfail, other) = (
+        servfails.load(Ordering::Relaxed),
+        others.load(Ordering::Relaxed),
+    );
     eprintln!(
         "silent recursor: RSS {before} KiB before 1000 queries, {peak} KiB at the peak; \
          {upstream_got} reached the recursor, {servfail} SERVFAIL at once"
@@ -535,8 +548,8 @@ async fn a_recursor_that_never_answers_holds_a_bounded_number_of_queries() -> an
         "{upstream_got} queries waiting on the silent recursor at once"
     );
     assert!(
-        servfail >= 800 && other == 0,
-        "{servfail} immediate SERVFAILs, {other} other answers"
+        servfail + upstream_got >= 990 && other == 0,
+        "{servfail} immediate SERVFAILs and {upstream_got} held of 1000, {other} other answers"
     );
     assert!(
         peak < before + 10 * 1024,
