@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use muster_server::model::{Check, Command, Node, Query, QueryResult, Registration};
+use serde_json::Value;
 
 use crate::body::body;
 use crate::cache;
@@ -168,10 +169,16 @@ pub(crate) async fn catalog_node(
     let (res, meta, mode) = read(&st, &p, Query::Node { name }).await?;
     let resp = match res {
         QueryResult::Node(Some((node, services))) => {
-            let services = services
+            let mut services: BTreeMap<String, AgentService> = services
                 .into_iter()
                 .map(|s| (s.id.clone(), AgentService::from(s)))
                 .collect();
+            // `?filter=` judges each of the node's services, as Consul's does.
+            if p.has("filter") {
+                let kept: Vec<Value> = p.filtered(services.values().cloned().collect())?;
+                let kept: Vec<&str> = kept.iter().filter_map(|v| v["ID"].as_str()).collect();
+                services.retain(|id, _| kept.contains(&id.as_str()));
+            }
             json(
                 &NodeServices {
                     node: node.into(),
@@ -180,7 +187,7 @@ pub(crate) async fn catalog_node(
                 p.pretty(),
             )
         }
-        _ => json(&serde_json::Value::Null, p.pretty()),
+        _ => json(&Value::Null, p.pretty()),
     };
     Ok(with_query_meta(resp, &meta, mode))
 }
@@ -231,7 +238,11 @@ pub(crate) async fn catalog_services(
 ) -> ApiResult<Response> {
     let p = Params::parse(q.as_deref());
     let node_meta = p.node_meta();
-    let q = if node_meta.is_empty() {
+    // `?filter=` (Consul 1.14) is evaluated against each instance, as `/v1/catalog/service`
+    // sees it; the names and tags of the instances that pass make the map.
+    let q = if p.has("filter") {
+        Query::ServiceInstances { node_meta }
+    } else if node_meta.is_empty() {
         Query::Services
     } else {
         Query::ServicesOnNodes { node_meta }
@@ -239,6 +250,25 @@ pub(crate) async fn catalog_services(
     let (res, meta, mode) = read(&st, &p, q).await?;
     let map = match res {
         QueryResult::Services(m) => m,
+        QueryResult::ServiceNodes(v) => {
+            let instances = v
+                .into_iter()
+                .map(|(n, s)| CatalogService::new(n, s))
+                .collect();
+            let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for i in p.filtered(instances)? {
+                let tags = map
+                    .entry(i["ServiceName"].as_str().unwrap_or_default().to_string())
+                    .or_default();
+                for t in i["ServiceTags"].as_array().into_iter().flatten() {
+                    let t = t.as_str().unwrap_or_default();
+                    if !tags.iter().any(|have| have == t) {
+                        tags.push(t.to_string());
+                    }
+                }
+            }
+            map
+        }
         _ => BTreeMap::new(),
     };
     Ok(with_query_meta(json(&map, p.pretty()), &meta, mode))
@@ -256,7 +286,7 @@ pub(crate) async fn catalog_service(
         let mut list: Vec<CatalogService> = match res {
             QueryResult::ServiceNodes(v) => v
                 .into_iter()
-                .filter(|(n, s)| p.tags_ok(&s.tags) && p.node_meta_ok(&n.meta))
+                .filter(|(n, s)| p.local() && p.tags_ok(&s.tags) && p.node_meta_ok(&n.meta))
                 .map(|(n, s)| CatalogService::new(n, s))
                 .collect(),
             _ => Vec::new(),

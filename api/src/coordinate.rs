@@ -171,8 +171,10 @@ pub(crate) async fn coordinate_nodes(
     Ok(with_meta(json(&list, p.pretty()), &meta))
 }
 
-/// `/v1/coordinate/node/<node>`: that node's coordinates; 404 with no body (and, as Consul's,
-/// no headers) when it has none.
+/// `/v1/coordinate/node/<node>`: that node's coordinates; 404 with no body when it has none.
+/// The 404 carries the read's index headers (Consul's has none, as its deferred `setMeta`
+/// comes after the status is written), so clients that read `X-Consul-Index` from every
+/// answer, py-consul among them, can poll or block until the coordinate arrives.
 pub(crate) async fn coordinate_node(
     State(st): State<ApiState>,
     Path(node): Path<String>,
@@ -181,7 +183,7 @@ pub(crate) async fn coordinate_node(
     let p = Params::parse(q.as_deref());
     let (list, meta) = read_coordinates(&st, &p, Some(&node)).await?;
     if list.is_empty() {
-        return Ok(StatusCode::NOT_FOUND.into_response());
+        return Ok(with_meta(StatusCode::NOT_FOUND.into_response(), &meta));
     }
     Ok(with_meta(json(&list, p.pretty()), &meta))
 }

@@ -13,6 +13,9 @@ pub enum ApiError {
     /// 404 with no body.
     #[error("not found")]
     NotFound,
+    /// 404 with the reason: the named thing does not exist (`Requested policy does not exist`).
+    #[error("{0}")]
+    Missing(String),
     /// 403 with the reason: refused by ACLs (`Permission denied: …`, `ACL not found`).
     #[error("{0}")]
     Forbidden(String),
@@ -33,6 +36,7 @@ impl IntoResponse for ApiError {
         let (code, msg) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, m),
             ApiError::NotFound => (StatusCode::NOT_FOUND, String::new()),
+            ApiError::Missing(m) => (StatusCode::NOT_FOUND, m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, m),
             ApiError::Unavailable(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),

@@ -55,7 +55,7 @@ pub(crate) async fn health_service(
             QueryResult::ServiceHealth(v) => v
                 .into_iter()
                 .filter(|h: &ServiceHealth| {
-                    p.tags_ok(&h.service.tags) && p.node_meta_ok(&h.node.meta)
+                    p.local() && p.tags_ok(&h.service.tags) && p.node_meta_ok(&h.node.meta)
                 })
                 .filter(|h| !passing || h.checks.iter().all(|c| c.status == HealthStatus::Passing))
                 .map(service_entry)

@@ -77,7 +77,9 @@ pub(crate) async fn kv_put(
             )))
         }
         (Some(s), None) => Some(LockOp::Acquire(session_id(s)?)),
-        (None, Some(s)) => Some(LockOp::Release(session_id(s)?)),
+        // Consul answers `false` to a release by any string that does not hold the lock,
+        // whether or not it could be a session ID; clients rely on that.
+        (None, Some(s)) => Some(LockOp::Release(s.to_ascii_lowercase())),
         (None, None) => None,
     };
     let flags = p.u64("flags")?.unwrap_or(0);
@@ -135,12 +137,7 @@ pub(crate) async fn kv_delete(
 
 /// A session ID as Consul issues them (a UUID).
 fn session_id(s: &str) -> ApiResult<String> {
-    let ok = s.len() == 36
-        && s.chars().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    if ok {
+    if muster_server::is_uuid(s) {
         Ok(s.to_ascii_lowercase())
     } else {
         Err(ApiError::BadRequest(format!("Invalid session ID {s:?}")))

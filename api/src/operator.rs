@@ -1,20 +1,23 @@
 //! `/v1/operator/raft/*`: the Raft configuration in Consul's JSON, removing a peer and
 //! moving leadership. Servers are named by their gossip member (node name, node ID) where
 //! gossip knows them; the quorum a removal would leave is judged by gossip's view of which
-//! voters are alive.
+//! voters are alive. Also `/v1/operator/usage`, the catalog's counts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
+use muster_server::model::{Query, QueryResult};
 use muster_server::{RaftConfiguration, RaftPeer};
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::error::{ApiError, ApiResult};
 use crate::params::Params;
-use crate::reply::json;
-use crate::types::Member;
+use crate::read::read;
+use crate::reply::{json, with_query_meta};
+use crate::types::{CatalogService, Member};
 use crate::ApiState;
 
 /// Gossip's status of a live member.
@@ -175,4 +178,81 @@ pub(crate) async fn operator_raft_transfer_leader(
     };
     st.server.transfer_leader(to).await?;
     Ok(json(&TransferReply { success: true }, p.pretty()))
+}
+
+/// The Connect kinds Consul's usage counts, each shown even when none is registered.
+const CONNECT_KINDS: [&str; 6] = [
+    "api-gateway",
+    "connect-native",
+    "connect-proxy",
+    "ingress-gateway",
+    "mesh-gateway",
+    "terminating-gateway",
+];
+
+/// `/v1/operator/usage` (Consul 1.11): how many services, instances and nodes the catalog
+/// holds, in Consul's JSON (the counts by datacenter, then the read's query meta). `?global`
+/// answers the same, as Muster knows one datacenter.
+pub(crate) async fn operator_usage(
+    State(st): State<ApiState>,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Response> {
+    let p = Params::parse(q.as_deref());
+    let all = Query::ServiceInstances { node_meta: vec![] };
+    let (res, meta, mode) = read(&st, &p, all).await?;
+    let instances: Vec<CatalogService> = match res {
+        QueryResult::ServiceNodes(v) => v
+            .into_iter()
+            .map(|(n, s)| CatalogService::new(n, s))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let nodes = match st.server.read(mode, Query::Nodes).await?.0 {
+        QueryResult::Nodes(n) => n.len(),
+        _ => 0,
+    };
+    let mut connect: BTreeMap<&str, usize> = CONNECT_KINDS.iter().map(|k| (*k, 0)).collect();
+    let mut billable = 0;
+    for i in &instances {
+        let native = i
+            .service_connect
+            .as_ref()
+            .and_then(|c| c.get("Native"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        let kind = if native && i.service_kind.is_empty() {
+            "connect-native"
+        } else {
+            i.service_kind.as_str()
+        };
+        match connect.get_mut(kind) {
+            Some(n) => *n += 1,
+            // Consul bills every plain instance but its own servers' `consul` service.
+            None if i.service_name != "consul" => billable += 1,
+            None => {}
+        }
+    }
+    let names: BTreeSet<&str> = instances.iter().map(|i| i.service_name.as_str()).collect();
+    let usage = json!({
+        "Services": names.len(),
+        "ServiceInstances": instances.len(),
+        "ConnectServiceInstances": connect,
+        "BillableServiceInstances": billable,
+        "Nodes": nodes,
+    });
+    let last_contact_ns = match meta.last_contact_ms {
+        u64::MAX => 0,
+        ms => ms.saturating_mul(1_000_000),
+    };
+    let out = json!({
+        "Usage": { st.agent.datacenter(): usage },
+        "Index": meta.index.max(1),
+        "LastContact": last_contact_ns,
+        "KnownLeader": meta.known_leader,
+        "ConsistencyLevel": mode.as_str(),
+        "NotModified": false,
+        "Backend": 0,
+        "ResultsFilteredByACLs": false,
+    });
+    Ok(with_query_meta(json(&out, p.pretty()), &meta, mode))
 }

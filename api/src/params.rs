@@ -147,6 +147,12 @@ impl Params {
         self.all("tag").iter().all(|t| tags.contains(t))
     }
 
+    /// Whether the request asks for this cluster's own instances: Consul 1.13's `?peer=`
+    /// names a peered cluster, and Muster peers with none, so any peer has nothing.
+    pub(crate) fn local(&self) -> bool {
+        self.get("peer").is_none_or(str::is_empty)
+    }
+
     /// Applies `?filter=` to already-serialized results.
     pub(crate) fn filtered<T: crate::filter::Filterable>(
         &self,

@@ -134,6 +134,15 @@ pub fn router(state: ApiState) -> Router {
                 .delete(acl_role_delete),
         )
         .route("/v1/acl/role/name/{name}", get(acl_role_read_by_name))
+        .route("/v1/acl/templated-policies", get(acl_templated_policy_list))
+        .route(
+            "/v1/acl/templated-policy/name/{*name}",
+            get(acl_templated_policy_read),
+        )
+        .route(
+            "/v1/acl/templated-policy/preview/{*name}",
+            post(acl_templated_policy_preview),
+        )
         .route("/v1/acl/auth-methods", get(acl_auth_method_list))
         .route("/v1/acl/auth-method", put(acl_auth_method_create))
         .route(
@@ -169,6 +178,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/operator/raft/transfer-leader",
             post(crate::operator::operator_raft_transfer_leader),
         )
+        .route("/v1/operator/usage", get(crate::operator::operator_usage))
         .route(
             "/v1/operator/autopilot/configuration",
             get(crate::autopilot::operator_autopilot_configuration)
@@ -216,8 +226,15 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state);
     // Axum sets `Allow` outside a route's own layers: rewrite it around the whole router.
     Router::new()
+        .route("/", get(index))
         .fallback_service(routes)
         .layer(axum::middleware::map_response(consul_allow))
+}
+
+/// `GET /`: 200 with what this is, as Consul answers without its UI, so that an HTTP check
+/// or a load balancer probing the agent's root finds it up.
+async fn index() -> &'static str {
+    "Muster agent: no web UI; the HTTP API is under /v1/ (Consul's API)."
 }
 
 /// `/v1/catalog/service/` and `/v1/health/service/` without a name: Consul's 400.

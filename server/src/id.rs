@@ -16,6 +16,16 @@ pub fn new_uuid() -> String {
     )
 }
 
+/// Whether `s` is shaped like a UUID, in either case (Consul looks IDs up only then).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -30,5 +40,7 @@ mod tests {
         assert!(parts[2].starts_with('4'), "{u}");
         assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{u}");
         assert_ne!(u, super::new_uuid());
+        assert!(super::is_uuid(&u) && super::is_uuid(&u.to_uppercase()));
+        assert!(!super::is_uuid("unknown") && !super::is_uuid(&u.replace('-', "_")));
     }
 }

@@ -27,7 +27,7 @@ pub mod sync;
 pub use config::{RpcTls, ServerConfig};
 pub use duration::{go_duration, MAX_GO_DURATION};
 pub use error::{Error, Result};
-pub use id::new_uuid;
+pub use id::{is_uuid, new_uuid};
 pub use metrics::ServerMetrics;
 /// The replicated data model, its own serde-only crate so `checks` needs neither openraft nor redb.
 pub use muster_model as model;

@@ -26,14 +26,30 @@ const CLIENTS: usize = 5;
 const SETTLE: Duration = Duration::from_secs(10);
 
 /// CPU as a percentage of one core, and mean RSS in MB, of `pids` over `secs`.
-async fn measure(pids: &[u32], secs: u64) -> (f64, f64) {
-    let before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+/// CPU (% of a core) and RSS (MB), each per process, of every group of processes over the
+/// same `secs`-second window.
+async fn measure_groups(groups: &[&[u32]], secs: u64) -> Vec<(f64, f64)> {
+    let ticks = |pids: &[u32]| pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
+    let before: Vec<u64> = groups.iter().map(|g| ticks(g)).collect();
     let t = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    let ticks = pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>() - before;
-    let cpu = ticks as f64 / t.elapsed().as_secs_f64() / pids.len().max(1) as f64;
-    let rss = pids.iter().map(|&p| rss_kb(p)).sum::<u64>() as f64 / 1024.0;
-    (cpu, rss / pids.len().max(1) as f64)
+    let el = t.elapsed().as_secs_f64();
+    groups
+        .iter()
+        .zip(before)
+        .map(|(pids, from)| {
+            let n = pids.len().max(1) as f64;
+            let rss: u64 = pids.iter().map(|&p| rss_kb(p)).sum();
+            (
+                (ticks(pids) - from) as f64 / el / n,
+                rss as f64 / 1024.0 / n,
+            )
+        })
+        .collect()
+}
+
+async fn measure(pids: &[u32], secs: u64) -> (f64, f64) {
+    measure_groups(&[pids], secs).await[0]
 }
 
 fn report(label: &str, n: usize, (cpu, rss): (f64, f64)) {
@@ -88,26 +104,15 @@ async fn muster(root: &Path, label: &'static str) -> anyhow::Result<Cluster> {
 /// 0.1-0.15), and returns each one's (servers, clients) CPU and RSS.
 async fn measure_together(clusters: &[Cluster], secs: u64) -> Vec<((f64, f64), (f64, f64))> {
     let pids = |agents: &[Agent]| agents.iter().filter_map(Agent::pid).collect::<Vec<u32>>();
-    let groups: Vec<(Vec<u32>, Vec<u32>)> = clusters
+    let groups: Vec<Vec<u32>> = clusters
         .iter()
-        .map(|c| (pids(&c.servers), pids(&c.clients)))
+        .flat_map(|c| [pids(&c.servers), pids(&c.clients)])
         .collect();
-    let ticks = |pids: &[u32]| pids.iter().map(|&p| cpu_ticks(p)).sum::<u64>();
-    let before: Vec<(u64, u64)> = groups.iter().map(|(s, c)| (ticks(s), ticks(c))).collect();
-    let t = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let el = t.elapsed().as_secs_f64();
-    let per = |pids: &[u32], from: u64| {
-        let rss: u64 = pids.iter().map(|&p| rss_kb(p)).sum();
-        let n = pids.len().max(1) as f64;
-        (
-            (ticks(pids) - from) as f64 / el / n,
-            rss as f64 / 1024.0 / n,
-        )
-    };
+    let refs: Vec<&[u32]> = groups.iter().map(Vec::as_slice).collect();
+    let figures = measure_groups(&refs, secs).await;
     let mut out = Vec::new();
-    for (cluster, ((s, c), (bs, bc))) in clusters.iter().zip(groups.iter().zip(before)) {
-        let (s, c) = (per(s, bs), per(c, bc));
+    for (cluster, pair) in clusters.iter().zip(figures.chunks(2)) {
+        let (s, c) = (pair[0], pair[1]);
         report(&format!("{} servers", cluster.label), 3, s);
         report(&format!("{} clients", cluster.label), CLIENTS, c);
         out.push((s, c));

@@ -467,6 +467,37 @@ async fn cli_bootstraps_and_manages_policies_tokens_and_roles() -> anyhow::Resul
     )
     .await;
     assert_eq!(gone.status, 403);
+    // Reading a policy or role that is not there is a 404 that names it, as in later Consul
+    // versions; a token that is not there stays 403, and an ID that is no UUID is refused.
+    let r = call(
+        "GET",
+        &a.url(&format!("/v1/acl/token/{app_id}")),
+        Some(&secret),
+        None,
+    )
+    .await;
+    assert_eq!((r.status, r.text()), (403, "ACL not found".to_string()));
+    let r = call("GET", &a.url("/v1/acl/policy/unknown"), Some(&secret), None).await;
+    assert_eq!(
+        (r.status, r.text()),
+        (400, "Invalid policy ID \"unknown\": not a UUID".to_string())
+    );
+    let missing = "00000000-0000-0000-0000-00000000dead";
+    for (kind, path) in [
+        ("policy", "/v1/acl/policy/name/no-such-policy".to_string()),
+        ("role", format!("/v1/acl/role/{missing}")),
+        ("role", "/v1/acl/role/name/no-such-role".to_string()),
+    ] {
+        let r = call("GET", &a.url(&path), Some(&secret), None).await;
+        assert_eq!(
+            (r.status, r.text()),
+            (
+                404,
+                format!("Requested {kind} does not exist: ACL not found")
+            ),
+            "{path}"
+        );
+    }
     Ok(())
 }
 
@@ -930,5 +961,132 @@ async fn prepared_queries_answer_what_their_token_may_read() -> anyhow::Result<(
         dns_rcode(dns, "without.query.consul."),
         ResponseCode::NXDomain
     );
+    Ok(())
+}
+
+/// Consul 1.17's templated policies: the built-in templates are listed, read and previewed,
+/// and a token or role naming `builtin/service` gets that service's rules and no more.
+#[tokio::test]
+async fn templated_policies_grant_their_rendered_rules() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = acl_server(root.path(), "acl-tpl", "", "").await?;
+    let root_tok = Some(ROOT);
+
+    let list = call("GET", &a.url("/v1/acl/templated-policies"), root_tok, None).await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let list = list.json();
+    for name in ["builtin/service", "builtin/node", "builtin/dns"] {
+        assert_eq!(list[name]["TemplateName"], name, "{list}");
+    }
+    let read = call(
+        "GET",
+        &a.url("/v1/acl/templated-policy/name/builtin/service"),
+        root_tok,
+        None,
+    )
+    .await;
+    assert_eq!(read.json()["TemplateName"], "builtin/service");
+    assert!(read.json()["Schema"]
+        .as_str()
+        .is_some_and(|s| s.contains("\"required\": [\"name\"]")));
+    let missing = "/v1/acl/templated-policy/name/builtin/nope";
+    assert_eq!(
+        call("GET", &a.url(missing), root_tok, None).await.status,
+        404
+    );
+    let preview = call(
+        "POST",
+        &a.url("/v1/acl/templated-policy/preview/builtin/service"),
+        root_tok,
+        Some(json!({"Name": "api"})),
+    )
+    .await;
+    let p = preview.json();
+    assert_eq!(preview.status, 200, "{}", preview.text());
+    assert!(p["Name"]
+        .as_str()
+        .is_some_and(|n| n == format!("synthetic-policy-{}", p["ID"].as_str().unwrap_or("-"))));
+    assert!(p["Rules"]
+        .as_str()
+        .is_some_and(|r| r.contains("service \"api\" {") && r.contains("api-sidecar-proxy")));
+    // A name that would change the rules' text, or none, is refused.
+    for body in [json!({"Name": "api\" { policy = \"write\" }"}), json!({})] {
+        let r = call(
+            "POST",
+            &a.url("/v1/acl/templated-policy/preview/builtin/service"),
+            root_tok,
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
+    // Listing them takes acl:read (the agent's root takes nothing).
+    let anon = call("GET", &a.url("/v1/acl/templated-policies"), None, None).await;
+    assert_eq!(anon.status, 403, "{}", anon.text());
+    assert_eq!(call("GET", &a.url("/"), None, None).await.status, 200);
+
+    // A token with `builtin/service` for web: its variables come back as Consul shows them.
+    let body = json!({"Description": "templated",
+        "TemplatedPolicies": [{"TemplateName": "builtin/service",
+            "TemplateVariables": {"Name": "web"}}]});
+    let t = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(body)).await;
+    assert_eq!(t.status, 200, "{}", t.text());
+    let want = json!([{"TemplateName": "builtin/service", "TemplateVariables": {"name": "web"}}]);
+    assert_eq!(t.json()["TemplatedPolicies"], want);
+    let accessor = t.json()["AccessorID"].as_str().unwrap_or("").to_string();
+    let secret = t.json()["SecretID"].as_str().unwrap_or("").to_string();
+    let again = call(
+        "GET",
+        &a.url(&format!("/v1/acl/token/{accessor}")),
+        root_tok,
+        None,
+    )
+    .await;
+    assert_eq!(again.json()["TemplatedPolicies"], want);
+    // It may register web (and web's sidecar) and read the catalog, nothing else.
+    let reg = |svc: &str| json!({"Name": svc, "Port": 80});
+    for svc in ["web", "web-sidecar-proxy"] {
+        let r = call(
+            "PUT",
+            &a.url("/v1/agent/service/register"),
+            Some(&secret),
+            Some(reg(svc)),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{svc}: {}", r.text());
+    }
+    let r = call(
+        "PUT",
+        &a.url("/v1/agent/service/register"),
+        Some(&secret),
+        Some(reg("db")),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (403, denied(&accessor, "service:write", "db"))
+    );
+    let nodes = call("GET", &a.url("/v1/catalog/nodes"), Some(&secret), None).await;
+    assert_eq!(nodes.json().as_array().map(Vec::len), Some(1));
+    let kv = call("GET", &a.url("/v1/kv/x"), Some(&secret), None).await;
+    assert_eq!(kv.status, 403, "{}", kv.text());
+
+    // A role may carry one too; an unknown template or a missing name is refused.
+    let role = json!({"Name": "dns-readers",
+        "TemplatedPolicies": [{"TemplateName": "builtin/dns"}]});
+    let r = call("PUT", &a.url("/v1/acl/role"), root_tok, Some(role)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["TemplatedPolicies"],
+        json!([{"TemplateName": "builtin/dns"}])
+    );
+    for bad in [
+        json!([{"TemplateName": "builtin/nope"}]),
+        json!([{"TemplateName": "builtin/node"}]),
+    ] {
+        let body = json!({"TemplatedPolicies": bad});
+        let r = call("PUT", &a.url("/v1/acl/token"), root_tok, Some(body)).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+    }
     Ok(())
 }

@@ -238,8 +238,93 @@ async fn doing_nothing_succeeds_as_in_consul() -> anyhow::Result<()> {
     let r = put(&a.url(&format!("/v1/agent/join/{own}")), b"").await?;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(t.elapsed() < Duration::from_secs(2), "answered at once");
+    // The root answers 200 with what it is (Consul without its UI does too), so an HTTP
+    // check or a load balancer probing `/` finds the agent up, with ACLs on or off.
+    let r = get(&a.url("/")).await?;
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("/v1/"), "{}", r.text());
+    assert_eq!(get(&a.url("/nope")).await?.status, 404);
     // An unknown node in the catalog: `null`, not an error, so `catalog services -node` works.
     let r = get(&a.url("/v1/catalog/node/ghost")).await?;
     assert_eq!((r.status, r.json()), (200, Value::Null));
+    Ok(())
+}
+
+/// What later Consul versions added to the 1.10 API, answered as they answer it, so that
+/// clients written against them (py-consul 1.8's own suite among them) work.
+#[tokio::test]
+async fn later_consul_reads_usage_filters_peers_and_releases() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = single_server(root.path(), "s1", &[]).await?;
+    for (node, addr, tags) in [
+        ("n1", "10.1.10.31", json!(["prod"])),
+        ("n2", "10.1.10.32", json!(["staging"])),
+    ] {
+        let reg = json!({"Node": node, "Address": addr,
+            "Service": {"Service": "web", "Tags": tags, "Port": 80}});
+        let r = put_json(&a, "/v1/catalog/register", reg).await?;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let proxy = json!({"Node": "n1", "Address": "10.1.10.31",
+        "Service": {"Service": "web-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+            "Proxy": {"DestinationServiceName": "web"}}});
+    assert_eq!(
+        put_json(&a, "/v1/catalog/register", proxy).await?.status,
+        200
+    );
+
+    // `/v1/catalog/services?filter=` (1.14) judges each instance; the map holds the names
+    // and tags of those that pass.
+    let q = "/v1/catalog/services?filter=%22prod%22%20in%20ServiceTags";
+    let r = get(&a.url(q)).await?;
+    assert_eq!((r.status, r.json()), (200, json!({"web": ["prod"]})));
+    assert!(r.header("X-Consul-Index").is_some());
+    let q = "/v1/catalog/services?filter=Node%20%3D%3D%20%22n2%22";
+    assert_eq!(get(&a.url(q)).await?.json(), json!({"web": ["staging"]}));
+    let r = get(&a.url("/v1/catalog/services?filter=Bogus%20%3D%3D%20%22x%22")).await?;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // `/v1/catalog/node/<node>?filter=` judges each of the node's services.
+    let q = "/v1/catalog/node/n1?filter=Service%20%3D%3D%20%22web%22";
+    let services = get(&a.url(q)).await?.json()["Services"].clone();
+    assert_eq!(services.as_object().map(|m| m.len()), Some(1), "{services}");
+    assert_eq!(services["web"]["Service"], "web");
+    let q = "/v1/catalog/node/n1?filter=Service%20%3D%3D%20%22nope%22";
+    assert_eq!(get(&a.url(q)).await?.json()["Services"], json!({}));
+
+    // `?peer=` (1.13): Muster peers with no cluster, so a named peer has no instances.
+    for path in ["/v1/health/service/web", "/v1/catalog/service/web"] {
+        let own = get(&a.url(path)).await?.json();
+        assert_eq!(own.as_array().map(Vec::len), Some(2), "{path}");
+        let peered = get(&a.url(&format!("{path}?peer=elsewhere"))).await?;
+        assert_eq!((peered.status, peered.json()), (200, json!([])), "{path}");
+    }
+
+    // `/v1/operator/usage` (1.11): the catalog's counts, the server's `consul` service and
+    // the proxy not billed.
+    let u = wait_until("consul registered", Duration::from_secs(10), || async {
+        let u = get(&a.url("/v1/operator/usage")).await.ok()?.json();
+        (u["Usage"]["dc1"]["Services"] == 3).then_some(u)
+    })
+    .await?;
+    let dc = &u["Usage"]["dc1"];
+    assert_eq!(dc["ServiceInstances"], 4, "{u}");
+    assert_eq!(dc["BillableServiceInstances"], 2, "{u}");
+    assert_eq!(dc["ConnectServiceInstances"]["connect-proxy"], 1, "{u}");
+    assert_eq!(dc["ConnectServiceInstances"]["mesh-gateway"], 0, "{u}");
+    assert_eq!(dc["Nodes"], 3, "{u}");
+    assert_eq!(u["KnownLeader"], true);
+    assert_eq!(u["ConsistencyLevel"], "leader");
+    let stale = get(&a.url("/v1/operator/usage?global&stale")).await?.json();
+    assert_eq!(stale["ConsistencyLevel"], "stale");
+    assert_eq!(stale["Usage"]["dc1"]["Nodes"], 3);
+
+    // A lock release by a string that is no session ID is `false`, as for any session that
+    // does not hold the lock; an acquire by one is still refused.
+    assert_eq!(put(&a.url("/v1/kv/lk"), b"1").await?.text(), "true");
+    let r = put(&a.url("/v1/kv/lk?release=foo"), b"1").await?;
+    assert_eq!((r.status, r.text()), (200, "false".to_string()));
+    let r = put(&a.url("/v1/kv/lk?acquire=foo"), b"1").await?;
+    assert_eq!(r.status, 400, "{}", r.text());
     Ok(())
 }

@@ -87,6 +87,10 @@ async fn a_cluster_measures_reports_and_serves_its_coordinates() -> anyhow::Resu
     let r = get(&c1.url("/v1/coordinate/node/ghost")).await?;
     assert_eq!(r.status, 404);
     assert!(r.body.is_empty());
+    // With the read's index, so that a client can poll (or block) for it.
+    let index: u64 = r.header("X-Consul-Index").unwrap_or_default().parse()?;
+    assert!(index > 0);
+    assert_eq!(r.header("X-Consul-KnownLeader").as_deref(), Some("true"));
 
     // `?near=_agent` puts the asking agent's own node first; `?near=<node>` that node. All
     // nodes start at the origin, where every distance ties, and the first few round trips

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{bad, disabled, field, shape, str_field, write_or, write_target, AclState};
 use crate::body::json_value;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::params::Params;
 use crate::reply::json;
 use crate::ApiState;
@@ -21,10 +21,6 @@ pub(super) fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-fn not_found() -> ApiError {
-    ApiError::Forbidden("ACL not found".into())
 }
 
 pub(crate) async fn acl_policy_list(
@@ -48,7 +44,8 @@ pub(crate) async fn acl_policy_read(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    policy_read(st, q, |p| p.id == id).await
+    super::uuid_path("policy", &id)?;
+    policy_read(st, q, |p| p.id.eq_ignore_ascii_case(&id)).await
 }
 
 pub(crate) async fn acl_policy_read_by_name(
@@ -72,7 +69,7 @@ async fn policy_read(
         .policies
         .iter()
         .find(|p| pick(p))
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| super::not_found("policy"))?;
     Ok(state.indexed(json(
         &shape::policy(p, false),
         Params::parse(q.as_deref()).pretty(),

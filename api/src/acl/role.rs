@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::{bad, disabled, field, identities, shape, str_field, write_or, write_target, AclState};
 use crate::body::json_value;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::params::Params;
 use crate::reply::json;
 use crate::ApiState;
@@ -42,7 +42,8 @@ pub(crate) async fn acl_role_read(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult<Response> {
-    role_read(st, q, |r| r.id == id).await
+    super::uuid_path("role", &id)?;
+    role_read(st, q, |r| r.id.eq_ignore_ascii_case(&id)).await
 }
 
 pub(crate) async fn acl_role_read_by_name(
@@ -66,7 +67,7 @@ async fn role_read(
         .roles
         .iter()
         .find(|r| pick(r))
-        .ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
+        .ok_or_else(|| super::not_found("role"))?;
     Ok(state.indexed(json(
         &shape::role(r, &state),
         Params::parse(q.as_deref()).pretty(),
@@ -107,12 +108,13 @@ async fn role_write(
             "Invalid Role: A Role with Name \"{name}\" already exists"
         )));
     }
-    let (svc, node) = identities(&v)?;
+    let (svc, node, templated) = identities(&v)?;
     let def = json!({
         "Description": str_field(&v, "Description"),
         "Policies": state.links(field(&v, "Policies"), "policy")?,
         "ServiceIdentities": svc,
         "NodeIdentities": node,
+        "TemplatedPolicies": templated,
     });
     let r = AclRole {
         id: id.clone(),

@@ -454,6 +454,24 @@ pub(crate) const RULES: &[Rule] = &[
     ),
     rule(
         "GET",
+        "/v1/acl/templated-policies",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/acl/templated-policy/name/{*name}",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "POST",
+        "/v1/acl/templated-policy/preview/{*name}",
+        check(Acl, Name::None, Read),
+        Filter::None,
+    ),
+    rule(
+        "GET",
         "/v1/acl/auth-methods",
         check(Acl, Name::None, Read),
         Filter::None,
@@ -545,6 +563,12 @@ pub(crate) const RULES: &[Rule] = &[
         "POST",
         "/v1/operator/raft/transfer-leader",
         check(Operator, Name::None, Write),
+        Filter::None,
+    ),
+    rule(
+        "GET",
+        "/v1/operator/usage",
+        check(Operator, Name::None, Read),
         Filter::None,
     ),
     rule(

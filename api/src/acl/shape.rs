@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::AclState;
 
 /// An opaque digest of a definition (Consul's `Hash`, which clients only compare).
-fn hash(parts: &[&str]) -> String {
+pub(super) fn hash(parts: &[&str]) -> String {
     let mut h = DefaultHasher::new();
     parts.hash(&mut h);
     base64::engine::general_purpose::STANDARD.encode(h.finish().to_be_bytes())
@@ -78,6 +78,7 @@ pub(super) fn token(t: &AclToken, state: &AclState, show_secret: bool) -> Value 
     put_nonempty(&mut m, "Roles", state.named_links(&d, "Roles"));
     put_nonempty(&mut m, "ServiceIdentities", get(&d, "ServiceIdentities"));
     put_nonempty(&mut m, "NodeIdentities", get(&d, "NodeIdentities"));
+    put_nonempty(&mut m, "TemplatedPolicies", get(&d, "TemplatedPolicies"));
     m.insert(
         "Local".into(),
         json!(d.get("Local").and_then(Value::as_bool).unwrap_or(false)),
@@ -114,6 +115,7 @@ pub(super) fn role(r: &AclRole, state: &AclState) -> Value {
     put_nonempty(&mut m, "Policies", state.named_links(&d, "Policies"));
     put_nonempty(&mut m, "ServiceIdentities", get(&d, "ServiceIdentities"));
     put_nonempty(&mut m, "NodeIdentities", get(&d, "NodeIdentities"));
+    put_nonempty(&mut m, "TemplatedPolicies", get(&d, "TemplatedPolicies"));
     m.insert("Hash".into(), json!(hash(&[&r.name, &r.definition])));
     m.insert("CreateIndex".into(), json!(r.create_index));
     m.insert("ModifyIndex".into(), json!(r.modify_index));

@@ -246,7 +246,7 @@ async fn token_write(
     };
     let policies = state.links(field(&v, "Policies"), "policy")?;
     let roles = state.links(field(&v, "Roles"), "role")?;
-    let (svc, node) = identities(&v)?;
+    let (svc, node, templated) = identities(&v)?;
     let now = now_unix_ms();
     let old_def: Value = existing
         .and_then(|e| serde_json::from_str(&e.definition).ok())
@@ -287,6 +287,7 @@ async fn token_write(
         "Roles": roles,
         "ServiceIdentities": svc,
         "NodeIdentities": node,
+        "TemplatedPolicies": templated,
         "Local": field(&v, "Local").and_then(Value::as_bool).unwrap_or(false),
         "CreateTime": create_time,
     });

@@ -94,6 +94,11 @@ pub enum Query {
     ServicesOnNodes {
         node_meta: Vec<(String, String)>,
     },
+    /// Every service instance with its node, on nodes whose meta has every one of these
+    /// pairs (none: every node): what `/v1/catalog/services?filter=` and the usage counts read.
+    ServiceInstances {
+        node_meta: Vec<(String, String)>,
+    },
     /// Every prepared query.
     PreparedQueries,
     /// One prepared query, by ID.

@@ -179,8 +179,6 @@ impl Authorizer {
     }
 }
 
-/// Adds the policies Consul derives from a definition's `ServiceIdentities` and
-/// `NodeIdentities` (`structs.ACLServiceIdentity.SyntheticPolicy`, `ACLNodeIdentity`).
 /// Whether a definition whose `field` lists datacenters (none: all) applies in `dc`.
 fn applies_in(def: &Value, field: &str, dc: &str) -> bool {
     match def.get(field).and_then(Value::as_array) {
@@ -189,6 +187,9 @@ fn applies_in(def: &Value, field: &str, dc: &str) -> bool {
     }
 }
 
+/// Adds the policies Consul derives from a definition's `ServiceIdentities`,
+/// `TemplatedPolicies` and `NodeIdentities` (`structs.ACLServiceIdentity.SyntheticPolicy`,
+/// `ACLTemplatedPolicy`, `ACLNodeIdentity`).
 fn identities(definition: &str, dc: &str, rules: &mut Rules) {
     let def: Value = serde_json::from_str(definition).unwrap_or_default();
     let list = |f: &str| {
@@ -213,6 +214,20 @@ fn identities(definition: &str, dc: &str, rules: &mut Rules) {
         );
         rules.add(Resource::Service, "", true, Access::Read);
         rules.add(Resource::Node, "", true, Access::Read);
+    }
+    for t in list("TemplatedPolicies") {
+        if !applies_in(&t, "Datacenters", dc) {
+            continue;
+        }
+        let template = t.get("TemplateName").and_then(Value::as_str).unwrap_or("");
+        let name = t
+            .get("TemplateVariables")
+            .and_then(|v| v.get("name"))
+            .and_then(Value::as_str);
+        // Checked when written; one that no longer renders grants nothing.
+        if let Ok(r) = super::templated::render(template, name).and_then(|t| Rules::parse(&t)) {
+            rules.merge(&r);
+        }
     }
     for n in list("NodeIdentities") {
         let Some(name) = n.get("NodeName").and_then(Value::as_str) else {

@@ -2,7 +2,8 @@
 //! ([`Authorizer`]) and Consul's denial text ([`Denied`]), a secret into its authorizer
 //! ([`Resolver`], with the agent's [`AclConfig`]), and the IDs of the built-in
 //! management policy and anonymous token; the agent's own tokens ([`AgentTokens`]). Logins: a `jwt` auth method's token checks
-//! ([`jwt`]) and what its binding rules grant ([`binder`]).
+//! ([`jwt`]) and what its binding rules grant ([`binder`]). Consul's built-in rule templates
+//! ([`templated`]).
 
 mod authorizer;
 pub mod binder;
@@ -11,6 +12,7 @@ mod jwks;
 pub mod jwt;
 mod resolver;
 mod rules;
+pub mod templated;
 #[cfg(test)]
 mod tests;
 mod tokens;

@@ -7,17 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use rand::seq::SliceRandom;
 
 use super::{template, Definition};
+use crate::id::is_uuid;
 use crate::model::{HealthStatus, PreparedExecute, PreparedQuery, ServiceHealth};
-
-/// Whether `s` is shaped like a UUID (Consul looks IDs up only then).
-pub(crate) fn is_uuid(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 36
-        && b.iter().enumerate().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => *c == b'-',
-            _ => c.is_ascii_hexdigit(),
-        })
-}
 
 /// The query `id_or_name` names: by ID (not a template), then by exact name (compared
 /// case-insensitively), then the template with the longest name that prefixes it. A template

@@ -92,7 +92,7 @@ pub fn check_set(
     } else if q.template && others().any(|o| o.template && o.name.is_empty()) {
         return Err("a query template with an empty name already exists".into());
     }
-    if execute::is_uuid(&q.name) && existing.iter().any(|o| o.id == q.name) {
+    if crate::id::is_uuid(&q.name) && existing.iter().any(|o| o.id == q.name) {
         return Err(format!("name '{}' aliases an existing query ID", q.name));
     }
     if !q.session.is_empty() && !session_exists {

@@ -182,7 +182,7 @@ impl Catalog {
 
     /// The services of the nodes whose meta has every pair in `node_meta`, with their nodes'
     /// names, from one snapshot.
-    fn services_on_nodes(&self, node_meta: &[(String, String)]) -> Result<Vec<(String, Service)>> {
+    fn services_on_nodes(&self, node_meta: &[(String, String)]) -> Result<Vec<(Node, Service)>> {
         let snap = self.read();
         let nodes: Vec<Node> = Self::scan(&snap, NODES, "", None, |_| true)?;
         let mut out = Vec::new();
@@ -193,7 +193,7 @@ impl Catalog {
             let prefix = format!("{}\0", n.name);
             let on_node = |k: &str| k.starts_with(&prefix);
             for s in Self::scan::<Service>(&snap, SERVICES, &prefix, None, on_node)? {
-                out.push((n.name.clone(), s));
+                out.push((n.clone(), s));
             }
         }
         Ok(out)
@@ -339,7 +339,7 @@ impl Catalog {
             | Query::ServiceChecks { name } => self.service_index(name),
             Query::Nodes => self.table_index(IDX_NODES),
             Query::Services => self.table_index(IDX_SERVICES),
-            Query::ServicesOnNodes { .. } => Ok(self
+            Query::ServicesOnNodes { .. } | Query::ServiceInstances { .. } => Ok(self
                 .table_index(IDX_SERVICES)?
                 .max(self.table_index(IDX_NODES)?)),
             Query::ChecksInState { .. } => self.table_index(IDX_CHECKS),
@@ -413,12 +413,16 @@ impl Catalog {
             }
             Query::Services | Query::ServicesOnNodes { .. } => {
                 let idx = self.query_index(q)?;
-                let services = match q {
-                    Query::ServicesOnNodes { node_meta } => self.services_on_nodes(node_meta)?,
-                    _ => self.services()?,
+                let services: Vec<Service> = match q {
+                    Query::ServicesOnNodes { node_meta } => self
+                        .services_on_nodes(node_meta)?
+                        .into_iter()
+                        .map(|(_, s)| s)
+                        .collect(),
+                    _ => self.services()?.into_iter().map(|(_, s)| s).collect(),
                 };
                 let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for (_, s) in services {
+                for s in services {
                     let tags = map.entry(s.name).or_default();
                     for t in s.tags {
                         if !tags.contains(&t) {
@@ -439,6 +443,9 @@ impl Catalog {
                     Query::NodeChecks { name } => QueryResult::Checks(self.node_checks(name)?),
                     Query::ServiceNodes { name } => {
                         QueryResult::ServiceNodes(self.service_nodes(name)?)
+                    }
+                    Query::ServiceInstances { node_meta } => {
+                        QueryResult::ServiceNodes(self.services_on_nodes(node_meta)?)
                     }
                     Query::ServiceHealth { name } => {
                         QueryResult::ServiceHealth(self.service_health(name)?)

@@ -34,7 +34,7 @@ impl Topic {
                 vec![Topic::Table(IDX_CHECKS)]
             }
             Query::Services => vec![Topic::Table(IDX_SERVICES)],
-            Query::ServicesOnNodes { .. } => {
+            Query::ServicesOnNodes { .. } | Query::ServiceInstances { .. } => {
                 vec![Topic::Table(IDX_SERVICES), Topic::Table(IDX_NODES)]
             }
             Query::ServiceNodes { name }
