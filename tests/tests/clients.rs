@@ -183,3 +183,97 @@ async fn consul_from_npm() -> anyhow::Result<()> {
     println!("{output}");
     Ok(())
 }
+
+/// py-consul's own test suite (the tests in its PyPI sdist, 168 of them), each test against a
+/// fresh `muster agent -dev` that `tests/clients/py-suite/conftest.py` starts where py-consul's
+/// conftest starts a Consul container. Every test must pass except those listed, with the
+/// reason, in `tests/clients/py-suite/not-run.txt`.
+#[tokio::test(flavor = "multi_thread")]
+async fn py_consul_own_test_suite() -> anyhow::Result<()> {
+    let suite = clients_dir().join("py-suite");
+    let upstream = suite.join("upstream");
+    let install = "run .ci/run, which installs tests/clients/py-suite/requirements.txt into \
+                   tests/clients/py-suite/site and unpacks py-consul's sdist into \
+                   tests/clients/py-suite/upstream";
+    require_program("python3", "install Python 3 (Debian's python3)")?;
+    require_file(&suite.join("site/pytest/__init__.py"), "pytest", install)?;
+    require_file(
+        &upstream.join("tests/api/test_kv.py"),
+        "py-consul's test suite",
+        install,
+    )?;
+    require_file(
+        &clients_dir().join("py/site/consul/__init__.py"),
+        "py-consul",
+        install,
+    )?;
+    // Ours in place of py-consul's conftest (which starts Docker containers).
+    std::fs::copy(suite.join("conftest.py"), upstream.join("conftest.py"))?;
+    let root = tempfile::tempdir()?;
+    let out_path = root.path().join("pytest.out");
+    let args: Vec<String> = [
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        // py-consul's own options ask for coverage plugins it does not need here.
+        "-o",
+        "addopts=",
+        "-o",
+        "asyncio_mode=auto",
+        "tests",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let pythonpath = format!(
+        "{}:{}",
+        suite.join("site").display(),
+        clients_dir().join("py/site").display()
+    );
+    let out = std::fs::File::create(&out_path)?;
+    let mut child = Command::new("python3")
+        .args(&args)
+        .current_dir(&upstream)
+        .env("MUSTER_BIN", muster_bin())
+        .env("MUSTER_SUITE_LOGS", root.path().join("logs"))
+        // The conftest leaves out exactly the tests listed there.
+        .env("MUSTER_SUITE_NOT_RUN", suite.join("not-run.txt"))
+        .env("PYTHONPATH", pythonpath)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONNOUSERSITE", "1")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env("no_proxy", "127.0.0.1,localhost")
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("MUSTER_HTTP_PORT")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("spawn python3 -m pytest")?;
+    // The suite runs for a minute or two; each test's blocking queries are short.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let status = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        loop {
+            if let Some(s) = child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await??;
+    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let summary = output.lines().last().unwrap_or_default().to_string();
+    println!("py-consul's own suite: {summary}");
+    match status {
+        Some(s) if s.success() => Ok(()),
+        Some(s) => bail!("py-consul's own suite exited with {s}:\n{output}"),
+        None => bail!("py-consul's own suite did not finish within 600 s:\n{output}"),
+    }
+}
