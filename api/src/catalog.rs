@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
-use muster_server::model::{Check, Command, Node, Query, QueryResult, Registration};
+use muster_server::model::{
+    tags_by_service, Check, Command, Node, Query, QueryResult, Registration,
+};
 use serde_json::Value;
 
 use crate::body::body;
@@ -255,19 +257,11 @@ pub(crate) async fn catalog_services(
                 .into_iter()
                 .map(|(n, s)| CatalogService::new(n, s))
                 .collect();
-            let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for i in p.filtered(instances)? {
-                let tags = map
-                    .entry(i["ServiceName"].as_str().unwrap_or_default().to_string())
-                    .or_default();
-                for t in i["ServiceTags"].as_array().into_iter().flatten() {
-                    let t = t.as_str().unwrap_or_default();
-                    if !tags.iter().any(|have| have == t) {
-                        tags.push(t.to_string());
-                    }
-                }
-            }
-            map
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            tags_by_service(p.filtered(instances)?.iter().map(|i| {
+                let tags = i["ServiceTags"].as_array().into_iter().flatten();
+                (text(&i["ServiceName"]), tags.map(text).collect())
+            }))
         }
         _ => BTreeMap::new(),
     };

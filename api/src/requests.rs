@@ -133,6 +133,7 @@ pub(crate) struct ServiceIn {
     pub(crate) connect: Option<Value>,
     pub(crate) tagged_addresses: Option<BTreeMap<String, Value>>,
     pub(crate) socket_path: Option<String>,
+    pub(crate) locality: Option<Value>,
     // Read and dropped: Enterprise scopes and the Raft index a client may echo back.
     #[serde(rename = "Namespace")]
     _namespace: Option<IgnoredAny>,
@@ -143,12 +144,12 @@ pub(crate) struct ServiceIn {
 }
 
 /// Keeps a service's Connect-only fields (`Kind`, `Proxy`, `Connect`, `TaggedAddresses`,
-/// `SocketPath`, as named here) in its `meta`, under [`Service::EXTRA_META_KEY`]; a field that
+/// `SocketPath`, as named here) and its `Locality` in its `meta`, under [`Service::EXTRA_META_KEY`]; a field that
 /// is null, an empty string or an empty object is left out. A client's own `Meta` may not use
 /// that key.
 pub fn keep_service_extra(
     meta: &mut BTreeMap<String, String>,
-    fields: [(&str, Option<Value>); 5],
+    fields: [(&str, Option<Value>); 6],
 ) -> Result<(), String> {
     if meta.contains_key(Service::EXTRA_META_KEY) {
         return Err(format!(
@@ -161,6 +162,7 @@ pub fn keep_service_extra(
         .filter_map(|(k, v)| Some((k.to_string(), v?)))
         .map(|(k, v)| match (k.as_str(), v) {
             ("TaggedAddresses", Value::Object(t)) => (k, Value::Object(service_addresses(t))),
+            ("Locality", Value::Object(l)) => (k, Value::Object(locality(l))),
             (_, v) => (k, v),
         })
         .filter(|(_, v)| match v {
@@ -177,6 +179,19 @@ pub fn keep_service_extra(
         );
     }
     Ok(())
+}
+
+/// A locality with Consul's field names (`{"Region", "Zone"}`), whatever their case was when
+/// sent; empty ones left out, as Consul's `omitempty`.
+fn locality(l: serde_json::Map<String, Value>) -> serde_json::Map<String, Value> {
+    l.into_iter()
+        .filter(|(_, v)| !v.is_null() && *v != Value::String(String::new()))
+        .map(|(k, v)| match k.to_ascii_lowercase().as_str() {
+            "region" => ("Region".to_string(), v),
+            "zone" => ("Zone".to_string(), v),
+            _ => (k, v),
+        })
+        .collect()
 }
 
 /// A service's tagged addresses with Consul's field names (`{"lan": {"Address", "Port"}}`),
@@ -223,6 +238,7 @@ impl ServiceIn {
                         .map(|t| Value::Object(t.into_iter().collect())),
                 ),
                 ("SocketPath", self.socket_path.map(Value::String)),
+                ("Locality", self.locality),
             ],
         )
         .map_err(ApiError::BadRequest)?;

@@ -92,7 +92,8 @@ pub struct Weights {
     pub warning: u32,
 }
 
-/// The Connect-only fields a service was registered with, kept in its `meta` under
+/// The fields a service was registered with that Muster keeps but does not act on (Connect's,
+/// and Consul 1.17's `Locality`), kept in its `meta` under
 /// [`Service::EXTRA_META_KEY`] and returned under their own names (absent when not given).
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -105,6 +106,9 @@ pub struct ServiceExtra {
     pub connect: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_path: Option<String>,
+    /// Consul 1.17's `{"Region", "Zone"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<serde_json::Value>,
     /// The service's own tagged addresses (`{"lan": {"Address", "Port"}, ...}`), for the
     /// `TaggedAddresses` of service objects.
     #[serde(skip)]
@@ -135,6 +139,7 @@ impl ServiceExtra {
             proxy: m.remove("Proxy"),
             connect: m.remove("Connect"),
             socket_path: text(m.remove("SocketPath")),
+            locality: m.remove("Locality"),
             tagged_addresses: m.remove("TaggedAddresses"),
         }
     }
@@ -278,6 +283,8 @@ pub struct CatalogService {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub service_tagged_addresses: BTreeMap<String, ServiceAddress>,
     pub service_socket_path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_locality: Option<serde_json::Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -310,6 +317,7 @@ impl CatalogService {
             service_connect: extra.connect,
             service_tagged_addresses,
             service_socket_path: extra.socket_path.unwrap_or_default(),
+            service_locality: extra.locality,
             create_index: s.create_index,
             modify_index: s.modify_index,
         }

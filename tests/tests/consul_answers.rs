@@ -319,6 +319,29 @@ async fn later_consul_reads_usage_filters_peers_and_releases() -> anyhow::Result
     assert_eq!(stale["ConsistencyLevel"], "stale");
     assert_eq!(stale["Usage"]["dc1"]["Nodes"], 3);
 
+    // A service's `Locality` (1.17) is kept and shown, its keys in Consul's case, by the
+    // agent, the catalog and health; a catalog registration may carry one too.
+    let svc = json!({"Name": "near", "Port": 1, "Locality": {"region": "us-west-1", "Zone": "a"}});
+    let r = put_json(&a, "/v1/agent/service/register", svc).await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let want = json!({"Region": "us-west-1", "Zone": "a"});
+    let own = get(&a.url("/v1/agent/services")).await?.json();
+    assert_eq!(own["near"]["Locality"], want, "{own}");
+    assert!(own["web-sidecar-proxy"].get("Locality").is_none());
+    let listed = wait_until("near in the catalog", Duration::from_secs(10), || async {
+        let v = get(&a.url("/v1/catalog/service/near")).await.ok()?.json();
+        (v.as_array()?.len() == 1).then_some(v)
+    })
+    .await?;
+    assert_eq!(listed[0]["ServiceLocality"], want);
+    let health = get(&a.url("/v1/health/service/near")).await?.json();
+    assert_eq!(health[0]["Service"]["Locality"], want);
+    let reg = json!({"Node": "n2", "Address": "10.1.10.32",
+        "Service": {"Service": "far", "Locality": {"Region": "eu-1"}}});
+    assert_eq!(put_json(&a, "/v1/catalog/register", reg).await?.status, 200);
+    let far = get(&a.url("/v1/catalog/service/far")).await?.json();
+    assert_eq!(far[0]["ServiceLocality"], json!({"Region": "eu-1"}));
+
     // A lock release by a string that is no session ID is `false`, as for any session that
     // does not hold the lock; an acquire by one is still refused.
     assert_eq!(put(&a.url("/v1/kv/lk"), b"1").await?.text(), "true");

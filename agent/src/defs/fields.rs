@@ -79,13 +79,13 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "connect",
     "tagged_addresses",
     "socket_path",
+    "locality",
 ];
 /// Service fields Consul has and Muster does not implement yet: accepted with a warning.
 pub(super) const SERVICE_UNSUPPORTED: &[&str] = &[
     "token",
     "namespace",
     "partition",
-    "locality",
     "enable_tag_override_legacy",
 ];
 
@@ -96,6 +96,7 @@ const RAW: &[&str] = &[
     "proxy",
     "connect",
     "tagged_addresses",
+    "locality",
     "check",
     "checks",
 ];

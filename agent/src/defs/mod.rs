@@ -305,6 +305,7 @@ pub fn parse_service(ctx: &mut Ctx, v: &Value) -> Result<ServiceDef> {
             "SocketPath",
             string(ctx, &m, "socket_path")?.map(Value::String),
         ),
+        ("Locality", object(ctx, &m, "locality")?),
     ];
     muster_api::keep_service_extra(&mut meta, kept).map_err(|e| ctx.err("meta", &e))?;
     let service = Service {

@@ -110,6 +110,8 @@ const EVENTS: &[(&str, Resource)] = &[("Name", Resource::Event)];
 
 /// Every route's rule.
 pub(crate) const RULES: &[Rule] = &[
+    // The agent's root says what it is, to anyone (it is outside the ACL layer).
+    rule("GET", "/", Open, Filter::None),
     rule("GET", "/v1/status/leader", Open, Filter::None),
     rule("GET", "/v1/status/peers", Open, Filter::None),
     rule("*", "/v1/kv/", Need::Kv, Filter::Kv),

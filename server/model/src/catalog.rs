@@ -46,6 +46,23 @@ impl Service {
     pub const EXTRA_META_KEY: &'static str = "consul-muster-extra";
 }
 
+/// `/v1/catalog/services`' map: every service name with the union of its instances' tags,
+/// each tag once, in the order first seen.
+pub fn tags_by_service(
+    instances: impl IntoIterator<Item = (String, Vec<String>)>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, instance_tags) in instances {
+        let tags = map.entry(name).or_default();
+        for t in instance_tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+    }
+    map
+}
+
 /// Health of a check, ordered from best to worst so `max` gives the aggregate.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,

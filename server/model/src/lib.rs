@@ -22,7 +22,7 @@ mod txn;
 pub use acl::{AclMeta, AclPolicy, AclResolved, AclRole, AclToken};
 pub use acl_auth::{AclAuthMethod, AclBindingRule};
 pub use autopilot::AutopilotConfig;
-pub use catalog::{Check, HealthStatus, Node, Registration, Service};
+pub use catalog::{tags_by_service, Check, HealthStatus, Node, Registration, Service};
 pub use command::{Command, CommandResult};
 pub use coordinate::{Coordinate, NodeCoordinate};
 pub use kv::KvEntry;

@@ -7,11 +7,11 @@ use super::error::StoreError;
 use super::mem::{span, Live, TableId, Tables};
 
 use super::tables::*;
-use std::collections::BTreeMap;
 
 use crate::codec::decode;
 use crate::model::{
-    Check, HealthStatus, KvEntry, Node, Query, QueryResult, Service, ServiceHealth, Session,
+    tags_by_service, Check, HealthStatus, KvEntry, Node, Query, QueryResult, Service,
+    ServiceHealth, Session,
 };
 use crate::Result;
 
@@ -421,15 +421,7 @@ impl Catalog {
                         .collect(),
                     _ => self.services()?.into_iter().map(|(_, s)| s).collect(),
                 };
-                let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-                for s in services {
-                    let tags = map.entry(s.name).or_default();
-                    for t in s.tags {
-                        if !tags.contains(&t) {
-                            tags.push(t);
-                        }
-                    }
-                }
+                let map = tags_by_service(services.into_iter().map(|s| (s.name, s.tags)));
                 (QueryResult::Services(map), idx)
             }
             other => {

@@ -58,7 +58,22 @@ def free_port() -> int:
 
 def start(acl_master_token: str | None):
     """Starts an agent and waits, as py-consul's conftest does, until it has a leader and
-    answers a service registration; returns (process, HTTP port, data dir)."""
+    answers a service registration; returns (process, HTTP port, data dir). A port picked
+    free can be taken by another test's agent before ours binds it: then it starts again on
+    other ports."""
+    for _ in range(5):
+        try:
+            return start_once(acl_master_token)
+        except PortTaken:
+            continue
+    return start_once(acl_master_token)
+
+
+class PortTaken(Exception):
+    pass
+
+
+def start_once(acl_master_token: str | None):
     d = tempfile.mkdtemp(prefix="py-consul-suite-")
     cfg: dict = {"enable_script_checks": True}
     if acl_master_token:
@@ -93,7 +108,12 @@ def start(acl_master_token: str | None):
         time.sleep(0.1)
     proc.kill()
     proc.wait()
-    raise RuntimeError(f"muster did not come up; its log: {os.path.join(d, 'agent.log')}")
+    with open(os.path.join(d, "agent.log"), encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    if "Address already in use" in log and not os.environ.get("MUSTER_HTTP_PORT"):
+        shutil.rmtree(d, ignore_errors=True)
+        raise PortTaken()
+    raise RuntimeError(f"muster did not come up; the end of its log:\n{log[-3000:]}")
 
 
 def setup_and_teardown(request, acl_master_token: str | None = None):
