@@ -11,8 +11,14 @@ pub struct PidFile {
 }
 
 impl PidFile {
-    /// Writes this process's PID (and a newline) to `path`, replacing what was there.
+    /// Writes this process's PID (and a newline) to `path`, replacing what was there. Its
+    /// directory is made if missing: Consul writes the file after making the data dir, so a
+    /// PID file beside the data dir (`<dir>/pid` with `-data-dir <dir>/data`, as node-consul's
+    /// tests start agents) works there, and does here too.
     pub fn create(path: &Path) -> std::io::Result<PidFile> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
         std::fs::write(path, format!("{}\n", std::process::id()))?;
         Ok(PidFile {
             path: path.to_path_buf(),
@@ -73,9 +79,9 @@ mod tests {
     }
 
     #[test]
-    fn pid_file_holds_the_pid_until_dropped() {
+    fn pid_file_is_made_with_its_directory_and_holds_the_pid_until_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("muster.pid");
+        let path = dir.path().join("not-yet").join("muster.pid");
         let f = PidFile::create(&path).expect("create");
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.trim(), std::process::id().to_string());
