@@ -31,6 +31,9 @@ pub(crate) async fn kv_get(
         }
     } else if p.has("recurse") {
         Query::KvList { prefix: key }
+    } else if key.is_empty() {
+        // Consul's 400: a watch on no key ends here rather than polling a 404 forever.
+        return Err(ApiError::BadRequest("Missing key name".into()));
     } else {
         Query::KvGet { key }
     };

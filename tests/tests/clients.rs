@@ -17,6 +17,11 @@ use muster_tests::*;
 /// How long one script may run: its blocking queries wait 10 s at most each.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// py-consul's own suite runs alone (write), the scripts beside each other (read): the suite's
+/// tests give the agent fixed sleeps (200 ms for a catalog sync), which a 2-core machine
+/// busy with three other clients and their agents can overrun.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients")
 }
@@ -115,6 +120,7 @@ async fn agent(root: &Path, name: &str) -> anyhow::Result<Agent> {
 
 /// Runs py-consul script `script` from `tests/clients/py` against `a`.
 async fn run_py(a: Agent, root: &Path, script: &'static str) -> anyhow::Result<()> {
+    let _shared = MACHINE.read().await;
     let dir = clients_dir().join("py");
     let install = "run `python3 -m pip install --target tests/clients/py/site \
                    -r tests/clients/py/requirements.txt` (.ci/run does)";
@@ -165,6 +171,7 @@ async fn py_consul_acl_calls() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn consul_from_npm() -> anyhow::Result<()> {
+    let _shared = MACHINE.read().await;
     let dir = clients_dir().join("js");
     let install = "run `npm ci --prefix tests/clients/js` (.ci/run does)";
     require_program("node", "install Node.js (Debian's nodejs and npm)")?;
@@ -190,6 +197,7 @@ async fn consul_from_npm() -> anyhow::Result<()> {
 /// reason, in `tests/clients/py-suite/not-run.txt`.
 #[tokio::test(flavor = "multi_thread")]
 async fn py_consul_own_test_suite() -> anyhow::Result<()> {
+    let _alone = MACHINE.write().await;
     let suite = clients_dir().join("py-suite");
     let upstream = suite.join("upstream");
     let install = "run .ci/run, which installs tests/clients/py-suite/requirements.txt into \

@@ -349,5 +349,9 @@ async fn later_consul_reads_usage_filters_peers_and_releases() -> anyhow::Result
     assert_eq!((r.status, r.text()), (200, "false".to_string()));
     let r = put(&a.url("/v1/kv/lk?acquire=foo"), b"1").await?;
     assert_eq!(r.status, 400, "{}", r.text());
+    // Reading no key is Consul 1.10's 400 too (a listing or the keys need `?recurse`/`?keys`).
+    let r = get(&a.url("/v1/kv/")).await?;
+    assert_eq!((r.status, r.text()), (400, "Missing key name".to_string()));
+    assert_eq!(get(&a.url("/v1/kv/?recurse")).await?.status, 200);
     Ok(())
 }
