@@ -23,10 +23,8 @@ const UNSUPPORTED: &[&str] = &[
     "client_addr_wan",
     "config_entries",
     "connect",
-    "disable_anonymous_signature",
     "disable_host_node_id",
     "disable_keyring_file",
-    "disable_update_check",
     "discard_check_output",
     "discovery_max_stale",
     "enable_central_service_config",
@@ -42,7 +40,6 @@ const UNSUPPORTED: &[&str] = &[
     "node_id",
     "partition",
     "peering",
-    "primary_datacenter",
     "protocol",
     "raft_protocol",
     "rejoin_after_leave",
@@ -146,6 +143,15 @@ pub(super) fn apply_file(
             }
             "datacenter" => {
                 cfg.datacenter = as_str(v).ok_or_else(|| err("expected a string"))?.into()
+            }
+            "primary_datacenter" => {
+                cfg.primary_datacenter =
+                    Some(as_str(v).ok_or_else(|| err("expected a string"))?.into())
+            }
+            // What these ask for is what Muster always does (it never calls home), so there
+            // is nothing to warn about.
+            "disable_update_check" | "disable_anonymous_signature" => {
+                as_bool(v).ok_or_else(|| err("expected a boolean"))?;
             }
             "domain" => cfg.domain = as_str(v).ok_or_else(|| err("expected a string"))?.into(),
             "alt_domain" => {

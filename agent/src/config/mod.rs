@@ -116,6 +116,8 @@ pub struct Config {
     pub dns: muster_dns::DnsConfig,
     /// A second DNS domain answering the same names (`alt_domain`, `-alt-domain`).
     pub alt_domain: Option<String>,
+    /// `primary_datacenter`: only checked against `datacenter`, as Muster runs one.
+    pub primary_datacenter: Option<String>,
     /// HTTP connection limits from `limits` (`http_max_conns_per_client`, Consul's 200, and
     /// Muster's `http_read_header_timeout`).
     pub http_limits: muster_api::HttpLimits,
@@ -194,6 +196,7 @@ impl Default for Config {
             recursors: Vec::new(),
             dns: muster_dns::DnsConfig::default(),
             alt_domain: None,
+            primary_datacenter: None,
             http_limits: muster_api::HttpLimits::default(),
             acl: muster_server::acl::AclConfig::disabled(),
             encrypt: None,

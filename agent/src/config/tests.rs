@@ -52,6 +52,28 @@ fn honours_known_keys_and_warns_on_unsupported() {
 }
 
 #[test]
+fn settings_muster_already_obeys_are_taken_quietly() {
+    let quiet = r#"{"datacenter": "DC1", "primary_datacenter": "dc1", "data_dir": "/d",
+                    "disable_update_check": true, "disable_anonymous_signature": false}"#;
+    let (c, w) = load_with(quiet, &[]).expect("loads");
+    assert_eq!(c.primary_datacenter.as_deref(), Some("dc1"));
+    assert_eq!(w, Vec::<String>::new());
+
+    let other = r#"{"primary_datacenter": "east", "data_dir": "/d"}"#;
+    let (_, w) = load_with(other, &[]).expect("loads");
+    assert_eq!(
+        w,
+        ["primary_datacenter \"east\" is not this agent's datacenter \"dc1\": Muster runs a \
+          single datacenter, so it is ignored"]
+    );
+    let bad = r#"{"disable_update_check": "yes", "data_dir": "/d"}"#;
+    assert_eq!(
+        load_with(bad, &[]).map(|_| ()),
+        Err("config file FILE: key \"disable_update_check\": expected a boolean".to_string())
+    );
+}
+
+#[test]
 fn telemetry_sinks_and_filters_are_checked() {
     let bad = |t: &str| {
         let e = load_with(&format!(r#"{{"data_dir": "/d", "telemetry": {t}}}"#), &[])

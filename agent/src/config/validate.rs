@@ -64,6 +64,16 @@ pub(super) fn validate(cfg: &mut Config, warnings: &mut Vec<String>) -> Result<(
              characters"
         )));
     }
+    if let Some(primary) = &cfg.primary_datacenter {
+        // Configs copied from a Consul cluster name their (single) datacenter here: only a
+        // different one means something Muster will not do.
+        if !primary.eq_ignore_ascii_case(dc) {
+            warnings.push(format!(
+                "primary_datacenter {primary:?} is not this agent's datacenter {dc:?}: Muster \
+                 runs a single datacenter, so it is ignored"
+            ));
+        }
+    }
     let node = &cfg.node_name;
     if let Some(why) = invalid_node_name(node) {
         return Err(Error::Config(format!(
