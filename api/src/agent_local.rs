@@ -29,6 +29,7 @@ fn local_err(e: LocalError) -> Response {
     match e {
         LocalError::NotFound(m) => (StatusCode::NOT_FOUND, m).into_response(),
         LocalError::Invalid(m) => (StatusCode::BAD_REQUEST, m).into_response(),
+        LocalError::Storage(m) => (StatusCode::INTERNAL_SERVER_ERROR, m).into_response(),
     }
 }
 

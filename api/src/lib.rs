@@ -133,6 +133,8 @@ pub enum LocalError {
     NotFound(String),
     /// 400 with the message: invalid definition, refused script check, ...
     Invalid(String),
+    /// 500 with the message: the change could not be saved, and was not made.
+    Storage(String),
 }
 
 /// The agent's own services, checks and maintenance: the truth anti-entropy pushes into the

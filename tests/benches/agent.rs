@@ -1,7 +1,9 @@
 //! Local-agent benchmark: one agent with 1,000 services, each with a 10 s script check
 //! (`/bin/true`) and a TTL check; TTL checks updated 10 times a second in total. Reports the
 //! agent's CPU and RSS, and catalog staleness: the time from a check update to
-//! `/v1/health/checks/<service>` showing it.
+//! `/v1/health/checks/<service>` showing it. Before that, with those 1,000 services in place:
+//! HTTP registrations, one at a time (the PUT's latency, and the time until the catalog
+//! lists the service) and 200 at once from 20 clients.
 //!
 //! ```sh
 //! cargo build --profile dist --bin muster    # the benches run target/dist/muster
@@ -18,6 +20,105 @@ const SERVICES: usize = 1000;
 
 fn rss_mb(pid: u32) -> f64 {
     rss_kb(pid) as f64 / 1024.0
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The p-th fraction of sorted durations, in ms.
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    ms(sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)])
+}
+
+/// HTTP registrations on an agent that already holds the 1,000 services: what a deploy
+/// tool registering one more instance sees, and a burst from many at once.
+async fn registrations(a: &Agent) -> anyhow::Result<()> {
+    const ONE_BY_ONE: usize = 200;
+    let register = a.url("/v1/agent/service/register");
+    let (mut acked, mut listed) = (Vec::new(), Vec::new());
+    for i in 0..ONE_BY_ONE {
+        let name = format!("reg{i:03}");
+        let def = serde_json::json!({"Name": name, "Port": 20000 + i, "Check": {"TTL": "1h"}});
+        let sent = Instant::now();
+        let r = put(&register, def.to_string().as_bytes()).await?;
+        anyhow::ensure!(
+            r.status == 200,
+            "register {name}: {} {}",
+            r.status,
+            r.text()
+        );
+        acked.push(sent.elapsed());
+        wait_until(
+            "registered service listed",
+            Duration::from_secs(10),
+            || async {
+                let v = get(&a.url(&format!("/v1/catalog/service/{name}")))
+                    .await
+                    .ok()?
+                    .json();
+                (!v.as_array()?.is_empty()).then_some(())
+            },
+        )
+        .await?;
+        listed.push(sent.elapsed());
+    }
+    acked.sort();
+    listed.sort();
+    println!(
+        "  {ONE_BY_ONE} registrations one at a time: acknowledged p50 {:.1} ms, p99 {:.1} ms; \
+         in the catalog p50 {:.1} ms, p99 {:.1} ms",
+        pct(&acked, 0.5),
+        pct(&acked, 0.99),
+        pct(&listed, 0.5),
+        pct(&listed, 0.99)
+    );
+    let sent = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..20 {
+        let register = register.clone();
+        tasks.push(tokio::spawn(async move {
+            for k in 0..10 {
+                let def = serde_json::json!({"Name": "burst", "ID": format!("burst{c:02}-{k}"),
+                                             "Port": 30000 + c * 10 + k});
+                let r = put(&register, def.to_string().as_bytes()).await?;
+                anyhow::ensure!(r.status == 200, "burst register: {}", r.status);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let all_acked = sent.elapsed();
+    wait_until("burst in the catalog", Duration::from_secs(30), || async {
+        let v = get(&a.url("/v1/catalog/service/burst")).await.ok()?.json();
+        (v.as_array()?.len() == 200).then_some(())
+    })
+    .await?;
+    println!(
+        "  200 registrations from 20 clients at once: all acknowledged in {:.0} ms, all in the \
+         catalog in {:.0} ms",
+        ms(all_acked),
+        ms(sent.elapsed())
+    );
+    for i in 0..ONE_BY_ONE {
+        put(
+            &a.url(&format!("/v1/agent/service/deregister/reg{i:03}")),
+            b"",
+        )
+        .await?;
+    }
+    for c in 0..20 {
+        for k in 0..10 {
+            put(
+                &a.url(&format!("/v1/agent/service/deregister/burst{c:02}-{k}")),
+                b"",
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -68,6 +169,8 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     // Let the first round of script checks (spread over 10 s) settle.
     tokio::time::sleep(Duration::from_secs(11)).await;
+
+    registrations(&a).await?;
 
     let client = reqwest::Client::new();
     let mut staleness = Vec::new();
@@ -139,10 +242,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu = (cpu_ticks(pid) - t0) as f64 / 100.0 / w0.elapsed().as_secs_f64();
     staleness.sort();
-    let pct = |p: f64| {
-        staleness[((staleness.len() as f64 * p) as usize).min(staleness.len() - 1)].as_secs_f64()
-            * 1e3
-    };
     println!(
         "  agent CPU {:.1}% of one core, RSS {:.1} MB",
         cpu * 100.0,
@@ -151,9 +250,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  catalog staleness over {} updates: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         staleness.len(),
-        pct(0.5),
-        pct(0.99),
-        pct(1.0)
+        pct(&staleness, 0.5),
+        pct(&staleness, 0.99),
+        pct(&staleness, 1.0)
     );
     Ok(())
 }

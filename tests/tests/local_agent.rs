@@ -641,3 +641,210 @@ async fn concurrent_registrations_are_all_saved() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+async fn agent_services(a: &Agent) -> Vec<String> {
+    let v = get(&a.url("/v1/agent/services"))
+        .await
+        .map(|r| r.json())
+        .unwrap_or(Value::Null);
+    let mut ids: Vec<String> = v
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn files_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Each HTTP registration is saved in a file of its own, and forgotten at deregistration; an
+/// older agent's `local.json`, which held them all, is moved over at the first start.
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_are_saved_one_file_each_and_older_files_move_over() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let data = root.path().join("keeper");
+    std::fs::create_dir_all(&data)?;
+    write(
+        &data.join("local.json"),
+        &json!({"services": [{"Name": "old", "ID": "old", "Port": 1}],
+                "checks": [{"Name": "old check", "CheckID": "oldcheck", "TTL": "1h"}],
+                "statuses": {"oldcheck": ["passing", "still fine"]}, "maintenance": []}),
+    );
+    let mut a = single_server(root.path(), "keeper", &[]).await?;
+    assert_eq!(agent_services(&a).await, ["old"]);
+    let checks = get(&a.url("/v1/agent/checks")).await?.json();
+    assert_eq!(checks["oldcheck"]["Status"], "passing");
+    assert_eq!(checks["oldcheck"]["Output"], "still fine");
+    let saved = data.join("local");
+    assert_eq!(files_in(&saved.join("services")), 1);
+    assert_eq!(files_in(&saved.join("checks")), 1);
+    let local: Value = serde_json::from_slice(&std::fs::read(data.join("local.json"))?)?;
+    assert!(
+        local.get("services").is_none() && local.get("checks").is_none(),
+        "registrations left in local.json: {local}"
+    );
+
+    for id in ["a/b", "web", "db"] {
+        let def = json!({"Name": "svc", "ID": id, "Port": 80});
+        assert_eq!(
+            put(
+                &a.url("/v1/agent/service/register"),
+                def.to_string().as_bytes()
+            )
+            .await?
+            .status,
+            200
+        );
+    }
+    let check = json!({"Name": "disk", "CheckID": "disk", "TTL": "1h", "ServiceID": "db"});
+    assert_eq!(
+        put(
+            &a.url("/v1/agent/check/register"),
+            check.to_string().as_bytes()
+        )
+        .await?
+        .status,
+        200
+    );
+    assert_eq!(files_in(&saved.join("services")), 4);
+    assert_eq!(files_in(&saved.join("checks")), 2);
+    // Deregistering a service forgets the checks registered for it too.
+    assert_eq!(
+        put(&a.url("/v1/agent/service/deregister/db"), b"")
+            .await?
+            .status,
+        200
+    );
+    assert_eq!(
+        put(&a.url("/v1/agent/check/deregister/oldcheck"), b"")
+            .await?
+            .status,
+        200
+    );
+    assert_eq!(files_in(&saved.join("services")), 3);
+    assert_eq!(files_in(&saved.join("checks")), 0);
+
+    a.restart()?;
+    wait_until("leader after restart", Duration::from_secs(10), || {
+        leader_of(&a)
+    })
+    .await?;
+    assert_eq!(agent_services(&a).await, ["a/b", "old", "web"]);
+    let checks = get(&a.url("/v1/agent/checks")).await?.json();
+    assert!(
+        checks.get("disk").is_none() && checks.get("oldcheck").is_none(),
+        "{checks}"
+    );
+    Ok(())
+}
+
+/// A registration the agent cannot save is refused with the reason, and not half-kept: it
+/// is neither served nor pushed to the catalog (where the next restart would lose it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_that_cannot_be_saved_is_refused_and_not_kept() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = single_server(root.path(), "nosave", &[]).await?;
+    let saved = root.path().join("nosave").join("local");
+    std::fs::create_dir_all(&saved)?;
+    // A file where the directory of saved services belongs: every save there fails, even
+    // for root.
+    std::fs::write(saved.join("services"), b"in the way")?;
+    let def = json!({"Name": "web", "Port": 80, "Check": {"TTL": "1h"}});
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        def.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(
+        r.text()
+            .starts_with("failed to persist service \"web\" in ")
+            && r.text().contains("local/services/"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(agent_services(&a).await, Vec::<String>::new());
+    assert!(get(&a.url("/v1/agent/checks"))
+        .await?
+        .json()
+        .as_object()
+        .is_some_and(|c| c.is_empty()));
+    // A later registration of something else still goes through the rest of the agent.
+    let check = json!({"Name": "node check", "CheckID": "n", "TTL": "1h"});
+    assert_eq!(
+        put(
+            &a.url("/v1/agent/check/register"),
+            check.to_string().as_bytes()
+        )
+        .await?
+        .status,
+        200
+    );
+    wait_until(
+        "the check in the catalog",
+        Duration::from_secs(10),
+        || async {
+            let v = get(&a.url("/v1/health/node/nosave")).await.ok()?.json();
+            v.as_array()?
+                .iter()
+                .any(|c| c["CheckID"] == "n")
+                .then_some(())
+        },
+    )
+    .await?;
+    let catalog = get(&a.url("/v1/catalog/service/web")).await?.json();
+    assert_eq!(catalog, json!([]));
+    Ok(())
+}
+
+/// The ModifyIndex of the first instance of `name` in the catalog.
+async fn listed(a: &Agent, name: &str) -> Option<u64> {
+    let v = get(&a.url(&format!("/v1/catalog/service/{name}")))
+        .await
+        .ok()?
+        .json();
+    v.as_array()?.first()?["ModifyIndex"].as_u64()
+}
+
+/// Anti-entropy pushes only what changed: a service re-registered as it was is not written
+/// to the catalog again (its ModifyIndex stays, so its watchers do not wake).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unchanged_re_registration_writes_nothing_to_the_catalog() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = single_server(root.path(), "steady", &[]).await?;
+    let register = |def: Value| {
+        let url = a.url("/v1/agent/service/register");
+        async move {
+            let r = put(&url, def.to_string().as_bytes()).await?;
+            anyhow::ensure!(r.status == 200, "{}", r.text());
+            anyhow::Ok(())
+        }
+    };
+    let web = json!({"Name": "web", "Port": 80, "Tags": ["a"], "Check": {"CheckID": "web-ttl", "TTL": "1h"}});
+    register(web.clone()).await?;
+    let first = wait_until("web listed", Duration::from_secs(10), || listed(&a, "web")).await?;
+    register(web.clone()).await?;
+    // Syncs run in order: once a later registration is in the catalog, a push of the
+    // re-registration would have been made.
+    register(json!({"Name": "marker", "Port": 1})).await?;
+    wait_until("marker listed", Duration::from_secs(10), || {
+        listed(&a, "marker")
+    })
+    .await?;
+    assert_eq!(listed(&a, "web").await, Some(first));
+    // A changed definition is pushed.
+    register(json!({"Name": "web", "Port": 80, "Tags": ["b"], "Check": {"CheckID": "web-ttl", "TTL": "1h"}})).await?;
+    wait_until("the new tag listed", Duration::from_secs(10), || async {
+        let v = get(&a.url("/v1/catalog/service/web?tag=b"))
+            .await
+            .ok()?
+            .json();
+        (!v.as_array()?.is_empty()).then_some(())
+    })
+    .await?;
+    Ok(())
+}

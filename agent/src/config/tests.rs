@@ -63,8 +63,10 @@ fn settings_muster_already_obeys_are_taken_quietly() {
     let (_, w) = load_with(other, &[]).expect("loads");
     assert_eq!(
         w,
-        ["primary_datacenter \"east\" is not this agent's datacenter \"dc1\": Muster runs a \
-          single datacenter, so it is ignored"]
+        [
+            "primary_datacenter \"east\" is not this agent's datacenter \"dc1\": Muster runs a \
+          single datacenter, so it is ignored"
+        ]
     );
     let bad = r#"{"disable_update_check": "yes", "data_dir": "/d"}"#;
     assert_eq!(

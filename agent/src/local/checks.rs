@@ -8,7 +8,6 @@ use std::time::{Duration, Instant, SystemTime};
 use muster_api::{LocalAgent, LocalError};
 use muster_checks::{CheckUpdate, Probe};
 use muster_server::model::{Check, HealthStatus};
-use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +30,7 @@ impl Local {
         st: &mut State,
         def: CheckDef,
         source: Source,
-        raw: Option<Value>,
+        saved: bool,
         service_name: &str,
         on_its_own: bool,
     ) {
@@ -59,7 +58,7 @@ impl Local {
                 check,
                 def: Some(def),
                 source,
-                raw,
+                saved,
                 critical_since,
                 expires: None,
             },
@@ -138,10 +137,10 @@ impl Local {
                 for id in &expired {
                     tracing::info!(check = %id, "maintenance TTL ended");
                     st.checks.remove(id);
+                    self.mark_dirty(&mut st, id);
                 }
                 drop(st);
                 self.persist();
-                self.mark_full();
             }
             for sid in reap {
                 tracing::info!(service = %sid, "deregistering service critical past deregister_critical_service_after");

@@ -65,24 +65,24 @@ impl Local {
             };
             let expires = ttl.map(|t| SystemTime::now() + t);
             st.checks.insert(
-                id,
+                id.clone(),
                 LocalCheck {
                     check,
                     def: None,
                     source: Source::Maintenance,
-                    raw: None,
+                    saved: false,
                     critical_since: None,
                     expires,
                 },
             );
-        } else {
-            st.checks.remove(&id);
+            self.mark_dirty(&mut st, &id);
+        } else if st.checks.remove(&id).is_some() {
+            self.mark_dirty(&mut st, &id);
         }
         drop(st);
         if persist {
             self.persist();
         }
-        self.mark_full();
         Ok(())
     }
 

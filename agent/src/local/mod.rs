@@ -6,6 +6,8 @@
 mod checks;
 mod maint;
 mod persist;
+
+use persist::Saved;
 mod sync;
 
 use muster_server::sync::lock;
@@ -37,8 +39,6 @@ enum Source {
 struct LocalService {
     service: Service,
     source: Source,
-    /// The definition as registered over HTTP, kept for persistence.
-    raw: Option<Value>,
 }
 
 /// A check of this agent's: its catalog entry, and its definition (none for maintenance).
@@ -46,7 +46,8 @@ struct LocalCheck {
     check: Check,
     def: Option<CheckDef>,
     source: Source,
-    raw: Option<Value>,
+    /// Registered over HTTP on its own: saved in a file of its own (see `persist`).
+    saved: bool,
     critical_since: Option<Instant>,
     /// Maintenance with a TTL: when it ends by itself.
     expires: Option<SystemTime>,
@@ -66,8 +67,36 @@ struct State {
     checks: BTreeMap<String, LocalCheck>,
     /// Output last pushed to the catalog, and when: output-only changes are rate-limited.
     synced_output: HashMap<String, Instant>,
-    /// Checks whose status changed since the last sync: pushed without a full diff.
+    /// Checks added, changed or removed since the last sync: pushed (or deleted) as they
+    /// are, without reading the catalog.
     dirty: BTreeSet<String>,
+    /// Services added, changed or removed since the last sync, likewise.
+    dirty_services: BTreeSet<String>,
+}
+
+impl State {
+    /// The catalog entries of these checks as they are now, to compare after a change.
+    fn checks_now<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<(String, Option<Check>)> {
+        ids.into_iter()
+            .map(|id| (id.clone(), self.checks.get(id).map(|c| c.check.clone())))
+            .collect()
+    }
+
+    /// Marks for the next sync those of `before` whose catalog entry is no longer the same:
+    /// re-registering an unchanged definition writes nothing.
+    fn mark_changed(&mut self, before: Vec<(String, Option<Check>)>) -> bool {
+        let mut any = false;
+        for (id, old) in before {
+            if self.checks.get(&id).map(|c| &c.check) != old.as_ref() {
+                self.dirty.insert(id);
+                any = true;
+            }
+        }
+        any
+    }
 }
 
 /// This agent's services and checks, shared by the HTTP API, the check runner and
@@ -77,7 +106,10 @@ pub struct Local {
     node_id: String,
     datacenter: String,
     address: String,
+    /// `local.json`: TTL statuses and maintenance.
     path: PathBuf,
+    /// Where each HTTP registration is saved, in a file of its own.
+    saved_dir: PathBuf,
     allow_http_scripts: bool,
     config: Mutex<Config>,
     check_update_interval: Duration,
@@ -94,9 +126,15 @@ pub struct Local {
     full_sync: AtomicBool,
     /// TTL statuses changed since the last save; saved by housekeeping, not on every update.
     persist_due: AtomicBool,
-    /// Held across a save, from the snapshot to the rename: saves do not share a temp file,
-    /// and an older snapshot never replaces a newer one.
-    saving: Mutex<()>,
+    /// Held from saving a registration to taking it into the registry, so that the file and
+    /// the registry agree when the same ID is registered twice at once.
+    registering: Mutex<()>,
+    /// Saves of `local.json` asked for so far (a counter).
+    persist_asked: std::sync::atomic::AtomicU64,
+    /// Held across a save, from the snapshot to the rename, so that saves do not share a temp
+    /// file and an older snapshot never replaces a newer one; holds the count of asks the
+    /// last save covered.
+    saving: Mutex<u64>,
     is_server: bool,
     /// Run after a reload has read the new config, before it is adopted (TLS certificates).
     reload_hooks: Mutex<Vec<ReloadHook>>,
@@ -111,13 +149,14 @@ impl Local {
         lock(&self.reload_hooks).push(hook);
     }
 
-    /// Something beyond check statuses changed: compare everything on the next sync.
+    /// The config's definitions changed or the catalog may differ from what was pushed:
+    /// compare everything with the catalog on the next sync.
     fn mark_full(&self) {
         self.full_sync.store(true, Ordering::Relaxed);
         self.changed.notify_one();
     }
 
-    /// A check's status changed: push just that check on the next sync.
+    /// A check changed or went: push (or delete) just that check on the next sync.
     fn mark_dirty(&self, st: &mut State, id: &str) {
         st.dirty.insert(id.to_string());
         self.changed.notify_one();
@@ -140,6 +179,7 @@ impl Local {
             datacenter: config.datacenter.clone(),
             address: address.to_string(),
             path: data_dir.join("local.json"),
+            saved_dir: data_dir.join("local"),
             allow_http_scripts: config.enable_script_checks,
             config: Mutex::new(config.clone()),
             check_update_interval: config.check_update_interval,
@@ -150,7 +190,9 @@ impl Local {
             own_done: Notify::new(),
             full_sync: AtomicBool::new(true),
             persist_due: AtomicBool::new(false),
-            saving: Mutex::new(()),
+            registering: Mutex::new(()),
+            persist_asked: Default::default(),
+            saving: Mutex::new(0),
             is_server,
             reload_hooks: Mutex::default(),
         });
@@ -190,7 +232,7 @@ impl Local {
                     &mut st,
                     c.clone(),
                     Source::Config,
-                    None,
+                    false,
                     &def.service.name,
                     false,
                 );
@@ -200,7 +242,6 @@ impl Local {
                 LocalService {
                     service: def.service,
                     source: Source::Config,
-                    raw: None,
                 },
             );
         }
@@ -210,7 +251,7 @@ impl Local {
                 .get(&c.service_id)
                 .map(|s| s.service.name.clone())
                 .unwrap_or_default();
-            self.add_check(&mut st, c, Source::Config, None, &sname, true);
+            self.add_check(&mut st, c, Source::Config, false, &sname, true);
         }
         drop(st);
         self.mark_full();
@@ -236,8 +277,22 @@ impl Local {
         for w in ctx.warnings {
             tracing::warn!("{w}");
         }
-        let mut st = lock(&self.state);
         let id = def.service.id.clone();
+        let _registering = lock(&self.registering);
+        if persist {
+            self.save_registration(Saved::Service, &id, raw)?;
+        }
+        let mut st = lock(&self.state);
+        let ids: BTreeSet<String> = st
+            .checks
+            .iter()
+            .filter(|(_, c)| c.check.service_id == id)
+            .map(|(k, _)| k.clone())
+            .chain(def.checks.iter().map(|c| c.id.clone()))
+            .collect();
+        let checks_before = st.checks_now(&ids);
+        let service_changed = st.services.get(&id).map(|s| &s.service) != Some(&def.service);
+        let mut forget = Vec::new();
         if replace_checks {
             let stale: Vec<String> = st
                 .checks
@@ -247,7 +302,9 @@ impl Local {
                 .map(|(k, _)| k.clone())
                 .collect();
             for c in stale {
-                st.checks.remove(&c);
+                if st.checks.remove(&c).is_some_and(|c| c.saved) {
+                    forget.push(c.clone());
+                }
                 self.runner.stop(&c);
             }
         }
@@ -260,7 +317,7 @@ impl Local {
                 &mut st,
                 c.clone(),
                 Source::Api,
-                None,
+                false,
                 &def.service.name,
                 false,
             );
@@ -270,18 +327,25 @@ impl Local {
             }
         }
         st.services.insert(
-            id,
+            id.clone(),
             LocalService {
                 service: def.service,
                 source: Source::Api,
-                raw: Some(raw.clone()),
             },
         );
-        drop(st);
-        if persist {
-            self.persist();
+        let mut changed = st.mark_changed(checks_before);
+        if service_changed {
+            st.dirty_services.insert(id);
+            changed = true;
         }
-        self.mark_full();
+        drop(st);
+        for c in forget {
+            // Left behind, the check would come back at the next start.
+            let _ = self.forget_registration(Saved::Check, &c);
+        }
+        if changed {
+            self.changed.notify_one();
+        }
         Ok(())
     }
 
@@ -297,26 +361,42 @@ impl Local {
         if def.is_script && !self.allow_http_scripts {
             return Err(LocalError::Invalid(script_refusal("enable_script_checks")));
         }
-        let mut st = lock(&self.state);
-        let sname = if def.service_id.is_empty() {
-            String::new()
-        } else {
+        let _registering = lock(&self.registering);
+        let service_name = |st: &State| {
+            if def.service_id.is_empty() {
+                return Ok(String::new());
+            }
             match st.services.get(&def.service_id) {
-                Some(s) => s.service.name.clone(),
-                None => {
-                    return Err(LocalError::Invalid(format!(
-                        "ServiceID {:?} does not exist",
-                        def.service_id
-                    )))
-                }
+                Some(s) => Ok(s.service.name.clone()),
+                None => Err(LocalError::Invalid(format!(
+                    "ServiceID {:?} does not exist",
+                    def.service_id
+                ))),
             }
         };
-        self.add_check(&mut st, def, Source::Api, Some(raw.clone()), &sname, true);
-        drop(st);
+        service_name(&lock(&self.state))?;
         if persist {
-            self.persist();
+            self.save_registration(Saved::Check, &def.id, raw)?;
         }
-        self.mark_full();
+        let mut st = lock(&self.state);
+        let sname = match service_name(&st) {
+            Ok(n) => n,
+            Err(e) => {
+                // The service went while the check was being saved (a config reload).
+                drop(st);
+                if persist {
+                    let _ = self.forget_registration(Saved::Check, &def.id);
+                }
+                return Err(e);
+            }
+        };
+        let before = st.checks_now([&def.id]);
+        self.add_check(&mut st, def, Source::Api, persist, &sname, true);
+        let changed = st.mark_changed(before);
+        drop(st);
+        if changed {
+            self.changed.notify_one();
+        }
         Ok(())
     }
 
@@ -363,23 +443,35 @@ impl LocalAgent for Local {
     }
 
     fn deregister_service(&self, id: &str) -> Result<(), LocalError> {
-        let mut st = lock(&self.state);
-        if st.services.remove(id).is_none() {
+        let _registering = lock(&self.registering);
+        if !lock(&self.state).services.contains_key(id) {
             return Err(LocalError::NotFound(format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name.")));
         }
+        self.forget_registration(Saved::Service, id)?;
+        let mut st = lock(&self.state);
+        st.services.remove(id);
         let checks: Vec<String> = st
             .checks
             .iter()
             .filter(|(_, c)| c.check.service_id == id)
             .map(|(k, _)| k.clone())
             .collect();
+        let mut forget = Vec::new();
         for c in checks {
-            st.checks.remove(&c);
+            if st.checks.remove(&c).is_some_and(|lc| lc.saved) {
+                forget.push(c.clone());
+            }
             self.runner.stop(&c);
+            st.dirty.insert(c);
         }
+        st.dirty_services.insert(id.to_string());
         drop(st);
-        self.persist();
-        self.mark_full();
+        for c in forget {
+            let _ = self.forget_registration(Saved::Check, &c);
+        }
+        // Drops the statuses of its TTL checks from `local.json`.
+        self.persist_due.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -388,12 +480,18 @@ impl LocalAgent for Local {
     }
 
     fn deregister_check(&self, id: &str) -> Result<(), LocalError> {
-        if lock(&self.state).checks.remove(id).is_none() {
+        let _registering = lock(&self.registering);
+        if !lock(&self.state).checks.contains_key(id) {
             return Err(LocalError::NotFound(format!("Unknown check ID {id:?}")));
         }
+        self.forget_registration(Saved::Check, id)?;
+        {
+            let mut st = lock(&self.state);
+            st.checks.remove(id);
+            self.mark_dirty(&mut st, id);
+        }
         self.runner.stop(id);
-        self.persist();
-        self.mark_full();
+        self.persist_due.store(true, Ordering::Relaxed);
         Ok(())
     }
 

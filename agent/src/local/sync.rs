@@ -16,6 +16,9 @@ use super::Local;
 use crate::cluster::tags::SERF_CHECK;
 use muster_server::sync::lock;
 
+/// Operations per catalog write of a sync.
+const TXN_CHUNK: usize = 128;
+
 /// Full anti-entropy sync at least this often.
 const SYNC_EVERY: Duration = Duration::from_secs(60);
 
@@ -129,32 +132,14 @@ impl Local {
 
     async fn sync_once(&self, server: &Server) -> muster_server::Result<()> {
         if !self.full_sync.swap(false, Relaxed) {
-            // Only statuses changed: push those checks as they are, no catalog read.
-            let ops: Vec<TxnOp> = {
-                let mut st = lock(&self.state);
-                let ids = std::mem::take(&mut st.dirty);
-                ids.iter()
-                    .filter_map(|id| st.checks.get(id))
-                    .map(|c| TxnOp::Check {
-                        verb: CatalogVerb::Set,
-                        check: c.check.clone(),
-                    })
-                    .collect()
-            };
-            if ops.is_empty() {
-                return Ok(());
-            }
-            let res = self.write_own(server, Command::Txn(ops)).await;
-            match res {
-                Ok(r) if r.txn.as_ref().is_none_or(|t| t.errors.is_empty()) => return Ok(()),
-                // The catalog is not what we thought (or unreachable): fall back to a full sync.
-                Ok(_) => self.full_sync.store(true, Relaxed),
+            match self.sync_changes(server).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
                 Err(e) => {
                     self.full_sync.store(true, Relaxed);
                     return Err(e);
                 }
             }
-            self.full_sync.store(false, Relaxed);
         }
         let res = self.full_sync_once(server).await;
         if res.is_err() {
@@ -163,8 +148,63 @@ impl Local {
         res
     }
 
+    /// Pushes only what changed locally since the last sync, as it is now (or deletes it),
+    /// with no catalog read: a registration costs the same with 10 services or 10,000.
+    /// `false`: a full sync must follow (the catalog is not what we thought, or the backlog
+    /// is large, say registrations made while no server answered).
+    async fn sync_changes(&self, server: &Server) -> muster_server::Result<bool> {
+        let mut ops: Vec<TxnOp> = {
+            let mut st = lock(&self.state);
+            let services = std::mem::take(&mut st.dirty_services);
+            let checks = std::mem::take(&mut st.dirty);
+            let services = services.into_iter().map(|id| match st.services.get(&id) {
+                Some(ls) => TxnOp::Service {
+                    verb: CatalogVerb::Set,
+                    node: self.node.clone(),
+                    service: ls.service.clone(),
+                },
+                None => TxnOp::Service {
+                    verb: CatalogVerb::Delete,
+                    node: self.node.clone(),
+                    service: Service {
+                        id,
+                        ..Default::default()
+                    },
+                },
+            });
+            let checks = checks.into_iter().map(|id| match st.checks.get(&id) {
+                Some(c) => TxnOp::Check {
+                    verb: CatalogVerb::Set,
+                    check: c.check.clone(),
+                },
+                None => TxnOp::Check {
+                    verb: CatalogVerb::Delete,
+                    check: Check {
+                        node: self.node.clone(),
+                        id,
+                        ..Default::default()
+                    },
+                },
+            });
+            services.chain(checks).collect()
+        };
+        if ops.is_empty() {
+            return Ok(true);
+        }
+        if ops.len() > TXN_CHUNK {
+            return Ok(false);
+        }
+        sort_for_txn(&mut ops);
+        let r = self.write_own(server, Command::Txn(ops)).await?;
+        Ok(r.txn.as_ref().is_none_or(|t| t.errors.is_empty()))
+    }
+
     async fn full_sync_once(&self, server: &Server) -> muster_server::Result<()> {
-        lock(&self.state).dirty.clear();
+        {
+            let mut st = lock(&self.state);
+            st.dirty.clear();
+            st.dirty_services.clear();
+        }
         let (node, services) = match server
             .read(
                 Consistency::Default,
@@ -293,19 +333,10 @@ impl Local {
         if ops.is_empty() {
             return Ok(());
         }
-        // Services before their checks; deletes of checks before their services go.
-        ops.sort_by_key(|o| match o {
-            TxnOp::Node { .. } => 0,
-            TxnOp::Service {
-                verb: CatalogVerb::Set,
-                ..
-            } => 1,
-            TxnOp::Check { .. } => 2,
-            _ => 3,
-        });
+        sort_for_txn(&mut ops);
         let started = Instant::now();
         let n = ops.len();
-        for chunk in ops.chunks(128) {
+        for chunk in ops.chunks(TXN_CHUNK) {
             let r = self.write_own(server, Command::Txn(chunk.to_vec())).await?;
             tracing::debug!(ops = n, index = r.index, took = ?started.elapsed(), "anti-entropy pushed changes");
             if let Some(t) = r.txn.filter(|t| !t.errors.is_empty()) {
@@ -322,4 +353,18 @@ impl Local {
         }
         Ok(())
     }
+}
+
+/// The node first, services before their checks, and deletes of checks before their
+/// services go.
+fn sort_for_txn(ops: &mut [TxnOp]) {
+    ops.sort_by_key(|o| match o {
+        TxnOp::Node { .. } => 0,
+        TxnOp::Service {
+            verb: CatalogVerb::Set,
+            ..
+        } => 1,
+        TxnOp::Check { .. } => 2,
+        _ => 3,
+    });
 }
