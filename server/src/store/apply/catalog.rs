@@ -149,20 +149,24 @@ impl Apply<'_> {
         Ok(true)
     }
 
-    /// Removes a node's services (all, or those matching `only`), with their name index rows.
+    /// Removes a node's services (all, or the one `only` names), with their name index rows.
     fn remove_services(&mut self, node: &str, only: Option<&str>) -> Result<()> {
-        let (lo, hi) = node_range(node);
         let mut gone: Vec<Service> = Vec::new();
-        retain_in(&mut *self.table(SERVICES)?, &lo, Some(&hi), |_, v| {
-            let Ok(s) = decode::<Service>(v) else {
-                return true;
-            };
-            if only.is_some_and(|id| id != s.id) {
-                return true;
+        match only {
+            // One service is one row: no scan of the node's others.
+            Some(id) => {
+                if let Some(v) = self.table(SERVICES)?.remove(node_key(node, id).as_str()) {
+                    gone.extend(decode::<Service>(&v).ok());
+                }
             }
-            gone.push(s);
-            false
-        });
+            None => {
+                let (lo, hi) = node_range(node);
+                retain_in(&mut *self.table(SERVICES)?, &lo, Some(&hi), |_, v| {
+                    gone.extend(decode::<Service>(v).ok());
+                    false
+                });
+            }
+        }
         if gone.is_empty() {
             return Ok(());
         }
@@ -174,22 +178,35 @@ impl Apply<'_> {
         self.bump(IDX_SERVICES)
     }
 
-    /// Removes a node's checks matching `pred`; returns the IDs removed.
-    fn remove_checks(&mut self, node: &str, pred: impl Fn(&Check) -> bool) -> Result<Vec<Check>> {
-        let (lo, hi) = node_range(node);
+    /// Removes a node's checks (all, one, or those of one service); returns those removed.
+    fn remove_checks(&mut self, node: &str, which: Checks<'_>) -> Result<Vec<Check>> {
         let mut gone = Vec::new();
-        retain_in(
-            &mut *self.table(CHECKS)?,
-            &lo,
-            Some(&hi),
-            |_, v| match decode::<Check>(v) {
-                Ok(c) if pred(&c) => {
-                    gone.push(c);
-                    false
+        match which {
+            Checks::Id(id) => {
+                if let Some(v) = self.table(CHECKS)?.remove(node_key(node, id).as_str()) {
+                    gone.extend(decode::<Check>(&v).ok());
                 }
-                _ => true,
-            },
-        );
+            }
+            Checks::All | Checks::OfService(_) => {
+                let (lo, hi) = node_range(node);
+                retain_in(&mut *self.table(CHECKS)?, &lo, Some(&hi), |_, v| {
+                    // A check of the service holds its ID among its bytes: only those are
+                    // decoded, so a node with thousands of checks is not decoded whole.
+                    if let Checks::OfService(sid) = which {
+                        if !sid.is_empty() && !v.windows(sid.len()).any(|w| w == sid.as_bytes()) {
+                            return true;
+                        }
+                    }
+                    match decode::<Check>(v) {
+                        Ok(c) if which.holds(&c) => {
+                            gone.push(c);
+                            false
+                        }
+                        _ => true,
+                    }
+                });
+            }
+        }
         if !gone.is_empty() {
             self.bump(IDX_CHECKS)?;
         }
@@ -218,14 +235,14 @@ impl Apply<'_> {
     ) -> Result<bool> {
         match (service_id, check_id) {
             (Some(sid), _) => {
-                let checks = self.remove_checks(node, |c| c.service_id == sid)?;
+                let checks = self.remove_checks(node, Checks::OfService(sid))?;
                 self.remove_services(node, Some(sid))?;
                 for c in checks {
                     self.invalidate_sessions_on_check(node, &c.id)?;
                 }
             }
             (None, Some(cid)) => {
-                let checks = self.remove_checks(node, |c| c.id == cid)?;
+                let checks = self.remove_checks(node, Checks::Id(cid))?;
                 for c in &checks {
                     if c.service_name.is_empty() {
                         self.bump_node_services(node)?;
@@ -236,7 +253,7 @@ impl Apply<'_> {
                 }
             }
             (None, None) => {
-                self.remove_checks(node, |_| true)?;
+                self.remove_checks(node, Checks::All)?;
                 self.remove_services(node, None)?;
                 if self.table(NODES)?.remove(node).is_some() {
                     self.bump(IDX_NODES)?;
@@ -255,5 +272,101 @@ impl Apply<'_> {
             }
         }
         Ok(true)
+    }
+}
+
+/// Which of a node's checks to remove.
+#[derive(Clone, Copy)]
+enum Checks<'a> {
+    All,
+    Id(&'a str),
+    OfService(&'a str),
+}
+
+impl Checks<'_> {
+    fn holds(self, c: &Check) -> bool {
+        match self {
+            Checks::All => true,
+            Checks::Id(id) => c.id == id,
+            Checks::OfService(sid) => c.service_id == sid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{Check, Command, Node, Registration, Service};
+    use crate::store::mem::{Tables, WriteTxn};
+    use crate::store::tables::{CHECKS, SERVICES};
+    use crate::store::{apply_command, Changes};
+
+    fn apply(db: &mut Tables, index: u64, cmd: Command) {
+        let txn = WriteTxn::new(db);
+        let mut ch = Changes::default();
+        let res = apply_command(&txn, index, cmd, &mut ch).expect("apply");
+        assert!(res.success);
+        *db = txn.finish(None, Default::default());
+    }
+
+    fn keys(db: &Tables, table: crate::store::mem::TableId) -> Vec<String> {
+        db.table(table)
+            .keys()
+            .map(|k| k.replace('\0', "/"))
+            .collect()
+    }
+
+    fn check(id: &str, service_id: &str) -> Check {
+        Check {
+            id: id.into(),
+            name: id.into(),
+            service_id: service_id.into(),
+            ..Check::default()
+        }
+    }
+
+    /// One service or one check goes by its key alone; a service's checks go with it, and
+    /// only they, however much of another check's bytes look like its ID.
+    #[test]
+    fn deregistering_one_service_or_check_leaves_the_rest() {
+        let mut db = Tables::default();
+        let node = Node {
+            name: "n1".into(),
+            ..Node::default()
+        };
+        let reg = |sid: &str, checks: Vec<Check>| {
+            Command::Register(Box::new(Registration {
+                node: node.clone(),
+                skip_node_update: false,
+                service: Some(Service {
+                    id: sid.into(),
+                    name: "web".into(),
+                    ..Service::default()
+                }),
+                checks,
+            }))
+        };
+        apply(&mut db, 1, reg("a", vec![check("a-check", "a")]));
+        // "a" is in every byte string here; only service "a"'s check may go with it.
+        apply(
+            &mut db,
+            2,
+            reg("ab", vec![check("a", "ab"), check("aa", "ab")]),
+        );
+        apply(&mut db, 3, reg("b", vec![check("node", "")]));
+        let dereg = |sid: Option<&str>, cid: Option<&str>| Command::Deregister {
+            node: "n1".into(),
+            service_id: sid.map(Into::into),
+            check_id: cid.map(Into::into),
+        };
+        apply(&mut db, 4, dereg(Some("a"), None));
+        assert_eq!(keys(&db, SERVICES), ["n1/ab", "n1/b"]);
+        assert_eq!(keys(&db, CHECKS), ["n1/a", "n1/aa", "n1/node"]);
+        apply(&mut db, 5, dereg(None, Some("a")));
+        assert_eq!(keys(&db, CHECKS), ["n1/aa", "n1/node"]);
+        apply(&mut db, 6, dereg(Some("missing"), None));
+        apply(&mut db, 7, dereg(None, Some("missing")));
+        assert_eq!(keys(&db, SERVICES), ["n1/ab", "n1/b"]);
+        apply(&mut db, 8, dereg(None, None));
+        assert!(keys(&db, SERVICES).is_empty() && keys(&db, CHECKS).is_empty());
     }
 }
