@@ -739,6 +739,29 @@ async fn registrations_are_saved_one_file_each_and_older_files_move_over() -> an
         checks.get("disk").is_none() && checks.get("oldcheck").is_none(),
         "{checks}"
     );
+
+    // A check registered on its own for a service, reloaded from its file at a start, still
+    // goes with the service.
+    let check = json!({"Name": "extra", "CheckID": "web-extra", "TTL": "1h", "ServiceID": "web"});
+    let r = put(
+        &a.url("/v1/agent/check/register"),
+        check.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    a.restart()?;
+    wait_until("leader after restart", Duration::from_secs(10), || {
+        leader_of(&a)
+    })
+    .await?;
+    assert!(get(&a.url("/v1/agent/checks"))
+        .await?
+        .json()
+        .get("web-extra")
+        .is_some());
+    let r = put(&a.url("/v1/agent/service/deregister/web"), b"").await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(files_in(&saved.join("checks")), 0);
     Ok(())
 }
 
@@ -846,5 +869,136 @@ async fn an_unchanged_re_registration_writes_nothing_to_the_catalog() -> anyhow:
         (!v.as_array()?.is_empty()).then_some(())
     })
     .await?;
+    Ok(())
+}
+
+/// The config files are the source of truth for the IDs they define, as in Consul: a service
+/// of the same ID registered over HTTP gives way at the next reload, and stays gone after a
+/// restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_service_wins_over_an_http_one_of_the_same_id() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let cfg = root.path().join("cfg");
+    std::fs::create_dir_all(&cfg)?;
+    write(
+        &cfg.join("api.json"),
+        &json!({"service": {"name": "api", "port": 9000}}),
+    );
+    let dir = cfg.display().to_string();
+    let mut a = single_server(root.path(), "cfgwins", &["-config-dir", &dir]).await?;
+    let port = |a: &Agent| {
+        let url = a.url("/v1/agent/service/api");
+        async move { get(&url).await.ok()?.json()["Port"].as_u64() }
+    };
+    let def = json!({"Name": "api", "Port": 9999});
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        def.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(port(&a).await, Some(9999));
+    let r = put(&a.url("/v1/agent/reload"), b"").await?;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(port(&a).await, Some(9000));
+    a.restart()?;
+    wait_until("leader after restart", Duration::from_secs(10), || {
+        leader_of(&a)
+    })
+    .await?;
+    assert_eq!(port(&a).await, Some(9000));
+    Ok(())
+}
+
+/// Re-registering a service keeps its checks' statuses, and with them how long they have been
+/// critical: a passing check is not reaped by `DeregisterCriticalServiceAfter` counted from
+/// the re-registration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_re_registered_passing_service_is_not_reaped() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let a = single_server(root.path(), "rereg", &[]).await?;
+    let register = |def: Value| {
+        let url = a.url("/v1/agent/service/register");
+        async move {
+            let r = put(&url, def.to_string().as_bytes()).await?;
+            anyhow::ensure!(r.status == 200, "{}", r.text());
+            anyhow::Ok(())
+        }
+    };
+    // No Status: each registration starts the check critical, unless it keeps a status.
+    let steady = json!({"Name": "steady", "Check": {"CheckID": "steady-ttl", "TTL": "1h",
+        "DeregisterCriticalServiceAfter": "1s"}});
+    register(steady.clone()).await?;
+    assert_eq!(
+        put(&a.url("/v1/agent/check/pass/steady-ttl"), b"")
+            .await?
+            .status,
+        200
+    );
+    register(steady).await?;
+    // Reaped one second after its registration, later than `steady` would have been.
+    register(
+        json!({"Name": "victim", "Check": {"CheckID": "victim-ttl", "TTL": "1h",
+        "DeregisterCriticalServiceAfter": "1s"}}),
+    )
+    .await?;
+    wait_until("victim reaped", Duration::from_secs(10), || async {
+        let v = get(&a.url("/v1/agent/services")).await.ok()?.json();
+        v.get("victim").is_none().then_some(())
+    })
+    .await?;
+    let checks = get(&a.url("/v1/agent/checks")).await?.json();
+    assert_eq!(checks["steady-ttl"]["Status"], "passing", "{checks}");
+    assert_eq!(agent_services(&a).await, ["steady"]);
+    Ok(())
+}
+
+/// An older `local.json` whose registrations cannot be moved to files of their own (here the
+/// directory is blocked by a file) loses nothing: they are served, kept in `local.json`, and
+/// moved at a later start.
+#[tokio::test(flavor = "multi_thread")]
+async fn registrations_that_cannot_move_out_of_an_older_local_json_stay_in_it() -> anyhow::Result<()>
+{
+    let root = tempfile::tempdir()?;
+    let data = root.path().join("mover");
+    std::fs::create_dir_all(data.join("local"))?;
+    std::fs::write(data.join("local").join("services"), b"in the way")?;
+    write(
+        &data.join("local.json"),
+        &json!({"services": [{"Name": "old", "ID": "old", "Port": 1}], "checks": [],
+                "statuses": {}, "maintenance": []}),
+    );
+    let mut a = single_server(root.path(), "mover", &[]).await?;
+    assert_eq!(agent_services(&a).await, ["old"]);
+    // A TTL status save rewrites local.json; the registration must survive it.
+    let check = json!({"Name": "ttl", "CheckID": "ttl", "TTL": "1h"});
+    let r = put(
+        &a.url("/v1/agent/check/register"),
+        check.to_string().as_bytes(),
+    )
+    .await?;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        put(&a.url("/v1/agent/check/pass/ttl"), b"").await?.status,
+        200
+    );
+    wait_until("status saved", Duration::from_secs(10), || async {
+        let v: Value =
+            serde_json::from_slice(&std::fs::read(data.join("local.json")).ok()?).ok()?;
+        (v["statuses"]["ttl"][0] == "passing").then_some(v)
+    })
+    .await
+    .map(|v| assert_eq!(v["services"][0]["ID"], "old", "{v}"))?;
+
+    std::fs::remove_file(data.join("local").join("services"))?;
+    a.restart()?;
+    wait_until("leader after restart", Duration::from_secs(10), || {
+        leader_of(&a)
+    })
+    .await?;
+    assert_eq!(agent_services(&a).await, ["old"]);
+    assert_eq!(files_in(&data.join("local").join("services")), 1);
+    let local: Value = serde_json::from_slice(&std::fs::read(data.join("local.json"))?)?;
+    assert!(local.get("services").is_none(), "{local}");
     Ok(())
 }

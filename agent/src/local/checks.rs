@@ -30,7 +30,6 @@ impl Local {
         st: &mut State,
         def: CheckDef,
         source: Source,
-        saved: bool,
         service_name: &str,
         on_its_own: bool,
     ) {
@@ -58,7 +57,6 @@ impl Local {
                 check,
                 def: Some(def),
                 source,
-                saved,
                 critical_since,
                 expires: None,
             },

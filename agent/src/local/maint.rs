@@ -70,7 +70,6 @@ impl Local {
                     check,
                     def: None,
                     source: Source::Maintenance,
-                    saved: false,
                     critical_since: None,
                     expires,
                 },

@@ -46,8 +46,6 @@ struct LocalCheck {
     check: Check,
     def: Option<CheckDef>,
     source: Source,
-    /// Registered over HTTP on its own: saved in a file of its own (see `persist`).
-    saved: bool,
     critical_since: Option<Instant>,
     /// Maintenance with a TTL: when it ends by itself.
     expires: Option<SystemTime>,
@@ -129,6 +127,9 @@ pub struct Local {
     /// Held from saving a registration to taking it into the registry, so that the file and
     /// the registry agree when the same ID is registered twice at once.
     registering: Mutex<()>,
+    /// Registrations of an older agent's `local.json` that could not be moved to files of
+    /// their own at start: kept in `local.json` until a later start moves them.
+    unmoved: Mutex<persist::Persisted>,
     /// Saves of `local.json` asked for so far (a counter).
     persist_asked: std::sync::atomic::AtomicU64,
     /// Held across a save, from the snapshot to the rename, so that saves do not share a temp
@@ -191,6 +192,7 @@ impl Local {
             full_sync: AtomicBool::new(true),
             persist_due: AtomicBool::new(false),
             registering: Mutex::new(()),
+            unmoved: Mutex::default(),
             persist_asked: Default::default(),
             saving: Mutex::new(0),
             is_server,
@@ -228,14 +230,7 @@ impl Local {
         }
         for def in config.services.iter().cloned() {
             for c in &def.checks {
-                self.add_check(
-                    &mut st,
-                    c.clone(),
-                    Source::Config,
-                    false,
-                    &def.service.name,
-                    false,
-                );
+                self.add_check(&mut st, c.clone(), Source::Config, &def.service.name, false);
             }
             st.services.insert(
                 def.service.id.clone(),
@@ -251,9 +246,21 @@ impl Local {
                 .get(&c.service_id)
                 .map(|s| s.service.name.clone())
                 .unwrap_or_default();
-            self.add_check(&mut st, c, Source::Config, false, &sname, true);
+            self.add_check(&mut st, c, Source::Config, &sname, true);
         }
         drop(st);
+        // The config files are the source of truth for the IDs they define (as in Consul): a
+        // saved HTTP registration of the same ID is dropped, so it cannot win at the next
+        // start.
+        for def in config.services.iter() {
+            let _ = self.forget_registration(Saved::Service, &def.service.id);
+            for c in &def.checks {
+                let _ = self.forget_registration(Saved::Check, &c.id);
+            }
+        }
+        for c in config.checks.iter() {
+            let _ = self.forget_registration(Saved::Check, &c.id);
+        }
         self.mark_full();
     }
 
@@ -302,28 +309,28 @@ impl Local {
                 .map(|(k, _)| k.clone())
                 .collect();
             for c in stale {
-                if st.checks.remove(&c).is_some_and(|c| c.saved) {
-                    forget.push(c.clone());
-                }
+                st.checks.remove(&c);
                 self.runner.stop(&c);
+                forget.push(c);
             }
         }
         for c in def.checks {
-            let keep = st
-                .checks
-                .get(&c.id)
-                .map(|old| (old.check.status, old.check.output.clone()));
-            self.add_check(
-                &mut st,
-                c.clone(),
-                Source::Api,
-                false,
-                &def.service.name,
-                false,
-            );
-            if let (Some((status, output)), Some(lc)) = (keep, st.checks.get_mut(&c.id)) {
+            let keep = st.checks.get(&c.id).map(|old| {
+                (
+                    old.check.status,
+                    old.check.output.clone(),
+                    old.critical_since,
+                )
+            });
+            // A check of this ID registered on its own is now the service's.
+            forget.push(c.id.clone());
+            self.add_check(&mut st, c.clone(), Source::Api, &def.service.name, false);
+            if let (Some((status, output, since)), Some(lc)) = (keep, st.checks.get_mut(&c.id)) {
                 lc.check.status = status;
                 lc.check.output = output;
+                // Critical since then, or not critical: `deregister_critical_service_after`
+                // counts from the status kept, not from the re-registration.
+                lc.critical_since = since;
             }
         }
         st.services.insert(
@@ -339,9 +346,11 @@ impl Local {
             changed = true;
         }
         drop(st);
-        for c in forget {
-            // Left behind, the check would come back at the next start.
-            let _ = self.forget_registration(Saved::Check, &c);
+        if persist {
+            for c in forget {
+                // Left behind, the check would come back at the next start.
+                let _ = self.forget_registration(Saved::Check, &c);
+            }
         }
         if changed {
             self.changed.notify_one();
@@ -391,7 +400,7 @@ impl Local {
             }
         };
         let before = st.checks_now([&def.id]);
-        self.add_check(&mut st, def, Source::Api, persist, &sname, true);
+        self.add_check(&mut st, def, Source::Api, &sname, true);
         let changed = st.mark_changed(before);
         drop(st);
         if changed {
@@ -456,18 +465,16 @@ impl LocalAgent for Local {
             .filter(|(_, c)| c.check.service_id == id)
             .map(|(k, _)| k.clone())
             .collect();
-        let mut forget = Vec::new();
-        for c in checks {
-            if st.checks.remove(&c).is_some_and(|lc| lc.saved) {
-                forget.push(c.clone());
-            }
-            self.runner.stop(&c);
-            st.dirty.insert(c);
+        for c in &checks {
+            st.checks.remove(c);
+            self.runner.stop(c);
+            st.dirty.insert(c.clone());
         }
         st.dirty_services.insert(id.to_string());
         drop(st);
-        for c in forget {
-            let _ = self.forget_registration(Saved::Check, &c);
+        // Checks registered on their own for the service go with it, at the next start too.
+        for c in &checks {
+            let _ = self.forget_registration(Saved::Check, c);
         }
         // Drops the statuses of its TTL checks from `local.json`.
         self.persist_due.store(true, Ordering::Relaxed);

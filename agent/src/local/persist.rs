@@ -20,7 +20,7 @@ use muster_server::sync::lock;
 
 /// What `local.json` holds.
 #[derive(Default, Serialize, Deserialize)]
-struct Persisted {
+pub(super) struct Persisted {
     /// Only in files of older agents.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     services: Vec<Value>,
@@ -168,12 +168,27 @@ impl Local {
             Err(_) => Persisted::default(),
         };
         // An older agent's file: its registrations are saved the new way as they are taken.
+        // One that cannot be saved now (a full disk) is taken unsaved and stays in
+        // `local.json`, to be moved at a later start.
         let moved = !p.services.is_empty() || !p.checks.is_empty();
         let restore = |kind: Saved, defs: &[Value], save: bool| {
             for d in defs {
-                let res = match kind {
+                let take = |save| match kind {
                     Saved::Service => self.register_service_inner(d, false, save),
                     Saved::Check => self.register_check_inner(d, save),
+                };
+                let res = match take(save) {
+                    Err(LocalError::Storage(why)) => {
+                        tracing::warn!(kind = kind.name(), error = %why, "keeping a registration in local.json");
+                        let mut left = lock(&self.unmoved);
+                        match kind {
+                            Saved::Service => left.services.push(d.clone()),
+                            Saved::Check => left.checks.push(d.clone()),
+                        }
+                        drop(left);
+                        take(false)
+                    }
+                    res => res,
                 };
                 if let Err(e) = res {
                     tracing::warn!(error = ?e, kind = kind.name(), "cannot restore a registration");
@@ -224,7 +239,14 @@ impl Local {
         // Every change asked for up to here was made before it was asked for, so the
         // snapshot below holds it.
         let covers = self.persist_asked.load(Ordering::SeqCst);
-        let mut p = Persisted::default();
+        let mut p = {
+            let left = lock(&self.unmoved);
+            Persisted {
+                services: left.services.clone(),
+                checks: left.checks.clone(),
+                ..Persisted::default()
+            }
+        };
         {
             let st = lock(&self.state);
             for c in st.checks.values() {
