@@ -31,6 +31,43 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     ms(sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)])
 }
 
+/// The `X-Consul-Index` of `path` now.
+async fn index_of(a: &Agent, path: &str) -> anyhow::Result<u64> {
+    Ok(get(&a.url(path))
+        .await?
+        .header("x-consul-index")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
+}
+
+/// Follows `path` the way consumers watch it, with blocking queries from `index`, until an
+/// answer satisfies `seen` (true) or 10 s have passed since `since` (false).
+async fn watch_until(
+    client: &reqwest::Client,
+    a: &Agent,
+    path: &str,
+    mut index: u64,
+    since: Instant,
+    seen: impl Fn(&serde_json::Value) -> bool,
+) -> anyhow::Result<bool> {
+    while since.elapsed() < Duration::from_secs(10) {
+        let r = client
+            .get(a.url(&format!("{path}?index={index}&wait=10s")))
+            .send()
+            .await?;
+        index = r
+            .headers()
+            .get("x-consul-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(index);
+        if seen(&r.json().await?) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// HTTP registrations on an agent that already holds the 1,000 services: what a deploy
 /// tool registering one more instance sees, and a burst from many at once.
 async fn registrations(a: &Agent) -> anyhow::Result<()> {
@@ -41,11 +78,7 @@ async fn registrations(a: &Agent) -> anyhow::Result<()> {
     for i in 0..ONE_BY_ONE {
         let name = format!("reg{i:03}");
         let path = format!("/v1/catalog/service/{name}");
-        let mut index = get(&a.url(&path))
-            .await?
-            .header("x-consul-index")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0);
+        let index = index_of(a, &path).await?;
         let def = serde_json::json!({"Name": name, "Port": 20000 + i, "Check": {"TTL": "1h"}});
         let sent = Instant::now();
         let r = put(&register, def.to_string().as_bytes()).await?;
@@ -56,27 +89,9 @@ async fn registrations(a: &Agent) -> anyhow::Result<()> {
             r.text()
         );
         acked.push(sent.elapsed());
-        // Watched the way consumers do: a blocking query from the index before.
-        loop {
-            anyhow::ensure!(
-                sent.elapsed() < Duration::from_secs(10),
-                "{name} not listed in 10 s"
-            );
-            let r = client
-                .get(a.url(&format!("{path}?index={index}&wait=10s")))
-                .send()
-                .await?;
-            index = r
-                .headers()
-                .get("x-consul-index")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(index);
-            let v: serde_json::Value = r.json().await?;
-            if v.as_array().is_some_and(|l| !l.is_empty()) {
-                break;
-            }
-        }
+        let listed_now = |v: &serde_json::Value| v.as_array().is_some_and(|l| !l.is_empty());
+        let seen = watch_until(&client, a, &path, index, sent, listed_now).await?;
+        anyhow::ensure!(seen, "{name} not listed in 10 s");
         listed.push(sent.elapsed());
     }
     acked.sort();
@@ -225,40 +240,21 @@ async fn main() -> anyhow::Result<()> {
         };
         // Watch the way consumers do: a blocking query from the current index.
         let path = format!("/v1/health/checks/svc{i:04}");
-        let mut index: u64 = get(&a.url(&path))
-            .await?
-            .header("x-consul-index")
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(0);
+        let index = index_of(&a, &path).await?;
         let sent = Instant::now();
         put(&a.url(&format!("/v1/agent/check/{verb}/ttl{i:04}")), b"").await?;
-        while sent.elapsed() < Duration::from_secs(10) {
-            let r = client
-                .get(a.url(&format!("{path}?index={index}&wait=10s")))
-                .send()
-                .await?;
-            index = r
-                .headers()
-                .get("x-consul-index")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(index);
-            let v: serde_json::Value = r.json().await?;
-            let seen = v
-                .as_array()
+        let id = format!("ttl{i:04}");
+        let shows = |v: &serde_json::Value| {
+            v.as_array()
                 .into_iter()
                 .flatten()
-                .any(|c| c["CheckID"] == format!("ttl{i:04}").as_str() && c["Status"] == want);
-            if seen {
-                staleness.push(sent.elapsed());
-                break;
-            }
+                .any(|c| c["CheckID"] == id.as_str() && c["Status"] == want)
+        };
+        let seen = watch_until(&client, &a, &path, index, sent, shows).await?;
+        if seen {
+            staleness.push(sent.elapsed());
         }
-        if staleness
-            .last()
-            .is_none_or(|_| sent.elapsed() >= Duration::from_secs(10))
-        {
+        if !seen {
             let agent = get(&a.url("/v1/agent/checks")).await?.json();
             let cat = get(&a.url(&path)).await?;
             eprintln!("  not visible within 10 s: ttl{i:04} {verb}; agent has {}, catalog {} (index {:?})",

@@ -657,6 +657,17 @@ async fn agent_services(a: &Agent) -> Vec<String> {
     ids
 }
 
+/// Registers a service over HTTP, which must answer 200.
+async fn register(a: &Agent, def: Value) -> anyhow::Result<()> {
+    let r = put(
+        &a.url("/v1/agent/service/register"),
+        def.to_string().as_bytes(),
+    )
+    .await?;
+    anyhow::ensure!(r.status == 200, "{}", r.text());
+    Ok(())
+}
+
 fn files_in(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
@@ -839,28 +850,20 @@ async fn listed(a: &Agent, name: &str) -> Option<u64> {
 async fn an_unchanged_re_registration_writes_nothing_to_the_catalog() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let a = single_server(root.path(), "steady", &[]).await?;
-    let register = |def: Value| {
-        let url = a.url("/v1/agent/service/register");
-        async move {
-            let r = put(&url, def.to_string().as_bytes()).await?;
-            anyhow::ensure!(r.status == 200, "{}", r.text());
-            anyhow::Ok(())
-        }
-    };
     let web = json!({"Name": "web", "Port": 80, "Tags": ["a"], "Check": {"CheckID": "web-ttl", "TTL": "1h"}});
-    register(web.clone()).await?;
+    register(&a, web.clone()).await?;
     let first = wait_until("web listed", Duration::from_secs(10), || listed(&a, "web")).await?;
-    register(web.clone()).await?;
+    register(&a, web.clone()).await?;
     // Syncs run in order: once a later registration is in the catalog, a push of the
     // re-registration would have been made.
-    register(json!({"Name": "marker", "Port": 1})).await?;
+    register(&a, json!({"Name": "marker", "Port": 1})).await?;
     wait_until("marker listed", Duration::from_secs(10), || {
         listed(&a, "marker")
     })
     .await?;
     assert_eq!(listed(&a, "web").await, Some(first));
     // A changed definition is pushed.
-    register(json!({"Name": "web", "Port": 80, "Tags": ["b"], "Check": {"CheckID": "web-ttl", "TTL": "1h"}})).await?;
+    register(&a, json!({"Name": "web", "Port": 80, "Tags": ["b"], "Check": {"CheckID": "web-ttl", "TTL": "1h"}})).await?;
     wait_until("the new tag listed", Duration::from_secs(10), || async {
         let v = get(&a.url("/v1/catalog/service/web?tag=b"))
             .await
@@ -917,27 +920,20 @@ async fn a_config_service_wins_over_an_http_one_of_the_same_id() -> anyhow::Resu
 async fn a_re_registered_passing_service_is_not_reaped() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let a = single_server(root.path(), "rereg", &[]).await?;
-    let register = |def: Value| {
-        let url = a.url("/v1/agent/service/register");
-        async move {
-            let r = put(&url, def.to_string().as_bytes()).await?;
-            anyhow::ensure!(r.status == 200, "{}", r.text());
-            anyhow::Ok(())
-        }
-    };
     // No Status: each registration starts the check critical, unless it keeps a status.
     let steady = json!({"Name": "steady", "Check": {"CheckID": "steady-ttl", "TTL": "1h",
         "DeregisterCriticalServiceAfter": "1s"}});
-    register(steady.clone()).await?;
+    register(&a, steady.clone()).await?;
     assert_eq!(
         put(&a.url("/v1/agent/check/pass/steady-ttl"), b"")
             .await?
             .status,
         200
     );
-    register(steady).await?;
+    register(&a, steady).await?;
     // Reaped one second after its registration, later than `steady` would have been.
     register(
+        &a,
         json!({"Name": "victim", "Check": {"CheckID": "victim-ttl", "TTL": "1h",
         "DeregisterCriticalServiceAfter": "1s"}}),
     )

@@ -296,16 +296,12 @@ impl Checks<'_> {
 #[cfg(test)]
 mod tests {
     use crate::model::{Check, Command, Node, Registration, Service};
-    use crate::store::mem::{Tables, WriteTxn};
+    use crate::store::apply::acl::tests::apply as apply_ok;
+    use crate::store::mem::Tables;
     use crate::store::tables::{CHECKS, SERVICES};
-    use crate::store::{apply_command, Changes};
 
     fn apply(db: &mut Tables, index: u64, cmd: Command) {
-        let txn = WriteTxn::new(db);
-        let mut ch = Changes::default();
-        let res = apply_command(&txn, index, cmd, &mut ch).expect("apply");
-        assert!(res.success);
-        *db = txn.finish(None, Default::default());
+        assert!(apply_ok(db, index, cmd));
     }
 
     fn keys(db: &Tables, table: crate::store::mem::TableId) -> Vec<String> {
