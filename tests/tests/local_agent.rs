@@ -701,15 +701,7 @@ async fn registrations_are_saved_one_file_each_and_older_files_move_over() -> an
 
     for id in ["a/b", "web", "db"] {
         let def = json!({"Name": "svc", "ID": id, "Port": 80});
-        assert_eq!(
-            put(
-                &a.url("/v1/agent/service/register"),
-                def.to_string().as_bytes()
-            )
-            .await?
-            .status,
-            200
-        );
+        register(&a, def).await?;
     }
     let check = json!({"Name": "disk", "CheckID": "disk", "TTL": "1h", "ServiceID": "db"});
     assert_eq!(
@@ -894,12 +886,7 @@ async fn a_config_service_wins_over_an_http_one_of_the_same_id() -> anyhow::Resu
         async move { get(&url).await.ok()?.json()["Port"].as_u64() }
     };
     let def = json!({"Name": "api", "Port": 9999});
-    let r = put(
-        &a.url("/v1/agent/service/register"),
-        def.to_string().as_bytes(),
-    )
-    .await?;
-    assert_eq!(r.status, 200);
+    register(&a, def).await?;
     assert_eq!(port(&a).await, Some(9999));
     let r = put(&a.url("/v1/agent/reload"), b"").await?;
     assert_eq!(r.status, 200, "{}", r.text());
